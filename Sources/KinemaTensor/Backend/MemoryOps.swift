@@ -1,0 +1,55 @@
+/// Allocation, host transfer, casts and layout changes.
+public protocol MemoryOps: AnyObject {
+    var device: Device { get }
+
+    /// Uninitialised memory (the CPU backend fills it with NaN in debug builds so an unwritten element shows).
+    func empty(_ shape: [Int], dtype: DType) -> Tensor
+    func zeros(_ shape: [Int], dtype: DType) -> Tensor
+    func fill(_ tensor: Tensor, with value: Double)
+
+    /// Host values to a new tensor of `dtype` (rounded to nearest even for bf16/f16).
+    func upload(_ values: [Float], shape: [Int], dtype: DType) -> Tensor
+    func upload(_ values: [Double], shape: [Int], dtype: DType) -> Tensor
+    func upload(_ values: [Int32], shape: [Int]) -> Tensor
+    /// Raw little-endian bytes, already in `dtype` (safetensors payloads).
+    func upload(bytes: UnsafeRawBufferPointer, shape: [Int], dtype: DType) -> Tensor
+
+    /// The tensor's values as host floats / doubles (any floating dtype), or its raw bytes.
+    func download(_ tensor: Tensor) -> [Float]
+    func downloadDouble(_ tensor: Tensor) -> [Double]
+    func downloadBytes(_ tensor: Tensor) -> [UInt8]
+
+    /// Copies `source` into `destination` (same element count), converting the dtype if they differ.
+    func copy(_ source: Tensor, into destination: Tensor)
+    func cast(_ tensor: Tensor, to dtype: DType) -> Tensor
+
+    /// out = x with axes reordered: out.shape[i] = x.shape[axes[i]]. Rank at most 6.
+    func permute(_ x: Tensor, _ axes: [Int]) -> Tensor
+    /// Elements `start..<start+length` of `axis`, as a new contiguous tensor.
+    func narrow(_ x: Tensor, axis: Int, start: Int, length: Int) -> Tensor
+    /// Joins tensors along `axis`; all other dimensions must agree.
+    func concat(_ xs: [Tensor], axis: Int) -> Tensor
+
+    /// Waits until all queued work on the device is done (no-op on the CPU).
+    func synchronize()
+}
+
+extension MemoryOps {
+    public func clone(_ tensor: Tensor) -> Tensor {
+        let out = empty(tensor.shape, dtype: tensor.dtype)
+        copy(tensor, into: out)
+        return out
+    }
+
+    public func scalar(_ tensor: Tensor) -> Double {
+        precondition(tensor.count == 1, "scalar() of a tensor of shape \(tensor.shape)")
+        return downloadDouble(tensor)[0]
+    }
+
+    /// Splits `x` into `parts` equal pieces along `axis` (as torch.chunk does for even sizes).
+    public func chunk(_ x: Tensor, parts: Int, axis: Int) -> [Tensor] {
+        precondition(x.shape[axis] % parts == 0, "chunk: dimension \(axis) of \(x.shape) not divisible by \(parts)")
+        let length = x.shape[axis] / parts
+        return (0..<parts).map { narrow(x, axis: axis, start: $0 * length, length: length) }
+    }
+}

@@ -1,0 +1,40 @@
+/// The fused building blocks of a transformer layer. Rows are the last axis; "[B, N, D]" means any tensor whose
+/// first axis is the batch and last axis is D, with N = everything in between.
+public protocol NNOps: AnyObject {
+    /// LayerNorm over the last axis; weight/bias (shape [D]) are optional (elementwise_affine=False).
+    /// Returns y and the per-row mean and 1/σ (f32, shape = x.shape without the last axis) for the backward.
+    func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Double) -> (y: Tensor, mean: Tensor, rstd: Tensor)
+    /// Returns dx; accumulates into dWeight/dBias when given.
+    func layerNormBackward(_ dy: Tensor, x: Tensor, weight: Tensor?, mean: Tensor, rstd: Tensor,
+                           dWeight: Tensor?, dBias: Tensor?) -> Tensor
+
+    /// adaLN modulate: y = x · (1 + scale) + shift, with shift and scale [B, D] broadcast over the tokens of x [B, N, D].
+    func modulate(_ x: Tensor, shift: Tensor, scale: Tensor) -> Tensor
+    func modulateBackward(_ dy: Tensor, x: Tensor, scale: Tensor) -> (dx: Tensor, dShift: Tensor, dScale: Tensor)
+
+    /// Gated residual: out = x + gate · y, gate [B, D] broadcast over the tokens of x, y [B, N, D].
+    func gatedResidual(_ x: Tensor, gate: Tensor, _ y: Tensor) -> Tensor
+    /// dx is dOut itself; returns the gradients of the gate and of y.
+    func gatedResidualBackward(_ dOut: Tensor, gate: Tensor, y: Tensor) -> (dGate: Tensor, dY: Tensor)
+
+    /// GELU with the tanh approximation (as DiT's MLP uses) and SiLU.
+    func gelu(_ x: Tensor) -> Tensor
+    func geluBackward(_ dy: Tensor, x: Tensor) -> Tensor
+    func silu(_ x: Tensor) -> Tensor
+    func siluBackward(_ dy: Tensor, x: Tensor) -> Tensor
+
+    /// Scaled dot-product attention, q [B, H, Nq, Dh], k and v [B, H, Nk, Dh]: softmax(q kᵀ · scale) v.
+    /// Returns the output and the per-row log-sum-exp of the scaled scores (f32 [B, H, Nq]), which is all the
+    /// backward needs to rebuild the probabilities (the flash-attention contract).
+    func attention(q: Tensor, k: Tensor, v: Tensor, scale: Double) -> (out: Tensor, logSumExp: Tensor)
+    func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, logSumExp: Tensor,
+                           scale: Double) -> (dq: Tensor, dk: Tensor, dv: Tensor)
+
+    /// Rows of `table` [V, D] picked by `indices` (i32 [B]) → [B, D]; backward accumulates into dTable.
+    func embedding(_ table: Tensor, indices: Tensor) -> Tensor
+    func embeddingBackward(_ dOut: Tensor, indices: Tensor, into dTable: Tensor)
+
+    /// Sinusoidal timestep features [B, dim] of timesteps t (f32 [B]), as DiT and diffusers compute them:
+    /// [cos(t·f_i), sin(t·f_i)] with f_i = maxPeriod^(-i/half), i < half = dim/2 (a zero column pads odd dims).
+    func timestepEmbedding(_ t: Tensor, dim: Int, maxPeriod: Double) -> Tensor
+}
