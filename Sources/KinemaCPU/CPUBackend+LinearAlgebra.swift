@@ -1,0 +1,79 @@
+import CBLAS
+import KinemaTensor
+
+extension CPUBackend: LinearAlgebraOps {
+    public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool, into c: Tensor,
+                       alpha: Double, beta: Double) {
+        precondition(a.rank >= 2 && b.rank >= 2, "matmul needs rank ≥ 2, got \(a.shape) and \(b.shape)")
+        precondition(a.dtype == b.dtype && a.dtype == c.dtype, "matmul: dtypes differ (\(a.dtype), \(b.dtype), \(c.dtype))")
+        let aRows = a.shape[a.rank - 2], aCols = a.shape[a.rank - 1]
+        let bRows = b.shape[b.rank - 2], bCols = b.shape[b.rank - 1]
+        var m = transposeA ? aCols : aRows
+        let k = transposeA ? aRows : aCols
+        let n = transposeB ? bRows : bCols
+        precondition((transposeB ? bCols : bRows) == k,
+                     "matmul: inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") × \(b.shape)\(transposeB ? "ᵀ" : "")")
+        var batch = a.shape.dropLast(2).reduce(1, *)
+        if b.rank == 2 && a.rank > 2 && !transposeA {
+            m *= batch  // one weight applied to every row of every batch entry
+            batch = 1
+        } else {
+            precondition(Array(a.shape.dropLast(2)) == Array(b.shape.dropLast(2)),
+                         "matmul: batch dimensions differ: \(a.shape) vs \(b.shape)")
+        }
+        precondition(c.count == batch * m * n, "matmul: output \(c.shape) does not hold \(batch)×\(m)×\(n)")
+        guard m > 0 && n > 0 else { return }
+        let rowMajor: Int32 = 101, noTrans: Int32 = 111, trans: Int32 = 112
+        let ta = transposeA ? trans : noTrans, tb = transposeB ? trans : noTrans
+        let strideA = aRows * aCols, strideB = b.rank == 2 ? 0 : bRows * bCols, strideC = m * n
+        for index in 0..<batch {
+            switch a.dtype {
+            case .f32:
+                cblas_sgemm(rowMajor, ta, tb, Int32(m), Int32(n), Int32(k), Float(alpha),
+                            a.elements(Float.self) + index * strideA, Int32(aCols),
+                            b.elements(Float.self) + index * strideB, Int32(bCols), Float(beta),
+                            c.elements(Float.self) + index * strideC, Int32(n))
+            case .f64:
+                cblas_dgemm(rowMajor, ta, tb, Int32(m), Int32(n), Int32(k), alpha,
+                            a.elements(Double.self) + index * strideA, Int32(aCols),
+                            b.elements(Double.self) + index * strideB, Int32(bCols), beta,
+                            c.elements(Double.self) + index * strideC, Int32(n))
+            default:
+                preconditionFailure("matmul: the CPU backend computes in f32 or f64, not \(a.dtype)")
+            }
+        }
+    }
+
+    public func addBias(_ x: Tensor, _ bias: Tensor) -> Tensor {
+        let n = bias.count
+        precondition(x.shape.last == n && x.dtype == bias.dtype, "addBias: bias \(bias.shape) does not fit \(x.shape)")
+        func run<T: CPUScalar>(_: T.Type) -> Tensor {
+            let out = empty(x.shape, dtype: x.dtype)
+            let source = x.elements(T.self), b = bias.elements(T.self), target = out.elements(T.self)
+            parallelFor(x.count / n, grain: Swift.max(1, 16_384 / n)) { rows in
+                for row in rows {
+                    for j in 0..<n { target[row * n + j] = source[row * n + j] + b[j] }
+                }
+            }
+            return out
+        }
+        return floatSwitch(x.dtype, "addBias", f32: { run(Float.self) }, f64: { run(Double.self) })
+    }
+
+    public func accumulateBiasGradient(_ dy: Tensor, into accumulator: Tensor) {
+        let n = accumulator.count
+        precondition(dy.shape.last == n && dy.dtype == accumulator.dtype,
+                     "accumulateBiasGradient: \(dy.shape) into \(accumulator.shape)")
+        func run<T: CPUScalar>(_: T.Type) {
+            let source = dy.elements(T.self), target = accumulator.elements(T.self)
+            let rows = dy.count / n
+            // Split by columns so each sum keeps its row order whatever the thread count.
+            parallelFor(n, grain: 64) { columns in
+                for row in 0..<rows {
+                    for j in columns { target[j] += source[row * n + j] }
+                }
+            }
+        }
+        floatSwitch(dy.dtype, "accumulateBiasGradient", f32: { run(Float.self) }, f64: { run(Double.self) })
+    }
+}
