@@ -1,0 +1,35 @@
+# Kinema — `make demo` and `make test` do all set-up on a fresh Debian/Ubuntu machine with the Swift toolchain.
+SWIFT ?= swift
+KINEMA := .build/release/kinema
+DEMO_DIR ?= out/demo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: deps build demo test clean
+
+# Installs what is missing: ffmpeg (image/video decode and encode) and OpenBLAS (CPU matrix products).
+deps:
+	@missing=""; \
+	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	[ -e /usr/include/x86_64-linux-gnu/cblas.h ] || [ -e /usr/include/aarch64-linux-gnu/cblas.h ] || \
+	  [ -e /usr/include/cblas.h ] || missing="$$missing libopenblas-dev"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build -c release
+
+# Trains a small DiT on the bundled synthetic shapes on the CPU, samples a grid per class and scores it.
+demo: build
+	$(KINEMA) train --data synthetic --model tiny --image-size 16 --steps 1500 --output $(DEMO_DIR)
+	$(KINEMA) sample --checkpoint $(DEMO_DIR)/checkpoint.safetensors --class all --per-class 8 --steps 50 \
+	  --sampler ddim --cfg-scale 2 --output $(DEMO_DIR)/samples.png
+	$(KINEMA) eval-synthetic --checkpoint $(DEMO_DIR)/checkpoint.safetensors --per-class 16 --steps 50 --cfg-scale 2
+
+test: deps
+	$(SWIFT) build -c release
+	$(SWIFT) test --parallel --num-workers 2
+
+clean:
+	rm -rf .build out

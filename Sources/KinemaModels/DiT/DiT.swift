@@ -1,0 +1,152 @@
+import KinemaNN
+import KinemaTensor
+
+/// The class-conditional Diffusion Transformer with adaLN-zero blocks, forward and backward by hand.
+/// Parameters carry the names of the original DiT implementation (`blocks.3.attn.qkv.weight`, …), so a checkpoint
+/// in that layout loads by name; `DiTWeights.swift` maps the diffusers layout onto them.
+public final class DiT {
+    public struct Cache {
+        let labels: Tensor
+        let patchEmbed: PatchEmbed.Cache
+        let timestep: TimestepEmbedder.Cache
+        let conditioning: Tensor  // c = t_emb + y_emb, before SiLU
+        let blocks: [DiTBlock.Cache]
+        let finalLayer: DiTFinalLayer.Cache
+    }
+
+    public let config: DiTConfig
+    public let backend: any Backend
+    public let dtype: DType
+    let xEmbedder: PatchEmbed
+    let tEmbedder: TimestepEmbedder
+    let yEmbedder: LabelEmbedder
+    let blocks: [DiTBlock]
+    let finalLayer: DiTFinalLayer
+    /// The fixed 2D sin-cos table, flattened to [N·D] so one bias add puts it on every sample.
+    let positionalEmbedding: Tensor
+
+    /// A model with the paper's initialisation (xavier-uniform linears, N(0, 0.02) embeddings, zeroed adaLN and
+    /// final layer), drawn deterministically from `seed`.
+    public init(config: DiTConfig, backend: any Backend, dtype: DType = .f32, seed: UInt64 = 0) throws {
+        try config.validate()
+        self.config = config
+        self.backend = backend
+        self.dtype = dtype
+        let d = config.hiddenSize
+        xEmbedder = PatchEmbed(backend: backend, name: "x_embedder", patchSize: config.patchSize,
+                               inChannels: config.inChannels, dim: d, dtype: dtype)
+        tEmbedder = TimestepEmbedder(backend: backend, name: "t_embedder", dim: d,
+                                     frequencyShift: config.timestepFrequencyShift, dtype: dtype)
+        yEmbedder = LabelEmbedder(backend: backend, name: "y_embedder", numClasses: config.numClasses, dim: d,
+                                  dropoutProbability: config.classDropoutProb, dtype: dtype)
+        blocks = (0..<config.depth).map { DiTBlock(backend: backend, name: "blocks.\($0)", config: config, dtype: dtype) }
+        finalLayer = DiTFinalLayer(backend: backend, config: config, dtype: dtype)
+        let table = PositionalEmbedding.sinCos2D(dim: d, gridHeight: config.gridSize, gridWidth: config.gridSize)
+        positionalEmbedding = backend.upload(table, shape: [table.count], dtype: dtype)
+        initializeWeights(seed: seed)
+    }
+
+    public var parameters: [Parameter] {
+        xEmbedder.parameters + tEmbedder.parameters + yEmbedder.parameters + blocks.flatMap(\.parameters)
+            + finalLayer.parameters
+    }
+
+    public var parameterCount: Int { parameters.map(\.value.count).reduce(0, +) }
+
+    /// The null label that classifier-free guidance conditions the unconditional branch on.
+    public var nullClass: Int32 { Int32(config.numClasses) }
+
+    public func dropLabels(_ labels: [Int32], random: inout RandomStream) -> [Int32] {
+        yEmbedder.dropLabels(labels, random: &random)
+    }
+
+    /// x [B, C, H, W] (H = W = inputSize), timesteps [B] in the model dtype, labels i32 [B] → [B, C_out, H, W].
+    public func forward(_ x: Tensor, timesteps: Tensor, labels: Tensor) -> (Tensor, Cache) {
+        precondition(x.rank == 4 && x.shape[1] == config.inChannels && x.shape[2] == config.inputSize
+                     && x.shape[3] == config.inputSize,
+                     "DiT expects [B, \(config.inChannels), \(config.inputSize), \(config.inputSize)], got \(x.shape)")
+        let batch = x.shape[0]
+        let (patches, patchCache) = xEmbedder.forward(x)
+        var h = backend.addBias(patches.reshaped([batch, -1]), positionalEmbedding)
+            .reshaped([batch, config.tokenCount, config.hiddenSize])
+        let (timeEmbedding, timestepCache) = tEmbedder.forward(timesteps)
+        let c = backend.add(timeEmbedding, yEmbedder.forward(labels))
+        let conditioning = backend.silu(c)
+        var blockCaches: [DiTBlock.Cache] = []
+        blockCaches.reserveCapacity(blocks.count)
+        for block in blocks {
+            let (out, cache) = block.forward(h, conditioning: conditioning)
+            h = out
+            blockCaches.append(cache)
+        }
+        let (tokens, finalCache) = finalLayer.forward(h, conditioning: conditioning)
+        let out = Patches.unpatchify(tokens, channels: config.outChannels, patchSize: config.patchSize,
+                                     gridHeight: config.gridSize, gridWidth: config.gridSize, backend: backend)
+        return (out, Cache(labels: labels, patchEmbed: patchCache, timestep: timestepCache, conditioning: c,
+                           blocks: blockCaches, finalLayer: finalCache))
+    }
+
+    /// Accumulates every parameter's gradient for the output gradient dOut [B, C_out, H, W].
+    public func backward(_ dOut: Tensor, _ cache: Cache) {
+        let dTokens = Patches.unpatchifyBackward(dOut, patchSize: config.patchSize, backend: backend)
+        var (dh, dConditioning) = finalLayer.backward(dTokens, cache.finalLayer)
+        for (block, blockCache) in zip(blocks, cache.blocks).reversed() {
+            let (dx, dBlockConditioning) = block.backward(dh, blockCache)
+            dh = dx
+            backend.axpy(1, dBlockConditioning, dConditioning)
+        }
+        let dc = backend.siluBackward(dConditioning, x: cache.conditioning)
+        tEmbedder.backward(dc, cache.timestep)
+        yEmbedder.backward(dc, labels: cache.labels)
+        xEmbedder.backward(dh, cache.patchEmbed)
+    }
+
+    public func callAsFunction(_ x: Tensor, timesteps: Tensor, labels: Tensor) -> Tensor {
+        forward(x, timesteps: timesteps, labels: labels).0
+    }
+
+    public func zeroGradients() {
+        for parameter in parameters { parameter.zeroGradient(backend: backend) }
+    }
+
+    /// DiT's `initialize_weights`.
+    private func initializeWeights(seed: UInt64) {
+        var stream: UInt64 = 0
+        func set(_ parameter: Parameter, _ values: [Double]) {
+            parameter.value = backend.upload(values, shape: parameter.value.shape, dtype: dtype)
+        }
+        func xavier(_ linear: Linear) {
+            let shape = linear.weight.value.shape
+            stream += 1
+            set(linear.weight, Initializers.xavierUniform(shape: shape, fanIn: shape[1], fanOut: shape[0], seed: seed,
+                                                          stream: stream))
+            if let bias = linear.bias { backend.fill(bias.value, with: 0) }
+        }
+        func zero(_ linear: Linear) {
+            for parameter in linear.parameters { backend.fill(parameter.value, with: 0) }
+        }
+        for block in blocks {
+            xavier(block.attention.qkv)
+            xavier(block.attention.proj)
+            xavier(block.mlp.fc1)
+            xavier(block.mlp.fc2)
+            zero(block.adaLN)  // adaLN-zero: every block starts as the identity
+        }
+        // The patch projection is a conv initialised like a linear over its flattened [D, C·p·p] view.
+        let patchWeight = xEmbedder.parameters[0]
+        let fanIn = patchWeight.value.count / config.hiddenSize
+        stream += 1
+        set(patchWeight, Initializers.xavierUniform(shape: patchWeight.value.shape, fanIn: fanIn,
+                                                    fanOut: config.hiddenSize, seed: seed, stream: stream))
+        backend.fill(xEmbedder.parameters[1].value, with: 0)
+        stream += 1
+        set(yEmbedder.table, Initializers.normal(count: yEmbedder.table.value.count, std: 0.02, seed: seed, stream: stream))
+        for linear in [tEmbedder.linear1, tEmbedder.linear2] {
+            stream += 1
+            set(linear.weight, Initializers.normal(count: linear.weight.value.count, std: 0.02, seed: seed, stream: stream))
+            if let bias = linear.bias { backend.fill(bias.value, with: 0) }
+        }
+        zero(finalLayer.adaLN)
+        zero(finalLayer.linear)
+    }
+}
