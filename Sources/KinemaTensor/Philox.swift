@@ -32,10 +32,12 @@ public struct Philox4x32: Sendable {
         return (c0, c1, c2, c3)
     }
 
-    /// A uniform float in (0, 1): never 0, so its logarithm is finite.
+    /// A uniform float in (0, 1): never 0, so its logarithm is finite, and never 1.
     @inline(__always)
     public static func unitFloat(_ bits: UInt32) -> Float {
-        (Float(bits >> 8) + 0.5) * (1.0 / 16_777_216.0)
+        // For bits >> 8 = 2^24 − 1, k + 0.5 is a tie that rounds (to even) up to 2^24, giving exactly 1; clamping
+        // to the float just below 1 fixes that one case and leaves every other value as it was.
+        Swift.min((Float(bits >> 8) + 0.5) * (1.0 / 16_777_216.0), 0x1.fffffep-1)
     }
 
     /// Standard normal for element `index` of the draw starting at counter `offset`: counter offset + index/4,
