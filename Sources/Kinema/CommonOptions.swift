@@ -1,0 +1,92 @@
+import ArgumentParser
+import Foundation
+import KinemaCPU
+import KinemaData
+import KinemaModels
+import KinemaTensor
+
+/// Where the work runs.
+struct DeviceOptions: ParsableArguments {
+    @Option(help: "Device: cpu (this build has the CPU backend; cuda and cuda:N arrive with the CUDA backend).")
+    var device = "cpu"
+
+    @Option(help: "CPU threads (default: all cores).")
+    var threads: Int?
+
+    @Option(help: "Compute precision on the CPU: fp32, or fp64 for checking numerics.")
+    var precision = "fp32"
+
+    func backend() throws -> CPUBackend {
+        guard let parsed = Device(parsing: device) else {
+            throw ValidationError("--device '\(device)' is not a device; use cpu, cuda or cuda:N")
+        }
+        guard parsed == .cpu else {
+            throw ValidationError("--device \(device): this build of Kinema has no CUDA backend yet; use --device cpu")
+        }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        return CPUBackend(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    func dtype() throws -> DType {
+        switch precision {
+        case "fp32", "f32": return .f32
+        case "fp64", "f64": return .f64
+        default: throw ValidationError("--precision '\(precision)' is not available on the CPU; use fp32 or fp64")
+        }
+    }
+}
+
+/// The DiT shape for a new model: a paper name or `tiny`, with optional overrides.
+struct ModelOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Model: one of \(DiTConfig.paperNames.joined(separator: ", ")), or tiny (a small "
+        + "DiT for CPU runs: hidden 128, depth 4, 4 heads, patch 2).", valueName: "name"))
+    var model = "tiny"
+
+    @Option(help: "Override the hidden size.") var hiddenSize: Int?
+    @Option(help: "Override the number of blocks.") var depth: Int?
+    @Option(help: "Override the number of attention heads.") var numHeads: Int?
+    @Option(help: "Override the patch size.") var patchSize: Int?
+    @Option(help: "Probability of replacing a label by the null class in training (for classifier-free guidance).")
+    var classDropout = 0.1
+
+    func config(imageSize: Int, channels: Int, classes: Int) throws -> DiTConfig {
+        var config: DiTConfig
+        if model == "tiny" {
+            config = DiTConfig(inputSize: imageSize, patchSize: 2, inChannels: channels, hiddenSize: 128, depth: 4,
+                               numHeads: 4, numClasses: classes)
+        } else {
+            config = try DiTConfig.named(model, inputSize: imageSize, inChannels: channels, numClasses: classes)
+        }
+        config.hiddenSize = hiddenSize ?? config.hiddenSize
+        config.depth = depth ?? config.depth
+        config.numHeads = numHeads ?? config.numHeads
+        config.patchSize = patchSize ?? config.patchSize
+        config.classDropoutProb = classDropout
+        try config.validate()
+        return config
+    }
+}
+
+/// Opens `--data`: `synthetic` (the bundled coloured shapes) or an image folder with one subfolder per class.
+func openDataset(_ spec: String, imageSize: Int, seed: UInt64) throws -> any DataSource {
+    if spec == "synthetic" { return SyntheticShapes(imageSize: imageSize, count: 50_000, seed: seed) }
+    return try ImageFolderDataset(root: spec, imageSize: imageSize)
+}
+
+/// Parses `--class`: "all", one index, or a comma list.
+func parseClasses(_ text: String, classCount: Int) throws -> [Int] {
+    if text == "all" { return Array(0..<classCount) }
+    let values = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+    guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else {
+        throw ValidationError("--class '\(text)' must be 'all', a class index or a comma-separated list of indices")
+    }
+    let classes = values.map { $0! }
+    if let bad = classes.first(where: { $0 < 0 || $0 >= classCount }) {
+        throw ValidationError("--class \(bad) is out of range: the model has classes 0..<\(classCount)")
+    }
+    return classes
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}

@@ -1,0 +1,135 @@
+import Foundation
+import KinemaData
+import KinemaDiffusion
+import KinemaModels
+import KinemaNN
+import KinemaTensor
+
+/// What one optimisation step measured.
+public struct StepMetrics: Codable, Equatable, Sendable {
+    public var step: Int
+    public var loss: Double
+    public var mse: Double
+    public var vb: Double?
+    public var gradNorm: Double
+    public var lr: Double
+    public var imagesPerSecond: Double
+}
+
+/// The DiT training loop: batches from a data source, DiT's diffusion loss, hand-written backward, clipped AdamW,
+/// EMA, JSON-lines logging and atomic checkpoints that resume bit-exactly.
+public final class Trainer {
+    public let model: DiT
+    public let diffusion: GaussianDiffusion
+    public let options: TrainingOptions
+    public let optimizer: AdamW
+    public let ema: ExponentialMovingAverage
+    let data: any DataSource
+    let schedule: LearningRateSchedule
+    var sampler: EpochSampler
+    var random: RandomStream
+    var backend: any Backend { model.backend }
+
+    public init(model: DiT, data: any DataSource, options: TrainingOptions) throws {
+        try options.validate()
+        guard data.numClasses <= model.config.numClasses else {
+            throw TrainingError.options("the data has \(data.numClasses) classes but the model only \(model.config.numClasses)")
+        }
+        guard data.imageSize == model.config.inputSize, model.config.inChannels == 3 else {
+            throw TrainingError.options("the model takes \(model.config.inChannels)×\(model.config.inputSize)² inputs "
+                + "but the data gives 3×\(data.imageSize)² images")
+        }
+        guard data.count >= options.batchSize else {
+            throw TrainingError.options("the data has \(data.count) samples, fewer than one batch of \(options.batchSize)")
+        }
+        self.model = model
+        self.data = data
+        self.options = options
+        diffusion = GaussianDiffusion(schedule: .dit(), learnSigma: model.config.learnSigma)
+        optimizer = AdamW(parameters: model.parameters, backend: model.backend,
+                          hyperparameters: AdamWHyperparameters(learningRate: options.learningRate, beta1: 0.9,
+                                                                beta2: 0.999, epsilon: 1e-8,
+                                                                weightDecay: options.weightDecay))
+        ema = ExponentialMovingAverage(parameters: model.parameters, decay: options.emaDecay, backend: model.backend)
+        schedule = LearningRateSchedule(baseRate: options.learningRate, warmupSteps: options.warmupSteps)
+        sampler = EpochSampler(count: data.count, batchSize: options.batchSize, seed: options.seed)
+        random = RandomStream(seed: options.seed)
+    }
+
+    public var step: Int { optimizer.step }
+
+    public var state: TrainingState {
+        TrainingState(step: step, randomSeed: random.seed, randomPosition: random.position,
+                      samplerEpoch: sampler.epoch, samplerPosition: sampler.position, options: options)
+    }
+
+    /// Restores weights, EMA, optimizer, random streams and data position from a checkpoint of this run.
+    public func resume(from url: URL) throws {
+        let saved = try TrainingCheckpoint.restore(from: url, model: model, ema: ema, optimizer: optimizer)
+        random = RandomStream(seed: saved.randomSeed, position: saved.randomPosition)
+        sampler = EpochSampler(count: data.count, batchSize: options.batchSize, seed: options.seed,
+                               state: .init(epoch: saved.samplerEpoch, position: saved.samplerPosition))
+    }
+
+    public func saveCheckpoint(to url: URL) throws {
+        try TrainingCheckpoint.save(to: url, model: model, ema: ema, optimizer: optimizer, state: state)
+    }
+
+    /// One optimisation step on the next batch.
+    public func trainStep() -> StepMetrics {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let batch = data.batch(indices: sampler.nextBatch(), random: &random)
+        let xStart = backend.upload(batch.images, shape: batch.shape, dtype: model.dtype)
+        let labels = backend.upload(model.dropLabels(batch.labels, random: &random), shape: [batch.count])
+        let (timesteps, noise, xT) = diffusion.noisedBatch(xStart, random: &random, backend: backend)
+        let timestepTensor = backend.upload(timesteps.map(Double.init), shape: [batch.count], dtype: model.dtype)
+
+        model.zeroGradients()
+        let (output, cache) = model.forward(xT, timesteps: timestepTensor, labels: labels)
+        let loss = diffusion.trainingLoss(modelOutput: output, xStart: xStart, xT: xT, noise: noise,
+                                          timesteps: timesteps, backend: backend)
+        model.backward(loss.gradient, cache)
+        let (norm, scale) = clipGradientNorm(model.parameters, maxNorm: options.maxGradNorm, backend: backend)
+        let rate = schedule.rate(at: optimizer.step + 1)
+        optimizer.update(learningRate: rate, gradScale: scale)
+        ema.update()
+        backend.synchronize()
+
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let mean = { (values: [Double]) in values.reduce(0, +) / Double(values.count) }
+        return StepMetrics(step: optimizer.step, loss: loss.loss, mse: mean(loss.mse), vb: loss.vb.map(mean),
+                           gradNorm: norm, lr: rate, imagesPerSecond: Double(batch.count) / seconds)
+    }
+
+    /// Trains until `options.steps`, logging every `logEvery` steps and checkpointing to `checkpoint` every
+    /// `checkpointEvery` steps and at the end.
+    public func run(checkpoint: URL?, log: TrainingLog) throws {
+        var window: [StepMetrics] = []
+        while step < options.steps {
+            let metrics = trainStep()
+            window.append(metrics)
+            if step % options.logEvery == 0 || step == options.steps {
+                log.record(StepMetrics.average(window))
+                window.removeAll()
+            }
+            log.progress(step: step, total: options.steps, metrics: metrics)
+            if let checkpoint, options.checkpointEvery > 0, step % options.checkpointEvery == 0, step < options.steps {
+                try saveCheckpoint(to: checkpoint)
+            }
+        }
+        if let checkpoint { try saveCheckpoint(to: checkpoint) }
+        log.finish()
+    }
+}
+
+extension StepMetrics {
+    /// The mean of a logging window, stamped with its last step (loss curves read smoother than single steps).
+    static func average(_ window: [StepMetrics]) -> StepMetrics {
+        let n = Double(window.count)
+        func mean(_ value: (StepMetrics) -> Double) -> Double { window.map(value).reduce(0, +) / n }
+        let vbs = window.compactMap(\.vb)
+        return StepMetrics(step: window.last!.step, loss: mean(\.loss), mse: mean(\.mse),
+                           vb: vbs.isEmpty ? nil : vbs.reduce(0, +) / Double(vbs.count), gradNorm: mean(\.gradNorm),
+                           lr: window.last!.lr, imagesPerSecond: n / window.map { 1 / $0.imagesPerSecond }.reduce(0, +))
+    }
+}
