@@ -1,0 +1,116 @@
+import Foundation
+import KinemaTensor
+
+/// A batch of training images on the host, ready to upload: `count` images of 3×`imageSize`×`imageSize`, planar
+/// CHW in [-1, 1], one after another (NCHW), and their class labels.
+public struct Batch: Equatable, Sendable {
+    public var images: [Float]
+    public var labels: [Int32]
+    public var count: Int
+    public let imageSize: Int
+
+    public init(images: [Float], labels: [Int32], imageSize: Int) {
+        precondition(imageSize > 0, "image size must be positive")
+        precondition(images.count == labels.count * 3 * imageSize * imageSize,
+                     "\(labels.count) images of 3×\(imageSize)×\(imageSize) need \(labels.count * 3 * imageSize * imageSize) floats, got \(images.count)")
+        self.images = images
+        self.labels = labels
+        self.count = labels.count
+        self.imageSize = imageSize
+    }
+
+    /// Floats per image: 3 × imageSize².
+    public var imageElementCount: Int { 3 * imageSize * imageSize }
+
+    /// The NCHW shape of `images`.
+    public var shape: [Int] { [count, 3, imageSize, imageSize] }
+
+    /// Image `index` converted back to 8 bits (for previews and tests).
+    public func image(at index: Int) -> RGBImage {
+        precondition(index >= 0 && index < count, "batch index \(index) out of range 0..<\(count)")
+        let n = imageElementCount
+        return RGBImage(chwFloats: images[(index * n)..<((index + 1) * n)], width: imageSize, height: imageSize)
+    }
+}
+
+/// A labelled image dataset the training loop draws batches from. Implementations produce host arrays only; they
+/// never touch a backend.
+public protocol DataSource {
+    /// Number of classes; labels are 0..<numClasses.
+    var numClasses: Int { get }
+    /// Side of the square images the batches hold.
+    var imageSize: Int { get }
+    /// Number of samples; indices are 0..<count.
+    var count: Int { get }
+    /// Human-readable class names, indexed by label.
+    var classNames: [String] { get }
+    /// The samples at `indices`, in order. `random` drives augmentation (and, for datasets that can meet bad
+    /// files, the choice of replacements), so a run is reproducible from its stream's state.
+    func batch(indices: [Int], random: inout RandomStream) -> Batch
+}
+
+/// Hands out the sample indices of an endless sequence of epochs: each epoch is a permutation of 0..<count drawn
+/// from (seed, epoch) by Fisher–Yates with Philox, cut into batches of `batchSize`; the incomplete last batch of an
+/// epoch is dropped. The whole progress is `state` (epoch, position), so a checkpoint resumes mid-epoch exactly.
+public struct EpochSampler: Sendable {
+    /// Where the sampler stands: `position` samples of epoch `epoch` have been handed out.
+    public struct State: Codable, Equatable, Sendable {
+        public var epoch: Int
+        public var position: Int
+
+        public init(epoch: Int = 0, position: Int = 0) {
+            self.epoch = epoch
+            self.position = position
+        }
+    }
+
+    public let count: Int
+    public let batchSize: Int
+    public let seed: UInt64
+    public private(set) var state: State
+    private var order: [Int]
+
+    public init(count: Int, batchSize: Int, seed: UInt64, state: State = State()) {
+        precondition(batchSize > 0, "batch size must be positive")
+        precondition(count >= batchSize, "dataset of \(count) samples cannot fill one batch of \(batchSize)")
+        precondition(state.epoch >= 0 && state.position >= 0, "invalid sampler state \(state)")
+        self.count = count
+        self.batchSize = batchSize
+        self.seed = seed
+        self.state = state
+        self.order = Self.permutation(count: count, seed: seed, epoch: state.epoch)
+    }
+
+    public var epoch: Int { state.epoch }
+    public var position: Int { state.position }
+
+    /// Full batches per epoch (the remainder is dropped).
+    public var batchesPerEpoch: Int { count / batchSize }
+
+    /// The indices of the next batch; moves to the next epoch (and its permutation) when the current one cannot
+    /// fill another batch.
+    public mutating func nextBatch() -> [Int] {
+        if state.position + batchSize > count {
+            state = State(epoch: state.epoch + 1, position: 0)
+            order = Self.permutation(count: count, seed: seed, epoch: state.epoch)
+        }
+        defer { state.position += batchSize }
+        return Array(order[state.position..<(state.position + batchSize)])
+    }
+
+    /// The order of epoch `epoch`: Fisher–Yates driven by Philox with key `seed`, counter = step, stream = epoch.
+    public static func permutation(count: Int, seed: UInt64, epoch: Int) -> [Int] {
+        var order = Array(0..<count)
+        guard count > 1 else { return order }
+        let philox = Philox4x32(seed: seed)
+        let stream = UInt64(epoch) | (0x5A4D << 48)  // a stream range no other user of this seed draws from
+        for i in stride(from: count - 1, to: 0, by: -1) {
+            let block = philox.block(counter: UInt64(i), stream: stream)
+            let bits = UInt64(block.0) << 32 | UInt64(block.1)
+            // Lemire's multiply-high: bias below bound / 2^64, i.e. none worth measuring.
+            let j = Int(bits.multipliedFullWidth(by: UInt64(i + 1)).high)
+            order.swapAt(i, j)
+        }
+        return order
+    }
+}
