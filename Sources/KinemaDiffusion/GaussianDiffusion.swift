@@ -1,0 +1,80 @@
+import KinemaTensor
+
+/// The training side of IDDPM's Gaussian diffusion as DiT configures it (`create_diffusion("")`): linear schedule,
+/// ε prediction, MSE loss, and — with `learnSigma` — learned-range variance trained through the variational bound
+/// (DiT's hybrid loss). Schedule arithmetic runs on the host in f64; tensor work goes through the backend.
+public struct GaussianDiffusion: Sendable {
+    public let schedule: NoiseSchedule
+    /// The model outputs [ε̂, v] (2C channels) when true, ε̂ alone (C channels) otherwise.
+    public let learnSigma: Bool
+
+    public init(schedule: NoiseSchedule = .dit(), learnSigma: Bool = true) {
+        self.schedule = schedule
+        self.learnSigma = learnSigma
+    }
+
+    public var stepCount: Int { schedule.count }
+
+    /// One timestep per sample, uniform over 0..<stepCount (IDDPM's `UniformSampler`), drawn from `random`.
+    public func sampleTimesteps(batch: Int, random: inout RandomStream) -> [Int] {
+        (0..<batch).map { _ in random.nextInt(below: stepCount) }
+    }
+
+    /// q(x_t | x_0) sampled with the given noise: x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε, per sample.
+    public func qSample(_ xStart: Tensor, timesteps: [Int], noise: Tensor, backend: any Backend) -> Tensor {
+        precondition(timesteps.count == xStart.shape[0], "qSample: \(timesteps.count) timesteps for batch \(xStart.shape[0])")
+        return backend.rowwiseAxpby(timesteps.map { schedule.sqrtAlphasCumprod[$0] }, xStart,
+                                    timesteps.map { schedule.sqrtOneMinusAlphasCumprod[$0] }, noise)
+    }
+
+    /// Everything a training step needs before the model runs: uniform timesteps, standard normal noise from the
+    /// device stream (seed and offset reserved from `random`, so every backend draws the same values) and x_t.
+    public func noisedBatch(_ xStart: Tensor, random: inout RandomStream,
+                            backend: any Backend) -> (timesteps: [Int], noise: Tensor, xT: Tensor) {
+        let timesteps = sampleTimesteps(batch: xStart.shape[0], random: &random)
+        let offset = random.reserveNormals(xStart.count)
+        let noise = backend.randomNormal(xStart.shape, dtype: xStart.dtype, seed: random.seed, offset: offset)
+        return (timesteps, noise, qSample(xStart, timesteps: timesteps, noise: noise, backend: backend))
+    }
+
+    /// The loss terms of one batch and the gradient of the scalar loss with respect to the model output.
+    public struct TrainingLoss {
+        /// mean over the batch of `perSample`: the value DiT logs and differentiates.
+        public var loss: Double
+        /// mse_i (+ vb_i when the variance is learned).
+        public var perSample: [Double]
+        /// Per-sample mean of (ε̂ − ε)².
+        public var mse: [Double]
+        /// Per-sample variational-bound term in bits per dimension (nil without learned sigma).
+        public var vb: [Double]?
+        /// d loss / d model output, shaped like the model output ([B, 2C, …] or [B, C, …]).
+        public var gradient: Tensor
+    }
+
+    /// DiT's training loss for a model output on x_t = qSample(xStart, t, noise):
+    /// loss = mean_i (mse_i + vb_i), where vb_i sees ε̂ as a constant (DiT detaches it), so the ε̂ half of the
+    /// gradient comes from the MSE alone and the v half from the bound alone.
+    public func trainingLoss(modelOutput: Tensor, xStart: Tensor, xT: Tensor, noise: Tensor, timesteps: [Int],
+                             backend: any Backend) -> TrainingLoss {
+        let batch = xStart.shape[0], channels = xStart.shape[1]
+        precondition(timesteps.count == batch, "trainingLoss: \(timesteps.count) timesteps for batch \(batch)")
+        let expected = [batch, learnSigma ? 2 * channels : channels] + xStart.shape.dropFirst(2)
+        precondition(modelOutput.shape == expected,
+                     "trainingLoss: model output \(modelOutput.shape), expected \(expected)")
+        let weights = [Double](repeating: 1 / Double(batch), count: batch)
+        guard learnSigma else {
+            let (mse, gradient) = backend.meanSquaredError(modelOutput, target: noise, weights: weights)
+            return TrainingLoss(loss: mse.reduce(0, +) / Double(batch), perSample: mse, mse: mse, vb: nil,
+                                gradient: gradient)
+        }
+        let halves = backend.chunk(modelOutput, parts: 2, axis: 1)
+        let (epsilon, varianceValues) = (halves[0], halves[1])
+        let (mse, dEpsilon) = backend.meanSquaredError(epsilon, target: noise, weights: weights)
+        let (vb, dVariance) = backend.variationalBound(
+            epsilon: epsilon, varianceValues: varianceValues, xStart: xStart, xT: xT,
+            coefficients: timesteps.map { schedule.vlbCoefficients(at: $0) }, weights: weights)
+        let perSample = zip(mse, vb).map { $0 + $1 }
+        return TrainingLoss(loss: perSample.reduce(0, +) / Double(batch), perSample: perSample, mse: mse, vb: vb,
+                            gradient: backend.concat([dEpsilon, dVariance], axis: 1))
+    }
+}
