@@ -5,8 +5,8 @@ extension CPUBackend: MemoryOps {
     public func empty(_ shape: [Int], dtype: DType) -> Tensor {
         let count = shape.reduce(1, *)
         let bytes = Swift.max(count * dtype.byteSize, 1)
-        let address = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
-        let buffer = Buffer(device: .cpu, byteCount: bytes, address: address) { pointer, _ in pointer.deallocate() }
+        let pool = memoryPool
+        let buffer = Buffer(device: .cpu, byteCount: bytes, address: pool.allocate(bytes)) { pool.release($0, $1) }
         let tensor = Tensor(shape: shape, dtype: dtype, buffer: buffer)
         #if DEBUG
         // Poison fresh memory so a kernel that forgets an element fails its test instead of passing on zeros.

@@ -9,6 +9,7 @@ import RealModule
 public final class CPUBackend: Backend {
     public let device = Device.cpu
     public let threads: Int
+    let memoryPool = HostMemoryPool(limit: 2 << 30)
 
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
         precondition(threads >= 1)

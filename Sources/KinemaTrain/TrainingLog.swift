@@ -12,7 +12,7 @@ public final class TrainingLog {
         if let url = jsonLinesFile {
             try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             if !FileManager.default.fileExists(atPath: url.path) {
-                FileManager.default.createFile(atPath: url.path, contents: nil)
+                _ = FileManager.default.createFile(atPath: url.path, contents: nil)
             }
             file = try FileHandle(forWritingTo: url)
             try file?.seekToEnd()
