@@ -1,0 +1,54 @@
+import KinemaTensor
+
+/// y = x Wᵀ + b over the last axis, W stored [out, in] as PyTorch does (checkpoints load without transposes).
+/// Default initial values are DiT's: Xavier-uniform weight, zero bias.
+public final class Linear: Layer {
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let inFeatures: Int
+    public let outFeatures: Int
+    let backend: any Backend
+
+    public var parameters: [Parameter] { bias.map { [weight, $0] } ?? [weight] }
+
+    public init(backend: any Backend, name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true, dtype: DType) {
+        self.backend = backend
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        let weightName = "\(name).weight"
+        weight = Parameter(name: weightName, shape: [outFeatures, inFeatures],
+                           values: Initializers.xavierUniform(shape: [outFeatures, inFeatures], fanIn: inFeatures,
+                                                              fanOut: outFeatures, seed: 0,
+                                                              stream: initializerStream(for: weightName)),
+                           dtype: dtype, backend: backend)
+        self.bias = bias ? Parameter(name: "\(name).bias", shape: [outFeatures], constant: 0, dtype: dtype,
+                                     backend: backend) : nil
+    }
+
+    /// x [..., in] → [..., out]. The backward needs x itself, so there is no separate cache.
+    public func forward(_ x: Tensor) -> Tensor {
+        precondition(x.shape.last == inFeatures, "\(weight.name): input \(x.shape) does not end in \(inFeatures)")
+        // Leading axes fold into the rows of one product.
+        let y = backend.matmul(x.reshaped([-1, inFeatures]), weight.value, transposeB: true)
+        let out = bias.map { backend.addBias(y, $0.value) } ?? y
+        return out.reshaped(Array(x.shape.dropLast()) + [outFeatures])
+    }
+
+    /// Accumulates dW += dyᵀ x and db += Σ dy; returns dx = dy W.
+    public func backward(_ dy: Tensor, input x: Tensor) -> Tensor {
+        accumulateGradients(dy, input: x)
+        let dx = backend.matmul(dy.reshaped([-1, outFeatures]), weight.value)
+        return dx.reshaped(x.shape)
+    }
+
+    /// The parameter half of the backward, for callers that need no input gradient (the first layer of an
+    /// embedder).
+    public func accumulateGradients(_ dy: Tensor, input x: Tensor) {
+        precondition(dy.shape == Array(x.shape.dropLast()) + [outFeatures],
+                     "\(weight.name): gradient \(dy.shape) does not fit input \(x.shape)")
+        let rows = dy.reshaped([-1, outFeatures])
+        backend.matmul(rows, x.reshaped([-1, inFeatures]), transposeA: true, transposeB: false,
+                       into: weight.gradient, alpha: 1, beta: 1)
+        if let bias { backend.accumulateBiasGradient(rows, into: bias.gradient) }
+    }
+}

@@ -1,0 +1,38 @@
+import KinemaTensor
+
+/// timm's Mlp as DiT configures it: fc1 → GELU (tanh approximation) → fc2.
+public final class MLP: Layer {
+    public struct Cache {
+        /// The input, fc1's output (GELU's input) and GELU's output (fc2's input).
+        public let x, hidden, activated: Tensor
+        public init(x: Tensor, hidden: Tensor, activated: Tensor) {
+            self.x = x
+            self.hidden = hidden
+            self.activated = activated
+        }
+    }
+
+    public let fc1: Linear
+    public let fc2: Linear
+    let backend: any Backend
+
+    public var parameters: [Parameter] { fc1.parameters + fc2.parameters }
+
+    public init(backend: any Backend, name: String, dim: Int, hiddenDim: Int, dtype: DType) {
+        self.backend = backend
+        fc1 = Linear(backend: backend, name: "\(name).fc1", inFeatures: dim, outFeatures: hiddenDim, dtype: dtype)
+        fc2 = Linear(backend: backend, name: "\(name).fc2", inFeatures: hiddenDim, outFeatures: dim, dtype: dtype)
+    }
+
+    public func forward(_ x: Tensor) -> (Tensor, Cache) {
+        let hidden = fc1.forward(x)
+        let activated = backend.gelu(hidden)
+        return (fc2.forward(activated), Cache(x: x, hidden: hidden, activated: activated))
+    }
+
+    public func backward(_ dy: Tensor, _ cache: Cache) -> Tensor {
+        let dActivated = fc2.backward(dy, input: cache.activated)
+        let dHidden = backend.geluBackward(dActivated, x: cache.hidden)
+        return fc1.backward(dHidden, input: cache.x)
+    }
+}

@@ -1,0 +1,29 @@
+import Foundation
+
+public enum PositionalEmbedding {
+    /// DiT/MAE fixed 2D sin-cos table [gridHeight·gridWidth, dim] as host floats, row-major over (h, w); as in MAE's get_2d_sincos_pos_embed:
+    /// the first dim/2 channels encode the column (w) coordinate, the second dim/2 the row (h) coordinate; each 1D half is [sin(pos·ω), cos(pos·ω)], ω_i = 1/10000^(i/(dim/4)).
+    ///
+    /// MAE builds `meshgrid(grid_w, grid_h)`, whose first plane varies along w, and embeds that plane first
+    /// (under the name emb_h). A non-square grid follows the same recipe with arange(gridHeight) and
+    /// arange(gridWidth).
+    public static func sinCos2D(dim: Int, gridHeight: Int, gridWidth: Int) -> [Double] {
+        precondition(dim > 0 && dim % 4 == 0, "sinCos2D: dim \(dim) must be a positive multiple of 4")
+        let quarter = dim / 4
+        let omega = (0..<quarter).map { 1 / pow(10000, Double($0) / Double(quarter)) }
+        var table = [Double](repeating: 0, count: gridHeight * gridWidth * dim)
+        for h in 0..<gridHeight {
+            for w in 0..<gridWidth {
+                let base = (h * gridWidth + w) * dim
+                for (half, position) in [Double(w), Double(h)].enumerated() {
+                    let start = base + half * 2 * quarter
+                    for i in 0..<quarter {
+                        table[start + i] = sin(position * omega[i])
+                        table[start + quarter + i] = cos(position * omega[i])
+                    }
+                }
+            }
+        }
+        return table
+    }
+}
