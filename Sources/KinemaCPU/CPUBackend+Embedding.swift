@@ -47,14 +47,14 @@ extension CPUBackend {
         return table.shape[1]
     }
 
-    public func timestepEmbedding(_ t: Tensor, dim: Int, maxPeriod: Double) -> Tensor {
+    public func timestepEmbedding(_ t: Tensor, dim: Int, maxPeriod: Double, frequencyShift: Double) -> Tensor {
         precondition(t.rank == 1 && dim > 0, "timestepEmbedding: t must be [B] and dim positive, got \(t.shape), \(dim)")
         let half = dim / 2
         func run<T: CPUScalar>(_: T.Type) -> Tensor {
             let out = empty([t.shape[0], dim], dtype: t.dtype)
             let times = t.elements(T.self), target = out.elements(T.self)
             // Frequencies in f64 rounded once; the product and the trig in the compute dtype, as DiT's f32 code does.
-            let frequencies = (0..<half).map { T(Double.exp(-Double.log(maxPeriod) * Double($0) / Double(half))) }
+            let frequencies = (0..<half).map { T(Double.exp(-Double.log(maxPeriod) * Double($0) / (Double(half) - frequencyShift))) }
             for b in 0..<t.shape[0] {
                 let row = target + b * dim
                 for i in 0..<half {

@@ -17,14 +17,17 @@ public final class TimestepEmbedder: Layer {
     public let linear2: Linear
     public let frequencyDim: Int
     public let maxPeriod: Double
+    /// 0 for the original DiT, 1 for diffusers (see `NNOps.timestepEmbedding`).
+    public let frequencyShift: Double
     let dtype: DType
     let backend: any Backend
 
     public var parameters: [Parameter] { linear1.parameters + linear2.parameters }
 
     public init(backend: any Backend, name: String, dim: Int, frequencyDim: Int = 256, maxPeriod: Double = 10000,
-                dtype: DType) {
+                frequencyShift: Double = 0, dtype: DType) {
         self.backend = backend
+        self.frequencyShift = frequencyShift
         self.frequencyDim = frequencyDim
         self.maxPeriod = maxPeriod
         self.dtype = dtype
@@ -40,7 +43,8 @@ public final class TimestepEmbedder: Layer {
     /// t: [B] timesteps (cast to the layer dtype if given in another) → [B, D].
     public func forward(_ t: Tensor) -> (Tensor, Cache) {
         let times = t.dtype == dtype ? t : backend.cast(t, to: dtype)
-        let frequencies = backend.timestepEmbedding(times, dim: frequencyDim, maxPeriod: maxPeriod)
+        let frequencies = backend.timestepEmbedding(times, dim: frequencyDim, maxPeriod: maxPeriod,
+                                                    frequencyShift: frequencyShift)
         let hidden = linear1.forward(frequencies)
         let activated = backend.silu(hidden)
         return (linear2.forward(activated), Cache(frequencies: frequencies, hidden: hidden, activated: activated))
@@ -69,7 +73,7 @@ public final class LabelEmbedder: Layer {
         self.backend = backend
         self.numClasses = numClasses
         self.dropoutProbability = dropoutProbability
-        let rows = numClasses + (dropoutProbability > 0 ? 1 : 0), tableName = "\(name).embedding_table"
+        let rows = numClasses + (dropoutProbability > 0 ? 1 : 0), tableName = "\(name).embedding_table.weight"
         table = Parameter(name: tableName, shape: [rows, dim],
                           values: Initializers.normal(count: rows * dim, std: 0.02, seed: 0,
                                                       stream: initializerStream(for: tableName)),

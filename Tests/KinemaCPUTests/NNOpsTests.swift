@@ -163,16 +163,16 @@ final class NNOpsTests: XCTestCase {
 
     func testTimestepEmbeddingMatchesReference() {
         forEachDType { dtype, tolerance in
-            for dim in [8, 9] {
+            for (dim, shift) in [(8, 0.0), (9, 0.0), (8, 1.0)] {
                 let times = [0.0, 1.0, 17.0, 999.0]
                 let t = cpu.upload(times, shape: [times.count], dtype: dtype)
                 let half = dim / 2, maxPeriod = 10000.0
                 var expected = [Double]()
                 for time in times {
-                    let arguments = (0..<half).map { time * exp(-log(maxPeriod) * Double($0) / Double(half)) }
+                    let arguments = (0..<half).map { time * exp(-log(maxPeriod) * Double($0) / (Double(half) - shift)) }
                     expected += arguments.map(cos) + arguments.map(sin) + (dim % 2 == 1 ? [0] : [])
                 }
-                let out = cpu.timestepEmbedding(t, dim: dim, maxPeriod: maxPeriod)
+                let out = cpu.timestepEmbedding(t, dim: dim, maxPeriod: maxPeriod, frequencyShift: shift)
                 XCTAssertEqual(out.shape, [times.count, dim])
                 XCTAssertEqual(out.dtype, dtype)
                 // f32 rounds t · f before the trig: an argument near 1000 carries ~1e-4 absolute error.

@@ -28,15 +28,33 @@ final class DiTConfigTests: XCTestCase {
         XCTAssertEqual(try DiTConfig.named("DiT-S/8").forwardFLOPs / 2e9, 0.36, accuracy: 0.03)
     }
 
-    /// The paper's parameter counts (Table 1 of the DiT paper / its released models): DiT-S/2 33M, DiT-XL/2 675M.
-    func testParameterCountOfSmallModelAndZeroInit() throws {
+    /// The released DiT-XL/2 has 675,129,632 parameters counting its fixed 256 × 1152 positional table; the paper's
+    /// sizes are S 33M, B 130M, L 458M, XL 675M.
+    func testParameterCountsOfThePaper() throws {
+        let xl = try DiTConfig.named("DiT-XL/2")
+        XCTAssertEqual(xl.parameterCount + xl.tokenCount * xl.hiddenSize, 675_129_632)
+        for (size, millions) in [("S", 33.0), ("B", 130.0), ("L", 458.0), ("XL", 675.0)] {
+            for patch in [2, 4, 8] {
+                XCTAssertEqual(Double(try DiTConfig.named("DiT-\(size)/\(patch)").parameterCount) / 1e6, millions,
+                               accuracy: 1.0, "DiT-\(size)/\(patch)")
+            }
+        }
+    }
+
+    func testBuiltModelMatchesCountAndStartsAtZeroOutput() throws {
         let backend = CPUBackend()
-        let model = try DiT(config: try DiTConfig.named("DiT-S/2"), backend: backend)
-        XCTAssertEqual(Double(model.parameterCount) / 1e6, 33.0, accuracy: 0.5)
+        let config = DiTConfig(inputSize: 8, patchSize: 2, inChannels: 4, hiddenSize: 64, depth: 3, numHeads: 4,
+                               numClasses: 10)
+        let model = try DiT(config: config, backend: backend)
+        XCTAssertEqual(model.parameterCount, config.parameterCount)
         // adaLN-zero: the final layer and every block's modulation start at zero, so the model outputs zero.
         for parameter in model.parameters where parameter.name.contains("adaLN") || parameter.name.hasPrefix("final_layer") {
             XCTAssertEqual(backend.sumOfSquares(parameter.value), 0, parameter.name)
         }
         XCTAssertGreaterThan(backend.sumOfSquares(model.parameters.first { $0.name == "blocks.0.attn.qkv.weight" }!.value), 0)
+        let out = model(backend.randomNormal([2, 4, 8, 8], dtype: .f32, seed: 1, offset: 0),
+                        timesteps: backend.upload([1.0, 500.0], shape: [2], dtype: .f32),
+                        labels: backend.upload([0, 10] as [Int32], shape: [2]))
+        XCTAssertEqual(backend.sumOfSquares(out), 0)
     }
 }

@@ -123,7 +123,7 @@ final class LayerGradientTests: XCTestCase {
     func testLabelEmbedder() {
         let embedder = LabelEmbedder(backend: cpu, name: "y_embedder", numClasses: 5, dim: 4, dropoutProbability: 0.1,
                                      dtype: .f64)
-        XCTAssertEqual(embedder.table.name, "y_embedder.embedding_table")
+        XCTAssertEqual(embedder.table.name, "y_embedder.embedding_table.weight")
         XCTAssertEqual(embedder.table.value.shape, [6, 4])  // the null class is row 5
         randomize(embedder, seed: 170)
         let labels = cpu.upload([Int32]([2, 5, 2, 0]), shape: [4]), r = random([4, 4], 14)

@@ -75,6 +75,15 @@ public struct DiTConfig: Codable, Equatable, Sendable {
                          depth: size.depth, numHeads: size.heads, numClasses: numClasses, learnSigma: learnSigma)
     }
 
+    /// Trainable parameters (the fixed positional table excluded), without building the model.
+    public var parameterCount: Int {
+        let d = hiddenSize, h = mlpHiddenSize, patchOut = patchSize * patchSize * outChannels
+        let labelRows = numClasses + (classDropoutProb > 0 ? 1 : 0)
+        let embedders = d * inChannels * patchSize * patchSize + d + 256 * d + d + d * d + d + labelRows * d
+        let block = 3 * d * d + 3 * d + d * d + d + d * h + h + h * d + d + 6 * d * d + 6 * d
+        return embedders + depth * block + 2 * d * d + 2 * d + d * patchOut + patchOut
+    }
+
     /// Counted forward FLOPs per sample (2 per multiply-add; attention 4·N²·D per layer), as ../DESIGN.md counts them.
     public var forwardFLOPs: Double {
         let n = Double(tokenCount), d = Double(hiddenSize), mlp = Double(mlpHiddenSize)

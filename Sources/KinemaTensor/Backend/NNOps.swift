@@ -35,6 +35,7 @@ public protocol NNOps: AnyObject {
     func embeddingBackward(_ dOut: Tensor, indices: Tensor, into dTable: Tensor)
 
     /// Sinusoidal timestep features [B, dim] of timesteps t (f32 [B]), as DiT and diffusers compute them:
-    /// [cos(t·f_i), sin(t·f_i)] with f_i = maxPeriod^(-i/half), i < half = dim/2 (a zero column pads odd dims).
-    func timestepEmbedding(_ t: Tensor, dim: Int, maxPeriod: Double) -> Tensor
+    /// [cos(t·f_i), sin(t·f_i)] with f_i = maxPeriod^(-i/(half - frequencyShift)), i < half = dim/2 (a zero column
+    /// pads odd dims). The original DiT uses shift 0; diffusers' DiT (`downscale_freq_shift=1`) uses 1.
+    func timestepEmbedding(_ t: Tensor, dim: Int, maxPeriod: Double, frequencyShift: Double) -> Tensor
 }
