@@ -192,15 +192,15 @@ extension CPUBackend: NNOps {
                            f64: { pointwise(dy, x, Double.self) { g, v in g * Self.silu(v).derivative } })
     }
 
-    /// GELU, tanh approximation: 0.5 x (1 + tanh u), u = √(2/π)(x + 0.044715 x³), and its exact derivative
-    /// 0.5 (1 + tanh u) + 0.5 x (1 − tanh² u) √(2/π)(1 + 3 · 0.044715 x²).
+    /// GELU, tanh approximation: 0.5 x (1 + tanh u), u = √(2/π)(x + 0.044715 x³). Since 0.5 (1 + tanh u) = σ(2u),
+    /// it is x σ(2u), with derivative σ(2u) + x σ(2u)(1 − σ(2u)) · 2√(2/π)(1 + 3 · 0.044715 x²): one exp instead of
+    /// libm's tanh, which took a quarter of a small model's training step.
     @inline(__always)
     static func gelu<T: CPUScalar>(_ x: T) -> (value: T, derivative: T) {
         let c = T(0.7978845608028654)  // √(2/π)
         let a = T(0.044715)
-        let t = T.tanh(c * (x + a * x * x * x))
-        let half = T(0.5)
-        return (half * x * (1 + t), half * (1 + t) + half * x * (1 - t * t) * c * (1 + 3 * a * x * x))
+        let s = 1 / (1 + T.exp(-2 * c * (x + a * x * x * x)))
+        return (x * s, s + x * s * (1 - s) * 2 * c * (1 + 3 * a * x * x))
     }
 
     /// SiLU: x σ(x), derivative σ(x)(1 + x(1 − σ(x))). σ via 1/(1 + e^−x) saturates cleanly at both ends.

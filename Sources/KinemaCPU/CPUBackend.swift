@@ -14,7 +14,7 @@ public final class CPUBackend: Backend {
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
         precondition(threads >= 1)
         self.threads = threads
-        openblas_set_num_threads(Int32(threads))
+        openblas_set_num_threads(1)  // see matmul: we split gemm work across our own threads
     }
 
     public var name: String { "cpu (\(threads) thread\(threads == 1 ? "" : "s"), OpenBLAS)" }

@@ -16,7 +16,16 @@ public final class ExponentialMovingAverage {
         shadows = parameters.map { backend.clone($0.value) }
     }
 
-    public func update() {
+    /// The decay used after `updates` updates: min(decay, (1 + n) / (10 + n)), the warm-up diffusers' EMAModel and
+    /// timm use, so a short run's average is not dominated by its zero-initialised start (with a fixed 0.9999, a
+    /// DiT's EMA after 1000 steps would still be 90% initial weights).
+    public func effectiveDecay(afterUpdates updates: Int) -> Double {
+        min(decay, Double(1 + updates) / Double(10 + updates))
+    }
+
+    /// One update; `step` is the number of optimizer steps taken so far (1 after the first).
+    public func update(step: Int) {
+        let decay = effectiveDecay(afterUpdates: step)
         for (shadow, parameter) in zip(shadows, parameters) { backend.emaUpdate(shadow, toward: parameter.value, decay: decay) }
     }
 

@@ -92,7 +92,7 @@ public final class Trainer {
         let (norm, scale) = clipGradientNorm(model.parameters, maxNorm: options.maxGradNorm, backend: backend)
         let rate = schedule.rate(at: optimizer.step + 1)
         optimizer.update(learningRate: rate, gradScale: scale)
-        ema.update()
+        ema.update(step: optimizer.step)
         backend.synchronize()
 
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
