@@ -46,6 +46,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Override the number of blocks.") var depth: Int?
     @Option(help: "Override the number of attention heads.") var numHeads: Int?
     @Option(help: "Override the patch size.") var patchSize: Int?
+    @Option(help: "Override the MLP hidden size as a multiple of the hidden size.") var mlpRatio: Double?
     @Option(help: "Probability of replacing a label by the null class in training (for classifier-free guidance).")
     var classDropout = 0.1
 
@@ -61,6 +62,7 @@ struct ModelOptions: ParsableArguments {
         config.depth = depth ?? config.depth
         config.numHeads = numHeads ?? config.numHeads
         config.patchSize = patchSize ?? config.patchSize
+        config.mlpRatio = mlpRatio ?? config.mlpRatio
         config.classDropoutProb = classDropout
         try config.validate()
         return config

@@ -169,27 +169,56 @@ extension CPUBackend: NNOps {
     // MARK: Activations
 
     public func gelu(_ x: Tensor) -> Tensor {
-        floatSwitch(x.dtype, "gelu", f32: { pointwise(x, Float.self) { Self.gelu($0).value } },
+        floatSwitch(x.dtype, "gelu", f32: {
+                        // A concrete loop (no closure per element) so the compiler vectorises it.
+                        let out = empty(x.shape, dtype: .f32)
+                        let source = x.elements(Float.self), target = out.elements(Float.self)
+                        parallelFor(x.count) { range in
+                            for i in range { target[i] = source[i] * Self.geluGate(source[i]).gate }
+                        }
+                        return out
+                    },
                     f64: { pointwise(x, Double.self) { Self.gelu($0).value } })
     }
 
     public func geluBackward(_ dy: Tensor, x: Tensor) -> Tensor {
         requireSameShape("geluBackward", dy, x)
         return floatSwitch(x.dtype, "geluBackward",
-                           f32: { pointwise(dy, x, Float.self) { g, v in g * Self.gelu(v).derivative } },
+                           f32: {
+                               let out = empty(x.shape, dtype: .f32)
+                               let source = x.elements(Float.self), gradient = dy.elements(Float.self)
+                               let target = out.elements(Float.self)
+                               parallelFor(x.count) { range in
+                                   for i in range {
+                                       let v = source[i], (s, slope) = Self.geluGate(v)
+                                       target[i] = gradient[i] * (s + v * s * (1 - s) * slope)
+                                   }
+                               }
+                               return out
+                           },
                            f64: { pointwise(dy, x, Double.self) { g, v in g * Self.gelu(v).derivative } })
     }
 
     public func silu(_ x: Tensor) -> Tensor {
-        floatSwitch(x.dtype, "silu", f32: { pointwise(x, Float.self) { Self.silu($0).value } },
+        floatSwitch(x.dtype, "silu", f32: { pointwise(x, Float.self) { $0 * sigmoid($0) } },
                     f64: { pointwise(x, Double.self) { Self.silu($0).value } })
     }
 
     public func siluBackward(_ dy: Tensor, x: Tensor) -> Tensor {
         requireSameShape("siluBackward", dy, x)
         return floatSwitch(x.dtype, "siluBackward",
-                           f32: { pointwise(dy, x, Float.self) { g, v in g * Self.silu(v).derivative } },
+                           f32: { pointwise(dy, x, Float.self) { g, v in
+                               let s = sigmoid(v)
+                               return g * s * (1 + v * (1 - s))
+                           } },
                            f64: { pointwise(dy, x, Double.self) { g, v in g * Self.silu(v).derivative } })
+    }
+
+    /// The f32 GELU through `exponential`: its gate σ(2u) and d(2u)/dx (see `gelu` below for the formulas).
+    @inline(__always)
+    static func geluGate(_ x: Float) -> (gate: Float, slope: Float) {
+        let c: Float = 0.797_884_560_8, a: Float = 0.044_715
+        return (sigmoid(2 * c * (x + a * x * x * x)), 2 * c * (1 + 3 * a * x * x))
     }
 
     /// GELU, tanh approximation: 0.5 x (1 + tanh u), u = √(2/π)(x + 0.044715 x³). Since 0.5 (1 + tanh u) = σ(2u),

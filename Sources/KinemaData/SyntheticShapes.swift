@@ -5,7 +5,7 @@ import KinemaTensor
 /// background. Twelve classes = 3 shapes × 4 colours; label = shape × 4 + colour, so 0 is "red circle",
 /// 1 "green circle", …, 11 "yellow triangle".
 ///
-/// Sample `i` is a pure function of (seed, i) through Philox: its label, the shape's size (40–70 % of the image
+/// Sample `i` is a pure function of (seed, i) through Philox: its label, the shape's size (50–80 % of the image
 /// side), its position (anywhere it fits), a slight tint of its colour, the background level and the background
 /// noise. Batches never flip: every shape is left–right symmetric, so a flip would add nothing (and a flip would
 /// not change the label either).
@@ -107,7 +107,7 @@ public struct SyntheticShapes: DataSource, Sendable {
         let tint = philox.block(counter: UInt64(index), stream: Self.tintStream)
         let label = Int((UInt64(draw.0) * UInt64(Self.classCount)) >> 32)
         let size = Float(imageSize)
-        let extent = size * (0.4 + 0.3 * Philox4x32.unitFloat(draw.1))
+        let extent = size * (0.5 + 0.3 * Philox4x32.unitFloat(draw.1))
         // The centre ranges over every position that keeps the shape inside the image.
         let half = extent / 2
         let centreX = half + (size - extent) * Philox4x32.unitFloat(draw.2)

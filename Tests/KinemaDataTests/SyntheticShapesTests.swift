@@ -52,8 +52,8 @@ final class SyntheticShapesTests: XCTestCase {
                 let data = SyntheticShapes(imageSize: size, count: 200, seed: 11, antialias: antialias)
                 for index in 0..<200 {
                     let p = data.parameters(at: index)
-                    XCTAssertGreaterThanOrEqual(p.extent, 0.4 * Float(size))
-                    XCTAssertLessThanOrEqual(p.extent, 0.7 * Float(size))
+                    XCTAssertGreaterThanOrEqual(p.extent, 0.5 * Float(size))
+                    XCTAssertLessThanOrEqual(p.extent, 0.8 * Float(size))
                     XCTAssertGreaterThanOrEqual(p.centreX - p.extent / 2, 0)
                     XCTAssertLessThanOrEqual(p.centreX + p.extent / 2, Float(size))
                     let image = data.image(at: index)

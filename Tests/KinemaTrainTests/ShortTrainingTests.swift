@@ -1,42 +1,107 @@
 import Foundation
+import KinemaData
+import KinemaTensor
 import KinemaTestSupport
 import XCTest
 
-/// A shorter `make demo`: the release `kinema` binary trains a small DiT on the synthetic shapes and
-/// `eval-synthetic` must score far above chance (1/12 ≈ 8%). Runs the real CLI, so it also checks the commands'
-/// wiring. `make test` builds the release binary first.
-final class ShortTrainingTests: XCTestCase {
-    func run(_ binary: URL, _ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.standardError
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        XCTAssertEqual(process.terminationStatus, 0, "kinema \(arguments.joined(separator: " ")) failed:\n\(text)")
-        return text
+/// The release `kinema` binary, which `make test` builds before the tests, run as a user runs it.
+enum KinemaCLI {
+    struct MissingBinary: Error, CustomStringConvertible {
+        let path: String
+        var description: String { "\(path) is missing: build it with `swift build -c release` (make test does)" }
     }
 
-    func testShortDemoBeatsChanceByFar() throws {
+    static func binary() throws -> URL {
         let root = Fixtures.directory.deletingLastPathComponent().deletingLastPathComponent()
         let binary = root.appendingPathComponent(".build/release/kinema")
-        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
-            XCTFail("\(binary.path) is missing: build it with `swift build -c release` (make test does)")
-            return
+        guard FileManager.default.isExecutableFile(atPath: binary.path) else { throw MissingBinary(path: binary.path) }
+        return binary
+    }
+
+    /// Runs `kinema arguments…`, asserts it succeeded and returns its standard output (and, when `errors` is
+    /// given, its standard error there).
+    static func run(_ arguments: [String], errors: UnsafeMutablePointer<String>? = nil, file: StaticString = #filePath,
+                    line: UInt = #line) throws -> String {
+        let process = Process()
+        process.executableURL = try binary()
+        process.arguments = arguments
+        let output = Pipe(), errorOutput = Pipe()
+        process.standardOutput = output
+        process.standardError = errors == nil ? FileHandle.standardError : errorOutput
+        try process.run()
+        // Drain stderr on its own thread so neither pipe can fill up and stall the child.
+        final class Collected: @unchecked Sendable { var data = Data() }
+        let errorData = Collected()
+        let drained = DispatchSemaphore(value: 0)
+        if errors != nil {
+            DispatchQueue.global().async {
+                errorData.data = errorOutput.fileHandleForReading.readDataToEndOfFile()
+                drained.signal()
+            }
         }
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        if let errors {
+            drained.wait()
+            errors.pointee = String(decoding: errorData.data, as: UTF8.self)
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        XCTAssertEqual(process.terminationStatus, 0, "kinema \(arguments.joined(separator: " ")) failed:\n\(text)",
+                       file: file, line: line)
+        return text
+    }
+}
+
+/// A shorter `make demo`: train a small DiT on the synthetic shapes, and `eval-synthetic` must score far above
+/// chance (1/12 ≈ 8%).
+final class ShortTrainingTests: XCTestCase {
+    func testShortDemoBeatsChanceByFar() throws {
         let folder = Fixtures.temporaryDirectory("kinema-short-demo")
-        _ = try run(binary, ["train", "--data", "synthetic", "--image-size", "16", "--steps", "400", "--batch-size", "32",
-                             "--output", folder.path, "--log-every", "100"])
-        let report = try run(binary, ["eval-synthetic", "--checkpoint", folder.appendingPathComponent("checkpoint.safetensors").path,
-                                      "--per-class", "4", "--steps", "25", "--cfg-scale", "2"])
+        _ = try KinemaCLI.run(["train", "--data", "synthetic", "--image-size", "16", "--steps", "400",
+                               "--batch-size", "32", "--output", folder.path, "--log-every", "100"])
+        let report = try KinemaCLI.run(["eval-synthetic", "--checkpoint",
+                                        folder.appendingPathComponent("checkpoint.safetensors").path,
+                                        "--per-class", "4", "--steps", "25", "--cfg-scale", "2"])
         let line = report.split(separator: "\n").first { $0.hasPrefix("eval-synthetic accuracy:") }
         let score = line.flatMap { Double($0.dropFirst("eval-synthetic accuracy:".count).split(separator: "%")[0]
             .trimmingCharacters(in: .whitespaces)) }
         XCTAssertNotNil(score, "no score in:\n\(report)")
         XCTAssertGreaterThan(score ?? 0, 40, "accuracy \(score ?? 0)% is not far above chance (8.3%)")
+    }
+}
+
+/// `kinema forward` on the golden diffusers checkpoint reproduces the reference output.
+final class ForwardCommandTests: XCTestCase {
+    func testForwardOnDiffusersFolderMatchesReference() throws {
+        let output = Fixtures.temporaryDirectory().appendingPathComponent("out.safetensors")
+        _ = try KinemaCLI.run(["forward", "--checkpoint", Fixtures.url("dit_diffusers").path,
+                               "--inputs", Fixtures.url("dit_diffusers_io.safetensors").path, "--output", output.path])
+        let ours = try SafetensorsFile(url: output).floats("out")
+        let reference = try SafetensorsFile(url: Fixtures.url("dit_diffusers_io.safetensors")).floats("out")
+        XCTAssertLessThan(relativeError(ours, reference), 1e-4)
+    }
+}
+
+/// Training on an image folder through the CLI: a corrupt file is reported with its path and skipped.
+final class ImageFolderTrainingTests: XCTestCase {
+    func testTrainsOnFolderAndSkipsUnreadableImage() throws {
+        let root = Fixtures.temporaryDirectory("kinema-folder")
+        let shapes = SyntheticShapes(imageSize: 12, count: 8)
+        for (index, name) in ["apples", "pears"].enumerated() {
+            let folder = root.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            for i in 0..<3 {
+                try FFmpeg.writeImage(shapes.image(at: index * 3 + i), toPath: folder.appendingPathComponent("\(i).png").path)
+            }
+        }
+        let corrupt = root.appendingPathComponent("pears/broken.png")
+        try Data("not an image".utf8).write(to: corrupt)
+        let output = Fixtures.temporaryDirectory()
+        var errors = ""
+        _ = try KinemaCLI.run(["train", "--data", root.path, "--image-size", "8", "--hidden-size", "32", "--depth", "1",
+                               "--num-heads", "2", "--steps", "3", "--batch-size", "4", "--log-every", "1",
+                               "--output", output.path], errors: &errors)
+        XCTAssertTrue(errors.contains(corrupt.path), "the unreadable image is not reported:\n\(errors)")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: output.appendingPathComponent("checkpoint.safetensors").path))
     }
 }
