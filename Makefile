@@ -22,10 +22,11 @@ build: deps
 
 # Trains a small DiT on the bundled synthetic shapes on the CPU, samples a grid per class and scores it.
 demo: build
-	$(KINEMA) train --data synthetic --model tiny --image-size 16 --steps 1500 --output $(DEMO_DIR)
+	$(KINEMA) train --data synthetic --model tiny --image-size 16 --steps 3500 --lr 2e-3 --log-every 250 \
+	  --output $(DEMO_DIR)
 	$(KINEMA) sample --checkpoint $(DEMO_DIR)/checkpoint.safetensors --class all --per-class 8 --steps 50 \
-	  --sampler ddim --cfg-scale 2 --output $(DEMO_DIR)/samples.png
-	$(KINEMA) eval-synthetic --checkpoint $(DEMO_DIR)/checkpoint.safetensors --per-class 16 --steps 50 --cfg-scale 2
+	  --sampler ddim --cfg-scale 3 --output $(DEMO_DIR)/samples.png
+	$(KINEMA) eval-synthetic --checkpoint $(DEMO_DIR)/checkpoint.safetensors --per-class 16 --steps 50 --cfg-scale 3
 
 test: deps
 	$(SWIFT) build -c release

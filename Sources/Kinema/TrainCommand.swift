@@ -25,6 +25,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Total optimisation steps (a resumed run continues up to this number).") var steps = 1000
     @Option(help: "AdamW learning rate.") var lr = 1e-3
     @Option(help: "Linear learning-rate warm-up steps.") var warmupSteps = 50
+    @Option(help: "Learning rate after warm-up: constant, or cosine (decays to a tenth at --steps).")
+    var lrDecay = "constant"
     @Option(help: "AdamW decoupled weight decay.") var weightDecay = 0.0
     @Option(help: "Clip the global gradient norm to this (0 disables).") var maxGradNorm = 1.0
     @Option(help: "Decay of the exponential moving average of the weights.") var emaDecay = 0.995
@@ -40,8 +42,11 @@ struct TrainCommand: ParsableCommand {
         let dataset = try openDataset(data, imageSize: imageSize, seed: seed)
         let config = try modelOptions.config(imageSize: imageSize, channels: 3, classes: dataset.numClasses)
         let model = try DiT(config: config, backend: backend, dtype: try deviceOptions.dtype(), seed: seed)
+        guard let decay = LearningRateSchedule.Decay(rawValue: lrDecay) else {
+            throw ValidationError("--lr-decay '\(lrDecay)' is not a schedule; use constant or cosine")
+        }
         let options = TrainingOptions(batchSize: batchSize, steps: steps, learningRate: lr, warmupSteps: warmupSteps,
-                                      weightDecay: weightDecay, maxGradNorm: maxGradNorm, emaDecay: emaDecay, seed: seed,
+                                      learningRateDecay: decay, weightDecay: weightDecay, maxGradNorm: maxGradNorm, emaDecay: emaDecay, seed: seed,
                                       checkpointEvery: checkpointEvery, logEvery: logEvery)
         let trainer = try Trainer(model: model, data: dataset, options: options)
         let folder = URL(fileURLWithPath: output)

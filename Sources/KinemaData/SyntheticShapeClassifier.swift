@@ -5,9 +5,11 @@
 ///    by 3×). Otsu's threshold splits it into foreground and background; with too little contrast between the two
 ///    halves there is no shape and the answer is nil.
 /// 2. The largest 8-connected foreground component is the shape (specks of noise are ignored).
-/// 3. Shape from two features of that component: how much of its bounding box it fills (circle π/4 ≈ 0.785,
-///    square 1, triangle 0.5) and how much wider its bottom quarter is than its top quarter, relative to the box
-///    width (triangle ≈ 0.75, circle and square 0); the nearest prototype wins.
+/// 3. Shape from three features of that component: how much of its bounding box it fills (circle π/4 ≈ 0.785,
+///    square 1, triangle 0.5), how much of the box's four corner blocks (a quarter of the side each way) it fills
+///    (square 1, circle 0.32, triangle 0.375: its two bottom corners three-quarters), and how much wider its bottom
+///    quarter is than its top quarter, relative to the box width (triangle ≈ 0.75, circle and square 0); the
+///    nearest prototype wins. The corners are what tells a square with ragged edges (fill ~0.85) from a circle.
 /// 4. Colour = the palette colour whose direction in RGB is closest (cosine) to the mean colour of the
 ///    component's pixels, so a darker or brighter rendering still maps to its hue.
 public struct SyntheticShapeClassifier: Sendable {
@@ -30,6 +32,8 @@ public struct SyntheticShapeClassifier: Sendable {
         public var fill: Float
         /// (mean row width of the bottom quarter − that of the top quarter) / boxWidth.
         public var taper: Float
+        /// Mean occupancy of the four corner blocks of the bounding box, each a quarter of its width and height.
+        public var corners: Float
         /// Mean colour of the component, 0–255.
         public var meanColour: (Float, Float, Float)
     }
@@ -38,11 +42,14 @@ public struct SyntheticShapeClassifier: Sendable {
     public func predict(_ image: RGBImage) -> (shape: SyntheticShapes.Shape, colour: SyntheticShapes.Colour)? {
         guard let features = features(of: image) else { return nil }
         // Prototypes in (fill, taper), each feature scaled by how much it varies at small image sizes.
-        let prototypes: [(SyntheticShapes.Shape, Float, Float)] = [(.circle, 0.785, 0), (.square, 1, 0), (.triangle, 0.5, 0.7)]
+        let prototypes: [(SyntheticShapes.Shape, Float, Float, Float)] = [
+            (.circle, 0.785, 0, 0.32), (.square, 1, 0, 1), (.triangle, 0.5, 0.7, 0.375),
+        ]
         let shape = prototypes.min { a, b in
-            func distance(_ p: (SyntheticShapes.Shape, Float, Float)) -> Float {
+            func distance(_ p: (SyntheticShapes.Shape, Float, Float, Float)) -> Float {
                 let df = (features.fill - p.1) / 0.1, dt = (features.taper - p.2) / 0.15
-                return df * df + dt * dt
+                let dc = (features.corners - p.3) / 0.2
+                return df * df + dt * dt + dc * dc
             }
             return distance(a) < distance(b)
         }!.0
@@ -157,8 +164,16 @@ public struct SyntheticShapeClassifier: Sendable {
         let topMean = Float(topRows.reduce(0, +)) / Float(quarter)
         let bottomMean = Float(bottomRows.reduce(0, +)) / Float(quarter)
         let area = Float(bestSize)
+        let cornerWidth = max(1, boxWidth / 4), cornerHeight = max(1, boxHeight / 4)
+        var cornerPixels = 0
+        for y in Array(minY..<(minY + cornerHeight)) + Array((maxY + 1 - cornerHeight)...maxY) {
+            for x in Array(minX..<(minX + cornerWidth)) + Array((maxX + 1 - cornerWidth)...maxX) where mask[y * width + x] {
+                cornerPixels += 1
+            }
+        }
         return Features(area: bestSize, boxWidth: boxWidth, boxHeight: boxHeight,
                         fill: area / Float(boxWidth * boxHeight), taper: (bottomMean - topMean) / Float(boxWidth),
+                        corners: Float(cornerPixels) / Float(4 * cornerWidth * cornerHeight),
                         meanColour: (sum.0 / area, sum.1 / area, sum.2 / area))
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import KinemaNN
 import KinemaTensor
 
@@ -55,18 +56,33 @@ public func clipGradientNorm(_ parameters: [Parameter], maxNorm: Double?, backen
     return (norm, min(1, maxNorm / (norm + 1e-6)))
 }
 
-/// Linear warm-up from 0 to the base rate over `warmupSteps`, then constant (DiT trains at a constant 1e-4).
+/// Linear warm-up from 0 to the base rate over `warmupSteps`, then constant (DiT trains at a constant 1e-4), or
+/// a cosine decay to `finalRatio` × base at `totalSteps` (short runs end sharper when the rate comes down).
 public struct LearningRateSchedule: Codable, Equatable, Sendable {
+    public enum Decay: String, Codable, CaseIterable, Sendable {
+        case constant, cosine
+    }
+
     public var baseRate: Double
     public var warmupSteps: Int
+    public var decay: Decay
+    public var totalSteps: Int
+    public var finalRatio: Double
 
-    public init(baseRate: Double, warmupSteps: Int = 0) {
+    public init(baseRate: Double, warmupSteps: Int = 0, decay: Decay = .constant, totalSteps: Int = 0,
+                finalRatio: Double = 0.1) {
         self.baseRate = baseRate
         self.warmupSteps = warmupSteps
+        self.decay = decay
+        self.totalSteps = totalSteps
+        self.finalRatio = finalRatio
     }
 
     /// The rate for the update numbered `step` (1-based).
     public func rate(at step: Int) -> Double {
-        warmupSteps > 0 && step < warmupSteps ? baseRate * Double(step) / Double(warmupSteps) : baseRate
+        if warmupSteps > 0 && step < warmupSteps { return baseRate * Double(step) / Double(warmupSteps) }
+        guard decay == .cosine, totalSteps > warmupSteps else { return baseRate }
+        let progress = min(1, Double(step - warmupSteps) / Double(totalSteps - warmupSteps))
+        return baseRate * (finalRatio + (1 - finalRatio) * 0.5 * (1 + cos(Double.pi * progress)))
     }
 }

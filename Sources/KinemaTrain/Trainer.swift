@@ -51,7 +51,8 @@ public final class Trainer {
                                                                 beta2: 0.999, epsilon: 1e-8,
                                                                 weightDecay: options.weightDecay))
         ema = ExponentialMovingAverage(parameters: model.parameters, decay: options.emaDecay, backend: model.backend)
-        schedule = LearningRateSchedule(baseRate: options.learningRate, warmupSteps: options.warmupSteps)
+        schedule = LearningRateSchedule(baseRate: options.learningRate, warmupSteps: options.warmupSteps,
+                                        decay: options.learningRateDecay, totalSteps: options.steps)
         sampler = EpochSampler(count: data.count, batchSize: options.batchSize, seed: options.seed)
         random = RandomStream(seed: options.seed)
     }

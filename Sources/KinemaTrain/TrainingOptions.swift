@@ -4,6 +4,8 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var steps: Int
     public var learningRate: Double
     public var warmupSteps: Int
+    /// After warm-up: constant, or cosine decay to a tenth of the rate at `steps`.
+    public var learningRateDecay: LearningRateSchedule.Decay
     public var weightDecay: Double
     /// Clip the global gradient norm to this value; nil or 0 disables clipping.
     public var maxGradNorm: Double?
@@ -15,12 +17,13 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var logEvery: Int
 
     public init(batchSize: Int = 32, steps: Int = 1000, learningRate: Double = 1e-4, warmupSteps: Int = 0,
-                weightDecay: Double = 0, maxGradNorm: Double? = 1, emaDecay: Double = 0.9999, seed: UInt64 = 0,
+                learningRateDecay: LearningRateSchedule.Decay = .constant, weightDecay: Double = 0, maxGradNorm: Double? = 1, emaDecay: Double = 0.9999, seed: UInt64 = 0,
                 checkpointEvery: Int = 500, logEvery: Int = 10) {
         self.batchSize = batchSize
         self.steps = steps
         self.learningRate = learningRate
         self.warmupSteps = warmupSteps
+        self.learningRateDecay = learningRateDecay
         self.weightDecay = weightDecay
         self.maxGradNorm = maxGradNorm
         self.emaDecay = emaDecay

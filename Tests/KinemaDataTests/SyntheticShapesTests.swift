@@ -105,6 +105,28 @@ final class SyntheticShapesTests: XCTestCase {
         print("classifier accuracy: clean \(clean), σ=0.1 noise \(noisyAccuracy), uniform noise \(noiseAccuracy), 16×16 \(smallAccuracy)")
     }
 
+    /// Generated samples are imperfect: a square whose edges wander by a pixel is still a square (its corners
+    /// are filled), and a blob as wide as it is tall with empty corners is a circle, not a square.
+    func testClassifierJudgesRaggedShapesByTheirCorners() {
+        let classifier = SyntheticShapeClassifier()
+        var random = RandomStream(seed: 9)
+        func draw(_ inside: (Int, Int) -> Bool) -> RGBImage {
+            var image = RGBImage(width: 16, height: 16, fill: (20, 20, 25))
+            for y in 0..<16 { for x in 0..<16 where inside(x, y) { image[x, y] = (30, 200, 40) } }
+            return image
+        }
+        for _ in 0..<20 {
+            let jitter = (0..<16).map { _ in random.nextInt(below: 3) - 1 }  // each row's edges move by −1…1
+            let square = draw { x, y in y >= 3 && y <= 12 && x >= 3 + max(0, jitter[y]) && x <= 12 + min(0, jitter[y]) }
+            XCTAssertEqual(classifier.predict(square)?.shape, .square, "\(classifier.features(of: square)!)")
+            let disk = draw { x, y in
+                let dx = Float(x) - 7.5, dy = Float(y) - 7.5
+                return dx * dx + dy * dy <= Float(16 + jitter[y])  // diameter 8, edges wandering
+            }
+            XCTAssertEqual(classifier.predict(disk)?.shape, .circle, "\(classifier.features(of: disk)!)")
+        }
+    }
+
     func testClassifierFindsNothingInAFlatImage() {
         let classifier = SyntheticShapeClassifier()
         XCTAssertNil(classifier.classify(RGBImage(width: 32, height: 32, fill: (20, 20, 25))))
