@@ -30,7 +30,7 @@ demo: build
 
 test: deps
 	$(SWIFT) build -c release
-	$(SWIFT) test --parallel --num-workers 2
+	$(SWIFT) test --disable-swift-testing
 
 clean:
 	rm -rf .build out
