@@ -37,19 +37,21 @@ extension CPUBackend: MemoryOps {
     }
 
     public func upload(_ values: [Float], shape: [Int], dtype: DType) -> Tensor {
-        precondition(values.count == shape.reduce(1, *), "upload: \(values.count) values for shape \(shape)")
-        let tensor = empty(shape, dtype: dtype)
-        values.withUnsafeBufferPointer { source in
-            convert(from: UnsafeRawPointer(source.baseAddress!), .f32, to: tensor.address, tensor.dtype, count: values.count)
-        }
-        return tensor
+        upload(host: values, as: .f32, shape: shape, dtype: dtype)
     }
 
     public func upload(_ values: [Double], shape: [Int], dtype: DType) -> Tensor {
+        upload(host: values, as: .f64, shape: shape, dtype: dtype)
+    }
+
+    /// Host values of element type `hostType` to a new tensor of `dtype`.
+    private func upload<T>(host values: [T], as hostType: DType, shape: [Int], dtype: DType) -> Tensor {
         precondition(values.count == shape.reduce(1, *), "upload: \(values.count) values for shape \(shape)")
         let tensor = empty(shape, dtype: dtype)
+        guard !values.isEmpty else { return tensor }
         values.withUnsafeBufferPointer { source in
-            convert(from: UnsafeRawPointer(source.baseAddress!), .f64, to: tensor.address, tensor.dtype, count: values.count)
+            convert(from: UnsafeRawPointer(source.baseAddress!), hostType, to: tensor.address, tensor.dtype,
+                    count: values.count)
         }
         return tensor
     }

@@ -6,11 +6,6 @@ public final class TimestepEmbedder: Layer {
     public struct Cache {
         /// The sinusoidal features [B, frequencyDim], mlp.0's output (SiLU's input) and SiLU's output.
         public let frequencies, hidden, activated: Tensor
-        public init(frequencies: Tensor, hidden: Tensor, activated: Tensor) {
-            self.frequencies = frequencies
-            self.hidden = hidden
-            self.activated = activated
-        }
     }
 
     public let linear1: Linear

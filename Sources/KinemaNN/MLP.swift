@@ -5,11 +5,6 @@ public final class MLP: Layer {
     public struct Cache {
         /// The input, fc1's output (GELU's input) and GELU's output (fc2's input).
         public let x, hidden, activated: Tensor
-        public init(x: Tensor, hidden: Tensor, activated: Tensor) {
-            self.x = x
-            self.hidden = hidden
-            self.activated = activated
-        }
     }
 
     public let fc1: Linear

@@ -12,15 +12,6 @@ public final class SelfAttention: Layer {
         public let out, logSumExp: Tensor
         /// The heads merged back to [B, N, D]: proj's input.
         public let merged: Tensor
-        public init(x: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, logSumExp: Tensor, merged: Tensor) {
-            self.x = x
-            self.q = q
-            self.k = k
-            self.v = v
-            self.out = out
-            self.logSumExp = logSumExp
-            self.merged = merged
-        }
     }
 
     public let qkv: Linear
