@@ -23,6 +23,9 @@ let package = Package(
         .target(name: "KinemaCPU", dependencies: ["KinemaTensor", "CBLAS",
                                                   .product(name: "Numerics", package: "swift-numerics")],
                 swiftSettings: swift5),
+        // The GPU backend: driver API, NVRTC (and later cuBLASLt, NCCL) through dlopen, kernels as .cu resources.
+        .target(name: "KinemaCUDA", dependencies: ["KinemaTensor"], resources: [.copy("Kernels")],
+                swiftSettings: swift5),
         .target(name: "KinemaNN", dependencies: ["KinemaTensor"], swiftSettings: swift5),
         .target(name: "KinemaDiffusion", dependencies: ["KinemaTensor"], swiftSettings: swift5),
         .target(name: "KinemaModels", dependencies: ["KinemaTensor", "KinemaNN"], swiftSettings: swift5),
@@ -34,12 +37,16 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swift5),
 
+        // Checks every CUDA op against the CPU backend on the GPU machine (scripts/gpu-check runs it there).
+        .executableTarget(name: "kinema-gpu-check", dependencies: ["KinemaTensor", "KinemaCPU", "KinemaCUDA"],
+                          path: "Sources/KinemaGPUCheck", swiftSettings: swift5),
         .target(name: "KinemaTestSupport", dependencies: ["KinemaTensor", "KinemaCPU"], path: "Tests/KinemaTestSupport",
                 swiftSettings: swift5),
         .testTarget(name: "KinemaTensorTests", dependencies: ["KinemaTensor", "KinemaCPU", "KinemaTestSupport"],
                     swiftSettings: swift5),
         .testTarget(name: "KinemaCPUTests", dependencies: ["KinemaTensor", "KinemaCPU", "KinemaTestSupport"],
                     swiftSettings: swift5),
+        .testTarget(name: "KinemaCUDATests", dependencies: ["KinemaCUDA"], swiftSettings: swift5),
         .testTarget(name: "KinemaNNTests", dependencies: ["KinemaNN", "KinemaCPU", "KinemaTestSupport"],
                     swiftSettings: swift5),
         .testTarget(name: "KinemaDiffusionTests", dependencies: ["KinemaDiffusion", "KinemaCPU", "KinemaTestSupport"],

@@ -1,0 +1,180 @@
+import Foundation
+import KinemaTensor
+
+extension CUDABackend: MemoryOps {
+    @inline(__always)
+    func deviceAddress(_ tensor: Tensor) -> UInt64 { UInt64(UInt(bitPattern: tensor.address)) }
+
+    public func empty(_ shape: [Int], dtype: DType) -> Tensor {
+        let bytes = Swift.max(shape.reduce(1, *) * dtype.byteSize, 1)
+        let block: (address: UInt64, size: Int)
+        do { block = try allocator.allocate(bytes) } catch { preconditionFailure("\(error)") }
+        let allocator = self.allocator
+        let buffer = Buffer(device: device, byteCount: bytes,
+                            address: UnsafeMutableRawPointer(bitPattern: UInt(block.address))!) { pointer, _ in
+            allocator.release(UInt64(UInt(bitPattern: pointer)), size: block.size)
+        }
+        let tensor = Tensor(shape: shape, dtype: dtype, buffer: buffer)
+        if poisonsNewTensors && dtype.isFloatingPoint { fill(tensor, with: .nan) }
+        return tensor
+    }
+
+    public func zeros(_ shape: [Int], dtype: DType) -> Tensor {
+        let tensor = empty(shape, dtype: dtype)
+        fill(tensor, with: 0)
+        return tensor
+    }
+
+    public func fill(_ tensor: Tensor, with value: Double) {
+        guard tensor.count > 0 else { return }
+        let n = Int64(tensor.count)
+        switch tensor.dtype {
+        case .f32: launch("fill_u32", count: tensor.count, [tensor, Float(value).bitPattern, n])
+        case .i32: launch("fill_u32", count: tensor.count, [tensor, UInt32(bitPattern: Int32(value)), n])
+        case .f64: launch("fill_u64", count: tensor.count, [tensor, value.bitPattern, n])
+        case .i64: launch("fill_u64", count: tensor.count, [tensor, UInt64(bitPattern: Int64(value)), n])
+        case .bf16: launch("fill_u16", count: tensor.count, [tensor, bf16Bits(from: Float(value)), n])
+        case .f16: launch("fill_u16", count: tensor.count, [tensor, f16Bits(from: Float(value)), n])
+        }
+    }
+
+    public func upload(_ values: [Float], shape: [Int], dtype: DType) -> Tensor {
+        precondition(values.count == shape.reduce(1, *), "upload: \(values.count) values for shape \(shape)")
+        return uploadBytes(hostBytes(values.map(Double.init), dtype: dtype), shape: shape, dtype: dtype)
+    }
+
+    public func upload(_ values: [Double], shape: [Int], dtype: DType) -> Tensor {
+        precondition(values.count == shape.reduce(1, *), "upload: \(values.count) values for shape \(shape)")
+        return uploadBytes(hostBytes(values, dtype: dtype), shape: shape, dtype: dtype)
+    }
+
+    public func upload(_ values: [Int32], shape: [Int]) -> Tensor {
+        precondition(values.count == shape.reduce(1, *), "upload: \(values.count) values for shape \(shape)")
+        return uploadBytes(values.withUnsafeBytes { Array($0) }, shape: shape, dtype: .i32)
+    }
+
+    public func upload(bytes: UnsafeRawBufferPointer, shape: [Int], dtype: DType) -> Tensor {
+        uploadBytes(Array(bytes), shape: shape, dtype: dtype)
+    }
+
+    private func uploadBytes(_ bytes: [UInt8], shape: [Int], dtype: DType) -> Tensor {
+        let tensor = empty(shape, dtype: dtype)
+        precondition(bytes.count == tensor.byteCount, "upload: \(bytes.count) bytes for \(shape) \(dtype)")
+        if !bytes.isEmpty {
+            bytes.withUnsafeBytes { source in
+                check(driver.cuMemcpyHtoD(deviceAddress(tensor), source.baseAddress!, bytes.count), "cuMemcpyHtoD")
+            }
+        }
+        return tensor
+    }
+
+    /// Host values encoded as `dtype` (bf16/f16 rounded to nearest even from f32, as the CPU does).
+    private func hostBytes(_ values: [Double], dtype: DType) -> [UInt8] {
+        switch dtype {
+        case .f64: return values.withUnsafeBytes { Array($0) }
+        case .i64: return values.map { Int64($0) }.withUnsafeBytes { Array($0) }
+        case .i32: return values.map { Int32($0) }.withUnsafeBytes { Array($0) }
+        default: return encodeFloats(values.map(Float.init), dtype: dtype)
+        }
+    }
+
+    public func download(_ tensor: Tensor) -> [Float] {
+        let bytes = downloadBytes(tensor)
+        return bytes.withUnsafeBytes { decodeFloats($0, dtype: tensor.dtype) }
+    }
+
+    public func downloadDouble(_ tensor: Tensor) -> [Double] {
+        let bytes = downloadBytes(tensor)
+        if tensor.dtype == .f64 { return bytes.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) } }
+        return bytes.withUnsafeBytes { decodeFloats($0, dtype: tensor.dtype) }.map(Double.init)
+    }
+
+    public func downloadBytes(_ tensor: Tensor) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: tensor.byteCount)
+        if !bytes.isEmpty {
+            bytes.withUnsafeMutableBytes {
+                check(driver.cuMemcpyDtoH($0.baseAddress!, deviceAddress(tensor), tensor.byteCount), "cuMemcpyDtoH")
+            }
+        }
+        return bytes
+    }
+
+    public func copy(_ source: Tensor, into destination: Tensor) {
+        precondition(source.count == destination.count,
+                     "copy: \(source.shape) into \(destination.shape) (element counts differ)")
+        guard source.count > 0 else { return }
+        if source.dtype == destination.dtype {
+            check(driver.cuMemcpyDtoD(deviceAddress(destination), deviceAddress(source), source.byteCount), "cuMemcpyDtoD")
+            return
+        }
+        let codes: [DType: Int32] = [.f32: 0, .f64: 1, .bf16: 2, .f16: 3]
+        guard let from = codes[source.dtype], let to = codes[destination.dtype] else {
+            preconditionFailure("copy: CUDA casts between floating dtypes only, not \(source.dtype) → \(destination.dtype)")
+        }
+        launch("cast", count: source.count, [source, from, destination, to, Int64(source.count)])
+    }
+
+    public func cast(_ tensor: Tensor, to dtype: DType) -> Tensor {
+        let out = empty(tensor.shape, dtype: dtype)
+        copy(tensor, into: out)
+        return out
+    }
+
+    public func permute(_ x: Tensor, _ axes: [Int]) -> Tensor {
+        precondition(axes.sorted() == Array(0..<x.rank) && x.rank <= 6, "permute: bad axes \(axes) for \(x.shape)")
+        let outShape = axes.map { x.shape[$0] }
+        let out = empty(outShape, dtype: x.dtype)
+        guard out.count > 0 else { return out }
+        var inStrides = [Int](repeating: 1, count: x.rank)
+        for axis in stride(from: x.rank - 2, through: 0, by: -1) { inStrides[axis] = inStrides[axis + 1] * x.shape[axis + 1] }
+        var meta = [Int64](repeating: 1, count: 13)
+        meta[0] = Int64(x.rank)
+        for (i, axis) in axes.enumerated() {
+            meta[1 + i] = Int64(outShape[i])
+            meta[7 + i] = Int64(inStrides[axis])
+        }
+        let metaTensor = uploadBytes(meta.withUnsafeBytes { Array($0) }, shape: [13], dtype: .i64)
+        launch("permute", count: out.count, [x, out, metaTensor, Int32(x.dtype.byteSize), Int64(out.count)])
+        return out
+    }
+
+    public func narrow(_ x: Tensor, axis: Int, start: Int, length: Int) -> Tensor {
+        precondition(axis >= 0 && axis < x.rank && start >= 0 && start + length <= x.shape[axis],
+                     "narrow: \(start)..<\(start + length) of axis \(axis) out of bounds for \(x.shape)")
+        var shape = x.shape
+        shape[axis] = length
+        let out = empty(shape, dtype: x.dtype)
+        let outer = x.shape[..<axis].reduce(1, *), inner = x.shape[(axis + 1)...].reduce(1, *) * x.dtype.byteSize
+        for o in 0..<outer where length * inner > 0 {
+            check(driver.cuMemcpyDtoD(deviceAddress(out) + UInt64(o * length * inner),
+                                      deviceAddress(x) + UInt64((o * x.shape[axis] + start) * inner), length * inner),
+                  "cuMemcpyDtoD")
+        }
+        return out
+    }
+
+    public func concat(_ xs: [Tensor], axis: Int) -> Tensor {
+        precondition(!xs.isEmpty, "concat of no tensors")
+        var shape = xs[0].shape
+        shape[axis] = xs.map { $0.shape[axis] }.reduce(0, +)
+        let out = empty(shape, dtype: xs[0].dtype)
+        let outer = shape[..<axis].reduce(1, *), inner = shape[(axis + 1)...].reduce(1, *) * xs[0].dtype.byteSize
+        var position = 0
+        for x in xs {
+            var expected = shape
+            expected[axis] = x.shape[axis]
+            precondition(x.shape == expected && x.dtype == xs[0].dtype, "concat: \(x.shape) does not fit \(shape) along axis \(axis)")
+            let length = x.shape[axis]
+            for o in 0..<outer where length * inner > 0 {
+                check(driver.cuMemcpyDtoD(deviceAddress(out) + UInt64((o * shape[axis] + position) * inner),
+                                          deviceAddress(x) + UInt64(o * length * inner), length * inner), "cuMemcpyDtoD")
+            }
+            position += length
+        }
+        return out
+    }
+
+    func check(_ result: Int32, _ function: String) {
+        do { try driver.check(result, function) } catch { preconditionFailure("\(error)") }
+    }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import KinemaTensor
+
+/// The GPU backend, reached only through dlopen: the driver API for memory and launches, NVRTC for the kernels in
+/// `Kernels/*.cu` (compiled for the device's architecture on first use and cached on disk).
+///
+/// This first part implements the memory and elementwise op families (f32 compute; every float dtype for storage
+/// and casts); the NN, linear-algebra, diffusion, optimizer and random families follow.
+public final class CUDABackend: @unchecked Sendable {
+    public let device: Device
+    public let deviceName: String
+    /// Compute capability as one number, e.g. 90 for sm_90.
+    public let architecture: Int
+    let driver: CUDADriver
+    let compiler: NVRTC
+    let allocator: DeviceAllocator
+    private var functions: [String: UnsafeMutableRawPointer] = [:]
+    private var modules: [String: UnsafeMutableRawPointer] = [:]
+
+    /// Opens `cuda:index`. Throws a clear error when the driver, NVRTC or the device is missing.
+    public init(index: Int = 0, cacheDirectory: URL? = nil) throws {
+        driver = try CUDADriver()
+        try driver.check(driver.cuInit(0), "cuInit")
+        var count: Int32 = 0
+        try driver.check(driver.cuDeviceGetCount(&count), "cuDeviceGetCount")
+        guard index >= 0 && index < Int(count) else { throw CUDAError.noDevice(requested: index, available: Int(count)) }
+        var handle: Int32 = 0
+        try driver.check(driver.cuDeviceGet(&handle, Int32(index)), "cuDeviceGet")
+        var name = [CChar](repeating: 0, count: 256)
+        try driver.check(driver.cuDeviceGetName(&name, 256, handle), "cuDeviceGetName")
+        deviceName = String(cString: name)
+        var major: Int32 = 0, minor: Int32 = 0
+        try driver.check(driver.cuDeviceGetAttribute(&major, 75, handle), "cuDeviceGetAttribute(major)")
+        try driver.check(driver.cuDeviceGetAttribute(&minor, 76, handle), "cuDeviceGetAttribute(minor)")
+        architecture = Int(major * 10 + minor)
+        var context: UnsafeMutableRawPointer?
+        try driver.check(driver.cuDevicePrimaryCtxRetain(&context, handle), "cuDevicePrimaryCtxRetain")
+        try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
+        let cache = cacheDirectory ?? FileManager.default.homeDirectoryForCurrentUser
+            .appendingPathComponent(".cache/kinema/kernels")
+        compiler = try NVRTC(cacheDirectory: cache)
+        allocator = DeviceAllocator(driver: driver)
+        device = .cuda(index)
+    }
+
+    public var name: String { "\(device) \(deviceName) (sm_\(architecture))" }
+
+    /// Fill every new float tensor with NaN, so a kernel that leaves an element unwritten fails its check
+    /// (on in debug builds and in kinema-gpu-check; it costs a launch per allocation).
+    public var poisonsNewTensors: Bool = {
+        #if DEBUG
+        return true
+        #else
+        return false
+        #endif
+    }()
+
+    /// Bytes held by live tensors now, and the most held at once.
+    public var memoryInUse: Int { allocator.currentBytes }
+    public var peakMemory: Int { allocator.peakBytes }
+    /// How many times the allocator had to ask the driver for memory (constant once a loop is warm).
+    public var deviceAllocationCount: Int { allocator.deviceAllocations }
+
+    /// The kernel `name` of `Kernels/<file>.cu`, compiled and loaded on first use.
+    func kernel(_ name: String, in file: String) throws -> UnsafeMutableRawPointer {
+        if let function = functions[name] { return function }
+        if modules[file] == nil {
+            guard let url = Bundle.module.url(forResource: file, withExtension: "cu", subdirectory: "Kernels")
+                    ?? Bundle.module.url(forResource: file, withExtension: "cu"),
+                  let source = try? String(contentsOf: url, encoding: .utf8) else {
+                throw CUDAError.compilation(kernel: file, log: "kernel source \(file).cu is missing from the bundle")
+            }
+            let cubin = try compiler.cubin(source: source, name: file, architecture: architecture)
+            var module: UnsafeMutableRawPointer?
+            try cubin.withUnsafeBytes { try driver.check(driver.cuModuleLoadData(&module, $0.baseAddress!), "cuModuleLoadData") }
+            modules[file] = module
+        }
+        var function: UnsafeMutableRawPointer?
+        try driver.check(driver.cuModuleGetFunction(&function, modules[file]!, name), "cuModuleGetFunction(\(name))")
+        functions[name] = function
+        return function!
+    }
+
+    /// Launches a 1-D grid over `count` elements (grid-stride kernels) with the given argument values.
+    func launch(_ name: String, in file: String = "Elementwise", count: Int, blocks: Int? = nil, threads: Int = 256,
+                _ arguments: [any KernelArgument]) {
+        do {
+            let function = try kernel(name, in: file)
+            let grid = blocks ?? Swift.max(1, Swift.min((count + threads - 1) / threads, 65_535 * 8))
+            // Each argument's bytes live in its own allocation for the duration of the launch.
+            let storage = arguments.map { $0.argumentBytes() }
+            var pointers: [UnsafeMutableRawPointer?] = storage.map { bytes in
+                let pointer = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(bytes.count, 8), alignment: 8)
+                bytes.withUnsafeBytes { pointer.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+                return pointer
+            }
+            defer { pointers.forEach { $0?.deallocate() } }
+            try pointers.withUnsafeMutableBufferPointer { buffer in
+                try driver.check(driver.cuLaunchKernel(function, UInt32(grid), 1, 1, UInt32(threads), 1, 1, 0, nil,
+                                                       buffer.baseAddress, nil), "cuLaunchKernel(\(name))")
+            }
+        } catch {
+            preconditionFailure("\(error)")
+        }
+    }
+
+    public func synchronize() {
+        do { try driver.check(driver.cuCtxSynchronize(), "cuCtxSynchronize") } catch { preconditionFailure("\(error)") }
+    }
+}
+
+/// A value passed to a kernel by value.
+protocol KernelArgument {
+    func argumentBytes() -> [UInt8]
+}
+
+extension KernelArgument {
+    func argumentBytes() -> [UInt8] { withUnsafeBytes(of: self) { Array($0) } }
+}
+
+extension Int32: KernelArgument {}
+extension Int64: KernelArgument {}
+extension UInt16: KernelArgument {}
+extension UInt32: KernelArgument {}
+extension UInt64: KernelArgument {}
+extension Float: KernelArgument {}
+extension Double: KernelArgument {}
+
+extension Tensor: KernelArgument {
+    /// A tensor passes its device address.
+    func argumentBytes() -> [UInt8] { withUnsafeBytes(of: UInt64(UInt(bitPattern: address))) { Array($0) } }
+}

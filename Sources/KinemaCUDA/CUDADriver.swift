@@ -1,0 +1,57 @@
+/// The CUDA driver API functions Kinema calls, looked up in libcuda.so.1. Handles are opaque pointers and device
+/// addresses 64-bit integers, as in cuda.h.
+final class CUDADriver: @unchecked Sendable {
+    typealias Handle = UnsafeMutableRawPointer
+    let library: DynamicLibrary
+
+    let cuInit: @convention(c) (UInt32) -> Int32
+    let cuDeviceGetCount: @convention(c) (UnsafeMutablePointer<Int32>) -> Int32
+    let cuDeviceGet: @convention(c) (UnsafeMutablePointer<Int32>, Int32) -> Int32
+    let cuDeviceGetName: @convention(c) (UnsafeMutablePointer<CChar>, Int32, Int32) -> Int32
+    let cuDeviceGetAttribute: @convention(c) (UnsafeMutablePointer<Int32>, Int32, Int32) -> Int32
+    let cuDevicePrimaryCtxRetain: @convention(c) (UnsafeMutablePointer<Handle?>, Int32) -> Int32
+    let cuCtxSetCurrent: @convention(c) (Handle?) -> Int32
+    let cuCtxSynchronize: @convention(c) () -> Int32
+    let cuMemAlloc: @convention(c) (UnsafeMutablePointer<UInt64>, Int) -> Int32
+    let cuMemFree: @convention(c) (UInt64) -> Int32
+    let cuMemGetInfo: @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Int32
+    let cuMemcpyHtoD: @convention(c) (UInt64, UnsafeRawPointer, Int) -> Int32
+    let cuMemcpyDtoH: @convention(c) (UnsafeMutableRawPointer, UInt64, Int) -> Int32
+    let cuMemcpyDtoD: @convention(c) (UInt64, UInt64, Int) -> Int32
+    let cuModuleLoadData: @convention(c) (UnsafeMutablePointer<Handle?>, UnsafeRawPointer) -> Int32
+    let cuModuleGetFunction: @convention(c) (UnsafeMutablePointer<Handle?>, Handle, UnsafePointer<CChar>) -> Int32
+    let cuLaunchKernel: @convention(c) (Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle?,
+                                        UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+                                        UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32
+    let cuGetErrorString: @convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Int32
+
+    init() throws {
+        library = try DynamicLibrary(candidates: ["libcuda.so.1", "libcuda.so"], purpose: "the CUDA driver")
+        cuInit = try library.function("cuInit")
+        cuDeviceGetCount = try library.function("cuDeviceGetCount")
+        cuDeviceGet = try library.function("cuDeviceGet")
+        cuDeviceGetName = try library.function("cuDeviceGetName")
+        cuDeviceGetAttribute = try library.function("cuDeviceGetAttribute")
+        cuDevicePrimaryCtxRetain = try library.function("cuDevicePrimaryCtxRetain")
+        cuCtxSetCurrent = try library.function("cuCtxSetCurrent")
+        cuCtxSynchronize = try library.function("cuCtxSynchronize")
+        cuMemAlloc = try library.function("cuMemAlloc_v2")
+        cuMemFree = try library.function("cuMemFree_v2")
+        cuMemGetInfo = try library.function("cuMemGetInfo_v2")
+        cuMemcpyHtoD = try library.function("cuMemcpyHtoD_v2")
+        cuMemcpyDtoH = try library.function("cuMemcpyDtoH_v2")
+        cuMemcpyDtoD = try library.function("cuMemcpyDtoD_v2")
+        cuModuleLoadData = try library.function("cuModuleLoadData")
+        cuModuleGetFunction = try library.function("cuModuleGetFunction")
+        cuLaunchKernel = try library.function("cuLaunchKernel")
+        cuGetErrorString = try library.function("cuGetErrorString")
+    }
+
+    /// Throws a CUDAError naming `function` unless `result` is CUDA_SUCCESS.
+    func check(_ result: Int32, _ function: String) throws {
+        guard result != 0 else { return }
+        var text: UnsafePointer<CChar>?
+        _ = cuGetErrorString(result, &text)
+        throw CUDAError.call(function: function, code: result, message: text.map { String(cString: $0) } ?? "unknown")
+    }
+}

@@ -1,0 +1,111 @@
+// Kinema's memory and elementwise kernels. Compiled at run time by NVRTC for the device's architecture.
+// Every kernel walks its elements with a grid-stride loop, so any launch size covers any n.
+
+#define GRID_LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
+                             i += (long long)blockDim.x * gridDim.x)
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+// Round to nearest even, as Kinema's host conversion does (NaN stays a quiet NaN).
+__device__ inline u16 f32_to_bf16(float x) {
+    u32 bits = __float_as_uint(x);
+    if (x != x) return (u16)((bits >> 16) | 0x40);
+    return (u16)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+__device__ inline float bf16_to_f32(u16 x) { return __uint_as_float(((u32)x) << 16); }
+__device__ inline u16 f32_to_f16(float x) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x)); return h; }
+__device__ inline float f16_to_f32(u16 h) { float x; asm("cvt.f32.f16 %0, %1;" : "=f"(x) : "h"(h)); return x; }
+
+extern "C" __global__ void fill_u16(u16* out, u16 value, long long n) { GRID_LOOP(i, n) out[i] = value; }
+extern "C" __global__ void fill_u32(u32* out, u32 value, long long n) { GRID_LOOP(i, n) out[i] = value; }
+extern "C" __global__ void fill_u64(u64* out, u64 value, long long n) { GRID_LOOP(i, n) out[i] = value; }
+
+// Casts between the floating dtypes: codes 0 f32, 1 f64, 2 bf16, 3 f16.
+__device__ inline double load_as(const void* p, int type, long long i) {
+    switch (type) {
+        case 0: return ((const float*)p)[i];
+        case 1: return ((const double*)p)[i];
+        case 2: return bf16_to_f32(((const u16*)p)[i]);
+        default: return f16_to_f32(((const u16*)p)[i]);
+    }
+}
+__device__ inline void store_as(void* p, int type, long long i, double v) {
+    switch (type) {
+        case 0: ((float*)p)[i] = (float)v; break;
+        case 1: ((double*)p)[i] = v; break;
+        case 2: ((u16*)p)[i] = f32_to_bf16((float)v); break;
+        default: ((u16*)p)[i] = f32_to_f16((float)v); break;
+    }
+}
+extern "C" __global__ void cast(const void* in, int inType, void* out, int outType, long long n) {
+    GRID_LOOP(i, n) store_as(out, outType, i, load_as(in, inType, i));
+}
+
+// out[i] = in[source offset of output element i] for rank ≤ 6; meta = [rank, outShape[6], inStride[6]].
+extern "C" __global__ void permute(const char* in, char* out, const long long* meta, int elementSize, long long n) {
+    int rank = (int)meta[0];
+    GRID_LOOP(i, n) {
+        long long rest = i, offset = 0;
+        for (int axis = rank - 1; axis >= 0; --axis) {
+            long long extent = meta[1 + axis];
+            offset += (rest % extent) * meta[7 + axis];
+            rest /= extent;
+        }
+        for (int b = 0; b < elementSize; ++b) out[i * elementSize + b] = in[offset * elementSize + b];
+    }
+}
+
+// Binary ops: 0 add, 1 sub, 2 mul.
+extern "C" __global__ void binary_f32(const float* a, const float* b, float* out, int op, long long n) {
+    GRID_LOOP(i, n) out[i] = op == 0 ? a[i] + b[i] : op == 1 ? a[i] - b[i] : a[i] * b[i];
+}
+extern "C" __global__ void affine_f32(const float* a, float* out, float scale, float shift, long long n) {
+    GRID_LOOP(i, n) out[i] = a[i] * scale + shift;
+}
+// Unary ops, in the order of KinemaTensor.UnaryOp: exp, log, sqrt, square, negate, tanh, abs.
+extern "C" __global__ void unary_f32(const float* a, float* out, int op, long long n) {
+    GRID_LOOP(i, n) {
+        float x = a[i];
+        float y;
+        switch (op) {
+            case 0: y = expf(x); break;
+            case 1: y = logf(x); break;
+            case 2: y = sqrtf(x); break;
+            case 3: y = x * x; break;
+            case 4: y = -x; break;
+            case 5: y = tanhf(x); break;
+            default: y = fabsf(x); break;
+        }
+        out[i] = y;
+    }
+}
+extern "C" __global__ void clamp_f32(const float* a, float* out, float lo, float hi, long long n) {
+    GRID_LOOP(i, n) out[i] = fminf(fmaxf(a[i], lo), hi);
+}
+extern "C" __global__ void axpy_f32(float alpha, const float* x, float* y, long long n) { GRID_LOOP(i, n) y[i] += alpha * x[i]; }
+extern "C" __global__ void scale_f32(float* x, float s, long long n) { GRID_LOOP(i, n) x[i] *= s; }
+extern "C" __global__ void rowwise_axpby_f32(const float* a, const float* x, const float* b, const float* y, float* out,
+                                             long long rowSize, long long n) {
+    GRID_LOOP(i, n) { long long row = i / rowSize; out[i] = a[row] * x[i] + b[row] * y[i]; }
+}
+
+// Σ x (square = 0) or Σ x² (square = 1) of each fixed block of 8192 elements, in f64, by one 256-thread block
+// with a fixed tree: the same partial sums on every run. The host adds the partials in order.
+extern "C" __global__ void block_sums_f32(const float* x, double* partial, int square, long long n) {
+    __shared__ double shared[256];
+    long long start = (long long)blockIdx.x * 8192;
+    double total = 0;
+    for (long long i = start + threadIdx.x; i < start + 8192 && i < n; i += 256) {
+        double v = x[i];
+        total += square ? v * v : v;
+    }
+    shared[threadIdx.x] = total;
+    __syncthreads();
+    for (int stride = 128; stride > 0; stride >>= 1) {
+        if (threadIdx.x < stride) shared[threadIdx.x] += shared[threadIdx.x + stride];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partial[blockIdx.x] = shared[0];
+}
