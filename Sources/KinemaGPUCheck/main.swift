@@ -1,13 +1,10 @@
 import Foundation
-import KinemaCPU
 import KinemaCUDA
-import KinemaTensor
 
 // Every CUDA op against the CPU backend on fresh random inputs of several sizes (including sizes that are no
-// multiple of a block), outputs poisoned first so an unwritten element fails. Prints one line per check and
-// "N passed, M failed"; exits 1 on any failure. Run on a GPU machine by scripts/gpu-check.
+// multiple of a block), with outputs poisoned so an unwritten element fails. Prints one line per check and
+// "N passed, M failed"; exits 1 on any failure, 2 without a GPU. Run on a GPU machine by scripts/gpu-check.
 
-let cpu = CPUBackend()
 let gpu: CUDABackend
 do {
     gpu = try CUDABackend(index: 0)
@@ -18,81 +15,8 @@ do {
 gpu.poisonsNewTensors = true  // every output starts as NaN: an element a kernel skips cannot pass
 print("device: \(gpu.name)")
 
-var passed = 0, failed = 0
-var seed: UInt64 = 1
+let harness = GPUCheck(gpu: gpu)
+harness.checkMemoryAndElementwise()
 
-func check(_ name: String, _ ours: [Float], _ reference: [Float], tolerance: Double = 1e-6) {
-    var difference = 0.0, scale = 1e-30, finite = ours.count == reference.count
-    for (a, b) in zip(ours, reference) {
-        if !a.isFinite && b.isFinite { finite = false }
-        difference = max(difference, abs(Double(a) - Double(b)))
-        scale = max(scale, abs(Double(b)))
-    }
-    let error = difference / scale
-    let ok = finite && error <= tolerance
-    ok ? (passed += 1) : (failed += 1)
-    print(String(format: "%@ %-44@ relative error %.2e", ok ? "PASS" : "FAIL", name as NSString, error))
-}
-
-/// The same random values on both backends.
-func pair(_ shape: [Int], positive: Bool = false) -> (cpu: Tensor, gpu: Tensor) {
-    seed += 1
-    var values = cpu.download(cpu.randomNormal(shape, dtype: .f32, seed: seed, offset: 0))
-    if positive { values = values.map { abs($0) + 0.1 } }
-    return (cpu.upload(values, shape: shape, dtype: .f32), gpu.upload(values, shape: shape, dtype: .f32))
-}
-
-for count in [1, 7, 1000, 65_537, 1_000_003] {
-    let shape = [count]
-    let (a, ga) = pair(shape), (b, gb) = pair(shape), (p, gp) = pair(shape, positive: true)
-    check("add n=\(count)", gpu.download(gpu.add(ga, gb)), cpu.download(cpu.add(a, b)))
-    check("sub n=\(count)", gpu.download(gpu.sub(ga, gb)), cpu.download(cpu.sub(a, b)))
-    check("mul n=\(count)", gpu.download(gpu.mul(ga, gb)), cpu.download(cpu.mul(a, b)))
-    check("affine n=\(count)", gpu.download(gpu.affine(ga, scale: 0.3, shift: -2)),
-          cpu.download(cpu.affine(a, scale: 0.3, shift: -2)))
-    for op in [UnaryOp.exp, .square, .negate, .tanh, .abs] {
-        check("unary \(op) n=\(count)", gpu.download(gpu.unary(op, ga)), cpu.download(cpu.unary(op, a)), tolerance: 1e-6)
-    }
-    for op in [UnaryOp.log, .sqrt] {
-        check("unary \(op) n=\(count)", gpu.download(gpu.unary(op, gp)), cpu.download(cpu.unary(op, p)), tolerance: 1e-6)
-    }
-    check("clamp n=\(count)", gpu.download(gpu.clamp(ga, min: -0.5, max: 0.7)), cpu.download(cpu.clamp(a, min: -0.5, max: 0.7)))
-    let (y, gy) = pair(shape)
-    cpu.axpy(0.25, a, y)
-    gpu.axpy(0.25, ga, gy)
-    check("axpy n=\(count)", gpu.download(gy), cpu.download(y))
-    cpu.scaleInPlace(y, by: -1.5)
-    gpu.scaleInPlace(gy, by: -1.5)
-    check("scaleInPlace n=\(count)", gpu.download(gy), cpu.download(y))
-    check("sum n=\(count)", [Float(gpu.sum(ga))], [Float(cpu.sum(a))], tolerance: 1e-6)
-    check("sumOfSquares n=\(count)", [Float(gpu.sumOfSquares(ga))], [Float(cpu.sumOfSquares(a))], tolerance: 1e-6)
-    for dtype in [DType.bf16, .f16, .f64] {
-        check("cast f32→\(dtype)→f32 n=\(count)", gpu.download(gpu.cast(gpu.cast(ga, to: dtype), to: .f32)),
-              cpu.download(cpu.cast(cpu.cast(a, to: dtype), to: .f32)), tolerance: 0)
-    }
-}
-
-for shape in [[3, 5, 7], [2, 3, 4, 5, 6, 7]] {
-    let (x, gx) = pair(shape)
-    let axes = Array((0..<shape.count).reversed())
-    check("permute \(shape) → \(axes)", gpu.download(gpu.permute(gx, axes)), cpu.download(cpu.permute(x, axes)), tolerance: 0)
-    check("narrow \(shape) axis 1", gpu.download(gpu.narrow(gx, axis: 1, start: 1, length: 2)),
-          cpu.download(cpu.narrow(x, axis: 1, start: 1, length: 2)), tolerance: 0)
-    check("concat \(shape) axis 1", gpu.download(gpu.concat([gx, gx], axis: 1)), cpu.download(cpu.concat([x, x], axis: 1)),
-          tolerance: 0)
-    let rows = shape[0]
-    let a = (0..<rows).map { Double($0) + 0.5 }, b = (0..<rows).map { 1 - Double($0) }
-    let (y, gy) = pair(shape)
-    check("rowwiseAxpby \(shape)", gpu.download(gpu.rowwiseAxpby(a, gx, b, gy)), cpu.download(cpu.rowwiseAxpby(a, x, b, y)))
-}
-
-// A warm loop allocates nothing new from the driver.
-_ = gpu.add(gpu.zeros([4096], dtype: .f32), gpu.zeros([4096], dtype: .f32))
-let before = gpu.deviceAllocationCount
-for _ in 0..<10 { _ = gpu.add(gpu.zeros([4096], dtype: .f32), gpu.zeros([4096], dtype: .f32)) }
-let steadyAllocations = gpu.deviceAllocationCount - before
-print("allocator: \(steadyAllocations) driver allocations in a warm loop, peak \(gpu.peakMemory) bytes")
-steadyAllocations == 0 ? (passed += 1) : (failed += 1)
-
-print("\(passed) passed, \(failed) failed")
-exit(failed == 0 ? 0 : 1)
+print("\(harness.passed) passed, \(harness.failed) failed")
+exit(harness.failed == 0 ? 0 : 1)

@@ -1,0 +1,59 @@
+import KinemaTensor
+
+extension GPUCheck {
+    /// Memory, layout and elementwise ops, and the allocator's steady state.
+    func checkMemoryAndElementwise() {
+        for count in [1, 7, 1000, 65_537, 1_000_003] {
+            let shape = [count]
+            let (a, ga) = pair(shape), (b, gb) = pair(shape), (p, gp) = pair(shape, positive: true)
+            check("add n=\(count)", gpu.download(gpu.add(ga, gb)), cpu.download(cpu.add(a, b)))
+            check("sub n=\(count)", gpu.download(gpu.sub(ga, gb)), cpu.download(cpu.sub(a, b)))
+            check("mul n=\(count)", gpu.download(gpu.mul(ga, gb)), cpu.download(cpu.mul(a, b)))
+            check("affine n=\(count)", gpu.download(gpu.affine(ga, scale: 0.3, shift: -2)),
+                  cpu.download(cpu.affine(a, scale: 0.3, shift: -2)))
+            for op in [UnaryOp.exp, .square, .negate, .tanh, .abs] {
+                check("unary \(op) n=\(count)", gpu.download(gpu.unary(op, ga)), cpu.download(cpu.unary(op, a)))
+            }
+            for op in [UnaryOp.log, .sqrt] {
+                check("unary \(op) n=\(count)", gpu.download(gpu.unary(op, gp)), cpu.download(cpu.unary(op, p)))
+            }
+            check("clamp n=\(count)", gpu.download(gpu.clamp(ga, min: -0.5, max: 0.7)),
+                  cpu.download(cpu.clamp(a, min: -0.5, max: 0.7)))
+            let (y, gy) = pair(shape)
+            cpu.axpy(0.25, a, y)
+            gpu.axpy(0.25, ga, gy)
+            check("axpy n=\(count)", gpu.download(gy), cpu.download(y))
+            cpu.scaleInPlace(y, by: -1.5)
+            gpu.scaleInPlace(gy, by: -1.5)
+            check("scaleInPlace n=\(count)", gpu.download(gy), cpu.download(y))
+            check("sum n=\(count)", [Float(gpu.sum(ga))], [Float(cpu.sum(a))])
+            check("sumOfSquares n=\(count)", [Float(gpu.sumOfSquares(ga))], [Float(cpu.sumOfSquares(a))])
+            for dtype in [DType.bf16, .f16, .f64] {
+                check("cast f32→\(dtype)→f32 n=\(count)", gpu.download(gpu.cast(gpu.cast(ga, to: dtype), to: .f32)),
+                      cpu.download(cpu.cast(cpu.cast(a, to: dtype), to: .f32)), tolerance: 0)
+            }
+        }
+        for shape in [[3, 5, 7], [2, 3, 4, 5, 6, 7]] {
+            let (x, gx) = pair(shape)
+            let axes = Array((0..<shape.count).reversed())
+            check("permute \(shape) → \(axes)", gpu.download(gpu.permute(gx, axes)), cpu.download(cpu.permute(x, axes)),
+                  tolerance: 0)
+            check("narrow \(shape) axis 1", gpu.download(gpu.narrow(gx, axis: 1, start: 1, length: 2)),
+                  cpu.download(cpu.narrow(x, axis: 1, start: 1, length: 2)), tolerance: 0)
+            check("concat \(shape) axis 1", gpu.download(gpu.concat([gx, gx], axis: 1)),
+                  cpu.download(cpu.concat([x, x], axis: 1)), tolerance: 0)
+            let rows = shape[0]
+            let a = (0..<rows).map { Double($0) + 0.5 }, b = (0..<rows).map { 1 - Double($0) }
+            let (y, gy) = pair(shape)
+            check("rowwiseAxpby \(shape)", gpu.download(gpu.rowwiseAxpby(a, gx, b, gy)),
+                  cpu.download(cpu.rowwiseAxpby(a, x, b, y)))
+        }
+        // A warm loop asks the driver for nothing.
+        _ = gpu.add(gpu.zeros([4096], dtype: .f32), gpu.zeros([4096], dtype: .f32))
+        let before = gpu.deviceAllocationCount
+        for _ in 0..<10 { _ = gpu.add(gpu.zeros([4096], dtype: .f32), gpu.zeros([4096], dtype: .f32)) }
+        let steady = gpu.deviceAllocationCount - before
+        record("allocator: no driver allocation when warm", steady == 0,
+               "\(steady) driver allocations, peak \(gpu.peakMemory) bytes")
+    }
+}
