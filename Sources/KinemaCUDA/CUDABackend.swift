@@ -15,6 +15,10 @@ public final class CUDABackend: @unchecked Sendable {
     let compiler: NVRTC
     let allocator: DeviceAllocator
     private var functions: [String: UnsafeMutableRawPointer] = [:]
+    /// cuBLASLt, its handle and its workspace, opened on the first matrix product.
+    private var cublasLibrary: CuBLASLt?
+    private(set) var cublasHandle: UnsafeMutableRawPointer?
+    private var workspace: Tensor?
     private var modules: [String: UnsafeMutableRawPointer] = [:]
 
     /// Opens `cuda:index`. Throws a clear error when the driver, NVRTC or the device is missing.
@@ -102,6 +106,22 @@ public final class CUDABackend: @unchecked Sendable {
         } catch {
             preconditionFailure("\(error)")
         }
+    }
+
+    func cublas() throws -> CuBLASLt {
+        if let cublasLibrary { return cublasLibrary }
+        let library = try CuBLASLt()
+        try library.check(library.create(&cublasHandle), "cublasLtCreate")
+        cublasLibrary = library
+        return library
+    }
+
+    /// 32 MiB for cuBLASLt's split-K and stream-K algorithms, allocated once.
+    func matmulWorkspace() throws -> Tensor {
+        if let workspace { return workspace }
+        let tensor = empty([8 << 20], dtype: .i32)
+        workspace = tensor
+        return tensor
     }
 
     public func synchronize() {
