@@ -18,6 +18,7 @@ print("device: \(gpu.name)")
 let harness = GPUCheck(gpu: gpu)
 harness.checkMemoryAndElementwise()
 harness.checkLinearAlgebra()
+harness.checkTraining()
 
 print("\(harness.passed) passed, \(harness.failed) failed")
 exit(harness.failed == 0 ? 0 : 1)
