@@ -17,6 +17,7 @@ print("device: \(gpu.name)")
 
 let harness = GPUCheck(gpu: gpu)
 harness.checkMemoryAndElementwise()
+harness.checkNN()
 
 print("\(harness.passed) passed, \(harness.failed) failed")
 exit(harness.failed == 0 ? 0 : 1)
