@@ -4,8 +4,8 @@ import KinemaTensor
 /// The GPU backend, reached only through dlopen: the driver API for memory and launches, NVRTC for the kernels in
 /// `Kernels/*.cu` (compiled for the device's architecture on first use and cached on disk).
 ///
-/// So far: memory, elementwise, linear algebra (cuBLASLt), optimizer, random and diffusion-loss ops in f32
-/// (every float dtype for storage and casts); the NN family (layer norm, attention, …) comes next.
+/// Every op family is implemented in f32 (every float dtype for storage and casts): memory, elementwise, linear
+/// algebra (cuBLASLt), NN (attention is the plain, non-flash version so far), optimizer, random, diffusion losses.
 public final class CUDABackend: @unchecked Sendable {
     public let device: Device
     public let deviceName: String

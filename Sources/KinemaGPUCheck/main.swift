@@ -19,6 +19,7 @@ let harness = GPUCheck(gpu: gpu)
 harness.checkMemoryAndElementwise()
 harness.checkLinearAlgebra()
 harness.checkTraining()
+harness.checkNN()
 
 print("\(harness.passed) passed, \(harness.failed) failed")
 exit(harness.failed == 0 ? 0 : 1)

@@ -1,0 +1,90 @@
+import KinemaTensor
+
+extension GPUCheck {
+    /// The NN op family (forward, backward and the accumulated parameter gradients) against the CPU backend.
+    func checkNN() {
+        let tolerance = 1e-5
+        func same(_ name: String, _ ours: Tensor, _ reference: Tensor) {
+            check(name, gpu.download(ours), cpu.download(reference), tolerance: tolerance)
+        }
+
+        for shape in [[2, 5, 7], [3, 77, 130], [4, 256, 1152]] {
+            let width = shape.last!, batch = shape[0]
+            // LayerNorm, with and without the affine parameters; dWeight/dBias accumulate onto nonzero values.
+            let (x, gx) = pair(shape, scale: 3), (dy, gdy) = pair(shape)
+            let (w, gw) = pair([width]), (b, gb) = pair([width])
+            for affine in [true, false] {
+                let tag = "\(shape)\(affine ? "" : " no affine")"
+                let c = cpu.layerNorm(x, weight: affine ? w : nil, bias: affine ? b : nil, eps: 1e-6)
+                let g = gpu.layerNorm(gx, weight: affine ? gw : nil, bias: affine ? gb : nil, eps: 1e-6)
+                same("layerNorm y \(tag)", g.y, c.y)
+                same("layerNorm mean \(tag)", g.mean, c.mean)
+                same("layerNorm rstd \(tag)", g.rstd, c.rstd)
+                let (dW, gdW) = pair([width]), (dB, gdB) = pair([width])
+                let cdx = cpu.layerNormBackward(dy, x: x, weight: affine ? w : nil, mean: c.mean, rstd: c.rstd,
+                                                dWeight: affine ? dW : nil, dBias: dB)
+                let gdx = gpu.layerNormBackward(gdy, x: gx, weight: affine ? gw : nil, mean: g.mean, rstd: g.rstd,
+                                                dWeight: affine ? gdW : nil, dBias: gdB)
+                same("layerNormBackward dx \(tag)", gdx, cdx)
+                if affine { same("layerNormBackward dWeight \(tag)", gdW, dW) }
+                same("layerNormBackward dBias \(tag)", gdB, dB)
+            }
+
+            // adaLN modulate and gated residual.
+            let (shift, gshift) = pair([batch, width]), (scale, gscale) = pair([batch, width])
+            same("modulate \(shape)", gpu.modulate(gx, shift: gshift, scale: gscale), cpu.modulate(x, shift: shift, scale: scale))
+            let cm = cpu.modulateBackward(dy, x: x, scale: scale), gm = gpu.modulateBackward(gdy, x: gx, scale: gscale)
+            same("modulateBackward dx \(shape)", gm.dx, cm.dx)
+            same("modulateBackward dShift \(shape)", gm.dShift, cm.dShift)
+            same("modulateBackward dScale \(shape)", gm.dScale, cm.dScale)
+            let (y, gy) = pair(shape), (gate, ggate) = pair([batch, width])
+            same("gatedResidual \(shape)", gpu.gatedResidual(gx, gate: ggate, gy), cpu.gatedResidual(x, gate: gate, y))
+            let cr = cpu.gatedResidualBackward(dy, gate: gate, y: y), gr = gpu.gatedResidualBackward(gdy, gate: ggate, y: gy)
+            same("gatedResidualBackward dGate \(shape)", gr.dGate, cr.dGate)
+            same("gatedResidualBackward dY \(shape)", gr.dY, cr.dY)
+
+            // Activations (inputs spread over ±9 to reach both tails).
+            same("gelu \(shape)", gpu.gelu(gx), cpu.gelu(x))
+            same("geluBackward \(shape)", gpu.geluBackward(gdy, x: gx), cpu.geluBackward(dy, x: x))
+            same("silu \(shape)", gpu.silu(gx), cpu.silu(x))
+            same("siluBackward \(shape)", gpu.siluBackward(gdy, x: gx), cpu.siluBackward(dy, x: x))
+        }
+
+        // Attention, Nq ≠ Nk and Nq = Nk, head dims below and at a warp's multiple.
+        for (qShape, kShape) in [([2, 3, 5, 8], [2, 3, 7, 8]), ([1, 4, 130, 64], [1, 4, 130, 64]),
+                                 ([2, 2, 200, 72], [2, 2, 33, 72])] {
+            let (q, gq) = pair(qShape), (k, gk) = pair(kShape), (v, gv) = pair(kShape), (dOut, gdOut) = pair(qShape)
+            let scale = 1 / Double(qShape[3]).squareRoot()
+            let tag = "q \(qShape) k \(kShape)"
+            let c = cpu.attention(q: q, k: k, v: v, scale: scale), g = gpu.attention(q: gq, k: gk, v: gv, scale: scale)
+            same("attention out \(tag)", g.out, c.out)
+            same("attention logSumExp \(tag)", g.logSumExp, c.logSumExp)
+            let cb = cpu.attentionBackward(dOut, q: q, k: k, v: v, out: c.out, logSumExp: c.logSumExp, scale: scale)
+            let gb = gpu.attentionBackward(gdOut, q: gq, k: gk, v: gv, out: g.out, logSumExp: g.logSumExp, scale: scale)
+            same("attentionBackward dq \(tag)", gb.dq, cb.dq)
+            same("attentionBackward dk \(tag)", gb.dk, cb.dk)
+            same("attentionBackward dv \(tag)", gb.dv, cb.dv)
+        }
+
+        // Embedding with repeated indices (backward accumulates them, onto a nonzero table).
+        for (rows, width, count) in [(10, 7, 6), (1001, 1152, 256)] {
+            let (table, gtable) = pair([rows, width])
+            let indices = (0..<count).map { Int32(($0 * 7 + 3) % Swift.min(rows, count / 2 + 1)) }
+            let ci = cpu.upload(indices, shape: [count]), gi = gpu.upload(indices, shape: [count])
+            same("embedding [\(rows), \(width)] × \(count)", gpu.embedding(gtable, indices: gi), cpu.embedding(table, indices: ci))
+            let (dOut, gdOut) = pair([count, width]), (dTable, gdTable) = pair([rows, width])
+            cpu.embeddingBackward(dOut, indices: ci, into: dTable)
+            gpu.embeddingBackward(gdOut, indices: gi, into: gdTable)
+            same("embeddingBackward dTable [\(rows), \(width)] × \(count)", gdTable, dTable)
+        }
+
+        // Timestep features, even and odd dims, both frequency shifts.
+        let times: [Float] = [0, 1, 17.5, 250, 999, 3.25, 500.5]
+        let ct = cpu.upload(times, shape: [times.count], dtype: .f32), gt = gpu.upload(times, shape: [times.count], dtype: .f32)
+        for (dim, shift) in [(256, 0.0), (256, 1.0), (33, 1.0)] {
+            same("timestepEmbedding dim \(dim) shift \(shift)",
+                 gpu.timestepEmbedding(gt, dim: dim, maxPeriod: 10_000, frequencyShift: shift),
+                 cpu.timestepEmbedding(ct, dim: dim, maxPeriod: 10_000, frequencyShift: shift))
+        }
+    }
+}
