@@ -33,12 +33,13 @@ let package = Package(
         .target(name: "KinemaTrain", dependencies: ["KinemaTensor", "KinemaNN", "KinemaDiffusion", "KinemaModels",
                                                     "KinemaData"], swiftSettings: swift5),
         .executableTarget(name: "Kinema", dependencies: [
-            "KinemaTensor", "KinemaCPU", "KinemaNN", "KinemaDiffusion", "KinemaModels", "KinemaData", "KinemaTrain",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "KinemaTensor", "KinemaCPU", "KinemaCUDA", "KinemaNN", "KinemaDiffusion", "KinemaModels", "KinemaData",
+            "KinemaTrain", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swift5),
 
         // Checks every CUDA op against the CPU backend on the GPU machine (scripts/gpu-check runs it there).
-        .executableTarget(name: "kinema-gpu-check", dependencies: ["KinemaTensor", "KinemaCPU", "KinemaCUDA"],
+        .executableTarget(name: "kinema-gpu-check", dependencies: ["KinemaTensor", "KinemaCPU", "KinemaCUDA",
+                                                                   "KinemaModels", "KinemaDiffusion"],
                           path: "Sources/KinemaGPUCheck", swiftSettings: swift5),
         .target(name: "KinemaTestSupport", dependencies: ["KinemaTensor", "KinemaCPU"], path: "Tests/KinemaTestSupport",
                 swiftSettings: swift5),

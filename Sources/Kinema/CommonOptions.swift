@@ -1,13 +1,14 @@
 import ArgumentParser
 import Foundation
 import KinemaCPU
+import KinemaCUDA
 import KinemaData
 import KinemaModels
 import KinemaTensor
 
 /// Where the work runs.
 struct DeviceOptions: ParsableArguments {
-    @Option(help: "Device: cpu (this build has the CPU backend; cuda and cuda:N arrive with the CUDA backend).")
+    @Option(help: "Device: cpu, cuda or cuda:N (the CUDA backend computes in fp32 so far).")
     var device = "cpu"
 
     @Option(help: "CPU threads (default: all cores).")
@@ -16,22 +17,25 @@ struct DeviceOptions: ParsableArguments {
     @Option(help: "Compute precision on the CPU: fp32, or fp64 for checking numerics.")
     var precision = "fp32"
 
-    func backend() throws -> CPUBackend {
+    func backend() throws -> any Backend {
         guard let parsed = Device(parsing: device) else {
             throw ValidationError("--device '\(device)' is not a device; use cpu, cuda or cuda:N")
         }
-        guard parsed == .cpu else {
-            throw ValidationError("--device \(device): this build of Kinema has no CUDA backend yet; use --device cpu")
-        }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
-        return CPUBackend(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        switch parsed {
+        case .cpu: return CPUBackend(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        case .cuda(let index): return try CUDABackend(index: index)
+        }
     }
 
     func dtype() throws -> DType {
         switch precision {
         case "fp32", "f32": return .f32
-        case "fp64", "f64": return .f64
-        default: throw ValidationError("--precision '\(precision)' is not available on the CPU; use fp32 or fp64")
+        case "fp64", "f64":
+            guard device == "cpu" else { throw ValidationError("--precision fp64 is a CPU mode; use fp32 on \(device)") }
+            return .f64
+        default: throw ValidationError("--precision '\(precision)' is not available on \(device); use fp32"
+            + (device == "cpu" ? " or fp64" : ""))
         }
     }
 }

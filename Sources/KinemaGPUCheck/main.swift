@@ -1,5 +1,6 @@
 import Foundation
 import KinemaCUDA
+import KinemaModels
 
 // Every CUDA op against the CPU backend on fresh random inputs of several sizes (including sizes that are no
 // multiple of a block), with outputs poisoned so an unwritten element fails. Prints one line per check and
@@ -20,6 +21,9 @@ harness.checkMemoryAndElementwise()
 harness.checkLinearAlgebra()
 harness.checkTraining()
 harness.checkNN()
+harness.checkDiTTrainingStep("DiT tiny step", config: DiTConfig(inputSize: 8, patchSize: 2, hiddenSize: 64, depth: 2,
+                                                                numHeads: 4, numClasses: 10), batch: 4)
+harness.checkDiTTrainingStep("DiT-S/2 step (256 px latents)", config: try! DiTConfig.named("DiT-S/2"), batch: 2)
 
 print("\(harness.passed) passed, \(harness.failed) failed")
 exit(harness.failed == 0 ? 0 : 1)
