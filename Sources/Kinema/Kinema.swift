@@ -9,5 +9,6 @@ struct Kinema: ParsableCommand {
         Kinema trains class-conditional DiTs on the CPU (and, in later builds, CUDA GPUs), samples from them, and \
         loads published DiT checkpoints in the original and the diffusers layout. Start with `make demo`.
         """,
-        subcommands: [TrainCommand.self, SampleCommand.self, ForwardCommand.self, EvalSyntheticCommand.self])
+        subcommands: [TrainCommand.self, SampleCommand.self, ForwardCommand.self, EvalSyntheticCommand.self,
+                      BenchCommand.self])
 }
