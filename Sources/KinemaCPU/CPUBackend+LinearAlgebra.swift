@@ -4,26 +4,10 @@ import KinemaTensor
 extension CPUBackend: LinearAlgebraOps {
     public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool, into c: Tensor,
                        alpha: Double, beta: Double) {
-        precondition(a.rank >= 2 && b.rank >= 2, "matmul needs rank ≥ 2, got \(a.shape) and \(b.shape)")
-        precondition(a.dtype == b.dtype && a.dtype == c.dtype, "matmul: dtypes differ (\(a.dtype), \(b.dtype), \(c.dtype))")
-        let aRows = a.shape[a.rank - 2], aCols = a.shape[a.rank - 1]
-        let bRows = b.shape[b.rank - 2], bCols = b.shape[b.rank - 1]
-        var m = transposeA ? aCols : aRows
-        let k = transposeA ? aRows : aCols
-        let n = transposeB ? bRows : bCols
-        precondition((transposeB ? bCols : bRows) == k,
-                     "matmul: inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") × \(b.shape)\(transposeB ? "ᵀ" : "")")
-        var batch = a.shape.dropLast(2).reduce(1, *)
-        if b.rank == 2 && a.rank > 2 && !transposeA {
-            m *= batch  // one weight applied to every row of every batch entry
-            batch = 1
-        } else {
-            precondition(Array(a.shape.dropLast(2)) == Array(b.shape.dropLast(2)),
-                         "matmul: batch dimensions differ: \(a.shape) vs \(b.shape)")
-        }
-        precondition(c.count == batch * m * n, "matmul: output \(c.shape) does not hold \(batch)×\(m)×\(n)")
+        let shape = MatmulShape(a, b, transposeA: transposeA, transposeB: transposeB, output: c)
+        let (m, n, k, batch) = (shape.m, shape.n, shape.k, shape.batch)
         guard m > 0 && n > 0 else { return }
-        let strideA = aRows * aCols, strideB = b.rank == 2 ? 0 : bRows * bCols, strideC = m * n
+        let (strideA, strideB, strideC) = (shape.strideA, shape.strideB, shape.strideC)
         // OpenBLAS runs single-threaded (its idle threads spin in sched_yield, a fifth of a small model's step);
         // we split the work ourselves: whole products across threads when batched, else the rows of the output.
         // Either split leaves every element's sum as OpenBLAS computes it, so results don't depend on threads.

@@ -147,13 +147,10 @@ extension CPUBackend: MemoryOps {
     }
 
     public func permute(_ x: Tensor, _ axes: [Int]) -> Tensor {
-        precondition(axes.sorted() == Array(0..<x.rank) && x.rank <= 6, "permute: bad axes \(axes) for \(x.shape)")
-        let outShape = axes.map { x.shape[$0] }
+        let plan = PermutePlan(shape: x.shape, axes: axes)
+        let outShape = plan.outputShape, strides = plan.sourceStrides
         let out = empty(outShape, dtype: x.dtype)
         guard out.count > 0 else { return out }
-        var inStrides = [Int](repeating: 1, count: x.rank)
-        for axis in stride(from: x.rank - 2, through: 0, by: -1) { inStrides[axis] = inStrides[axis + 1] * x.shape[axis + 1] }
-        let strides = axes.map { inStrides[$0] }  // input stride of each output axis
         let inner = outShape.last!, innerStride = strides.last!
         let rows = out.count / inner
         let elementSize = x.dtype.byteSize
@@ -180,38 +177,20 @@ extension CPUBackend: MemoryOps {
     }
 
     public func narrow(_ x: Tensor, axis: Int, start: Int, length: Int) -> Tensor {
-        precondition(axis >= 0 && axis < x.rank && start >= 0 && start + length <= x.shape[axis],
-                     "narrow: \(start)..<\(start + length) of axis \(axis) out of bounds for \(x.shape)")
-        var shape = x.shape
-        shape[axis] = length
-        let out = empty(shape, dtype: x.dtype)
-        let outer = x.shape[..<axis].reduce(1, *), inner = x.shape[(axis + 1)...].reduce(1, *) * x.dtype.byteSize
-        for o in 0..<outer {
-            (out.address + o * length * inner).copyMemory(from: x.address + (o * x.shape[axis] + start) * inner,
-                                                          byteCount: length * inner)
-        }
-        return out
+        let (shape, copies) = BlockCopies.narrow(x, axis: axis, start: start, length: length)
+        return copyBlocks(copies, from: [x], shape: shape, dtype: x.dtype)
     }
 
     public func concat(_ xs: [Tensor], axis: Int) -> Tensor {
-        precondition(!xs.isEmpty, "concat of no tensors")
-        var shape = xs[0].shape
-        for x in xs {
-            var expected = shape
-            expected[axis] = x.shape[axis]
-            precondition(x.shape == expected && x.dtype == xs[0].dtype, "concat: \(x.shape) does not fit \(shape) along axis \(axis)")
-        }
-        shape[axis] = xs.map { $0.shape[axis] }.reduce(0, +)
-        let out = empty(shape, dtype: xs[0].dtype)
-        let outer = shape[..<axis].reduce(1, *), inner = shape[(axis + 1)...].reduce(1, *) * xs[0].dtype.byteSize
-        var position = 0
-        for x in xs {
-            let length = x.shape[axis]
-            for o in 0..<outer {
-                (out.address + (o * shape[axis] + position) * inner).copyMemory(from: x.address + o * length * inner,
-                                                                                byteCount: length * inner)
-            }
-            position += length
+        let (shape, copies) = BlockCopies.concat(xs, axis: axis)
+        return copyBlocks(copies, from: xs, shape: shape, dtype: xs[0].dtype)
+    }
+
+    private func copyBlocks(_ copies: [BlockCopy], from inputs: [Tensor], shape: [Int], dtype: DType) -> Tensor {
+        let out = empty(shape, dtype: dtype)
+        for copy in copies {
+            (out.address + copy.destinationOffset).copyMemory(from: inputs[copy.input].address + copy.sourceOffset,
+                                                              byteCount: copy.byteCount)
         }
         return out
     }

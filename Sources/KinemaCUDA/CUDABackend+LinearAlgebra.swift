@@ -6,32 +6,17 @@ extension CUDABackend: LinearAlgebraOps {
     /// f32 products use exact fp32 compute (no TF32), as the f32 mode promises CPU-equal results within 1e-5.
     public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool, into c: Tensor,
                        alpha: Double, beta: Double) {
-        precondition(a.rank >= 2 && b.rank >= 2, "matmul needs rank ≥ 2, got \(a.shape) and \(b.shape)")
-        precondition(a.dtype == b.dtype && a.dtype == c.dtype && (a.dtype == .f32 || a.dtype == .f64),
-                     "matmul on CUDA: f32 or f64 operands of one dtype, got \(a.dtype), \(b.dtype), \(c.dtype)")
-        let aRows = a.shape[a.rank - 2], aCols = a.shape[a.rank - 1]
-        let bRows = b.shape[b.rank - 2], bCols = b.shape[b.rank - 1]
-        var m = transposeA ? aCols : aRows
-        let k = transposeA ? aRows : aCols
-        let n = transposeB ? bRows : bCols
-        precondition((transposeB ? bCols : bRows) == k, "matmul: inner dimensions differ: \(a.shape) × \(b.shape)")
-        var batch = a.shape.dropLast(2).reduce(1, *)
-        var aRowsFolded = aRows
-        if b.rank == 2 && a.rank > 2 && !transposeA {
-            m *= batch
-            aRowsFolded *= batch
-            batch = 1
-        } else {
-            precondition(Array(a.shape.dropLast(2)) == Array(b.shape.dropLast(2)),
-                         "matmul: batch dimensions differ: \(a.shape) vs \(b.shape)")
-        }
-        precondition(c.count == batch * m * n, "matmul: output \(c.shape) does not hold \(batch)×\(m)×\(n)")
-        guard m > 0 && n > 0 else { return }
+        precondition(a.dtype == .f32 || a.dtype == .f64, "matmul on CUDA: f32 or f64 operands, got \(a.dtype)")
+        let shape = MatmulShape(a, b, transposeA: transposeA, transposeB: transposeB, output: c)
+        guard shape.m > 0 && shape.n > 0 else { return }
+        // With a folded batch, a's rows as cuBLASLt sees them are all of its rows.
+        let aRowsSeen = shape.batch == 1 ? a.count / shape.aColumns : a.shape[a.rank - 2]
         do {
-            try cublasMatmul(first: b, firstRows: bCols, firstCols: bRows, transposeFirst: transposeB,
-                             firstStride: b.rank == 2 ? 0 : bRows * bCols,
-                             second: a, secondRows: aCols, secondCols: aRowsFolded, transposeSecond: transposeA,
-                             secondStride: aRows * aCols, c: c, n: n, m: m, batch: batch, alpha: alpha, beta: beta)
+            try cublasMatmul(first: b, firstRows: shape.bColumns, firstCols: b.shape[b.rank - 2],
+                             transposeFirst: transposeB, firstStride: shape.strideB,
+                             second: a, secondRows: shape.aColumns, secondCols: aRowsSeen, transposeSecond: transposeA,
+                             secondStride: shape.strideA, c: c, n: shape.n, m: shape.m, batch: shape.batch,
+                             alpha: alpha, beta: beta)
         } catch {
             preconditionFailure("\(error)")
         }

@@ -121,17 +121,14 @@ extension CUDABackend: MemoryOps {
     }
 
     public func permute(_ x: Tensor, _ axes: [Int]) -> Tensor {
-        precondition(axes.sorted() == Array(0..<x.rank) && x.rank <= 6, "permute: bad axes \(axes) for \(x.shape)")
-        let outShape = axes.map { x.shape[$0] }
-        let out = empty(outShape, dtype: x.dtype)
+        let plan = PermutePlan(shape: x.shape, axes: axes)
+        let out = empty(plan.outputShape, dtype: x.dtype)
         guard out.count > 0 else { return out }
-        var inStrides = [Int](repeating: 1, count: x.rank)
-        for axis in stride(from: x.rank - 2, through: 0, by: -1) { inStrides[axis] = inStrides[axis + 1] * x.shape[axis + 1] }
-        var meta = [Int64](repeating: 1, count: 13)
+        var meta = [Int64](repeating: 1, count: 13)  // [rank, output shape ×6, source strides ×6]
         meta[0] = Int64(x.rank)
-        for (i, axis) in axes.enumerated() {
-            meta[1 + i] = Int64(outShape[i])
-            meta[7 + i] = Int64(inStrides[axis])
+        for axis in 0..<x.rank {
+            meta[1 + axis] = Int64(plan.outputShape[axis])
+            meta[7 + axis] = Int64(plan.sourceStrides[axis])
         }
         let metaTensor = uploadBytes(meta.withUnsafeBytes { Array($0) }, shape: [13], dtype: .i64)
         launch("permute", count: out.count, [x, out, metaTensor, Int32(x.dtype.byteSize), Int64(out.count)])
@@ -139,37 +136,21 @@ extension CUDABackend: MemoryOps {
     }
 
     public func narrow(_ x: Tensor, axis: Int, start: Int, length: Int) -> Tensor {
-        precondition(axis >= 0 && axis < x.rank && start >= 0 && start + length <= x.shape[axis],
-                     "narrow: \(start)..<\(start + length) of axis \(axis) out of bounds for \(x.shape)")
-        var shape = x.shape
-        shape[axis] = length
-        let out = empty(shape, dtype: x.dtype)
-        let outer = x.shape[..<axis].reduce(1, *), inner = x.shape[(axis + 1)...].reduce(1, *) * x.dtype.byteSize
-        for o in 0..<outer where length * inner > 0 {
-            check(driver.cuMemcpyDtoD(deviceAddress(out) + UInt64(o * length * inner),
-                                      deviceAddress(x) + UInt64((o * x.shape[axis] + start) * inner), length * inner),
-                  "cuMemcpyDtoD")
-        }
-        return out
+        let (shape, copies) = BlockCopies.narrow(x, axis: axis, start: start, length: length)
+        return copyBlocks(copies, from: [x], shape: shape, dtype: x.dtype)
     }
 
     public func concat(_ xs: [Tensor], axis: Int) -> Tensor {
-        precondition(!xs.isEmpty, "concat of no tensors")
-        var shape = xs[0].shape
-        shape[axis] = xs.map { $0.shape[axis] }.reduce(0, +)
-        let out = empty(shape, dtype: xs[0].dtype)
-        let outer = shape[..<axis].reduce(1, *), inner = shape[(axis + 1)...].reduce(1, *) * xs[0].dtype.byteSize
-        var position = 0
-        for x in xs {
-            var expected = shape
-            expected[axis] = x.shape[axis]
-            precondition(x.shape == expected && x.dtype == xs[0].dtype, "concat: \(x.shape) does not fit \(shape) along axis \(axis)")
-            let length = x.shape[axis]
-            for o in 0..<outer where length * inner > 0 {
-                check(driver.cuMemcpyDtoD(deviceAddress(out) + UInt64((o * shape[axis] + position) * inner),
-                                          deviceAddress(x) + UInt64(o * length * inner), length * inner), "cuMemcpyDtoD")
-            }
-            position += length
+        let (shape, copies) = BlockCopies.concat(xs, axis: axis)
+        return copyBlocks(copies, from: xs, shape: shape, dtype: xs[0].dtype)
+    }
+
+    private func copyBlocks(_ copies: [BlockCopy], from inputs: [Tensor], shape: [Int], dtype: DType) -> Tensor {
+        let out = empty(shape, dtype: dtype)
+        for copy in copies {
+            check(driver.cuMemcpyDtoD(deviceAddress(out) + UInt64(copy.destinationOffset),
+                                      deviceAddress(inputs[copy.input]) + UInt64(copy.sourceOffset), copy.byteCount),
+                  "cuMemcpyDtoD")
         }
         return out
     }

@@ -69,11 +69,8 @@ public final class CUDABackend: @unchecked Sendable {
     func kernel(_ name: String, in file: String) throws -> UnsafeMutableRawPointer {
         if let function = functions[name] { return function }
         if modules[file] == nil {
-            guard let url = Bundle.module.url(forResource: file, withExtension: "cu", subdirectory: "Kernels")
-                    ?? Bundle.module.url(forResource: file, withExtension: "cu"),
-                  let source = try? String(contentsOf: url, encoding: .utf8) else {
-                throw CUDAError.compilation(kernel: file, log: "kernel source \(file).cu is missing from the bundle")
-            }
+            // Common.cuh (grid loops, integer types, the block reduction) goes in front of every file.
+            let source = try kernelSource("Common", extension: "cuh") + "\n" + kernelSource(file, extension: "cu")
             let cubin = try compiler.cubin(source: source, name: file, architecture: architecture)
             var module: UnsafeMutableRawPointer?
             try cubin.withUnsafeBytes { try driver.check(driver.cuModuleLoadData(&module, $0.baseAddress!), "cuModuleLoadData") }
@@ -83,6 +80,14 @@ public final class CUDABackend: @unchecked Sendable {
         try driver.check(driver.cuModuleGetFunction(&function, modules[file]!, name), "cuModuleGetFunction(\(name))")
         functions[name] = function
         return function!
+    }
+
+    private func kernelSource(_ name: String, extension fileExtension: String) throws -> String {
+        guard let url = Bundle.module.url(forResource: name, withExtension: fileExtension, subdirectory: "Kernels"),
+              let source = try? String(contentsOf: url, encoding: .utf8) else {
+            throw CUDAError.compilation(kernel: name, log: "kernel source \(name).\(fileExtension) is missing from the bundle")
+        }
+        return source
     }
 
     /// Launches a 1-D grid over `count` elements (grid-stride kernels) with the given argument values.

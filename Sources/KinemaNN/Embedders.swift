@@ -20,16 +20,19 @@ public final class TimestepEmbedder: Layer {
     public var parameters: [Parameter] { linear1.parameters + linear2.parameters }
 
     public init(backend: any Backend, name: String, dim: Int, frequencyDim: Int = 256, maxPeriod: Double = 10000,
-                frequencyShift: Double = 0, dtype: DType) {
+                frequencyShift: Double = 0, dtype: DType, seed: UInt64 = 0) {
         self.backend = backend
         self.frequencyShift = frequencyShift
         self.frequencyDim = frequencyDim
         self.maxPeriod = maxPeriod
         self.dtype = dtype
-        linear1 = Linear(backend: backend, name: "\(name).mlp.0", inFeatures: frequencyDim, outFeatures: dim, dtype: dtype)
-        linear2 = Linear(backend: backend, name: "\(name).mlp.2", inFeatures: dim, outFeatures: dim, dtype: dtype)
+        // Built empty (zero) and filled once with DiT's N(0, 0.02²), rather than drawn Xavier and overwritten.
+        linear1 = Linear(backend: backend, name: "\(name).mlp.0", inFeatures: frequencyDim, outFeatures: dim, dtype: dtype,
+                         zeroInitialized: true)
+        linear2 = Linear(backend: backend, name: "\(name).mlp.2", inFeatures: dim, outFeatures: dim, dtype: dtype,
+                         zeroInitialized: true)
         for weight in [linear1.weight, linear2.weight] {
-            weight.value = backend.upload(Initializers.normal(count: weight.value.count, std: 0.02, seed: 0,
+            weight.value = backend.upload(Initializers.normal(count: weight.value.count, std: 0.02, seed: seed,
                                                               stream: initializerStream(for: weight.name)),
                                           shape: weight.value.shape, dtype: dtype)
         }
@@ -63,14 +66,15 @@ public final class LabelEmbedder: Layer {
 
     public var parameters: [Parameter] { [table] }
 
-    public init(backend: any Backend, name: String, numClasses: Int, dim: Int, dropoutProbability: Double, dtype: DType) {
+    public init(backend: any Backend, name: String, numClasses: Int, dim: Int, dropoutProbability: Double, dtype: DType,
+                seed: UInt64 = 0) {
         precondition(dropoutProbability >= 0 && dropoutProbability <= 1, "\(name): dropout probability \(dropoutProbability)")
         self.backend = backend
         self.numClasses = numClasses
         self.dropoutProbability = dropoutProbability
         let rows = numClasses + (dropoutProbability > 0 ? 1 : 0), tableName = "\(name).embedding_table.weight"
         table = Parameter(name: tableName, shape: [rows, dim],
-                          values: Initializers.normal(count: rows * dim, std: 0.02, seed: 0,
+                          values: Initializers.normal(count: rows * dim, std: 0.02, seed: seed,
                                                       stream: initializerStream(for: tableName)),
                           dtype: dtype, backend: backend)
     }

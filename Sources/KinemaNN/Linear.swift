@@ -11,16 +11,20 @@ public final class Linear: Layer {
 
     public var parameters: [Parameter] { bias.map { [weight, $0] } ?? [weight] }
 
-    public init(backend: any Backend, name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true, dtype: DType) {
+    /// Weights start Xavier-uniform from `seed` (DiT's `_basic_init`), or at zero when `zeroInitialized` (the
+    /// adaLN-zero modulation and DiT's final layer); biases start at zero.
+    public init(backend: any Backend, name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true, dtype: DType,
+                seed: UInt64 = 0, zeroInitialized: Bool = false) {
         self.backend = backend
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
-        let weightName = "\(name).weight"
-        weight = Parameter(name: weightName, shape: [outFeatures, inFeatures],
-                           values: Initializers.xavierUniform(shape: [outFeatures, inFeatures], fanIn: inFeatures,
-                                                              fanOut: outFeatures, seed: 0,
-                                                              stream: initializerStream(for: weightName)),
-                           dtype: dtype, backend: backend)
+        let weightName = "\(name).weight", shape = [outFeatures, inFeatures]
+        weight = zeroInitialized
+            ? Parameter(name: weightName, shape: shape, constant: 0, dtype: dtype, backend: backend)
+            : Parameter(name: weightName, shape: shape,
+                        values: Initializers.xavierUniform(shape: shape, fanIn: inFeatures, fanOut: outFeatures,
+                                                           seed: seed, stream: initializerStream(for: weightName)),
+                        dtype: dtype, backend: backend)
         self.bias = bias ? Parameter(name: "\(name).bias", shape: [outFeatures], constant: 0, dtype: dtype,
                                      backend: backend) : nil
     }

@@ -13,10 +13,12 @@ public final class MLP: Layer {
 
     public var parameters: [Parameter] { fc1.parameters + fc2.parameters }
 
-    public init(backend: any Backend, name: String, dim: Int, hiddenDim: Int, dtype: DType) {
+    public init(backend: any Backend, name: String, dim: Int, hiddenDim: Int, dtype: DType, seed: UInt64 = 0) {
         self.backend = backend
-        fc1 = Linear(backend: backend, name: "\(name).fc1", inFeatures: dim, outFeatures: hiddenDim, dtype: dtype)
-        fc2 = Linear(backend: backend, name: "\(name).fc2", inFeatures: hiddenDim, outFeatures: dim, dtype: dtype)
+        fc1 = Linear(backend: backend, name: "\(name).fc1", inFeatures: dim, outFeatures: hiddenDim, dtype: dtype,
+                     seed: seed)
+        fc2 = Linear(backend: backend, name: "\(name).fc2", inFeatures: hiddenDim, outFeatures: dim, dtype: dtype,
+                     seed: seed)
     }
 
     public func forward(_ x: Tensor) -> (Tensor, Cache) {

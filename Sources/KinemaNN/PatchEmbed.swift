@@ -20,14 +20,15 @@ public final class PatchEmbed: Layer {
     public var parameters: [Parameter] { [weight, bias] }
 
     /// Default initial values are DiT's: Xavier-uniform on the weight viewed as [D, C·p·p], zero bias.
-    public init(backend: any Backend, name: String, patchSize: Int, inChannels: Int, dim: Int, dtype: DType) {
+    public init(backend: any Backend, name: String, patchSize: Int, inChannels: Int, dim: Int, dtype: DType,
+                seed: UInt64 = 0) {
         self.backend = backend
         self.patchSize = patchSize
         self.inChannels = inChannels
         self.dim = dim
         let fanIn = inChannels * patchSize * patchSize, weightName = "\(name).proj.weight"
         weight = Parameter(name: weightName, shape: [dim, inChannels, patchSize, patchSize],
-                           values: Initializers.xavierUniform(shape: [dim, fanIn], fanIn: fanIn, fanOut: dim, seed: 0,
+                           values: Initializers.xavierUniform(shape: [dim, fanIn], fanIn: fanIn, fanOut: dim, seed: seed,
                                                               stream: initializerStream(for: weightName)),
                            dtype: dtype, backend: backend)
         bias = Parameter(name: "\(name).proj.bias", shape: [dim], constant: 0, dtype: dtype, backend: backend)

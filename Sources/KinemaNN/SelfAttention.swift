@@ -24,13 +24,15 @@ public final class SelfAttention: Layer {
 
     public var parameters: [Parameter] { qkv.parameters + proj.parameters }
 
-    public init(backend: any Backend, name: String, dim: Int, heads: Int, dtype: DType) {
+    public init(backend: any Backend, name: String, dim: Int, heads: Int, dtype: DType, seed: UInt64 = 0) {
         precondition(heads > 0 && dim % heads == 0, "\(name): dim \(dim) is not divisible by \(heads) heads")
         self.backend = backend
         self.dim = dim
         self.heads = heads
-        qkv = Linear(backend: backend, name: "\(name).qkv", inFeatures: dim, outFeatures: 3 * dim, dtype: dtype)
-        proj = Linear(backend: backend, name: "\(name).proj", inFeatures: dim, outFeatures: dim, dtype: dtype)
+        qkv = Linear(backend: backend, name: "\(name).qkv", inFeatures: dim, outFeatures: 3 * dim, dtype: dtype,
+                     seed: seed)
+        proj = Linear(backend: backend, name: "\(name).proj", inFeatures: dim, outFeatures: dim, dtype: dtype,
+                      seed: seed)
     }
 
     /// x [B, N, D] → [B, N, D].

@@ -1,13 +1,6 @@
 // Kinema's memory and elementwise kernels. Compiled at run time by NVRTC for the device's architecture.
 // Every kernel walks its elements with a grid-stride loop, so any launch size covers any n.
 
-#define GRID_LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
-                             i += (long long)blockDim.x * gridDim.x)
-
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef unsigned long long u64;
-
 // Round to nearest even, as Kinema's host conversion does (NaN stays a quiet NaN).
 __device__ inline u16 f32_to_bf16(float x) {
     u32 bits = __float_as_uint(x);
@@ -94,18 +87,11 @@ extern "C" __global__ void rowwise_axpby_f32(const float* a, const float* x, con
 // Σ x (square = 0) or Σ x² (square = 1) of each fixed block of 8192 elements, in f64, by one 256-thread block
 // with a fixed tree: the same partial sums on every run. The host adds the partials in order.
 extern "C" __global__ void block_sums_f32(const float* x, double* partial, int square, long long n) {
-    __shared__ double shared[256];
     long long start = (long long)blockIdx.x * 8192;
     double total = 0;
     for (long long i = start + threadIdx.x; i < start + 8192 && i < n; i += 256) {
         double v = x[i];
         total += square ? v * v : v;
     }
-    shared[threadIdx.x] = total;
-    __syncthreads();
-    for (int stride = 128; stride > 0; stride >>= 1) {
-        if (threadIdx.x < stride) shared[threadIdx.x] += shared[threadIdx.x + stride];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) partial[blockIdx.x] = shared[0];
+    block_reduce_store(total, partial);
 }

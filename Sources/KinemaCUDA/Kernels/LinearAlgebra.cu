@@ -1,8 +1,7 @@
 // Bias kernels beside the cuBLASLt products.
 
 extern "C" __global__ void add_bias_f32(const float* x, const float* bias, float* out, long long columns, long long n) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)blockDim.x * gridDim.x)
-        out[i] = x[i] + bias[i % columns];
+    GRID_LOOP(i, n) out[i] = x[i] + bias[i % columns];
 }
 
 // accumulator[j] += Σ_r dy[r, j]: one thread per column adds its rows in order, so the sum is the same on every

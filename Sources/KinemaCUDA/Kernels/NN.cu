@@ -4,8 +4,6 @@
 // Determinism: every reduction runs in a fixed order (fixed-tree block reductions, or one thread walking its rows
 // in order); no atomics, so results are bit-identical from run to run.
 
-#define GRID_LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
-                             i += (long long)blockDim.x * gridDim.x)
 // One block per row: rows walked with a block-stride loop.
 #define BLOCK_LOOP(row, rows) for (long long row = blockIdx.x; row < (rows); row += gridDim.x)
 

@@ -2,12 +2,6 @@
 // Compiled at run time by NVRTC. The float arithmetic that must match the CPU reference bit for bit (the
 // optimizer) uses the _rn intrinsics, so the compiler cannot contract it into FMAs the CPU does not use.
 
-#define GRID_LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
-                             i += (long long)blockDim.x * gridDim.x)
-
-typedef unsigned int u32;
-typedef unsigned long long u64;
-
 // ---------------------------------------------------------------------------------------------------------------
 // Optimizer. All constants arrive already rounded to the state's precision, as the CPU computes them.
 
@@ -101,17 +95,6 @@ extern "C" __global__ void philox_normal_f32(float* out, u32 k0, u32 k1, u64 off
 // Diffusion losses. Block b covers elements [8192·j, 8192·(j+1)) of sample s = b / blocksPerSample, j = b % that,
 // the same fixed blocks as the CPU's blockedSum; each block writes its f64 partial sum with a fixed tree, and the
 // host adds the partials of a sample in order.
-
-__device__ inline void block_reduce_store(double total, double* partial) {
-    __shared__ double shared[256];
-    shared[threadIdx.x] = total;
-    __syncthreads();
-    for (int stride = 128; stride > 0; stride >>= 1) {
-        if (threadIdx.x < stride) shared[threadIdx.x] += shared[threadIdx.x + stride];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) partial[blockIdx.x] = shared[0];
-}
 
 extern "C" __global__ void mse_f32(const float* p, const float* q, float* g, const double* weights, double* partial,
                                    long long size, long long blocksPerSample) {

@@ -25,8 +25,8 @@ public final class DiT {
     /// The fixed 2D sin-cos table, flattened to [N·D] so one bias add puts it on every sample.
     let positionalEmbedding: Tensor
 
-    /// A model with the paper's initialisation (xavier-uniform linears, N(0, 0.02) embeddings, zeroed adaLN and
-    /// final layer), drawn deterministically from `seed`.
+    /// A model with the paper's initialisation — xavier-uniform linears, N(0, 0.02) embeddings, zeroed adaLN and
+    /// final layer — which the layers themselves draw from `seed` (each parameter its own Philox stream).
     public init(config: DiTConfig, backend: any Backend, dtype: DType = .f32, seed: UInt64 = 0) throws {
         try config.validate()
         self.config = config
@@ -34,16 +34,17 @@ public final class DiT {
         self.dtype = dtype
         let d = config.hiddenSize
         xEmbedder = PatchEmbed(backend: backend, name: "x_embedder", patchSize: config.patchSize,
-                               inChannels: config.inChannels, dim: d, dtype: dtype)
+                               inChannels: config.inChannels, dim: d, dtype: dtype, seed: seed)
         tEmbedder = TimestepEmbedder(backend: backend, name: "t_embedder", dim: d,
-                                     frequencyShift: config.timestepFrequencyShift, dtype: dtype)
+                                     frequencyShift: config.timestepFrequencyShift, dtype: dtype, seed: seed)
         yEmbedder = LabelEmbedder(backend: backend, name: "y_embedder", numClasses: config.numClasses, dim: d,
-                                  dropoutProbability: config.classDropoutProb, dtype: dtype)
-        blocks = (0..<config.depth).map { DiTBlock(backend: backend, name: "blocks.\($0)", config: config, dtype: dtype) }
+                                  dropoutProbability: config.classDropoutProb, dtype: dtype, seed: seed)
+        blocks = (0..<config.depth).map {
+            DiTBlock(backend: backend, name: "blocks.\($0)", config: config, dtype: dtype, seed: seed)
+        }
         finalLayer = DiTFinalLayer(backend: backend, config: config, dtype: dtype)
         let table = PositionalEmbedding.sinCos2D(dim: d, gridHeight: config.gridSize, gridWidth: config.gridSize)
         positionalEmbedding = backend.upload(table, shape: [table.count], dtype: dtype)
-        initializeWeights(seed: seed)
     }
 
     public var parameters: [Parameter] {
@@ -107,46 +108,5 @@ public final class DiT {
 
     public func zeroGradients() {
         for parameter in parameters { parameter.zeroGradient(backend: backend) }
-    }
-
-    /// DiT's `initialize_weights`.
-    private func initializeWeights(seed: UInt64) {
-        var stream: UInt64 = 0
-        func set(_ parameter: Parameter, _ values: [Double]) {
-            parameter.value = backend.upload(values, shape: parameter.value.shape, dtype: dtype)
-        }
-        func xavier(_ linear: Linear) {
-            let shape = linear.weight.value.shape
-            stream += 1
-            set(linear.weight, Initializers.xavierUniform(shape: shape, fanIn: shape[1], fanOut: shape[0], seed: seed,
-                                                          stream: stream))
-            if let bias = linear.bias { backend.fill(bias.value, with: 0) }
-        }
-        func zero(_ linear: Linear) {
-            for parameter in linear.parameters { backend.fill(parameter.value, with: 0) }
-        }
-        for block in blocks {
-            xavier(block.attention.qkv)
-            xavier(block.attention.proj)
-            xavier(block.mlp.fc1)
-            xavier(block.mlp.fc2)
-            zero(block.adaLN)  // adaLN-zero: every block starts as the identity
-        }
-        // The patch projection is a conv initialised like a linear over its flattened [D, C·p·p] view.
-        let patchWeight = xEmbedder.parameters[0]
-        let fanIn = patchWeight.value.count / config.hiddenSize
-        stream += 1
-        set(patchWeight, Initializers.xavierUniform(shape: patchWeight.value.shape, fanIn: fanIn,
-                                                    fanOut: config.hiddenSize, seed: seed, stream: stream))
-        backend.fill(xEmbedder.parameters[1].value, with: 0)
-        stream += 1
-        set(yEmbedder.table, Initializers.normal(count: yEmbedder.table.value.count, std: 0.02, seed: seed, stream: stream))
-        for linear in [tEmbedder.linear1, tEmbedder.linear2] {
-            stream += 1
-            set(linear.weight, Initializers.normal(count: linear.weight.value.count, std: 0.02, seed: seed, stream: stream))
-            if let bias = linear.bias { backend.fill(bias.value, with: 0) }
-        }
-        zero(finalLayer.adaLN)
-        zero(finalLayer.linear)
     }
 }

@@ -20,14 +20,16 @@ final class DiTBlock: Layer {
     let mlp: MLP
     let adaLN: Linear
 
-    init(backend: any Backend, name: String, config: DiTConfig, dtype: DType) {
+    init(backend: any Backend, name: String, config: DiTConfig, dtype: DType, seed: UInt64) {
         let d = config.hiddenSize
         self.backend = backend
         norm1 = LayerNorm(backend: backend, name: "\(name).norm1", dim: d, affine: false, eps: 1e-6, dtype: dtype)
-        attention = SelfAttention(backend: backend, name: "\(name).attn", dim: d, heads: config.numHeads, dtype: dtype)
+        attention = SelfAttention(backend: backend, name: "\(name).attn", dim: d, heads: config.numHeads, dtype: dtype,
+                                  seed: seed)
         norm2 = LayerNorm(backend: backend, name: "\(name).norm2", dim: d, affine: false, eps: config.mlpNormEps, dtype: dtype)
-        mlp = MLP(backend: backend, name: "\(name).mlp", dim: d, hiddenDim: config.mlpHiddenSize, dtype: dtype)
-        adaLN = Linear(backend: backend, name: "\(name).adaLN_modulation.1", inFeatures: d, outFeatures: 6 * d, dtype: dtype)
+        mlp = MLP(backend: backend, name: "\(name).mlp", dim: d, hiddenDim: config.mlpHiddenSize, dtype: dtype, seed: seed)
+        adaLN = Linear(backend: backend, name: "\(name).adaLN_modulation.1", inFeatures: d, outFeatures: 6 * d, dtype: dtype,
+                       zeroInitialized: true)  // adaLN-zero: every block starts as the identity
     }
 
     var parameters: [Parameter] { attention.parameters + mlp.parameters + adaLN.parameters }
@@ -78,14 +80,15 @@ final class DiTFinalLayer: Layer {
     let linear: Linear
     let adaLN: Linear
 
+    /// Starts at zero (DiT zeroes the final layer), so an untrained model predicts zero.
     init(backend: any Backend, config: DiTConfig, dtype: DType) {
         let d = config.hiddenSize, p = config.patchSize
         self.backend = backend
         norm = LayerNorm(backend: backend, name: "final_layer.norm_final", dim: d, affine: false, eps: 1e-6, dtype: dtype)
         linear = Linear(backend: backend, name: "final_layer.linear", inFeatures: d,
-                        outFeatures: p * p * config.outChannels, dtype: dtype)
+                        outFeatures: p * p * config.outChannels, dtype: dtype, zeroInitialized: true)
         adaLN = Linear(backend: backend, name: "final_layer.adaLN_modulation.1", inFeatures: d, outFeatures: 2 * d,
-                       dtype: dtype)
+                       dtype: dtype, zeroInitialized: true)
     }
 
     var parameters: [Parameter] { linear.parameters + adaLN.parameters }
