@@ -62,7 +62,7 @@ extension CUDABackend: LinearAlgebraOps {
                           deviceAddress(first), firstLayout, deviceAddress(second), secondLayout,
                           isDouble ? b64.baseAddress! : b32.baseAddress!,
                           deviceAddress(c), outLayout, deviceAddress(c), outLayout, nil,
-                          deviceAddress(workspace), workspace.byteCount, nil)
+                          deviceAddress(workspace), workspace.byteCount, stream)
             } }
         } }
         try lt.check(status, "cublasLtMatmul(\(m)×\(n)×\(batch))")

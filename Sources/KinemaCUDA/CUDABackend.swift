@@ -20,6 +20,8 @@ public final class CUDABackend: @unchecked Sendable {
     private(set) var cublasHandle: UnsafeMutableRawPointer?
     private var workspace: Tensor?
     private var modules: [String: UnsafeMutableRawPointer] = [:]
+    /// The stream every kernel, copy and matrix product of this backend is queued on (nil: the legacy default stream).
+    var stream: UnsafeMutableRawPointer?
 
     /// Opens `cuda:index`. Throws a clear error when the driver, NVRTC or the device is missing.
     public init(index: Int = 0, cacheDirectory: URL? = nil) throws {
@@ -70,8 +72,7 @@ public final class CUDABackend: @unchecked Sendable {
         if let function = functions[name] { return function }
         if modules[file] == nil {
             // Common.cuh (grid loops, integer types, the block reduction) goes in front of every file.
-            let source = try kernelSource("Common", extension: "cuh") + "\n" + kernelSource(file, extension: "cu")
-            let cubin = try compiler.cubin(source: source, name: file, architecture: architecture)
+            let cubin = try compiler.cubin(source: Self.source(of: file), name: file, architecture: architecture)
             var module: UnsafeMutableRawPointer?
             try cubin.withUnsafeBytes { try driver.check(driver.cuModuleLoadData(&module, $0.baseAddress!), "cuModuleLoadData") }
             modules[file] = module
@@ -82,7 +83,34 @@ public final class CUDABackend: @unchecked Sendable {
         return function!
     }
 
-    private func kernelSource(_ name: String, extension fileExtension: String) throws -> String {
+    /// The names of the kernel files (`Kernels/*.cu`) in the bundle.
+    static var kernelFiles: [String] {
+        let folder = Bundle.module.resourceURL?.appendingPathComponent("Kernels")
+        let names = folder.flatMap { try? FileManager.default.contentsOfDirectory(atPath: $0.path) } ?? []
+        return names.filter { $0.hasSuffix(".cu") }.map { String($0.dropLast(3)) }.sorted()
+    }
+
+    /// What NVRTC compiles for `Kernels/<file>.cu`: Common.cuh (grid loops, integer types, the block reduction) in
+    /// front of the file.
+    static func source(of file: String) throws -> String {
+        try kernelSource("Common", extension: "cuh") + "\n" + kernelSource(file, extension: "cu")
+    }
+
+    /// Compiles every kernel file for `sm_<architecture>` without a GPU (NVRTC alone): catches a kernel that does not
+    /// build before any device time is spent. Returns the failures by file (empty when all compile).
+    public static func compileAllKernels(architecture: Int = 90, cacheDirectory: URL) throws -> [(file: String, log: String)] {
+        let compiler = try NVRTC(cacheDirectory: cacheDirectory)
+        return kernelFiles.compactMap { file in
+            do {
+                _ = try compiler.cubin(source: source(of: file), name: file, architecture: architecture)
+                return nil
+            } catch {
+                return (file, "\(error)")
+            }
+        }
+    }
+
+    private static func kernelSource(_ name: String, extension fileExtension: String) throws -> String {
         guard let url = Bundle.module.url(forResource: name, withExtension: fileExtension, subdirectory: "Kernels"),
               let source = try? String(contentsOf: url, encoding: .utf8) else {
             throw CUDAError.compilation(kernel: name, log: "kernel source \(name).\(fileExtension) is missing from the bundle")
@@ -93,9 +121,15 @@ public final class CUDABackend: @unchecked Sendable {
     /// Launches a 1-D grid over `count` elements (grid-stride kernels) with the given argument values.
     func launch(_ name: String, in file: String = "Elementwise", count: Int, blocks: Int? = nil, threads: Int = 256,
                 _ arguments: [any KernelArgument]) {
+        let grid = blocks ?? Swift.max(1, Swift.min((count + threads - 1) / threads, 65_535 * 8))
+        launch(name, in: file, grid: (grid, 1, 1), block: (threads, 1, 1), arguments)
+    }
+
+    /// Launches `name` on a grid of blocks with `sharedMemoryBytes` of dynamic shared memory.
+    func launch(_ name: String, in file: String, grid: (Int, Int, Int), block: (Int, Int, Int),
+                sharedMemoryBytes: Int = 0, _ arguments: [any KernelArgument]) {
         do {
             let function = try kernel(name, in: file)
-            let grid = blocks ?? Swift.max(1, Swift.min((count + threads - 1) / threads, 65_535 * 8))
             // Each argument's bytes live in its own allocation for the duration of the launch.
             let storage = arguments.map { $0.argumentBytes() }
             var pointers: [UnsafeMutableRawPointer?] = storage.map { bytes in
@@ -105,8 +139,10 @@ public final class CUDABackend: @unchecked Sendable {
             }
             defer { pointers.forEach { $0?.deallocate() } }
             try pointers.withUnsafeMutableBufferPointer { buffer in
-                try driver.check(driver.cuLaunchKernel(function, UInt32(grid), 1, 1, UInt32(threads), 1, 1, 0, nil,
-                                                       buffer.baseAddress, nil), "cuLaunchKernel(\(name))")
+                try driver.check(driver.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
+                                                       UInt32(block.0), UInt32(block.1), UInt32(block.2),
+                                                       UInt32(sharedMemoryBytes), stream, buffer.baseAddress, nil),
+                                 "cuLaunchKernel(\(name))")
             }
         } catch {
             preconditionFailure("\(error)")

@@ -6,6 +6,21 @@ import KinemaModels
 // multiple of a block), with outputs poisoned so an unwritten element fails. Prints one line per check and
 // "N passed, M failed"; exits 1 on any failure, 2 without a GPU. Run on a GPU machine by scripts/gpu-check.
 
+// `--compile-only`: compile every kernel file with NVRTC for sm_90, no GPU needed (libnvrtc on the library path).
+if CommandLine.arguments.contains("--compile-only") {
+    let cache = FileManager.default.temporaryDirectory.appendingPathComponent("kinema-compile-check-\(getpid())")
+    defer { try? FileManager.default.removeItem(at: cache) }
+    do {
+        let failures = try CUDABackend.compileAllKernels(architecture: 90, cacheDirectory: cache)
+        for failure in failures { print("FAIL \(failure.file)\n\(failure.log)") }
+        print(failures.isEmpty ? "all kernel files compile for sm_90" : "\(failures.count) kernel files failed")
+        exit(failures.isEmpty ? 0 : 1)
+    } catch {
+        print("cannot compile: \(error)")
+        exit(2)
+    }
+}
+
 let gpu: CUDABackend
 do {
     gpu = try CUDABackend(index: 0)
