@@ -1,19 +1,23 @@
 import KinemaTensor
 
 extension CUDABackend: ElementwiseOps {
-    private func requireF32(_ op: String, _ tensors: Tensor...) {
-        for t in tensors {
-            precondition(t.dtype == .f32, "\(op): the CUDA elementwise kernels compute f32 so far, not \(t.dtype)")
-        }
+    /// Checks that the tensors share one shape and one element type the kernels are built for (f32 or bf16,
+    /// computed in f32); returns it.
+    @discardableResult
+    private func requireElements(_ op: String, _ tensors: Tensor...) -> DType {
+        let element = tensors[0].dtype
+        precondition(Self.elementTypes.contains(element), "\(op): the CUDA elementwise kernels take f32 or bf16, not \(element)")
         for t in tensors.dropFirst() {
-            precondition(t.shape == tensors[0].shape, "\(op): shapes differ: \(tensors[0].shape) vs \(t.shape)")
+            precondition(t.shape == tensors[0].shape && t.dtype == element,
+                         "\(op): operands differ: \(tensors[0].shape) \(element) vs \(t.shape) \(t.dtype)")
         }
+        return element
     }
 
     private func binary(_ a: Tensor, _ b: Tensor, _ op: Int32, _ name: String) -> Tensor {
-        requireF32(name, a, b)
-        let out = empty(a.shape, dtype: .f32)
-        launch("binary_f32", count: a.count, [a, b, out, op, Int64(a.count)])
+        let element = requireElements(name, a, b)
+        let out = empty(a.shape, dtype: element)
+        launch("binary", element: element, count: a.count, [a, b, out, op, Int64(a.count)])
         return out
     }
 
@@ -22,14 +26,14 @@ extension CUDABackend: ElementwiseOps {
     public func mul(_ a: Tensor, _ b: Tensor) -> Tensor { binary(a, b, 2, "mul") }
 
     public func affine(_ a: Tensor, scale s: Double, shift t: Double) -> Tensor {
-        requireF32("affine", a)
-        let out = empty(a.shape, dtype: .f32)
-        launch("affine_f32", count: a.count, [a, out, Float(s), Float(t), Int64(a.count)])
+        let element = requireElements("affine", a)
+        let out = empty(a.shape, dtype: element)
+        launch("affine", element: element, count: a.count, [a, out, Float(s), Float(t), Int64(a.count)])
         return out
     }
 
     public func unary(_ op: UnaryOp, _ x: Tensor) -> Tensor {
-        requireF32("unary", x)
+        let element = requireElements("unary", x)
         let code: Int32
         switch op {
         case .exp: code = 0
@@ -40,35 +44,35 @@ extension CUDABackend: ElementwiseOps {
         case .tanh: code = 5
         case .abs: code = 6
         }
-        let out = empty(x.shape, dtype: .f32)
-        launch("unary_f32", count: x.count, [x, out, code, Int64(x.count)])
+        let out = empty(x.shape, dtype: element)
+        launch("unary", element: element, count: x.count, [x, out, code, Int64(x.count)])
         return out
     }
 
     public func clamp(_ x: Tensor, min: Double, max: Double) -> Tensor {
-        requireF32("clamp", x)
-        let out = empty(x.shape, dtype: .f32)
-        launch("clamp_f32", count: x.count, [x, out, Float(min), Float(max), Int64(x.count)])
+        let element = requireElements("clamp", x)
+        let out = empty(x.shape, dtype: element)
+        launch("clamp", element: element, count: x.count, [x, out, Float(min), Float(max), Int64(x.count)])
         return out
     }
 
     public func axpy(_ alpha: Double, _ x: Tensor, _ y: Tensor) {
-        requireF32("axpy", x, y)
-        launch("axpy_f32", count: x.count, [Float(alpha), x, y, Int64(x.count)])
+        let element = requireElements("axpy", x, y)
+        launch("axpy", element: element, count: x.count, [Float(alpha), x, y, Int64(x.count)])
     }
 
     public func scaleInPlace(_ x: Tensor, by s: Double) {
-        requireF32("scaleInPlace", x)
-        launch("scale_f32", count: x.count, [x, Float(s), Int64(x.count)])
+        let element = requireElements("scaleInPlace", x)
+        launch("scale", element: element, count: x.count, [x, Float(s), Int64(x.count)])
     }
 
     public func rowwiseAxpby(_ a: [Double], _ x: Tensor, _ b: [Double], _ y: Tensor) -> Tensor {
-        requireF32("rowwiseAxpby", x, y)
+        let element = requireElements("rowwiseAxpby", x, y)
         let rows = x.shape[0]
         precondition(a.count == rows && b.count == rows, "rowwiseAxpby: need \(rows) coefficients, got \(a.count), \(b.count)")
-        let out = empty(x.shape, dtype: .f32)
+        let out = empty(x.shape, dtype: element)
         let aTensor = upload(a, shape: [rows], dtype: .f32), bTensor = upload(b, shape: [rows], dtype: .f32)
-        launch("rowwise_axpby_f32", count: x.count,
+        launch("rowwise_axpby", element: element, count: x.count,
                [aTensor, x, bTensor, y, out, Int64(x.count / Swift.max(rows, 1)), Int64(x.count)])
         return out
     }
@@ -76,11 +80,11 @@ extension CUDABackend: ElementwiseOps {
     /// Fixed 8192-element blocks summed on the device in f64, the partials added here in order: the same value
     /// on every run.
     private func blockSums(_ x: Tensor, square: Bool) -> Double {
-        requireF32(square ? "sumOfSquares" : "sum", x)
+        let element = requireElements(square ? "sumOfSquares" : "sum", x)
         guard x.count > 0 else { return 0 }
         let blocks = (x.count + 8191) / 8192
         let partial = empty([blocks], dtype: .f64)
-        launch("block_sums_f32", count: x.count, blocks: blocks, [x, partial, Int32(square ? 1 : 0), Int64(x.count)])
+        launch("block_sums", element: element, count: x.count, blocks: blocks, [x, partial, Int32(square ? 1 : 0), Int64(x.count)])
         return downloadDouble(partial).reduce(0, +)
     }
 

@@ -1,46 +1,142 @@
 import KinemaTensor
 
+/// One cuBLASLt product shape: its descriptors and the algorithm the heuristic picked, made on first use and kept
+/// (so a training step spends no host time on heuristics or descriptor set-up).
+final class MatmulPlan {
+    let desc: UnsafeMutableRawPointer
+    let first, second, out: UnsafeMutableRawPointer
+    /// The chosen cublasLtMatmulAlgo_t (64 bytes).
+    let algo: [UInt8]
+
+    init(desc: UnsafeMutableRawPointer, first: UnsafeMutableRawPointer, second: UnsafeMutableRawPointer,
+         out: UnsafeMutableRawPointer, algo: [UInt8]) {
+        self.desc = desc
+        self.first = first
+        self.second = second
+        self.out = out
+        self.algo = algo
+    }
+}
+
 extension CUDABackend: LinearAlgebraOps {
-    /// Row-major c = alpha · op(a) · op(b) + beta · c through cuBLASLt, which is column-major: a row-major X is the
-    /// column-major Xᵀ, so we ask for cᵀ = op(b)ᵀ · op(a)ᵀ with b as the first operand and the flags swapped.
-    /// f32 products use exact fp32 compute (no TF32), as the f32 mode promises CPU-equal results within 1e-5.
+    /// What a product does after the multiply, in cuBLASLt's epilogue: nothing, + bias, GELU(· + bias) keeping the
+    /// pre-activation in `aux`, or × GELU′(aux).
+    enum Epilogue {
+        case none
+        case bias(Tensor)
+        case geluAux(bias: Tensor?, aux: Tensor)
+        case dGELU(aux: Tensor)
+
+        var code: Int32 {
+            switch self {
+            case .none: return CuBLASLt.epilogueDefault
+            case .bias: return CuBLASLt.epilogueBias
+            case .geluAux(let bias, _): return bias == nil ? CuBLASLt.epilogueGELUAux : CuBLASLt.epilogueGELUAuxBias
+            case .dGELU: return CuBLASLt.epilogueDGELU
+            }
+        }
+    }
+
+    /// Row-major c = alpha · op(a) · op(b) + beta · c through cuBLASLt. f32 products use exact fp32 compute (no
+    /// TF32), as the f32 mode promises CPU-equal results within 1e-5; bf16 operands accumulate in f32 into a bf16
+    /// or an f32 output (weight gradients).
     public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool, into c: Tensor,
                        alpha: Double, beta: Double) {
-        precondition(a.dtype == .f32 || a.dtype == .f64, "matmul on CUDA: f32 or f64 operands, got \(a.dtype)")
+        precondition([.f32, .f64, .bf16].contains(a.dtype), "matmul on CUDA: f32, f64 or bf16 operands, got \(a.dtype)")
         let shape = MatmulShape(a, b, transposeA: transposeA, transposeB: transposeB, output: c)
         guard shape.m > 0 && shape.n > 0 else { return }
+        guard runMatmul(a, b, transposeA: transposeA, transposeB: transposeB, shape: shape, into: c, alpha: alpha,
+                        beta: beta, epilogue: .none) else {
+            preconditionFailure("cuBLASLt has no algorithm for \(a.dtype) \(shape.m)×\(shape.n)×\(shape.k) (batch \(shape.batch))")
+        }
+    }
+
+    /// A row-major product as cuBLASLt's column-major one: a row-major X is the column-major Xᵀ, so we ask for
+    /// cᵀ = op(b)ᵀ · op(a)ᵀ with b as the first operand and the flags swapped. Returns false when cuBLASLt offers no
+    /// algorithm (an epilogue on an odd size, say), so the caller can compose the epilogue itself.
+    private func runMatmul(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool, shape: MatmulShape,
+                           into c: Tensor, alpha: Double, beta: Double, epilogue: Epilogue) -> Bool {
         // With a folded batch, a's rows as cuBLASLt sees them are all of its rows.
         let aRowsSeen = shape.batch == 1 ? a.count / shape.aColumns : a.shape[a.rank - 2]
         do {
-            try cublasMatmul(first: b, firstRows: shape.bColumns, firstCols: b.shape[b.rank - 2],
-                             transposeFirst: transposeB, firstStride: shape.strideB,
-                             second: a, secondRows: shape.aColumns, secondCols: aRowsSeen, transposeSecond: transposeA,
-                             secondStride: shape.strideA, c: c, n: shape.n, m: shape.m, batch: shape.batch,
-                             alpha: alpha, beta: beta)
+            let key = "\(a.dtype)\(c.dtype) \(transposeB)\(transposeA) \(shape.bColumns)x\(b.shape[b.rank - 2])/\(shape.strideB) "
+                + "\(shape.aColumns)x\(aRowsSeen)/\(shape.strideA) \(shape.n)x\(shape.m)x\(shape.batch) e\(epilogue.code)"
+            guard let plan = try matmulPlan(key, operands: a.dtype, output: c.dtype, epilogue: epilogue.code,
+                                            firstRows: shape.bColumns, firstCols: b.shape[b.rank - 2],
+                                            transposeFirst: transposeB, firstStride: shape.strideB,
+                                            secondRows: shape.aColumns, secondCols: aRowsSeen,
+                                            transposeSecond: transposeA, secondStride: shape.strideA,
+                                            n: shape.n, m: shape.m, batch: shape.batch) else { return false }
+            let lt = try cublas()
+            try setEpilogueOperands(epilogue, plan: plan, lt: lt)
+            let workspace = try matmulWorkspace()
+            let isDouble = c.dtype == .f64
+            var alpha32 = Float(alpha), beta32 = Float(beta), alpha64 = alpha, beta64 = beta
+            let status = withUnsafeBytes(of: &alpha32) { a32 in withUnsafeBytes(of: &beta32) { b32 in
+                withUnsafeBytes(of: &alpha64) { a64 in withUnsafeBytes(of: &beta64) { b64 in
+                    plan.algo.withUnsafeBytes { algo in
+                        lt.matmul(cublasHandle!, plan.desc, isDouble ? a64.baseAddress! : a32.baseAddress!,
+                                  deviceAddress(b), plan.first, deviceAddress(a), plan.second,
+                                  isDouble ? b64.baseAddress! : b32.baseAddress!,
+                                  deviceAddress(c), plan.out, deviceAddress(c), plan.out, algo.baseAddress,
+                                  deviceAddress(workspace), workspace.byteCount, stream)
+                    }
+                } }
+            } }
+            try lt.check(status, "cublasLtMatmul(\(shape.m)×\(shape.n)×\(shape.k), batch \(shape.batch))")
+            return true
         } catch {
             preconditionFailure("\(error)")
         }
     }
 
-    /// One column-major product D = op(first) · op(second) (+ beta D) over `batch` strided matrices.
-    private func cublasMatmul(first: Tensor, firstRows: Int, firstCols: Int, transposeFirst: Bool, firstStride: Int,
-                              second: Tensor, secondRows: Int, secondCols: Int, transposeSecond: Bool,
-                              secondStride: Int, c: Tensor, n: Int, m: Int, batch: Int,
-                              alpha: Double, beta: Double) throws {
+    private func setEpilogueOperands(_ epilogue: Epilogue, plan: MatmulPlan, lt: CuBLASLt) throws {
+        func set(_ attribute: Int32, _ value: UInt64) throws {
+            var value = value
+            try lt.check(lt.matmulDescSetAttribute(plan.desc, attribute, &value, 8), "cublasLtMatmulDescSetAttribute")
+        }
+        switch epilogue {
+        case .none: break
+        case .bias(let bias): try set(CuBLASLt.descBiasPointer, deviceAddress(bias))
+        case .geluAux(let bias, let aux):
+            if let bias { try set(CuBLASLt.descBiasPointer, deviceAddress(bias)) }
+            try set(CuBLASLt.descAuxPointer, deviceAddress(aux))
+        case .dGELU(let aux): try set(CuBLASLt.descAuxPointer, deviceAddress(aux))
+        }
+    }
+
+    /// The plan for `key`, made on first use: descriptors, layouts and the heuristic's best algorithm (nil when
+    /// there is none for this combination).
+    private func matmulPlan(_ key: String, operands: DType, output: DType, epilogue: Int32,
+                            firstRows: Int, firstCols: Int, transposeFirst: Bool, firstStride: Int,
+                            secondRows: Int, secondCols: Int, transposeSecond: Bool, secondStride: Int,
+                            n: Int, m: Int, batch: Int) throws -> MatmulPlan? {
+        if let plan = matmulPlans[key] { return plan }
         let lt = try cublas()
-        let isDouble = c.dtype == .f64
-        let dataType = isDouble ? CuBLASLt.realF64 : CuBLASLt.realF32
+        func dataType(_ dtype: DType) -> Int32 {
+            switch dtype {
+            case .f64: return CuBLASLt.realF64
+            case .bf16: return CuBLASLt.realBF16
+            default: return CuBLASLt.realF32
+            }
+        }
+        let isDouble = output == .f64
         var desc: UnsafeMutableRawPointer?
-        try lt.check(lt.matmulDescCreate(&desc, isDouble ? CuBLASLt.compute64F : CuBLASLt.compute32F, dataType),
-                     "cublasLtMatmulDescCreate")
-        defer { _ = lt.matmulDescDestroy(desc!) }
-        var opFirst: Int32 = transposeFirst ? 1 : 0, opSecond: Int32 = transposeSecond ? 1 : 0
+        try lt.check(lt.matmulDescCreate(&desc, isDouble ? CuBLASLt.compute64F : CuBLASLt.compute32F,
+                                         isDouble ? CuBLASLt.realF64 : CuBLASLt.realF32), "cublasLtMatmulDescCreate")
+        var opFirst: Int32 = transposeFirst ? 1 : 0, opSecond: Int32 = transposeSecond ? 1 : 0, code = epilogue
         try lt.check(lt.matmulDescSetAttribute(desc!, CuBLASLt.descTransA, &opFirst, 4), "set TRANSA")
         try lt.check(lt.matmulDescSetAttribute(desc!, CuBLASLt.descTransB, &opSecond, 4), "set TRANSB")
+        try lt.check(lt.matmulDescSetAttribute(desc!, CuBLASLt.descEpilogue, &code, 4), "set EPILOGUE")
+        if epilogue == CuBLASLt.epilogueGELUAux || epilogue == CuBLASLt.epilogueGELUAuxBias
+            || epilogue == CuBLASLt.epilogueDGELU {
+            var leading = Int64(n)  // the aux matrix has the output's (column-major n × m) layout
+            try lt.check(lt.matmulDescSetAttribute(desc!, CuBLASLt.descAuxLeadingDimension, &leading, 8), "set AUX_LD")
+        }
 
-        func layout(rows: Int, cols: Int, stride: Int) throws -> UnsafeMutableRawPointer {
+        func layout(_ dtype: DType, rows: Int, cols: Int, stride: Int) throws -> UnsafeMutableRawPointer {
             var handle: UnsafeMutableRawPointer?
-            try lt.check(lt.layoutCreate(&handle, dataType, UInt64(rows), UInt64(cols), Int64(rows)),
+            try lt.check(lt.layoutCreate(&handle, dataType(dtype), UInt64(rows), UInt64(cols), Int64(rows)),
                          "cublasLtMatrixLayoutCreate")
             if batch > 1 {
                 var count = Int32(batch), offset = Int64(stride)
@@ -49,39 +145,94 @@ extension CUDABackend: LinearAlgebraOps {
             }
             return handle!
         }
-        let firstLayout = try layout(rows: firstRows, cols: firstCols, stride: firstStride)
-        let secondLayout = try layout(rows: secondRows, cols: secondCols, stride: secondStride)
-        let outLayout = try layout(rows: n, cols: m, stride: n * m)
-        defer { [firstLayout, secondLayout, outLayout].forEach { _ = lt.layoutDestroy($0) } }
+        let first = try layout(operands, rows: firstRows, cols: firstCols, stride: firstStride)
+        let second = try layout(operands, rows: secondRows, cols: secondCols, stride: secondStride)
+        let out = try layout(output, rows: n, cols: m, stride: n * m)
 
-        let workspace = try matmulWorkspace()
-        var alpha32 = Float(alpha), beta32 = Float(beta), alpha64 = alpha, beta64 = beta
-        let status = withUnsafeBytes(of: &alpha32) { a32 in withUnsafeBytes(of: &beta32) { b32 in
-            withUnsafeBytes(of: &alpha64) { a64 in withUnsafeBytes(of: &beta64) { b64 in
-                lt.matmul(cublasHandle!, desc!, isDouble ? a64.baseAddress! : a32.baseAddress!,
-                          deviceAddress(first), firstLayout, deviceAddress(second), secondLayout,
-                          isDouble ? b64.baseAddress! : b32.baseAddress!,
-                          deviceAddress(c), outLayout, deviceAddress(c), outLayout, nil,
-                          deviceAddress(workspace), workspace.byteCount, stream)
-            } }
-        } }
-        try lt.check(status, "cublasLtMatmul(\(m)×\(n)×\(batch))")
+        var preference: UnsafeMutableRawPointer?
+        try lt.check(lt.preferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
+        defer { _ = lt.preferenceDestroy(preference!) }
+        var workspaceBytes = UInt64(try matmulWorkspace().byteCount)
+        try lt.check(lt.preferenceSetAttribute(preference!, CuBLASLt.preferenceMaxWorkspaceBytes, &workspaceBytes, 8),
+                     "set MAX_WORKSPACE_BYTES")
+        var result = [UInt8](repeating: 0, count: CuBLASLt.heuristicResultSize)
+        var found: Int32 = 0
+        let status = result.withUnsafeMutableBytes {
+            lt.algoGetHeuristic(cublasHandle!, desc!, first, second, out, out, preference!, 1, $0.baseAddress!, &found)
+        }
+        guard status == 0 && found > 0 else {
+            _ = lt.matmulDescDestroy(desc!)
+            [first, second, out].forEach { _ = lt.layoutDestroy($0) }
+            return nil
+        }
+        let plan = MatmulPlan(desc: desc!, first: first, second: second, out: out, algo: Array(result[0..<64]))
+        matmulPlans[key] = plan
+        return plan
+    }
+
+    public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, gelu: Bool) -> (y: Tensor, preActivation: Tensor?) {
+        let (inFeatures, outFeatures) = (weight.shape[1], weight.shape[0])
+        precondition(weight.rank == 2 && x.shape.last == inFeatures && (bias == nil || bias!.shape == [outFeatures]),
+                     "linear: input \(x.shape), weight \(weight.shape), bias \(bias?.shape ?? [])")
+        precondition(bias == nil || bias!.dtype == x.dtype, "linear: bias \(bias!.dtype) for \(x.dtype) input")
+        let rows = x.reshaped([-1, inFeatures])
+        let outShape = Array(x.shape.dropLast()) + [outFeatures]
+        let y = empty([rows.shape[0], outFeatures], dtype: x.dtype)
+        let aux = gelu ? empty([rows.shape[0], outFeatures], dtype: x.dtype) : nil
+        let epilogue: Epilogue = aux.map { .geluAux(bias: bias, aux: $0) } ?? (bias.map { .bias($0) } ?? .none)
+        let shape = MatmulShape(rows, weight, transposeA: false, transposeB: true, output: y)
+        if shape.m > 0 && shape.n > 0 && shape.k > 0,
+           runMatmul(rows, weight, transposeA: false, transposeB: true, shape: shape, into: y, alpha: 1, beta: 0,
+                     epilogue: epilogue) {
+            return (y.reshaped(outShape), aux?.reshaped(outShape))
+        }
+        // No fused algorithm for this shape (or an empty one): the same result from separate ops.
+        if shape.k == 0 { fill(y, with: 0) } else if shape.m > 0 && shape.n > 0 {
+            matmul(rows, weight, transposeA: false, transposeB: true, into: y, alpha: 1, beta: 0)
+        }
+        let z = bias.map { addBias(y, $0) } ?? y
+        return gelu ? (self.gelu(z).reshaped(outShape), z.reshaped(outShape)) : (z.reshaped(outShape), nil)
+    }
+
+    public func linearInputGradient(_ dy: Tensor, weight: Tensor, geluInput: Tensor?) -> Tensor {
+        let (inFeatures, outFeatures) = (weight.shape[1], weight.shape[0])
+        precondition(weight.rank == 2 && dy.shape.last == outFeatures,
+                     "linearInputGradient: gradient \(dy.shape) for weight \(weight.shape)")
+        let rows = dy.reshaped([-1, outFeatures])
+        let outShape = Array(dy.shape.dropLast()) + [inFeatures]
+        precondition(geluInput == nil || geluInput!.shape == outShape,
+                     "linearInputGradient: GELU input \(geluInput!.shape), want \(outShape)")
+        let dx = empty([rows.shape[0], inFeatures], dtype: dy.dtype)
+        let shape = MatmulShape(rows, weight, transposeA: false, transposeB: false, output: dx)
+        guard shape.m > 0 && shape.n > 0 && shape.k > 0 else {
+            fill(dx, with: 0)
+            return dx.reshaped(outShape)
+        }
+        if let geluInput, runMatmul(rows, weight, transposeA: false, transposeB: false, shape: shape, into: dx,
+                                    alpha: 1, beta: 0, epilogue: .dGELU(aux: geluInput)) {
+            return dx.reshaped(outShape)
+        }
+        matmul(rows, weight, transposeA: false, transposeB: false, into: dx, alpha: 1, beta: 0)
+        return geluInput.map { geluBackward(dx.reshaped(outShape), x: $0) } ?? dx.reshaped(outShape)
     }
 
     public func addBias(_ x: Tensor, _ bias: Tensor) -> Tensor {
         let n = bias.count
-        precondition(x.shape.last == n && x.dtype == .f32 && bias.dtype == .f32,
-                     "addBias on CUDA: f32 bias \(bias.shape) over f32 \(x.shape)")
-        let out = empty(x.shape, dtype: .f32)
-        launch("add_bias_f32", in: "LinearAlgebra", count: x.count, [x, bias, out, Int64(n), Int64(x.count)])
+        precondition(x.shape.last == n && x.dtype == bias.dtype && Self.elementTypes.contains(x.dtype),
+                     "addBias on CUDA: bias \(bias.shape) \(bias.dtype) over \(x.shape) \(x.dtype)")
+        let out = empty(x.shape, dtype: x.dtype)
+        if x.count > 0 {
+            launch("add_bias", in: "LinearAlgebra", element: x.dtype, count: x.count, [x, bias, out, Int64(n), Int64(x.count)])
+        }
         return out
     }
 
+    /// The bias gradient is f32 (a parameter gradient) whatever the element type of dy.
     public func accumulateBiasGradient(_ dy: Tensor, into accumulator: Tensor) {
         let n = accumulator.count
-        precondition(dy.shape.last == n && dy.dtype == .f32 && accumulator.dtype == .f32,
-                     "accumulateBiasGradient on CUDA: f32 \(dy.shape) into f32 \(accumulator.shape)")
-        launch("accumulate_bias_gradient_f32", in: "LinearAlgebra", count: n,
-               [dy, accumulator, Int64(dy.count / Swift.max(n, 1)), Int64(n)])
+        precondition(dy.shape.last == n && Self.elementTypes.contains(dy.dtype) && accumulator.dtype == .f32,
+                     "accumulateBiasGradient on CUDA: \(dy.shape) \(dy.dtype) into f32 \(accumulator.shape)")
+        columnSums(dy, nil, mean: nil, rstd: nil, first: accumulator, second: nil, segments: 1,
+                   rows: dy.count / Swift.max(n, 1), width: n, accumulate: true)
     }
 }

@@ -1,9 +1,10 @@
 import Foundation
 import KinemaTensor
 
-/// The NN op family on the GPU (f32 compute), kernels in `Kernels/NN.cu`. Matches the CPU backend: per-row
-/// statistics and every reduction over rows or tokens accumulate in f64, in a fixed order (no atomics).
-/// Attention is a simple correct version (one block per query or key row), not yet flash attention.
+/// The NN op family on the GPU, kernels in `Kernels/NN.cu`, each built for f32 and for bf16 activations (computed
+/// in f32; LayerNorm statistics, parameter gradients and every reduction stay f32). Reductions run in a fixed order
+/// (no atomics), so results repeat bit for bit. Attention is a simple correct version (one block per query or key
+/// row), not yet flash attention.
 extension CUDABackend: NNOps {
     private static let null = UInt64(0)
 
@@ -11,6 +12,17 @@ extension CUDABackend: NNOps {
         for case let t? in tensors {
             precondition(t.dtype == .f32, "\(op): the CUDA NN kernels compute f32 only, got \(t.dtype)")
         }
+    }
+
+    /// Checks that every given tensor has the element type of the first (f32 or bf16); returns it.
+    @discardableResult
+    private func requireElement(_ op: String, _ tensors: Tensor?...) -> DType {
+        let element = tensors.compactMap { $0 }.first!.dtype
+        precondition(Self.elementTypes.contains(element), "\(op): the CUDA NN kernels take f32 or bf16, not \(element)")
+        for case let t? in tensors {
+            precondition(t.dtype == element, "\(op): mixed element types \(element) and \(t.dtype)")
+        }
+        return element
     }
 
     private func sameShape(_ op: String, _ a: Tensor, _ b: Tensor) {
@@ -27,115 +39,174 @@ extension CUDABackend: NNOps {
         return threads
     }
 
-    // MARK: LayerNorm
+    /// Launches a one-warp-per-row kernel over `rows` rows (8 rows per 256-thread block).
+    private func launchRows(_ name: String, element: DType, rows: Int, _ arguments: [any KernelArgument]) {
+        launch(name, in: "NN", element: element, count: rows * 32, blocks: Swift.max(1, Swift.min((rows + 7) / 8, 65_535 * 4)),
+               threads: 256, arguments)
+    }
+
+    // MARK: LayerNorm, alone and fused with adaLN modulation
 
     public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Double) -> (y: Tensor, mean: Tensor, rstd: Tensor) {
-        requireF32("layerNorm", x, weight, bias)
+        let element = requireElement("layerNorm", x, weight, bias)
         let width = requireRowParameter("layerNorm", x, weight, bias)
+        return layerNormForward(x, weight, bias, eps: eps, tokens: 1, modulation: false, element: element, width: width)
+    }
+
+    public func layerNormModulate(_ x: Tensor, shift: Tensor, scale: Tensor, eps: Double) -> (y: Tensor, mean: Tensor, rstd: Tensor) {
+        let element = requireElement("layerNormModulate", x, shift, scale)
+        let (_, tokens, width) = tokenLayout("layerNormModulate", x, shift, scale)
+        return layerNormForward(x, scale, shift, eps: eps, tokens: tokens, modulation: true, element: element, width: width)
+    }
+
+    /// The one LayerNorm kernel: per-row (a, b) = (weight, bias), or per-sample (1 + scale, shift) when `modulation`.
+    private func layerNormForward(_ x: Tensor, _ a: Tensor?, _ b: Tensor?, eps: Double, tokens: Int, modulation: Bool,
+                                  element: DType, width: Int) -> (y: Tensor, mean: Tensor, rstd: Tensor) {
         let rows = x.count / Swift.max(width, 1)
-        let y = empty(x.shape, dtype: .f32)
+        let y = empty(x.shape, dtype: element)
         let mean = empty(Array(x.shape.dropLast()), dtype: .f32), rstd = empty(Array(x.shape.dropLast()), dtype: .f32)
         if rows > 0 && width > 0 {
-            launch("layernorm_forward_f32", in: "NN", count: rows, blocks: rowBlocks(rows), threads: rowThreads(width),
-                   [x, argument(weight), argument(bias), y, mean, rstd, Int64(rows), Int32(width), eps])
+            launchRows("layernorm_forward", element: element, rows: rows,
+                       [x, argument(a), argument(b), y, mean, rstd, Int64(rows), Int32(width), eps, Int64(tokens),
+                        Int32(modulation ? 1 : 0)])
         }
         return (y, mean, rstd)
     }
 
     public func layerNormBackward(_ dy: Tensor, x: Tensor, weight: Tensor?, mean: Tensor, rstd: Tensor,
                                   dWeight: Tensor?, dBias: Tensor?) -> Tensor {
-        requireF32("layerNormBackward", dy, x, weight, mean, rstd, dWeight, dBias)
+        let element = requireElement("layerNormBackward", dy, x, weight)
+        requireF32("layerNormBackward", mean, rstd, dWeight, dBias)
         sameShape("layerNormBackward", dy, x)
         let width = requireRowParameter("layerNormBackward", x, weight, dWeight, dBias)
         precondition(dWeight == nil || weight != nil, "layerNormBackward: dWeight given without a weight")
         let rows = x.count / Swift.max(width, 1)
         precondition(mean.count == rows && rstd.count == rows,
                      "layerNormBackward: mean \(mean.shape) / rstd \(rstd.shape) do not fit \(x.shape)")
-        let dx = empty(x.shape, dtype: .f32)
+        let dx = empty(x.shape, dtype: element)
         guard rows > 0 && width > 0 else { return dx }
-        launch("layernorm_backward_dx_f32", in: "NN", count: rows, blocks: rowBlocks(rows), threads: rowThreads(width),
-               [dy, x, argument(weight), mean, rstd, dx, Int64(rows), Int32(width)])
+        launchRows("layernorm_backward_dx", element: element, rows: rows,
+                   [dy, x, argument(weight), mean, rstd, Self.null, dx, Int64(rows), Int32(width), Int64(1), Int32(0)])
         if dWeight != nil || dBias != nil {
-            launch("layernorm_backward_params_f32", in: "NN", count: width, threads: 128,
-                   [dy, x, mean, rstd, argument(dWeight), argument(dBias), Int64(rows), Int32(width)])
+            // dBias = Σ_rows dy, dWeight = Σ_rows dy · x̂, accumulated.
+            columnSums(dy, x, mean: mean, rstd: rstd, first: dBias, second: dWeight, segments: 1, rows: rows,
+                       width: width, accumulate: true)
         }
         return dx
+    }
+
+    public func layerNormModulateBackward(_ dy: Tensor, x: Tensor, scale: Tensor, mean: Tensor, rstd: Tensor,
+                                          residual: Tensor?) -> (dx: Tensor, dShift: Tensor, dScale: Tensor) {
+        let element = requireElement("layerNormModulateBackward", dy, x, scale, residual)
+        requireF32("layerNormModulateBackward", mean, rstd)
+        sameShape("layerNormModulateBackward", dy, x)
+        if let residual { sameShape("layerNormModulateBackward", residual, x) }
+        let (batch, tokens, width) = tokenLayout("layerNormModulateBackward", x, scale)
+        let rows = x.count / Swift.max(width, 1)
+        let dx = empty(x.shape, dtype: element)
+        let dShift = empty(scale.shape, dtype: element), dScale = empty(scale.shape, dtype: element)
+        guard rows > 0 && width > 0 else { return (dx, dShift, dScale) }
+        launchRows("layernorm_backward_dx", element: element, rows: rows,
+                   [dy, x, scale, mean, rstd, argument(residual), dx, Int64(rows), Int32(width), Int64(tokens), Int32(1)])
+        // dShift = Σ_tokens dy, dScale = Σ_tokens dy · x̂ per sample (the modulation's own gradients, in T: they
+        // flow on into the adaLN linear's backward).
+        columnSums(dy, x, mean: mean, rstd: rstd, first: dShift, second: dScale, segments: batch, rows: tokens,
+                   width: width, accumulate: false)
+        return (dx, dShift, dScale)
     }
 
     // MARK: adaLN modulation and gated residual
 
     public func modulate(_ x: Tensor, shift: Tensor, scale: Tensor) -> Tensor {
-        requireF32("modulate", x, shift, scale)
+        let element = requireElement("modulate", x, shift, scale)
         let (_, tokens, width) = tokenLayout("modulate", x, shift, scale)
-        let y = empty(x.shape, dtype: .f32)
+        let y = empty(x.shape, dtype: element)
         if x.count > 0 {
-            launch("modulate_f32", in: "NN", count: x.count, [x, shift, scale, y, Int64(tokens), Int32(width), Int64(x.count)])
+            launch("modulate", in: "NN", element: element, count: x.count,
+                   [x, shift, scale, y, Int64(tokens), Int32(width), Int64(x.count)])
         }
         return y
     }
 
     public func modulateBackward(_ dy: Tensor, x: Tensor, scale: Tensor) -> (dx: Tensor, dShift: Tensor, dScale: Tensor) {
-        requireF32("modulateBackward", dy, x, scale)
+        let element = requireElement("modulateBackward", dy, x, scale)
         sameShape("modulateBackward", dy, x)
         let (batch, tokens, width) = tokenLayout("modulateBackward", x, scale)
-        let dx = empty(x.shape, dtype: .f32)
-        let dShift = empty(scale.shape, dtype: .f32), dScale = empty(scale.shape, dtype: .f32)
-        if x.count > 0 {
-            launch("modulate_backward_dx_f32", in: "NN", count: x.count,
-                   [dy, scale, dx, Int64(tokens), Int32(width), Int64(x.count)])
-        }
-        tokenSums(dy, x, first: dShift, second: dScale, batch: batch, tokens: tokens, width: width)
+        let dShift = empty(scale.shape, dtype: element), dScale = empty(scale.shape, dtype: element)
+        let dx = perSampleScale(dy, scale, plus: nil, add: 1, tokens: tokens, width: width)
+        columnSums(dy, x, mean: nil, rstd: nil, first: dShift, second: dScale, segments: batch, rows: tokens,
+                   width: width, accumulate: false)
         return (dx, dShift, dScale)
     }
 
     public func gatedResidual(_ x: Tensor, gate: Tensor, _ y: Tensor) -> Tensor {
-        requireF32("gatedResidual", x, gate, y)
+        requireElement("gatedResidual", x, gate, y)
         sameShape("gatedResidual", x, y)
         let (_, tokens, width) = tokenLayout("gatedResidual", x, gate)
-        let out = empty(x.shape, dtype: .f32)
+        return perSampleScale(y, gate, plus: x, add: 0, tokens: tokens, width: width)
+    }
+
+    public func gatedResidualBackward(_ dOut: Tensor, gate: Tensor, y: Tensor) -> (dGate: Tensor, dY: Tensor) {
+        let element = requireElement("gatedResidualBackward", dOut, gate, y)
+        sameShape("gatedResidualBackward", dOut, y)
+        let (batch, tokens, width) = tokenLayout("gatedResidualBackward", y, gate)
+        let dY = perSampleScale(dOut, gate, plus: nil, add: 0, tokens: tokens, width: width)
+        let dGate = empty(gate.shape, dtype: element)
+        columnSums(dOut, y, mean: nil, rstd: nil, first: nil, second: dGate, segments: batch, rows: tokens,
+                   width: width, accumulate: false)
+        return (dGate, dY)
+    }
+
+    /// x ⊙ (add + g[sample]) (+ plus), for x [B, N, D] and g [B, D].
+    private func perSampleScale(_ x: Tensor, _ g: Tensor, plus: Tensor?, add: Float, tokens: Int, width: Int) -> Tensor {
+        let out = empty(x.shape, dtype: x.dtype)
         if x.count > 0 {
-            launch("gated_residual_f32", in: "NN", count: x.count,
-                   [x, gate, y, out, Int64(tokens), Int32(width), Int64(x.count)])
+            launch("per_sample_scale", in: "NN", element: x.dtype, count: (x.count + 7) / 8,
+                   [x, g, argument(plus), out, add, Int64(tokens), Int32(width), Int64(x.count)])
         }
         return out
     }
 
-    public func gatedResidualBackward(_ dOut: Tensor, gate: Tensor, y: Tensor) -> (dGate: Tensor, dY: Tensor) {
-        requireF32("gatedResidualBackward", dOut, gate, y)
-        sameShape("gatedResidualBackward", dOut, y)
-        let (batch, tokens, width) = tokenLayout("gatedResidualBackward", y, gate)
-        let dY = empty(y.shape, dtype: .f32), dGate = empty(gate.shape, dtype: .f32)
-        if y.count > 0 {
-            launch("gated_residual_backward_dy_f32", in: "NN", count: y.count,
-                   [dOut, gate, dY, Int64(tokens), Int32(width), Int64(y.count)])
+    /// For data [segments, rows, width]: first[s, j] = Σ_r a, second[s, j] = Σ_r a · c (c normalised by mean/rstd
+    /// when given), accumulated into the outputs or written. Rows go in chunks of 256 so a long reduction (a bias
+    /// gradient over every token of the batch) still spreads over the whole GPU; the chunks add up in order.
+    func columnSums(_ a: Tensor, _ c: Tensor?, mean: Tensor?, rstd: Tensor?, first: Tensor?, second: Tensor?,
+                    segments: Int, rows: Int, width: Int, accumulate: Bool) {
+        guard segments * width > 0, first != nil || second != nil else { return }
+        let chunkRows = 256, chunks = Swift.max(1, (rows + chunkRows - 1) / chunkRows)
+        let direct = chunks == 1 && !accumulate && first.map({ $0.dtype == .f32 }) ?? true
+            && second.map({ $0.dtype == .f32 }) ?? true
+        let partialFirst = first.map { direct ? $0 : empty([segments * chunks, width], dtype: .f32) }
+        let partialSecond = second.map { direct ? $0 : empty([segments * chunks, width], dtype: .f32) }
+        launch("column_partial_sums", in: "NN", element: a.dtype, grid: ((width + 127) / 128, segments * chunks, 1),
+               block: (128, 1, 1),
+               [a, argument(c), argument(mean), argument(rstd), argument(partialFirst), argument(partialSecond),
+                Int64(rows), Int32(width), Int32(chunkRows), Int32(chunks)])
+        guard !direct else { return }
+        for (partial, out) in [(partialFirst, first), (partialSecond, second)] {
+            guard let partial, let out else { continue }
+            launch("column_chunk_sums", in: "NN", element: out.dtype, count: segments * width,
+                   [partial, out, Int32(chunks), Int64(segments * width), Int32(width), Int32(accumulate ? 1 : 0)])
         }
-        // dGate[b, d] = Σ_n dOut · y: the kernel's second sum (its first, Σ dOut, is not wanted).
-        tokenSums(dOut, y, first: nil, second: dGate, batch: batch, tokens: tokens, width: width)
-        return (dGate, dY)
-    }
-
-    /// first[b, j] = Σ_n a, second[b, j] = Σ_n a · c over the tokens of [B, N, D] data.
-    private func tokenSums(_ a: Tensor, _ c: Tensor, first: Tensor?, second: Tensor?, batch: Int, tokens: Int, width: Int) {
-        guard batch * width > 0 else { return }
-        launch("token_sums_f32", in: "NN", count: batch * width, threads: 128,
-               [a, c, argument(first), argument(second), Int32(batch), Int64(tokens), Int32(width)])
     }
 
     // MARK: Activations
 
     private func pointwise(_ name: String, _ op: String, _ inputs: Tensor...) -> Tensor {
-        for t in inputs { requireF32(op, t); sameShape(op, inputs[0], t) }
-        let out = empty(inputs[0].shape, dtype: .f32)
+        let element = requireElement(op, inputs.first)
+        for t in inputs { requireElement(op, inputs[0], t); sameShape(op, inputs[0], t) }
+        let out = empty(inputs[0].shape, dtype: element)
         if out.count > 0 {
-            launch(name, in: "NN", count: out.count, inputs.map { $0 as any KernelArgument } + [out, Int64(out.count)])
+            launch(name, in: "NN", element: element, count: out.count,
+                   inputs.map { $0 as any KernelArgument } + [out, Int64(out.count)])
         }
         return out
     }
 
-    public func gelu(_ x: Tensor) -> Tensor { pointwise("gelu_f32", "gelu", x) }
-    public func geluBackward(_ dy: Tensor, x: Tensor) -> Tensor { pointwise("gelu_backward_f32", "geluBackward", dy, x) }
-    public func silu(_ x: Tensor) -> Tensor { pointwise("silu_f32", "silu", x) }
-    public func siluBackward(_ dy: Tensor, x: Tensor) -> Tensor { pointwise("silu_backward_f32", "siluBackward", dy, x) }
+    public func gelu(_ x: Tensor) -> Tensor { pointwise("gelu", "gelu", x) }
+    public func geluBackward(_ dy: Tensor, x: Tensor) -> Tensor { pointwise("gelu_backward", "geluBackward", dy, x) }
+    public func silu(_ x: Tensor) -> Tensor { pointwise("silu", "silu", x) }
+    public func siluBackward(_ dy: Tensor, x: Tensor) -> Tensor { pointwise("silu_backward", "siluBackward", dy, x) }
 
     // MARK: Attention
 
@@ -189,22 +260,24 @@ extension CUDABackend: NNOps {
     // MARK: Embeddings
 
     public func embedding(_ table: Tensor, indices: Tensor) -> Tensor {
-        requireF32("embedding", table)
+        let element = requireElement("embedding", table)
         let width = checkedEmbedding("embedding", table, indices)
-        let out = empty(indices.shape + [width], dtype: .f32)
+        let out = empty(indices.shape + [width], dtype: element)
         if out.count > 0 {
-            launch("embedding_f32", in: "NN", count: out.count, [table, indices, out, Int32(width), Int64(out.count)])
+            launch("embedding", in: "NN", element: element, count: out.count,
+                   [table, indices, out, Int32(width), Int64(out.count)])
         }
         return out
     }
 
     public func embeddingBackward(_ dOut: Tensor, indices: Tensor, into dTable: Tensor) {
-        requireF32("embeddingBackward", dOut, dTable)
+        let element = requireElement("embeddingBackward", dOut)
+        requireF32("embeddingBackward", dTable)
         let width = checkedEmbedding("embeddingBackward", dTable, indices)
         precondition(dOut.shape == indices.shape + [width],
                      "embeddingBackward: dOut \(dOut.shape) does not fit indices \(indices.shape) and table \(dTable.shape)")
         guard width > 0 && indices.count > 0 else { return }
-        launch("embedding_backward_f32", in: "NN", count: width, threads: 128,
+        launch("embedding_backward", in: "NN", element: element, count: width, threads: 128,
                [dOut, indices, dTable, Int32(width), Int64(indices.count)])
     }
 
@@ -221,6 +294,7 @@ extension CUDABackend: NNOps {
         return table.shape[1]
     }
 
+    /// t is f32 [B] (a bf16 t could not tell 999 from 1000); so are the features (a model casts them).
     public func timestepEmbedding(_ t: Tensor, dim: Int, maxPeriod: Double, frequencyShift: Double) -> Tensor {
         requireF32("timestepEmbedding", t)
         precondition(t.rank == 1 && dim > 0, "timestepEmbedding: t must be [B] and dim positive, got \(t.shape), \(dim)")
@@ -232,7 +306,7 @@ extension CUDABackend: NNOps {
         }
         let table = upload(frequencies, shape: [frequencies.count], dtype: .f32)
         if out.count > 0 {
-            launch("timestep_embedding_f32", in: "NN", count: out.count,
+            launch("timestep_embedding", in: "NN", count: out.count,
                    [t, table, out, Int32(dim), Int32(half), Int64(out.count)])
         }
         return out

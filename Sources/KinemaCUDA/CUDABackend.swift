@@ -19,6 +19,8 @@ public final class CUDABackend: @unchecked Sendable {
     private var cublasLibrary: CuBLASLt?
     private(set) var cublasHandle: UnsafeMutableRawPointer?
     private var workspace: Tensor?
+    /// cuBLASLt descriptors and the chosen algorithm per product shape, made once (see CUDABackend+LinearAlgebra).
+    var matmulPlans: [String: MatmulPlan] = [:]
     private var modules: [String: UnsafeMutableRawPointer] = [:]
     /// The stream every kernel, copy and matrix product of this backend is queued on (nil: the legacy default stream).
     var stream: UnsafeMutableRawPointer?
@@ -67,20 +69,29 @@ public final class CUDABackend: @unchecked Sendable {
     /// How many times the allocator had to ask the driver for memory (constant once a loop is warm).
     public var deviceAllocationCount: Int { allocator.deviceAllocations }
 
-    /// The kernel `name` of `Kernels/<file>.cu`, compiled and loaded on first use.
-    func kernel(_ name: String, in file: String) throws -> UnsafeMutableRawPointer {
-        if let function = functions[name] { return function }
-        if modules[file] == nil {
-            // Common.cuh (grid loops, integer types, the block reduction) goes in front of every file.
-            let cubin = try compiler.cubin(source: Self.source(of: file), name: file, architecture: architecture)
+    /// The kernel `name` of `Kernels/<file>.cu` built for activations of `element` type (f32 or bf16: the file is
+    /// compiled once per element type, see Common.cuh), compiled and loaded on first use.
+    func kernel(_ name: String, in file: String, element: DType = .f32) throws -> UnsafeMutableRawPointer {
+        let moduleKey = "\(file)/\(element)", functionKey = "\(moduleKey)/\(name)"
+        if let function = functions[functionKey] { return function }
+        if modules[moduleKey] == nil {
+            let cubin = try compiler.cubin(source: Self.source(of: file), name: file, architecture: architecture,
+                                           options: Self.compileOptions(element: element))
             var module: UnsafeMutableRawPointer?
             try cubin.withUnsafeBytes { try driver.check(driver.cuModuleLoadData(&module, $0.baseAddress!), "cuModuleLoadData") }
-            modules[file] = module
+            modules[moduleKey] = module
         }
         var function: UnsafeMutableRawPointer?
-        try driver.check(driver.cuModuleGetFunction(&function, modules[file]!, name), "cuModuleGetFunction(\(name))")
-        functions[name] = function
+        try driver.check(driver.cuModuleGetFunction(&function, modules[moduleKey]!, name), "cuModuleGetFunction(\(name))")
+        functions[functionKey] = function
         return function!
+    }
+
+    /// The element types kernels are built for, and the NVRTC options that select one.
+    static let elementTypes: [DType] = [.f32, .bf16]
+    static func compileOptions(element: DType) -> [String] {
+        precondition(elementTypes.contains(element), "CUDA kernels take f32 or bf16 activations, not \(element)")
+        return element == .bf16 ? ["-DELEMENT_BF16"] : []
     }
 
     /// The names of the kernel files (`Kernels/*.cu`) in the bundle.
@@ -100,12 +111,15 @@ public final class CUDABackend: @unchecked Sendable {
     /// build before any device time is spent. Returns the failures by file (empty when all compile).
     public static func compileAllKernels(architecture: Int = 90, cacheDirectory: URL) throws -> [(file: String, log: String)] {
         let compiler = try NVRTC(cacheDirectory: cacheDirectory)
-        return kernelFiles.compactMap { file in
-            do {
-                _ = try compiler.cubin(source: source(of: file), name: file, architecture: architecture)
-                return nil
-            } catch {
-                return (file, "\(error)")
+        return kernelFiles.flatMap { file in
+            elementTypes.compactMap { element in
+                do {
+                    _ = try compiler.cubin(source: source(of: file), name: file, architecture: architecture,
+                                           options: compileOptions(element: element))
+                    return nil
+                } catch {
+                    return ("\(file) (\(element))", "\(error)")
+                }
             }
         }
     }
@@ -119,17 +133,17 @@ public final class CUDABackend: @unchecked Sendable {
     }
 
     /// Launches a 1-D grid over `count` elements (grid-stride kernels) with the given argument values.
-    func launch(_ name: String, in file: String = "Elementwise", count: Int, blocks: Int? = nil, threads: Int = 256,
-                _ arguments: [any KernelArgument]) {
+    func launch(_ name: String, in file: String = "Elementwise", element: DType = .f32, count: Int, blocks: Int? = nil,
+                threads: Int = 256, _ arguments: [any KernelArgument]) {
         let grid = blocks ?? Swift.max(1, Swift.min((count + threads - 1) / threads, 65_535 * 8))
-        launch(name, in: file, grid: (grid, 1, 1), block: (threads, 1, 1), arguments)
+        launch(name, in: file, element: element, grid: (grid, 1, 1), block: (threads, 1, 1), arguments)
     }
 
     /// Launches `name` on a grid of blocks with `sharedMemoryBytes` of dynamic shared memory.
-    func launch(_ name: String, in file: String, grid: (Int, Int, Int), block: (Int, Int, Int),
+    func launch(_ name: String, in file: String, element: DType = .f32, grid: (Int, Int, Int), block: (Int, Int, Int),
                 sharedMemoryBytes: Int = 0, _ arguments: [any KernelArgument]) {
         do {
-            let function = try kernel(name, in: file)
+            let function = try kernel(name, in: file, element: element)
             // Each argument's bytes live in its own allocation for the duration of the launch.
             let storage = arguments.map { $0.argumentBytes() }
             var pointers: [UnsafeMutableRawPointer?] = storage.map { bytes in

@@ -5,14 +5,18 @@ import KinemaTensor
 extension GPUCheck {
     /// One whole DiT training step (forward, DiT's hybrid loss, backward) on the GPU against the CPU: loss, output
     /// and every parameter's gradient. Weights are random (the paper's zero initialisation would leave most
-    /// gradients zero) and identical on both backends, as are the inputs and the noise.
-    func checkDiTTrainingStep(_ name: String, config: DiTConfig, batch: Int, tolerance: Double = 1e-4) {
+    /// gradients zero) and identical on both backends, as are the inputs and the noise. With `dtype` bf16 the GPU
+    /// model computes in bf16 (weights rounded to bf16 on both sides) against the CPU in f32.
+    func checkDiTTrainingStep(_ name: String, config: DiTConfig, batch: Int, dtype: DType = .f32,
+                              tolerance: Double = 1e-4) {
         do {
-            let cpuModel = try DiT(config: config, backend: cpu), gpuModel = try DiT(config: config, backend: gpu)
+            let cpuModel = try DiT(config: config, backend: cpu)
+            let gpuModel = try DiT(config: config, backend: gpu, dtype: dtype)
             for (c, g) in zip(cpuModel.parameters, gpuModel.parameters) {
-                let (values, _) = pair(c.value.shape, scale: 0.05)
+                var (values, _) = pair(c.value.shape, scale: 0.05)
+                if dtype != .f32 { values = cpu.cast(cpu.cast(values, to: dtype), to: .f32) }
                 c.value = values
-                g.value = gpu.upload(cpu.download(values), shape: c.value.shape, dtype: .f32)
+                g.value = gpu.upload(cpu.download(values), shape: c.value.shape, dtype: dtype)
             }
             let side = config.inputSize, channels = config.inChannels
             let (xStart, gxStart) = pair([batch, channels, side, side])

@@ -36,9 +36,12 @@ harness.checkMemoryAndElementwise()
 harness.checkLinearAlgebra()
 harness.checkTraining()
 harness.checkNN()
+harness.checkMixedPrecision()
 harness.checkDiTTrainingStep("DiT tiny step", config: DiTConfig(inputSize: 8, patchSize: 2, hiddenSize: 64, depth: 2,
                                                                 numHeads: 4, numClasses: 10), batch: 4)
 harness.checkDiTTrainingStep("DiT-S/2 step (256 px latents)", config: try! DiTConfig.named("DiT-S/2"), batch: 2)
+harness.checkDiTTrainingStep("DiT-S/2 step bf16 vs CPU f32", config: try! DiTConfig.named("DiT-S/2"), batch: 2,
+                             dtype: .bf16, tolerance: 3e-2)
 
 print("\(harness.passed) passed, \(harness.failed) failed")
 exit(harness.failed == 0 ? 0 : 1)

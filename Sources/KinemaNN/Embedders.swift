@@ -38,11 +38,14 @@ public final class TimestepEmbedder: Layer {
         }
     }
 
-    /// t: [B] timesteps (cast to the layer dtype if given in another) → [B, D].
+    /// t: [B] timesteps → [B, D]. The features are computed from f32 (f64 in an f64 layer) timesteps and then
+    /// cast to the layer dtype: a bf16 timestep could not tell 999 from 1000.
     public func forward(_ t: Tensor) -> (Tensor, Cache) {
-        let times = t.dtype == dtype ? t : backend.cast(t, to: dtype)
-        let frequencies = backend.timestepEmbedding(times, dim: frequencyDim, maxPeriod: maxPeriod,
-                                                    frequencyShift: frequencyShift)
+        let timeType: DType = dtype == .f64 ? .f64 : .f32
+        let times = t.dtype == timeType ? t : backend.cast(t, to: timeType)
+        let features = backend.timestepEmbedding(times, dim: frequencyDim, maxPeriod: maxPeriod,
+                                                 frequencyShift: frequencyShift)
+        let frequencies = features.dtype == dtype ? features : backend.cast(features, to: dtype)
         let hidden = linear1.forward(frequencies)
         let activated = backend.silu(hidden)
         return (linear2.forward(activated), Cache(frequencies: frequencies, hidden: hidden, activated: activated))

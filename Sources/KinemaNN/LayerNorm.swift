@@ -5,6 +5,12 @@ import KinemaTensor
 public final class LayerNorm: Layer {
     public struct Cache {
         public let x, mean, rstd: Tensor
+
+        public init(x: Tensor, mean: Tensor, rstd: Tensor) {
+            self.x = x
+            self.mean = mean
+            self.rstd = rstd
+        }
     }
 
     public let weight: Parameter?

@@ -32,17 +32,22 @@ public final class Linear: Layer {
     /// x [..., in] → [..., out]. The backward needs x itself, so there is no separate cache.
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.shape.last == inFeatures, "\(weight.name): input \(x.shape) does not end in \(inFeatures)")
-        // Leading axes fold into the rows of one product.
-        let y = backend.matmul(x.reshaped([-1, inFeatures]), weight.value, transposeB: true)
-        let out = bias.map { backend.addBias(y, $0.value) } ?? y
-        return out.reshaped(Array(x.shape.dropLast()) + [outFeatures])
+        return backend.linear(x, weight: weight.value, bias: bias?.value, gelu: false).y
     }
 
-    /// Accumulates dW += dyᵀ x and db += Σ dy; returns dx = dy W.
-    public func backward(_ dy: Tensor, input x: Tensor) -> Tensor {
+    /// GELU(x Wᵀ + b) in one product (the GELU in the product's epilogue where the backend has one); returns the
+    /// activation and the pre-activation, which the backward of the next layer needs (`backward(_:input:geluInput:)`).
+    public func forwardGELU(_ x: Tensor) -> (y: Tensor, preActivation: Tensor) {
+        precondition(x.shape.last == inFeatures, "\(weight.name): input \(x.shape) does not end in \(inFeatures)")
+        let (y, preActivation) = backend.linear(x, weight: weight.value, bias: bias?.value, gelu: true)
+        return (y, preActivation!)
+    }
+
+    /// Accumulates dW += dyᵀ x and db += Σ dy; returns dx = dy W — or, when this layer's input was GELU(z) and
+    /// `geluInput` is z, the gradient with respect to z, (dy W) ⊙ GELU′(z), in the same product.
+    public func backward(_ dy: Tensor, input x: Tensor, geluInput: Tensor? = nil) -> Tensor {
         accumulateGradients(dy, input: x)
-        let dx = backend.matmul(dy.reshaped([-1, outFeatures]), weight.value)
-        return dx.reshaped(x.shape)
+        return backend.linearInputGradient(dy, weight: weight.value, geluInput: geluInput)
     }
 
     /// The parameter half of the backward, for callers that need no input gradient (the first layer of an

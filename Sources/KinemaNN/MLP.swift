@@ -21,15 +21,14 @@ public final class MLP: Layer {
                      seed: seed)
     }
 
+    /// GELU runs in fc1's product and its gradient in fc2's input-gradient product (cuBLASLt epilogues on CUDA).
     public func forward(_ x: Tensor) -> (Tensor, Cache) {
-        let hidden = fc1.forward(x)
-        let activated = backend.gelu(hidden)
+        let (activated, hidden) = fc1.forwardGELU(x)
         return (fc2.forward(activated), Cache(x: x, hidden: hidden, activated: activated))
     }
 
     public func backward(_ dy: Tensor, _ cache: Cache) -> Tensor {
-        let dActivated = fc2.backward(dy, input: cache.activated)
-        let dHidden = backend.geluBackward(dActivated, x: cache.hidden)
+        let dHidden = fc2.backward(dy, input: cache.activated, geluInput: cache.hidden)
         return fc1.backward(dHidden, input: cache.x)
     }
 }

@@ -6,14 +6,15 @@ public final class Parameter {
     /// The full name in the original DiT (PyTorch state_dict) layout, e.g. "blocks.0.attn.qkv.weight".
     public let name: String
     public var value: Tensor
-    /// Same shape as `value`, zero-initialised, always f32: under bf16 mixed precision the weights the layers use
-    /// are bf16 copies but gradients accumulate (over layers and micro-batches) in f32, as the optimizer reads them.
+    /// Same shape as `value`, zero-initialised, f32 for any half-precision value (f64 for f64): under bf16 mixed
+    /// precision the weights the layers use are bf16 copies but gradients accumulate (over layers and
+    /// micro-batches) in f32, as the optimizer reads them.
     public var gradient: Tensor
 
     public init(name: String, value: Tensor, backend: any Backend) {
         self.name = name
         self.value = value
-        gradient = backend.zeros(value.shape, dtype: value.dtype.isFloatingPoint ? .f32 : value.dtype)
+        gradient = backend.zeros(value.shape, dtype: value.dtype == .bf16 || value.dtype == .f16 ? .f32 : value.dtype)
     }
 
     public func zeroGradient(backend: any Backend) {

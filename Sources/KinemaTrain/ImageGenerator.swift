@@ -42,14 +42,14 @@ public struct ImageGenerator {
                                              clipDenoised: clipDenoised)
         let model = self.model
         let conditional: ConditionalDenoiser = { x, timesteps, labels in
-            model(x, timesteps: backend.upload(timesteps.map(Double.init), shape: [timesteps.count], dtype: model.dtype),
+            model(x, timesteps: backend.upload(timesteps.map(Double.init), shape: [timesteps.count], dtype: model.ioDType),
                   labels: backend.upload(labels.map(Int32.init), shape: [labels.count]))
         }
         let denoiser = ClassifierFreeGuidance.denoiser(model: conditional, labels: labels, nullLabel: Int(model.nullClass),
                                                        scale: cfgScale, guidedChannels: guidedChannels, backend: backend)
         var random = RandomStream(seed: seed)
         return diffusion.sample(method, shape: [labels.count, config.inChannels, config.inputSize, config.inputSize],
-                                dtype: model.dtype, denoiser: denoiser, random: &random, backend: backend,
+                                dtype: model.ioDType, denoiser: denoiser, random: &random, backend: backend,
                                 progress: progress)
     }
 

@@ -80,10 +80,10 @@ public final class Trainer {
     public func trainStep() -> StepMetrics {
         let start = DispatchTime.now().uptimeNanoseconds
         let batch = data.batch(indices: sampler.nextBatch(), random: &random)
-        let xStart = backend.upload(batch.images, shape: batch.shape, dtype: model.dtype)
+        let xStart = backend.upload(batch.images, shape: batch.shape, dtype: model.ioDType)
         let labels = backend.upload(model.dropLabels(batch.labels, random: &random), shape: [batch.count])
         let (timesteps, noise, xT) = diffusion.noisedBatch(xStart, random: &random, backend: backend)
-        let timestepTensor = backend.upload(timesteps.map(Double.init), shape: [batch.count], dtype: model.dtype)
+        let timestepTensor = backend.upload(timesteps.map(Double.init), shape: [batch.count], dtype: model.ioDType)
 
         model.zeroGradients()
         let (output, cache) = model.forward(xT, timesteps: timestepTensor, labels: labels)

@@ -1,16 +1,6 @@
 // Kinema's memory and elementwise kernels. Compiled at run time by NVRTC for the device's architecture.
 // Every kernel walks its elements with a grid-stride loop, so any launch size covers any n.
 
-// Round to nearest even, as Kinema's host conversion does (NaN stays a quiet NaN).
-__device__ inline u16 f32_to_bf16(float x) {
-    u32 bits = __float_as_uint(x);
-    if (x != x) return (u16)((bits >> 16) | 0x40);
-    return (u16)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-}
-__device__ inline float bf16_to_f32(u16 x) { return __uint_as_float(((u32)x) << 16); }
-__device__ inline u16 f32_to_f16(float x) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x)); return h; }
-__device__ inline float f16_to_f32(u16 h) { float x; asm("cvt.f32.f16 %0, %1;" : "=f"(x) : "h"(h)); return x; }
-
 extern "C" __global__ void fill_u16(u16* out, u16 value, long long n) { GRID_LOOP(i, n) out[i] = value; }
 extern "C" __global__ void fill_u32(u32* out, u32 value, long long n) { GRID_LOOP(i, n) out[i] = value; }
 extern "C" __global__ void fill_u64(u64* out, u64 value, long long n) { GRID_LOOP(i, n) out[i] = value; }
@@ -50,17 +40,22 @@ extern "C" __global__ void permute(const char* in, char* out, const long long* m
     }
 }
 
+// Arithmetic on the element type T (f32 or bf16, see Common.cuh), computed in f32.
+
 // Binary ops: 0 add, 1 sub, 2 mul.
-extern "C" __global__ void binary_f32(const float* a, const float* b, float* out, int op, long long n) {
-    GRID_LOOP(i, n) out[i] = op == 0 ? a[i] + b[i] : op == 1 ? a[i] - b[i] : a[i] * b[i];
+extern "C" __global__ void binary(const T* a, const T* b, T* out, int op, long long n) {
+    GRID_LOOP(i, n) {
+        float x = ld(a, i), y = ld(b, i);
+        st(out, i, op == 0 ? x + y : op == 1 ? x - y : x * y);
+    }
 }
-extern "C" __global__ void affine_f32(const float* a, float* out, float scale, float shift, long long n) {
-    GRID_LOOP(i, n) out[i] = a[i] * scale + shift;
+extern "C" __global__ void affine(const T* a, T* out, float scale, float shift, long long n) {
+    GRID_LOOP(i, n) st(out, i, ld(a, i) * scale + shift);
 }
 // Unary ops, in the order of KinemaTensor.UnaryOp: exp, log, sqrt, square, negate, tanh, abs.
-extern "C" __global__ void unary_f32(const float* a, float* out, int op, long long n) {
+extern "C" __global__ void unary(const T* a, T* out, int op, long long n) {
     GRID_LOOP(i, n) {
-        float x = a[i];
+        float x = ld(a, i);
         float y;
         switch (op) {
             case 0: y = expf(x); break;
@@ -71,26 +66,28 @@ extern "C" __global__ void unary_f32(const float* a, float* out, int op, long lo
             case 5: y = tanhf(x); break;
             default: y = fabsf(x); break;
         }
-        out[i] = y;
+        st(out, i, y);
     }
 }
-extern "C" __global__ void clamp_f32(const float* a, float* out, float lo, float hi, long long n) {
-    GRID_LOOP(i, n) out[i] = fminf(fmaxf(a[i], lo), hi);
+extern "C" __global__ void clamp(const T* a, T* out, float lo, float hi, long long n) {
+    GRID_LOOP(i, n) st(out, i, fminf(fmaxf(ld(a, i), lo), hi));
 }
-extern "C" __global__ void axpy_f32(float alpha, const float* x, float* y, long long n) { GRID_LOOP(i, n) y[i] += alpha * x[i]; }
-extern "C" __global__ void scale_f32(float* x, float s, long long n) { GRID_LOOP(i, n) x[i] *= s; }
-extern "C" __global__ void rowwise_axpby_f32(const float* a, const float* x, const float* b, const float* y, float* out,
-                                             long long rowSize, long long n) {
-    GRID_LOOP(i, n) { long long row = i / rowSize; out[i] = a[row] * x[i] + b[row] * y[i]; }
+extern "C" __global__ void axpy(float alpha, const T* x, T* y, long long n) {
+    GRID_LOOP(i, n) st(y, i, ld(y, i) + alpha * ld(x, i));
+}
+extern "C" __global__ void scale(T* x, float s, long long n) { GRID_LOOP(i, n) st(x, i, ld(x, i) * s); }
+extern "C" __global__ void rowwise_axpby(const float* a, const T* x, const float* b, const T* y, T* out,
+                                         long long rowSize, long long n) {
+    GRID_LOOP(i, n) { long long row = i / rowSize; st(out, i, a[row] * ld(x, i) + b[row] * ld(y, i)); }
 }
 
 // Σ x (square = 0) or Σ x² (square = 1) of each fixed block of 8192 elements, in f64, by one 256-thread block
 // with a fixed tree: the same partial sums on every run. The host adds the partials in order.
-extern "C" __global__ void block_sums_f32(const float* x, double* partial, int square, long long n) {
+extern "C" __global__ void block_sums(const T* x, double* partial, int square, long long n) {
     long long start = (long long)blockIdx.x * 8192;
     double total = 0;
     for (long long i = start + threadIdx.x; i < start + 8192 && i < n; i += 256) {
-        double v = x[i];
+        double v = ld(x, i);
         total += square ? v * v : v;
     }
     block_reduce_store(total, partial);

@@ -52,6 +52,10 @@ public final class DiT {
             + finalLayer.parameters
     }
 
+    /// The dtype of the model's inputs and outputs: f32 (f64 for an f64 model). A bf16 model computes in bf16
+    /// inside but takes and returns f32, so samplers and losses keep their state in f32.
+    public var ioDType: DType { dtype == .f64 ? .f64 : .f32 }
+
     public var parameterCount: Int { parameters.map(\.value.count).reduce(0, +) }
 
     /// The null label that classifier-free guidance conditions the unconditional branch on.
@@ -61,13 +65,14 @@ public final class DiT {
         yEmbedder.dropLabels(labels, random: &random)
     }
 
-    /// x [B, C, H, W] (H = W = inputSize), timesteps [B] in the model dtype, labels i32 [B] → [B, C_out, H, W].
+    /// x [B, C, H, W] (H = W = inputSize), timesteps [B], labels i32 [B] → [B, C_out, H, W] in x's dtype (x and
+    /// the output are cast to and from the compute dtype where they differ).
     public func forward(_ x: Tensor, timesteps: Tensor, labels: Tensor) -> (Tensor, Cache) {
         precondition(x.rank == 4 && x.shape[1] == config.inChannels && x.shape[2] == config.inputSize
                      && x.shape[3] == config.inputSize,
                      "DiT expects [B, \(config.inChannels), \(config.inputSize), \(config.inputSize)], got \(x.shape)")
         let batch = x.shape[0]
-        let (patches, patchCache) = xEmbedder.forward(x)
+        let (patches, patchCache) = xEmbedder.forward(x.dtype == dtype ? x : backend.cast(x, to: dtype))
         var h = backend.addBias(patches.reshaped([batch, -1]), positionalEmbedding)
             .reshaped([batch, config.tokenCount, config.hiddenSize])
         let (timeEmbedding, timestepCache) = tEmbedder.forward(timesteps)
@@ -83,13 +88,14 @@ public final class DiT {
         let (tokens, finalCache) = finalLayer.forward(h, conditioning: conditioning)
         let out = Patches.unpatchify(tokens, channels: config.outChannels, patchSize: config.patchSize,
                                      gridHeight: config.gridSize, gridWidth: config.gridSize, backend: backend)
-        return (out, Cache(labels: labels, patchEmbed: patchCache, timestep: timestepCache, conditioning: c,
+        return (out.dtype == x.dtype ? out : backend.cast(out, to: x.dtype), Cache(labels: labels, patchEmbed: patchCache, timestep: timestepCache, conditioning: c,
                            blocks: blockCaches, finalLayer: finalCache))
     }
 
     /// Accumulates every parameter's gradient for the output gradient dOut [B, C_out, H, W].
     public func backward(_ dOut: Tensor, _ cache: Cache) {
-        let dTokens = Patches.unpatchifyBackward(dOut, patchSize: config.patchSize, backend: backend)
+        let dTokens = Patches.unpatchifyBackward(dOut.dtype == dtype ? dOut : backend.cast(dOut, to: dtype),
+                                                 patchSize: config.patchSize, backend: backend)
         var (dh, dConditioning) = finalLayer.backward(dTokens, cache.finalLayer)
         for (block, blockCache) in zip(blocks, cache.blocks).reversed() {
             let (dx, dBlockConditioning) = block.backward(dh, blockCache)

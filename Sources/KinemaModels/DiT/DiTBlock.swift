@@ -8,9 +8,9 @@ import KinemaTensor
 final class DiTBlock: Layer {
     struct Cache {
         let conditioning: Tensor  // SiLU(c), the adaLN input
-        let shift1, scale1, gate1, shift2, scale2, gate2: Tensor
-        let norm1: LayerNorm.Cache, normed1: Tensor, attention: SelfAttention.Cache, attentionOut: Tensor
-        let norm2: LayerNorm.Cache, normed2: Tensor, mlp: MLP.Cache, mlpOut: Tensor
+        let scale1, gate1, scale2, gate2: Tensor
+        let norm1: LayerNorm.Cache, attention: SelfAttention.Cache, attentionOut: Tensor
+        let norm2: LayerNorm.Cache, mlp: MLP.Cache, mlpOut: Tensor
     }
 
     let backend: any Backend
@@ -34,35 +34,40 @@ final class DiTBlock: Layer {
 
     var parameters: [Parameter] { attention.parameters + mlp.parameters + adaLN.parameters }
 
-    /// x [B, N, D], conditioning = SiLU(c) [B, D].
+    /// x [B, N, D], conditioning = SiLU(c) [B, D]. Each pre-norm is LayerNorm fused with its modulation.
     func forward(_ x: Tensor, conditioning: Tensor) -> (Tensor, Cache) {
         let modulation = backend.chunk(adaLN.forward(conditioning), parts: 6, axis: 1)
-        let (normed1, norm1Cache) = norm1.forward(x)
-        let (attentionOut, attentionCache) = attention.forward(
-            backend.modulate(normed1, shift: modulation[0], scale: modulation[1]))
+        let (modulated1, mean1, rstd1) = backend.layerNormModulate(x, shift: modulation[0], scale: modulation[1],
+                                                                   eps: norm1.eps)
+        let (attentionOut, attentionCache) = attention.forward(modulated1)
         let x1 = backend.gatedResidual(x, gate: modulation[2], attentionOut)
-        let (normed2, norm2Cache) = norm2.forward(x1)
-        let (mlpOut, mlpCache) = mlp.forward(backend.modulate(normed2, shift: modulation[3], scale: modulation[4]))
+        let (modulated2, mean2, rstd2) = backend.layerNormModulate(x1, shift: modulation[3], scale: modulation[4],
+                                                                   eps: norm2.eps)
+        let (mlpOut, mlpCache) = mlp.forward(modulated2)
         let x2 = backend.gatedResidual(x1, gate: modulation[5], mlpOut)
-        let cache = Cache(conditioning: conditioning, shift1: modulation[0], scale1: modulation[1], gate1: modulation[2],
-                          shift2: modulation[3], scale2: modulation[4], gate2: modulation[5],
-                          norm1: norm1Cache, normed1: normed1, attention: attentionCache, attentionOut: attentionOut,
-                          norm2: norm2Cache, normed2: normed2, mlp: mlpCache, mlpOut: mlpOut)
+        let cache = Cache(conditioning: conditioning, scale1: modulation[1], gate1: modulation[2],
+                          scale2: modulation[4], gate2: modulation[5],
+                          norm1: LayerNorm.Cache(x: x, mean: mean1, rstd: rstd1), attention: attentionCache,
+                          attentionOut: attentionOut,
+                          norm2: LayerNorm.Cache(x: x1, mean: mean2, rstd: rstd2), mlp: mlpCache, mlpOut: mlpOut)
         return (x2, cache)
     }
 
     /// Returns the gradients of x and of the conditioning SiLU(c).
     func backward(_ dOut: Tensor, _ cache: Cache) -> (dx: Tensor, dConditioning: Tensor) {
-        // Second residual: x2 = x1 + gate₂ · mlp(modulate(norm2(x1))).
+        // Second residual: x2 = x1 + gate₂ · mlp(modulate(norm2(x1))); the skip's gradient dOut joins in the
+        // pre-norm's backward.
         let (dGate2, dMLPOut) = backend.gatedResidualBackward(dOut, gate: cache.gate2, y: cache.mlpOut)
         let dModulated2 = mlp.backward(dMLPOut, cache.mlp)
-        let (dNormed2, dShift2, dScale2) = backend.modulateBackward(dModulated2, x: cache.normed2, scale: cache.scale2)
-        let dx1 = backend.add(dOut, norm2.backward(dNormed2, cache.norm2))
+        let (dx1, dShift2, dScale2) = backend.layerNormModulateBackward(
+            dModulated2, x: cache.norm2.x, scale: cache.scale2, mean: cache.norm2.mean, rstd: cache.norm2.rstd,
+            residual: dOut)
         // First residual: x1 = x + gate₁ · attn(modulate(norm1(x))).
         let (dGate1, dAttentionOut) = backend.gatedResidualBackward(dx1, gate: cache.gate1, y: cache.attentionOut)
         let dModulated1 = attention.backward(dAttentionOut, cache.attention)
-        let (dNormed1, dShift1, dScale1) = backend.modulateBackward(dModulated1, x: cache.normed1, scale: cache.scale1)
-        let dx = backend.add(dx1, norm1.backward(dNormed1, cache.norm1))
+        let (dx, dShift1, dScale1) = backend.layerNormModulateBackward(
+            dModulated1, x: cache.norm1.x, scale: cache.scale1, mean: cache.norm1.mean, rstd: cache.norm1.rstd,
+            residual: dx1)
         let dModulation = backend.concat([dShift1, dScale1, dGate1, dShift2, dScale2, dGate2], axis: 1)
         return (dx, adaLN.backward(dModulation, input: cache.conditioning))
     }
@@ -71,8 +76,8 @@ final class DiTBlock: Layer {
 /// DiT's final layer: adaLN (shift, scale) on a non-affine LayerNorm, then a linear map to p·p·C_out per token.
 final class DiTFinalLayer: Layer {
     struct Cache {
-        let conditioning, shift, scale: Tensor
-        let norm: LayerNorm.Cache, normed: Tensor, modulated: Tensor
+        let conditioning, scale: Tensor
+        let norm: LayerNorm.Cache, modulated: Tensor
     }
 
     let backend: any Backend
@@ -95,17 +100,17 @@ final class DiTFinalLayer: Layer {
 
     func forward(_ x: Tensor, conditioning: Tensor) -> (Tensor, Cache) {
         let modulation = backend.chunk(adaLN.forward(conditioning), parts: 2, axis: 1)
-        let (normed, normCache) = norm.forward(x)
-        let modulated = backend.modulate(normed, shift: modulation[0], scale: modulation[1])
-        let cache = Cache(conditioning: conditioning, shift: modulation[0], scale: modulation[1], norm: normCache,
-                          normed: normed, modulated: modulated)
+        let (modulated, mean, rstd) = backend.layerNormModulate(x, shift: modulation[0], scale: modulation[1],
+                                                                eps: norm.eps)
+        let cache = Cache(conditioning: conditioning, scale: modulation[1],
+                          norm: LayerNorm.Cache(x: x, mean: mean, rstd: rstd), modulated: modulated)
         return (linear.forward(modulated), cache)
     }
 
     func backward(_ dOut: Tensor, _ cache: Cache) -> (dx: Tensor, dConditioning: Tensor) {
         let dModulated = linear.backward(dOut, input: cache.modulated)
-        let (dNormed, dShift, dScale) = backend.modulateBackward(dModulated, x: cache.normed, scale: cache.scale)
-        let dx = norm.backward(dNormed, cache.norm)
+        let (dx, dShift, dScale) = backend.layerNormModulateBackward(
+            dModulated, x: cache.norm.x, scale: cache.scale, mean: cache.norm.mean, rstd: cache.norm.rstd, residual: nil)
         return (dx, adaLN.backward(backend.concat([dShift, dScale], axis: 1), input: cache.conditioning))
     }
 }

@@ -78,7 +78,9 @@ public struct MatmulShape: Sendable {
 
     public init(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool, output c: Tensor) {
         precondition(a.rank >= 2 && b.rank >= 2, "matmul needs rank ≥ 2, got \(a.shape) and \(b.shape)")
-        precondition(a.dtype == b.dtype && a.dtype == c.dtype, "matmul: dtypes differ (\(a.dtype), \(b.dtype), \(c.dtype))")
+        // Half-precision operands may accumulate into an f32 output (weight gradients under mixed precision).
+        precondition(a.dtype == b.dtype && (a.dtype == c.dtype || (c.dtype == .f32 && (a.dtype == .bf16 || a.dtype == .f16))),
+                     "matmul: dtypes differ (\(a.dtype), \(b.dtype), \(c.dtype))")
         let aRows = a.shape[a.rank - 2], bRows = b.shape[b.rank - 2]
         aColumns = a.shape[a.rank - 1]
         bColumns = b.shape[b.rank - 1]

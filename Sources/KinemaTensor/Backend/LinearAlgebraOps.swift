@@ -10,6 +10,13 @@ public protocol LinearAlgebraOps: AnyObject {
     func addBias(_ x: Tensor, _ bias: Tensor) -> Tensor
     /// accumulator[n] += Σ over all leading positions of dy[..., n] (the gradient of a bias).
     func accumulateBiasGradient(_ dy: Tensor, into accumulator: Tensor)
+
+    /// A Linear layer's product with its epilogue: y = x Wᵀ + bias over the last axis of x (W [out, in], as PyTorch
+    /// stores it), and with `gelu` y = GELU(x Wᵀ + bias), returning the pre-activation too (the backward's input).
+    func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, gelu: Bool) -> (y: Tensor, preActivation: Tensor?)
+    /// The input gradient of a Linear layer, dy W; with `geluInput`, the gradient through a GELU in front of the
+    /// layer is applied too: (dy W) ⊙ GELU′(geluInput).
+    func linearInputGradient(_ dy: Tensor, weight: Tensor, geluInput: Tensor?) -> Tensor
 }
 
 extension LinearAlgebraOps where Self: MemoryOps {
@@ -21,5 +28,22 @@ extension LinearAlgebraOps where Self: MemoryOps {
         let out = empty(Array(a.shape.dropLast(2)) + [rows, cols], dtype: a.dtype)
         matmul(a, b, transposeA: transposeA, transposeB: transposeB, into: out, alpha: 1, beta: 0)
         return out
+    }
+}
+
+extension LinearAlgebraOps where Self: MemoryOps & NNOps {
+    /// The epilogues composed of separate ops (a backend with fused epilogues overrides these).
+    public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, gelu: Bool) -> (y: Tensor, preActivation: Tensor?) {
+        let rows = x.reshaped([-1, weight.shape[1]])
+        let product = matmul(rows, weight, transposeB: true)
+        let z = bias.map { addBias(product, $0) } ?? product
+        let shape = Array(x.shape.dropLast()) + [weight.shape[0]]
+        return gelu ? (self.gelu(z).reshaped(shape), z.reshaped(shape)) : (z.reshaped(shape), nil)
+    }
+
+    public func linearInputGradient(_ dy: Tensor, weight: Tensor, geluInput: Tensor?) -> Tensor {
+        let dx = matmul(dy.reshaped([-1, weight.shape[0]]), weight)
+            .reshaped(Array(dy.shape.dropLast()) + [weight.shape[1]])
+        return geluInput.map { geluBackward(dx, x: $0) } ?? dx
     }
 }

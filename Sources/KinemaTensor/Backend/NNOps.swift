@@ -8,6 +8,14 @@ public protocol NNOps: AnyObject {
     func layerNormBackward(_ dy: Tensor, x: Tensor, weight: Tensor?, mean: Tensor, rstd: Tensor,
                            dWeight: Tensor?, dBias: Tensor?) -> Tensor
 
+    /// adaLN-zero's pre-norm in one pass: y = LayerNorm(x) · (1 + scale) + shift (LayerNorm without affine
+    /// parameters; shift and scale [B, D] per sample). Returns y and the per-row statistics, as `layerNorm` does.
+    func layerNormModulate(_ x: Tensor, shift: Tensor, scale: Tensor, eps: Double) -> (y: Tensor, mean: Tensor, rstd: Tensor)
+    /// Its backward: dx (plus `residual` when given — the skip connection's gradient, added in the same pass),
+    /// dShift and dScale.
+    func layerNormModulateBackward(_ dy: Tensor, x: Tensor, scale: Tensor, mean: Tensor, rstd: Tensor,
+                                   residual: Tensor?) -> (dx: Tensor, dShift: Tensor, dScale: Tensor)
+
     /// adaLN modulate: y = x · (1 + scale) + shift, with shift and scale [B, D] broadcast over the tokens of x [B, N, D].
     func modulate(_ x: Tensor, shift: Tensor, scale: Tensor) -> Tensor
     func modulateBackward(_ dy: Tensor, x: Tensor, scale: Tensor) -> (dx: Tensor, dShift: Tensor, dScale: Tensor)
@@ -38,4 +46,21 @@ public protocol NNOps: AnyObject {
     /// [cos(t·f_i), sin(t·f_i)] with f_i = maxPeriod^(-i/(half - frequencyShift)), i < half = dim/2 (a zero column
     /// pads odd dims). The original DiT uses shift 0; diffusers' DiT (`downscale_freq_shift=1`) uses 1.
     func timestepEmbedding(_ t: Tensor, dim: Int, maxPeriod: Double, frequencyShift: Double) -> Tensor
+}
+
+extension NNOps where Self: ElementwiseOps {
+    /// The fused pre-norm composed of its parts (a backend with a fused kernel overrides it).
+    public func layerNormModulate(_ x: Tensor, shift: Tensor, scale: Tensor, eps: Double) -> (y: Tensor, mean: Tensor, rstd: Tensor) {
+        let (normed, mean, rstd) = layerNorm(x, weight: nil, bias: nil, eps: eps)
+        return (modulate(normed, shift: shift, scale: scale), mean, rstd)
+    }
+
+    public func layerNormModulateBackward(_ dy: Tensor, x: Tensor, scale: Tensor, mean: Tensor, rstd: Tensor,
+                                          residual: Tensor?) -> (dx: Tensor, dShift: Tensor, dScale: Tensor) {
+        // x̂ is recomputed from x (the statistics are the same, so it is the forward's x̂).
+        let (normed, _, _) = layerNorm(x, weight: nil, bias: nil, eps: 0)
+        let (dNormed, dShift, dScale) = modulateBackward(dy, x: normed, scale: scale)
+        let dx = layerNormBackward(dNormed, x: x, weight: nil, mean: mean, rstd: rstd, dWeight: nil, dBias: nil)
+        return (residual.map { add(dx, $0) } ?? dx, dShift, dScale)
+    }
 }

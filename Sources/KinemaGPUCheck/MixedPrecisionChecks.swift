@@ -1,0 +1,140 @@
+import KinemaTensor
+
+extension GPUCheck {
+    /// The same fresh random values as an f32 tensor on the CPU and a bf16 tensor on the GPU, rounded to bf16 first,
+    /// so the two backends start from identical inputs and differ only in the precision they compute in.
+    func pairBF16(_ shape: [Int], scale: Float = 1) -> (cpu: Tensor, gpu: Tensor) {
+        let (values, _) = pair(shape, scale: scale)
+        let rounded = cpu.cast(cpu.cast(values, to: .bf16), to: .f32)
+        return (rounded, gpu.upload(cpu.download(rounded), shape: shape, dtype: .bf16))
+    }
+
+    /// Every op the DiT runs in bf16 (fused epilogues and fused pre-norm included) against the CPU in f32 on the
+    /// same bf16-rounded inputs: relative error under 1e-2. The fused ops are also checked in f32 (1e-5) against
+    /// the CPU's composition of their parts.
+    func checkMixedPrecision() {
+        let bf16Tolerance = 1e-2
+        func same(_ name: String, _ ours: Tensor, _ reference: Tensor, tolerance: Double = 1e-2) {
+            check(name, gpu.download(ours), cpu.download(reference), tolerance: tolerance)
+        }
+
+        for shape in [[2, 5, 7], [3, 77, 130], [4, 256, 1152]] {
+            let (batch, width) = (shape[0], shape.last!)
+            let (x, gx) = pairBF16(shape, scale: 3), (y, gy) = pairBF16(shape), (dy, gdy) = pairBF16(shape)
+            let tag = "bf16 \(shape)"
+            same("add \(tag)", gpu.add(gx, gy), cpu.add(x, y))
+            same("mul \(tag)", gpu.mul(gx, gy), cpu.mul(x, y))
+            same("affine \(tag)", gpu.affine(gx, scale: 0.5, shift: -1), cpu.affine(x, scale: 0.5, shift: -1))
+            same("unary tanh \(tag)", gpu.unary(.tanh, gx), cpu.unary(.tanh, x))
+            let sumError = abs(gpu.sumOfSquares(gx) - cpu.sumOfSquares(x)) / cpu.sumOfSquares(x)
+            record("sumOfSquares \(tag)", sumError < 1e-6, "relative error \(sumError)")
+
+            // LayerNorm alone (affine) and fused with the modulation, forward and backward.
+            let (w, gw) = pairBF16([width]), (b, gb) = pairBF16([width])
+            let c = cpu.layerNorm(x, weight: w, bias: b, eps: 1e-6), g = gpu.layerNorm(gx, weight: gw, bias: gb, eps: 1e-6)
+            same("layerNorm y \(tag)", g.y, c.y)
+            let (dW, _) = pair([width]), (dB, _) = pair([width])
+            let gdW = gpu.upload(cpu.download(dW), shape: [width], dtype: .f32)
+            let gdB = gpu.upload(cpu.download(dB), shape: [width], dtype: .f32)
+            same("layerNormBackward dx \(tag)",
+                 gpu.layerNormBackward(gdy, x: gx, weight: gw, mean: g.mean, rstd: g.rstd, dWeight: gdW, dBias: gdB),
+                 cpu.layerNormBackward(dy, x: x, weight: w, mean: c.mean, rstd: c.rstd, dWeight: dW, dBias: dB))
+            same("layerNormBackward dWeight (f32) \(tag)", gdW, dW)
+            same("layerNormBackward dBias (f32) \(tag)", gdB, dB)
+
+            let (shift, gshift) = pairBF16([batch, width]), (scale, gscale) = pairBF16([batch, width])
+            let (residual, gresidual) = pairBF16(shape)
+            for (element, toleranceHere) in [(DType.bf16, bf16Tolerance), (.f32, 1e-5)] {
+                let name = element == .bf16 ? tag : "f32 \(shape)"
+                let cast = { (t: Tensor) in element == .bf16 ? t : self.gpu.cast(t, to: .f32) }
+                let cm = cpu.layerNormModulate(x, shift: shift, scale: scale, eps: 1e-6)
+                let gm = gpu.layerNormModulate(cast(gx), shift: cast(gshift), scale: cast(gscale), eps: 1e-6)
+                same("layerNormModulate y \(name)", gm.y, cm.y, tolerance: toleranceHere)
+                same("layerNormModulate rstd \(name)", gm.rstd, cm.rstd, tolerance: toleranceHere)
+                for withResidual in [false, true] {
+                    let cb = cpu.layerNormModulateBackward(dy, x: x, scale: scale, mean: cm.mean, rstd: cm.rstd,
+                                                           residual: withResidual ? residual : nil)
+                    let gbw = gpu.layerNormModulateBackward(cast(gdy), x: cast(gx), scale: cast(gscale), mean: gm.mean,
+                                                            rstd: gm.rstd, residual: withResidual ? cast(gresidual) : nil)
+                    let suffix = withResidual ? " + residual" : ""
+                    same("layerNormModulateBackward dx\(suffix) \(name)", gbw.dx, cb.dx, tolerance: toleranceHere)
+                    same("layerNormModulateBackward dShift\(suffix) \(name)", gbw.dShift, cb.dShift, tolerance: toleranceHere)
+                    same("layerNormModulateBackward dScale\(suffix) \(name)", gbw.dScale, cb.dScale, tolerance: toleranceHere)
+                }
+            }
+
+            // Modulation and gated residual.
+            same("modulate \(tag)", gpu.modulate(gx, shift: gshift, scale: gscale), cpu.modulate(x, shift: shift, scale: scale))
+            let cmb = cpu.modulateBackward(dy, x: x, scale: scale), gmb = gpu.modulateBackward(gdy, x: gx, scale: gscale)
+            same("modulateBackward dx \(tag)", gmb.dx, cmb.dx)
+            same("modulateBackward dScale \(tag)", gmb.dScale, cmb.dScale)
+            let (gate, ggate) = pairBF16([batch, width])
+            same("gatedResidual \(tag)", gpu.gatedResidual(gx, gate: ggate, gy), cpu.gatedResidual(x, gate: gate, y))
+            let cr = cpu.gatedResidualBackward(dy, gate: gate, y: y), gr = gpu.gatedResidualBackward(gdy, gate: ggate, y: gy)
+            same("gatedResidualBackward dGate \(tag)", gr.dGate, cr.dGate)
+            same("gatedResidualBackward dY \(tag)", gr.dY, cr.dY)
+
+            // Activations.
+            same("gelu \(tag)", gpu.gelu(gx), cpu.gelu(x))
+            same("geluBackward \(tag)", gpu.geluBackward(gdy, x: gx), cpu.geluBackward(dy, x: x))
+            same("silu \(tag)", gpu.silu(gx), cpu.silu(x))
+            same("siluBackward \(tag)", gpu.siluBackward(gdy, x: gx), cpu.siluBackward(dy, x: x))
+
+            // Bias: added in bf16, its gradient accumulated in f32.
+            let (bias, gbias) = pairBF16([width])
+            same("addBias \(tag)", gpu.addBias(gx, gbias), cpu.addBias(x, bias))
+            let (accumulator, _) = pair([width])
+            let gaccumulator = gpu.upload(cpu.download(accumulator), shape: [width], dtype: .f32)
+            cpu.accumulateBiasGradient(dy, into: accumulator)
+            gpu.accumulateBiasGradient(gdy, into: gaccumulator)
+            same("accumulateBiasGradient (f32) \(tag)", gaccumulator, accumulator)
+        }
+
+        // Products: bf16 in, f32 accumulate, bf16 out or accumulated into f32 (weight gradients, β = 1); Linear with
+        // its bias and GELU epilogues, and the input gradient with the GELU-backward epilogue. Odd sizes have no
+        // fused algorithm and take the composed path.
+        for (rows, inFeatures, outFeatures) in [(5, 7, 3), (77, 130, 48), (1024, 1152, 4608), (512, 4608, 1152)] {
+            let (x, gx) = pairBF16([rows, inFeatures]), (w, gw) = pairBF16([outFeatures, inFeatures], scale: 0.05)
+            let (b, gb) = pairBF16([outFeatures])
+            let tag = "[\(rows), \(inFeatures)] → \(outFeatures)"
+            same("matmul bf16 \(tag)", gpu.matmul(gx, gw, transposeB: true), cpu.matmul(x, w, transposeB: true))
+            let (dy, gdy) = pairBF16([rows, outFeatures])
+            let (grad, _) = pair([outFeatures, inFeatures])
+            let ggrad = gpu.upload(cpu.download(grad), shape: grad.shape, dtype: .f32)
+            cpu.matmul(dy, x, transposeA: true, transposeB: false, into: grad, alpha: 1, beta: 1)
+            gpu.matmul(gdy, gx, transposeA: true, transposeB: false, into: ggrad, alpha: 1, beta: 1)
+            same("matmul bf16 → f32 accumulate dW \(tag)", ggrad, grad)
+            for (element, tolerance) in [(DType.bf16, bf16Tolerance), (.f32, 1e-5)] {
+                let cast = { (t: Tensor) in element == .bf16 ? t : self.gpu.cast(t, to: .f32) }
+                let name = "\(element) \(tag)"
+                let cLinear = cpu.linear(x, weight: w, bias: b, gelu: false)
+                same("linear + bias \(name)", gpu.linear(cast(gx), weight: cast(gw), bias: cast(gb), gelu: false).y,
+                     cLinear.y, tolerance: tolerance)
+                let cGELU = cpu.linear(x, weight: w, bias: b, gelu: true)
+                let gGELU = gpu.linear(cast(gx), weight: cast(gw), bias: cast(gb), gelu: true)
+                same("linear + bias + GELU y \(name)", gGELU.y, cGELU.y, tolerance: tolerance)
+                same("linear + bias + GELU pre-activation \(name)", gGELU.preActivation!, cGELU.preActivation!,
+                     tolerance: tolerance)
+                let (dOut, gdOut) = pairBF16([rows, outFeatures])
+                same("linearInputGradient \(name)",
+                     gpu.linearInputGradient(cast(gdOut), weight: cast(gw), geluInput: nil),
+                     cpu.linearInputGradient(dOut, weight: w, geluInput: nil), tolerance: tolerance)
+                let (z, gz) = pairBF16([rows, inFeatures], scale: 2)
+                same("linearInputGradient × GELU′ \(name)",
+                     gpu.linearInputGradient(cast(gdOut), weight: cast(gw), geluInput: cast(gz)),
+                     cpu.linearInputGradient(dOut, weight: w, geluInput: z), tolerance: tolerance)
+            }
+        }
+
+        // Embedding rows of a bf16 table; the table's gradient accumulates in f32.
+        let (table, gtable) = pairBF16([1001, 1152])
+        let indices = (0..<64).map { Int32(($0 * 37) % 1001) }
+        let ci = cpu.upload(indices, shape: [64]), gi = gpu.upload(indices, shape: [64])
+        same("embedding bf16 [1001, 1152] × 64", gpu.embedding(gtable, indices: gi), cpu.embedding(table, indices: ci))
+        let (dOut, gdOut) = pairBF16([64, 1152]), (dTable, _) = pair([1001, 1152])
+        let gdTable = gpu.upload(cpu.download(dTable), shape: dTable.shape, dtype: .f32)
+        cpu.embeddingBackward(dOut, indices: ci, into: dTable)
+        gpu.embeddingBackward(gdOut, indices: gi, into: gdTable)
+        same("embeddingBackward bf16 → f32 dTable", gdTable, dTable)
+    }
+}
