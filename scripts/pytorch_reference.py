@@ -19,6 +19,18 @@ the PyTorch-side details).
     python3 scripts/pytorch_reference.py --model DiT-XL/2 --batch-size 64 --modes eager,compile --sample
     python3 scripts/pytorch_reference.py --device cpu --model tiny --image-size 64 --batch-size 2 --steps 3
     python3 scripts/pytorch_reference.py --self-test     # loss/DDIM against the DiT fixtures; CPU, no diffusers
+
+The GPU machine has PyTorch but not diffusers, and no network. Download the wheels where there is one, into .whl/ of
+the checkout that travels (ignored by git through .git/info/exclude; scripts/gpu-check installs them):
+    grep -q '^/.whl/' .git/info/exclude || echo /.whl/ >> .git/info/exclude
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl diffusers==0.42.1 importlib_metadata zipp lazy-importer
+(diffusers' other requirements, huggingface_hub>=1.32, safetensors>=0.8, numpy, Pillow, requests, filelock, regex, are
+on the GPU image; importlib_metadata is only imported on Python < 3.8 but is carried, with its own requirement
+lazy-importer, so that what is installed is complete.) There:
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site
 """
 
 import argparse
@@ -75,7 +87,9 @@ def build_model(args, device):
                   activation_fn="gelu-approximate")
     with torch.device(device):  # initialise where it runs: a CPU init of DiT-XL/2 takes seconds
         model = DiTTransformer2DModel(**config)
+    model = model.to(device)  # a no-op where the device context already placed everything; buffers included
     assert all(p.dtype == torch.float32 and p.device.type == device.type for p in model.parameters())
+    assert all(b.device.type == device.type for b in model.buffers())
     return model
 
 
@@ -248,6 +262,7 @@ def sync(device):
 
 
 def free_memory(device):
+    torch._dynamo.reset()  # compiled code holds the previous mode's model (its parameters) alive otherwise
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -404,11 +419,13 @@ def bench_sample(args, device, env, variant):
 
     def sample():
         # DiT's sample.py, with DDIM: z doubled, labels [classes; null], the guided output drives both halves.
-        z = torch.randn(n, LATENT_CHANNELS, latent, latent, device=device, generator=generator)
-        x = torch.cat([z, z], dim=0)
-        y = torch.randint(0, NUM_CLASSES, (n,), device=device, generator=generator)
-        y = torch.cat([y, torch.full_like(y, NUM_CLASSES)], dim=0)
+        # Everything inside inference_mode, so the compiled model sees inference tensors from the first step on
+        # (a tensor made outside would make it recompile once).
         with torch.inference_mode(), autocast(args, device):
+            z = torch.randn(n, LATENT_CHANNELS, latent, latent, device=device, generator=generator)
+            x = torch.cat([z, z], dim=0)
+            y = torch.randint(0, NUM_CLASSES, (n,), device=device, generator=generator)
+            y = torch.cat([y, torch.full_like(y, NUM_CLASSES)], dim=0)
             for i in reversed(range(diffusion.num_timesteps)):
                 index = torch.full((2 * n,), i, dtype=torch.long, device=device)
                 out = forward(x, timestep=diffusion.map_tensor[index], class_labels=y, return_dict=False)[0]
@@ -540,17 +557,16 @@ def environment(args, device):
     try:
         import diffusers
         env["diffusers"] = diffusers.__version__
+        env["diffusersPath"] = os.path.dirname(diffusers.__file__)
     except ImportError as error:
         raise SystemExit(f"diffusers is not importable ({error}). On the GPU machine install the carried wheels: "
                          "python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && "
                          "export PYTHONPATH=/tmp/site")
+    env.update(flashSdp=torch.backends.cuda.flash_sdp_enabled(),
+               memEfficientSdp=torch.backends.cuda.mem_efficient_sdp_enabled(),
+               cudnnSdp=torch.backends.cuda.cudnn_sdp_enabled(), mathSdp=torch.backends.cuda.math_sdp_enabled())
     if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        env.update(gpu=props.name, cuda=torch.version.cuda,
-                   flashSdp=torch.backends.cuda.flash_sdp_enabled(),
-                   memEfficientSdp=torch.backends.cuda.mem_efficient_sdp_enabled(),
-                   cudnnSdp=torch.backends.cuda.cudnn_sdp_enabled(),
-                   mathSdp=torch.backends.cuda.math_sdp_enabled())
+        env.update(gpu=torch.cuda.get_device_properties(device).name, cuda=torch.version.cuda)
     else:
         env.update(gpu=None, cpuThreads=torch.get_num_threads())
     return env
@@ -605,14 +621,14 @@ def main():
     started = time.perf_counter()
     depth, hidden, heads, patch = model_shape(args.model)
     tokens = (args.image_size // 8 // patch) ** 2
-    print(f"pytorch reference: torch {env['torch']}, diffusers {env['diffusers']}, "
+    print(f"pytorch reference: torch {env['torch']}, diffusers {env['diffusers']} ({env['diffusersPath']}), "
           f"{env.get('gpu') or 'CPU'} (CUDA {env.get('cuda')}); {args.model} = depth {depth}, hidden {hidden}, "
           f"{heads} heads x {hidden // heads}, patch {patch}, {tokens} tokens; counted forward "
           f"{forward_flops(depth, hidden, patch, args.image_size // 8) / 1e9:.4g} GFLOP/image; "
           f"float32 matmul precision {torch.get_float32_matmul_precision()}", flush=True)
-    if device.type == "cuda":
-        print(f"SDPA backends enabled: flash {env['flashSdp']}, mem-efficient {env['memEfficientSdp']}, "
-              f"cuDNN {env['cudnnSdp']}, math {env['mathSdp']}", flush=True)
+    # The CUDA SDPA switches (the CPU has its own flash kernel); each training mode's profiled step names what ran.
+    print(f"torch.backends.cuda SDPA enabled: flash_sdp_enabled() {env['flashSdp']}, mem-efficient "
+          f"{env['memEfficientSdp']}, cuDNN {env['cudnnSdp']}, math {env['mathSdp']}", flush=True)
 
     def modes(spec):
         known = {"eager": "eager", "compile": "compile", "max-autotune": "compile:max-autotune-no-cudagraphs"}
@@ -623,8 +639,10 @@ def main():
             out.append(known[m])
         return out
 
+    # Eager runs first, compiled ones after (they take the long warm-ups), so --time-budget drops compiles first.
     jobs = [("train", v) for v in modes(args.modes)] + ([("sample", v) for v in modes(args.sample_modes)]
                                                         if args.sample else [])
+    jobs.sort(key=lambda job: job[1] != "eager")
     failed = False
     for i, (kind, variant) in enumerate(jobs):
         elapsed = time.perf_counter() - started
