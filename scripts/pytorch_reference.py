@@ -9,6 +9,12 @@ an EMA update of an fp32 copy (decay 0.9999). Modes: eager and torch.compile(mod
 Sampling: DDIM-50 (η = 0, IDDPM's "ddim50" respacing) with classifier-free guidance as DiT's forward_with_cfg does
 it (guided batch = 2 × images), bf16 autocast.
 
+diffusers' DiT is the original DiT re-laid out, with two differences that matter here: every block carries its own
+copy of the timestep and label embedders (DiT-XL/2: 749.8M parameters against the original's 674.8M trainable, so AdamW and the
+EMA touch 11% more parameters; the extra embedder FLOPs, ~0.04% of the forward, are not counted), and in training each
+block drops labels (p = 0.1) independently. The layers, shapes and counted FLOPs are otherwise those of DiT. Kinema's
+`kinema bench train` may leave out the EMA: --no-ema gives the matching PyTorch step.
+
 FLOPs are counted as ../DESIGN.md (and KinemaModels/DiT/DiTConfig.swift `forwardFLOPs`) counts them: 2 per
 multiply-add, attention 4·N²·D per layer; a training step is 3× the forward; DiT-XL/2 at 256 px is 237.2 GFLOP per
 image forward. MFU is against --peak-tflops (H100 SXM dense bf16: 989).
@@ -256,6 +262,22 @@ class Timer:
         return time.perf_counter() - start, value
 
 
+def measure(device, body, warmup, count):
+    """(warm-up wall seconds, [seconds of each timed call], [their values]): `warmup` untimed calls of body (compiles
+    happen there), then `count` timed ones."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        body()
+    sync(device)
+    warmup_seconds = time.perf_counter() - start
+    timer, times, values = Timer(device), [], []
+    for _ in range(count):
+        seconds, value = timer(body)
+        times.append(seconds)
+        values.append(value)
+    return warmup_seconds, times, values
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -317,13 +339,18 @@ def gib(n):
 # training
 # --------------------------------------------------------------------------------------------------------------------
 
-def compile_options(variant):
-    return {} if variant == "compile" else {"mode": "max-autotune-no-cudagraphs"}
+def prepare_model(args, device, variant, train):
+    """A fresh model (the previous mode's memory freed, peak statistics reset) and what to call: the model itself
+    (eager), or torch.compile of it (default mode, or mode="max-autotune-no-cudagraphs")."""
+    free_memory(device)
+    model = build_model(args, device).train(train)
+    if variant == "eager":
+        return model, model
+    return model, torch.compile(model, **({} if variant == "compile" else {"mode": "max-autotune-no-cudagraphs"}))
 
 
 def bench_train(args, device, env, variant):
-    free_memory(device)
-    model = build_model(args, device).train()
+    model, forward = prepare_model(args, device, variant, train=True)
     params = [p for p in model.parameters()]
     n_params = sum(p.numel() for p in params)
     fused = True
@@ -335,10 +362,6 @@ def bench_train(args, device, env, variant):
         fused = False
     ema = [p.detach().clone() for p in params]
     diffusion = Diffusion("", device)
-    forward = model
-    if variant != "eager":
-        torch._dynamo.reset()
-        forward = torch.compile(model, **compile_options(variant))
 
     generator = torch.Generator(device=device).manual_seed(args.seed)
     latent = args.image_size // 8
@@ -362,17 +385,7 @@ def bench_train(args, device, env, variant):
                 torch._foreach_lerp_(ema, params, 1.0 - args.ema_decay)  # ema = d·ema + (1 − d)·θ
         return loss.detach()
 
-    timer = Timer(device)
-    warm_start = time.perf_counter()
-    for _ in range(args.warmup):
-        step()
-    sync(device)
-    warmup_seconds = time.perf_counter() - warm_start
-    times, losses = [], []
-    for _ in range(args.steps):
-        seconds, loss = timer(step)
-        times.append(seconds)
-        losses.append(loss)
+    warmup_seconds, times, losses = measure(device, step, args.warmup, args.steps)
     peak = peak_memory(device)
     losses = torch.stack(losses).float().cpu()
     if not torch.isfinite(losses).all():
@@ -407,12 +420,7 @@ def _flop_args(args):
 # --------------------------------------------------------------------------------------------------------------------
 
 def bench_sample(args, device, env, variant):
-    free_memory(device)
-    model = build_model(args, device).eval()
-    forward = model
-    if variant != "eager":
-        torch._dynamo.reset()
-        forward = torch.compile(model, **compile_options(variant))
+    model, forward = prepare_model(args, device, variant, train=False)
     diffusion = Diffusion(f"ddim{args.sample_steps}", device)
     n, latent = args.sample_batch, args.image_size // 8
     generator = torch.Generator(device=device).manual_seed(args.seed + 1)
@@ -433,16 +441,8 @@ def bench_sample(args, device, env, variant):
                 x = ddim_step(diffusion, out, x, index)
         return x[:n]
 
-    timer = Timer(device)
-    warm_start = time.perf_counter()
-    for _ in range(args.sample_warmup):
-        sample()
-    sync(device)
-    warmup_seconds = time.perf_counter() - warm_start
-    runs = []
-    for _ in range(args.sample_runs):
-        seconds, images = timer(sample)
-        runs.append(seconds)
+    warmup_seconds, runs, outputs = measure(device, sample, args.sample_warmup, args.sample_runs)
+    images = outputs[-1]
     if not torch.isfinite(images.float()).all():
         raise RuntimeError(f"sample {variant}: non-finite samples")
     peak = peak_memory(device)
