@@ -10,9 +10,9 @@ Sampling: DDIM-50 (η = 0, IDDPM's "ddim50" respacing) with classifier-free guid
 it (guided batch = 2 × images), bf16 autocast.
 
 diffusers' DiT is the original DiT re-laid out, with two differences that matter here: every block carries its own
-copy of the timestep and label embedders (DiT-XL/2: 749.8M parameters against the original's 674.8M trainable, so AdamW and the
-EMA touch 11% more parameters; the extra embedder FLOPs, ~0.04% of the forward, are not counted), and in training each
-block drops labels (p = 0.1) independently. The layers, shapes and counted FLOPs are otherwise those of DiT. Kinema's
+copy of the timestep and label embedders (DiT-XL/2: 749.8M parameters against the original's 674.8M trainable, so
+AdamW and the EMA touch 11% more parameters; the extra embedder FLOPs, ~0.04% of the forward, are not counted), and in
+training each block drops labels (p = 0.1) independently. The layers, shapes and counted FLOPs are otherwise those of DiT. Kinema's
 `kinema bench train` may leave out the EMA: --no-ema gives the matching PyTorch step.
 
 FLOPs are counted as ../DESIGN.md (and KinemaModels/DiT/DiTConfig.swift `forwardFLOPs`) counts them: 2 per
