@@ -7,49 +7,90 @@ import KinemaTrain
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Time DiT training or sampling steps on random inputs and report images/s, tokens/s, TFLOP/s, MFU "
-            + "and peak memory.",
+        abstract: "Time DiT training steps or guided sampler runs on random inputs and report images/s, tokens/s, "
+            + "TFLOP/s, MFU and peak memory.",
         discussion: """
-        MODE is train (forward, DiT's loss, backward, AdamW) or sample (one guided step: a forward of the doubled
-        batch). --image-size is in pixels: the model sees 4-channel latents of a side 8 times smaller, as DiT does.
-        FLOPs are counted as DESIGN.md says (2 per multiply-add, training = 3 × forward); MFU is against
-        --peak-tflops (default: H100 SXM dense bf16, 989). Warm-up steps are excluded; the median step is reported.
+        MODE train times the device work of one `kinema train` step on random images: upload, noising, forward, \
+        DiT's hybrid loss, backward, gradient-norm clipping, AdamW and EMA. MODE sample times one whole \
+        `kinema sample` run: --sampling-steps DDIM steps with classifier-free guidance at --cfg-scale (each step one \
+        forward of the doubled batch), from noise to samples. --image-size is in pixels: the model sees 4-channel \
+        latents of a side 8 times smaller, as DiT does.
+
+        Each timed step is measured on the device (CUDA events on the backend's stream; wall clock on the CPU); \
+        warm-up is excluded and the median is reported. FLOPs are counted as DESIGN.md says (2 per multiply-add, \
+        training = 3 × forward); MFU is against --peak-tflops (default: H100 SXM dense bf16, 989). On CUDA the \
+        command fails if the caching allocator asks the driver for memory during the timed steps.
         """)
 
     @Argument(help: "train or sample") var mode: String
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "Image side in pixels (latents are 8× smaller).") var imageSize = 256
-    @Option(help: "Images per step.") var batchSize = 64
-    @Option(help: "Timed steps.") var steps = 10
-    @Option(help: "Untimed warm-up steps.") var warmup = 3
+    @Option(help: "Images per step (default: 64 for train, 8 for sample).") var batchSize: Int?
+    @Option(help: "Timed steps (train) or sampler runs (sample); default 10 and 5.") var steps: Int?
+    @Option(help: "Untimed warm-up steps or runs; default 3 and 1.") var warmup: Int?
+    @Option(help: "DDIM steps per sampler run (sample).") var samplingSteps = 50
+    @Option(help: "Classifier-free guidance scale (sample; 1: no guidance, one forward per step).") var cfgScale = 4.0
     @Option(help: "Peak TFLOP/s for MFU.") var peakTflops = 989.0
-    @Option(help: "Write the result as JSON to this file too.") var json: String?
+    @Flag(help: "Print the result as one JSON line on stdout (the human-readable line goes to stderr).")
+    var json = false
     @OptionGroup var deviceOptions: DeviceOptions
 
     func run() throws {
         guard mode == "train" || mode == "sample" else { throw ValidationError("bench mode '\(mode)': use train or sample") }
+        let training = mode == "train"
+        let batchSize = self.batchSize ?? (training ? 64 : 8)
+        let steps = self.steps ?? (training ? 10 : 5), warmup = self.warmup ?? (training ? 3 : 1)
         guard imageSize % 8 == 0, batchSize >= 1, steps >= 1, warmup >= 0 else {
-            throw ValidationError("--image-size must be a multiple of 8, --batch-size and --steps at least 1")
+            throw ValidationError("--image-size must be a multiple of 8, --batch-size and --steps at least 1, "
+                + "--warmup at least 0")
+        }
+        guard (1...1000).contains(samplingSteps), cfgScale >= 1 else {
+            throw ValidationError("--sampling-steps must be in 1...1000 and --cfg-scale at least 1")
         }
         let backend = try deviceOptions.backend()
         let model = modelOptions.model
         let config = try modelOptions.config(imageSize: imageSize / 8, channels: 4, classes: 1000)
         let dit = try DiT(config: config, backend: backend, dtype: try deviceOptions.dtype())
-        let peakMemory: (() -> Int)? = (backend as? CUDABackend).map { gpu in { gpu.peakMemory } }
-        let result = mode == "train"
-            ? Benchmark.train(model: dit, name: model, batchSize: batchSize, steps: steps, warmup: warmup,
-                              peakTeraflops: peakTflops, peakMemory: peakMemory)
-            : Benchmark.sample(model: dit, name: model, batchSize: batchSize, steps: steps, warmup: warmup,
-                               peakTeraflops: peakTflops, peakMemory: peakMemory)
-        print(String(format: "bench %@ %@ %d px batch %d on %@ (%@): step %.1f ms, %.1f images/s, %.0f tokens/s, "
-                     + "%.1f TFLOP/s, MFU %.1f%%%@", mode, model, imageSize, batchSize, backend.name,
-                     deviceOptions.precision, result.medianStepSeconds * 1000, result.imagesPerSecond,
-                     result.tokensPerSecond, result.teraflopsPerSecond, result.mfu * 100,
-                     result.peakMemoryBytes.map { String(format: ", peak memory %.2f GiB", Double($0) / 1_073_741_824) } ?? ""))
-        if let json {
+        let gpu = backend as? CUDABackend
+        let device = BenchmarkDevice(peakTeraflops: peakTflops, peakMemory: gpu.map { gpu in { gpu.peakMemory } },
+                                     deviceAllocations: gpu.map { gpu in { gpu.deviceAllocationCount } })
+        let result = training
+            ? Benchmark.train(model: dit, name: model, batchSize: batchSize, steps: steps, warmup: warmup, device: device)
+            : try Benchmark.sample(model: dit, name: model, batchSize: batchSize, samplingSteps: samplingSteps,
+                                   cfgScale: cfgScale, steps: steps, warmup: warmup, device: device)
+        let line = Self.describe(result, imageSize: imageSize)
+        if json {
+            printError(line)
             let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(result).write(to: URL(fileURLWithPath: json))
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+        } else {
+            print(line)
         }
+        if let grown = result.deviceAllocationsDuringTimedSteps, grown > 0 {
+            printError("FAILED: the caching allocator made \(grown) new device allocations during the timed steps "
+                + "(after \(result.deviceAllocationsWarm ?? 0) in set-up and warm-up): the steady state is not warm. "
+                + "Raise --warmup, or find the allocation whose size changes between steps.")
+            throw ExitCode.failure
+        }
+    }
+
+    static func describe(_ result: BenchmarkResult, imageSize: Int) -> String {
+        let step: String
+        if let samplingSteps = result.samplingSteps {
+            step = String(format: "%.3f s per %d-step run (%.1f ms per step, cfg %g)", result.medianStepSeconds,
+                          samplingSteps, result.medianStepSeconds * 1000 / Double(samplingSteps), result.cfgScale ?? 1)
+        } else {
+            step = String(format: "step %.1f ms", result.medianStepSeconds * 1000)
+        }
+        var line = String(format: "bench %@ %@ %d px batch %d %@ on %@: %@, %.2f images/s, %.0f tokens/s, %.2f TFLOP/s, "
+                          + "MFU %.2f%%", result.mode, result.model, imageSize, result.batchSize, result.dtype,
+                          result.device, step, result.imagesPerSecond, result.tokensPerSecond,
+                          result.teraflopsPerSecond, result.mfu * 100)
+        if let peak = result.peakMemoryBytes { line += String(format: ", peak memory %.2f GiB", Double(peak) / 1_073_741_824) }
+        if let warm = result.deviceAllocationsWarm {
+            line += ", device allocations \(warm) warm, +\(result.deviceAllocationsDuringTimedSteps ?? 0) in timed steps"
+        }
+        return line + " (median of \(result.timedSteps), \(result.warmupSteps) warm-up)"
     }
 }

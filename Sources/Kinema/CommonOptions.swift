@@ -8,14 +8,20 @@ import KinemaTensor
 
 /// Where the work runs.
 struct DeviceOptions: ParsableArguments {
-    @Option(help: "Device: cpu, cuda or cuda:N (the CUDA backend computes in fp32 so far).")
+    @Option(help: "Device: cpu, cuda or cuda:N.")
     var device = "cpu"
 
     @Option(help: "CPU threads (default: all cores).")
     var threads: Int?
 
-    @Option(help: "Compute precision on the CPU: fp32, or fp64 for checking numerics.")
+    @Option(help: ArgumentHelp("Model precision: fp32; bf16 (the model computes in bf16, CUDA only); or fp64, on "
+        + "the CPU, for checking numerics.", valueName: "fp32|bf16|fp64"))
     var precision = "fp32"
+
+    /// Rejects a bad --device/--precision pair when the command line is parsed, before any work starts.
+    func validate() throws {
+        _ = try dtype()
+    }
 
     func backend() throws -> any Backend {
         guard let parsed = Device(parsing: device) else {
@@ -29,13 +35,19 @@ struct DeviceOptions: ParsableArguments {
     }
 
     func dtype() throws -> DType {
+        let onCPU = Device(parsing: device) == .cpu
         switch precision {
         case "fp32", "f32": return .f32
+        case "bf16":
+            guard !onCPU else {
+                throw ValidationError("bf16 mixed precision runs on CUDA: use --device cuda or --precision fp32")
+            }
+            return .bf16
         case "fp64", "f64":
-            guard device == "cpu" else { throw ValidationError("--precision fp64 is a CPU mode; use fp32 on \(device)") }
+            guard onCPU else { throw ValidationError("--precision fp64 is a CPU mode; use fp32 or bf16 on \(device)") }
             return .f64
-        default: throw ValidationError("--precision '\(precision)' is not available on \(device); use fp32"
-            + (device == "cpu" ? " or fp64" : ""))
+        default:
+            throw ValidationError("--precision '\(precision)' is not a precision; use fp32, bf16 (CUDA) or fp64 (CPU)")
         }
     }
 }

@@ -194,4 +194,13 @@ extension CPUBackend: MemoryOps {
         }
         return out
     }
+
+    /// The CPU runs each op as it is called, so the device's time is the wall clock around `body`.
+    public func measureSeconds(_ body: () -> Void) -> Double {
+        synchronize()
+        let start = DispatchTime.now().uptimeNanoseconds
+        body()
+        synchronize()
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    }
 }

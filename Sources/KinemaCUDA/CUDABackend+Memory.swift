@@ -61,8 +61,11 @@ extension CUDABackend: MemoryOps {
         let tensor = empty(shape, dtype: dtype)
         precondition(bytes.count == tensor.byteCount, "upload: \(bytes.count) bytes for \(shape) \(dtype)")
         if !bytes.isEmpty {
+            // Ordered on the stream after the work queued before it; synchronised before `bytes` goes away.
             bytes.withUnsafeBytes { source in
-                check(driver.cuMemcpyHtoD(deviceAddress(tensor), source.baseAddress!, bytes.count), "cuMemcpyHtoD")
+                check(driver.cuMemcpyHtoDAsync(deviceAddress(tensor), source.baseAddress!, bytes.count, stream),
+                      "cuMemcpyHtoDAsync")
+                check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize")
             }
         }
         return tensor
@@ -92,8 +95,11 @@ extension CUDABackend: MemoryOps {
     public func downloadBytes(_ tensor: Tensor) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: tensor.byteCount)
         if !bytes.isEmpty {
+            // Waits for the work that writes `tensor` (queued before the copy on the same stream), then for the copy.
             bytes.withUnsafeMutableBytes {
-                check(driver.cuMemcpyDtoH($0.baseAddress!, deviceAddress(tensor), tensor.byteCount), "cuMemcpyDtoH")
+                check(driver.cuMemcpyDtoHAsync($0.baseAddress!, deviceAddress(tensor), tensor.byteCount, stream),
+                      "cuMemcpyDtoHAsync")
+                check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize")
             }
         }
         return bytes
@@ -104,7 +110,8 @@ extension CUDABackend: MemoryOps {
                      "copy: \(source.shape) into \(destination.shape) (element counts differ)")
         guard source.count > 0 else { return }
         if source.dtype == destination.dtype {
-            check(driver.cuMemcpyDtoD(deviceAddress(destination), deviceAddress(source), source.byteCount), "cuMemcpyDtoD")
+            check(driver.cuMemcpyDtoDAsync(deviceAddress(destination), deviceAddress(source), source.byteCount, stream),
+                  "cuMemcpyDtoDAsync")
             return
         }
         let codes: [DType: Int32] = [.f32: 0, .f64: 1, .bf16: 2, .f16: 3]
@@ -148,11 +155,33 @@ extension CUDABackend: MemoryOps {
     private func copyBlocks(_ copies: [BlockCopy], from inputs: [Tensor], shape: [Int], dtype: DType) -> Tensor {
         let out = empty(shape, dtype: dtype)
         for copy in copies {
-            check(driver.cuMemcpyDtoD(deviceAddress(out) + UInt64(copy.destinationOffset),
-                                      deviceAddress(inputs[copy.input]) + UInt64(copy.sourceOffset), copy.byteCount),
-                  "cuMemcpyDtoD")
+            check(driver.cuMemcpyDtoDAsync(deviceAddress(out) + UInt64(copy.destinationOffset),
+                                           deviceAddress(inputs[copy.input]) + UInt64(copy.sourceOffset), copy.byteCount,
+                                           stream),
+                  "cuMemcpyDtoDAsync")
         }
         return out
+    }
+
+    /// The device time between two events recorded on the stream before and after the work `body` queues (host
+    /// waits inside `body`, e.g. a download, count as the device idling between its work).
+    public func measureSeconds(_ body: () -> Void) -> Double {
+        do {
+            var start: UnsafeMutableRawPointer?, end: UnsafeMutableRawPointer?
+            try driver.check(driver.cuEventCreate(&start, CUDADriver.eventDefault), "cuEventCreate")
+            defer { _ = driver.cuEventDestroy(start!) }
+            try driver.check(driver.cuEventCreate(&end, CUDADriver.eventDefault), "cuEventCreate")
+            defer { _ = driver.cuEventDestroy(end!) }
+            try driver.check(driver.cuEventRecord(start!, stream), "cuEventRecord")
+            body()
+            try driver.check(driver.cuEventRecord(end!, stream), "cuEventRecord")
+            try driver.check(driver.cuEventSynchronize(end!), "cuEventSynchronize")
+            var milliseconds: Float = 0
+            try driver.check(driver.cuEventElapsedTime(&milliseconds, start!, end!), "cuEventElapsedTime")
+            return Double(milliseconds) / 1000
+        } catch {
+            preconditionFailure("\(error)")
+        }
     }
 
     func check(_ result: Int32, _ function: String) {

@@ -22,7 +22,8 @@ public final class CUDABackend: @unchecked Sendable {
     /// cuBLASLt descriptors and the chosen algorithm per product shape, made once (see CUDABackend+LinearAlgebra).
     var matmulPlans: [String: MatmulPlan] = [:]
     private var modules: [String: UnsafeMutableRawPointer] = [:]
-    /// The stream every kernel, copy and matrix product of this backend is queued on (nil: the legacy default stream).
+    /// The stream every kernel, copy and matrix product of this backend is queued on: a non-blocking stream created
+    /// in init, so work is ordered on it alone (host reads wait on it with cuStreamSynchronize).
     var stream: UnsafeMutableRawPointer?
 
     /// Opens `cuda:index`. Throws a clear error when the driver, NVRTC or the device is missing.
@@ -44,6 +45,7 @@ public final class CUDABackend: @unchecked Sendable {
         var context: UnsafeMutableRawPointer?
         try driver.check(driver.cuDevicePrimaryCtxRetain(&context, handle), "cuDevicePrimaryCtxRetain")
         try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
+        try driver.check(driver.cuStreamCreate(&stream, CUDADriver.streamNonBlocking), "cuStreamCreate")
         let cache = cacheDirectory ?? FileManager.default.homeDirectoryForCurrentUser
             .appendingPathComponent(".cache/kinema/kernels")
         compiler = try NVRTC(cacheDirectory: cache)
@@ -179,8 +181,9 @@ public final class CUDABackend: @unchecked Sendable {
         return tensor
     }
 
+    /// Waits for everything queued on the backend's stream.
     public func synchronize() {
-        do { try driver.check(driver.cuCtxSynchronize(), "cuCtxSynchronize") } catch { preconditionFailure("\(error)") }
+        do { try driver.check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize") } catch { preconditionFailure("\(error)") }
     }
 }
 

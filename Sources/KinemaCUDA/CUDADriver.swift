@@ -15,9 +15,19 @@ final class CUDADriver: @unchecked Sendable {
     let cuMemAlloc: @convention(c) (UnsafeMutablePointer<UInt64>, Int) -> Int32
     let cuMemFree: @convention(c) (UInt64) -> Int32
     let cuMemGetInfo: @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Int32
-    let cuMemcpyHtoD: @convention(c) (UInt64, UnsafeRawPointer, Int) -> Int32
-    let cuMemcpyDtoH: @convention(c) (UnsafeMutableRawPointer, UInt64, Int) -> Int32
-    let cuMemcpyDtoD: @convention(c) (UInt64, UInt64, Int) -> Int32
+    // Streams, stream-ordered copies and events (cuda.h: CUstream and CUevent are opaque pointers, size_t is Int).
+    // Only the Async copies are loaded: a synchronous cuMemcpy runs on the legacy default stream, which the
+    // backend's non-blocking stream does not wait for.
+    let cuStreamCreate: @convention(c) (UnsafeMutablePointer<Handle?>, UInt32) -> Int32
+    let cuStreamSynchronize: @convention(c) (Handle?) -> Int32
+    let cuMemcpyHtoDAsync: @convention(c) (UInt64, UnsafeRawPointer, Int, Handle?) -> Int32
+    let cuMemcpyDtoHAsync: @convention(c) (UnsafeMutableRawPointer, UInt64, Int, Handle?) -> Int32
+    let cuMemcpyDtoDAsync: @convention(c) (UInt64, UInt64, Int, Handle?) -> Int32
+    let cuEventCreate: @convention(c) (UnsafeMutablePointer<Handle?>, UInt32) -> Int32
+    let cuEventRecord: @convention(c) (Handle, Handle?) -> Int32
+    let cuEventSynchronize: @convention(c) (Handle) -> Int32
+    let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Handle, Handle) -> Int32
+    let cuEventDestroy: @convention(c) (Handle) -> Int32
     let cuModuleLoadData: @convention(c) (UnsafeMutablePointer<Handle?>, UnsafeRawPointer) -> Int32
     let cuModuleGetFunction: @convention(c) (UnsafeMutablePointer<Handle?>, Handle, UnsafePointer<CChar>) -> Int32
     let cuLaunchKernel: @convention(c) (Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle?,
@@ -38,14 +48,29 @@ final class CUDADriver: @unchecked Sendable {
         cuMemAlloc = try library.function("cuMemAlloc_v2")
         cuMemFree = try library.function("cuMemFree_v2")
         cuMemGetInfo = try library.function("cuMemGetInfo_v2")
-        cuMemcpyHtoD = try library.function("cuMemcpyHtoD_v2")
-        cuMemcpyDtoH = try library.function("cuMemcpyDtoH_v2")
-        cuMemcpyDtoD = try library.function("cuMemcpyDtoD_v2")
+        // Symbol names as cuda.h (CUDA 13) #defines them: _v2 where the API was versioned, the plain name otherwise
+        // (the _ptsz variants are for per-thread default streams, which Kinema does not use).
+        cuStreamCreate = try library.function("cuStreamCreate")
+        cuStreamSynchronize = try library.function("cuStreamSynchronize")
+        cuMemcpyHtoDAsync = try library.function("cuMemcpyHtoDAsync_v2")
+        cuMemcpyDtoHAsync = try library.function("cuMemcpyDtoHAsync_v2")
+        cuMemcpyDtoDAsync = try library.function("cuMemcpyDtoDAsync_v2")
+        cuEventCreate = try library.function("cuEventCreate")
+        cuEventRecord = try library.function("cuEventRecord")
+        cuEventSynchronize = try library.function("cuEventSynchronize")
+        // cuda.h 12.8+ maps cuEventElapsedTime to _v2 (same signature); older drivers export only the first version.
+        cuEventElapsedTime = try (try? library.function("cuEventElapsedTime_v2")) ?? library.function("cuEventElapsedTime")
+        cuEventDestroy = try library.function("cuEventDestroy_v2")
         cuModuleLoadData = try library.function("cuModuleLoadData")
         cuModuleGetFunction = try library.function("cuModuleGetFunction")
         cuLaunchKernel = try library.function("cuLaunchKernel")
         cuGetErrorString = try library.function("cuGetErrorString")
     }
+
+    /// CU_STREAM_NON_BLOCKING: the stream does not wait on (or hold up) the legacy default stream.
+    static let streamNonBlocking: UInt32 = 1
+    /// CU_EVENT_DEFAULT: an event that records timing.
+    static let eventDefault: UInt32 = 0
 
     /// Throws a CUDAError naming `function` unless `result` is CUDA_SUCCESS.
     func check(_ result: Int32, _ function: String) throws {

@@ -1,88 +1,138 @@
-import Dispatch
 import KinemaDiffusion
 import KinemaModels
 import KinemaNN
 import KinemaTensor
 
-/// `kinema bench`: time DiT training or sampling steps on random inputs of the model's shape. Warm-up steps are
-/// excluded, the median step is reported, FLOPs are counted as ../shared/DESIGN.md says (a training step is 3×
-/// the forward; a guided sampling step is one forward of the doubled batch).
+/// What `kinema bench` measured. For `train` a step is one optimisation step; for `sample` it is one whole sampler
+/// run (`samplingSteps` guided DDIM steps). FLOPs are counted as ../shared/DESIGN.md says: a training step is 3×
+/// the forward, a guided sampling step one forward of the doubled batch.
 public struct BenchmarkResult: Codable, Sendable {
     public var mode: String
     public var model: String
+    public var dtype: String
+    public var device: String
     public var batchSize: Int
     public var tokensPerSample: Int
+    /// Sampler steps per timed run (sample mode only) and the guidance scale it used.
+    public var samplingSteps: Int?
+    public var cfgScale: Double?
+    public var timedSteps: Int
+    public var warmupSteps: Int
+    /// Median device time of one timed step (train) or one whole sampler run (sample).
     public var medianStepSeconds: Double
     public var imagesPerSecond: Double
+    /// Tokens of the images trained on (train) or produced (sample) per second: images/s × tokens per sample.
     public var tokensPerSecond: Double
     public var teraflopsPerSecond: Double
-    /// Counted FLOP/s over `peakTeraflops` (H100 SXM dense bf16: 989, as DESIGN.md counts MFU).
+    /// Counted FLOP/s over the device's peak (H100 SXM dense bf16: 989, as DESIGN.md counts MFU).
     public var mfu: Double
     public var peakMemoryBytes: Int?
+    /// Device allocations the backend had made when the warm-up ended, and how many the timed steps added (a warm
+    /// caching allocator adds none).
+    public var deviceAllocationsWarm: Int?
+    public var deviceAllocationsDuringTimedSteps: Int?
 }
 
+/// What the benchmark reads from the device beside the model: its peak for MFU, and (on CUDA) the allocator's
+/// peak bytes and driver allocation count.
+public struct BenchmarkDevice {
+    public var peakTeraflops: Double
+    public var peakMemory: (() -> Int)?
+    public var deviceAllocations: (() -> Int)?
+
+    public init(peakTeraflops: Double, peakMemory: (() -> Int)? = nil, deviceAllocations: (() -> Int)? = nil) {
+        self.peakTeraflops = peakTeraflops
+        self.peakMemory = peakMemory
+        self.deviceAllocations = deviceAllocations
+    }
+}
+
+/// `kinema bench`: times DiT training steps or whole guided sampler runs on random inputs of the model's shape.
+/// Each timed step is measured by the backend (`measureSeconds`: device events on CUDA); warm-up is excluded and
+/// the median is reported.
 public enum Benchmark {
-    /// Median seconds of `steps` calls of `body` after `warmup` untimed ones; the device is synchronised around
-    /// each step so the time covers its whole work.
-    static func medianSeconds(steps: Int, warmup: Int, backend: any Backend, _ body: () -> Void) -> Double {
-        for _ in 0..<warmup { body() }
-        backend.synchronize()
-        var times: [Double] = []
-        for _ in 0..<steps {
-            let start = DispatchTime.now().uptimeNanoseconds
-            body()
-            backend.synchronize()
-            times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-        }
-        return times.sorted()[times.count / 2]
+    struct Timing {
+        var medianSeconds: Double
+        var allocationsWarm: Int?
+        var allocationsDuringTimedSteps: Int?
     }
 
-    /// Forward, DiT's hybrid loss, backward and an AdamW update per step.
+    static func time(steps: Int, warmup: Int, backend: any Backend, device: BenchmarkDevice,
+                     _ body: () -> Void) -> Timing {
+        for _ in 0..<warmup { body() }
+        backend.synchronize()
+        let warm = device.deviceAllocations?()
+        let times = (0..<steps).map { _ in backend.measureSeconds(body) }
+        let after = device.deviceAllocations?()
+        return Timing(medianSeconds: times.sorted()[times.count / 2], allocationsWarm: warm,
+                      allocationsDuringTimedSteps: after.flatMap { after in warm.map { after - $0 } })
+    }
+
+    /// The device work of `Trainer.trainStep` on random images: upload the batch and labels (with label dropout),
+    /// noise it, zero the gradients, forward, DiT's hybrid loss, backward, clip the gradient norm, AdamW, EMA.
     public static func train(model: DiT, name: String, batchSize: Int, steps: Int, warmup: Int,
-                             peakTeraflops: Double, peakMemory: (() -> Int)?) -> BenchmarkResult {
+                             device: BenchmarkDevice) -> BenchmarkResult {
         let backend = model.backend, config = model.config
         let shape = [batchSize, config.inChannels, config.inputSize, config.inputSize]
-        let xStart = backend.randomNormal(shape, dtype: model.dtype, seed: 1, offset: 0)
-        let noise = backend.randomNormal(shape, dtype: model.dtype, seed: 2, offset: 0)
-        let timesteps = (0..<batchSize).map { ($0 * 997) % 1000 }
-        let t = backend.upload(timesteps.map(Double.init), shape: [batchSize], dtype: model.dtype)
-        let y = backend.upload((0..<batchSize).map { Int32($0 % config.numClasses) }, shape: [batchSize])
-        let diffusion = GaussianDiffusion(learnSigma: config.learnSigma)
-        let xT = diffusion.qSample(xStart, timesteps: timesteps, noise: noise, backend: backend)
+        let images = backend.download(backend.randomNormal(shape, dtype: .f32, seed: 1, offset: 0))
+        let diffusion = GaussianDiffusion(schedule: .dit(), learnSigma: config.learnSigma)
         let optimizer = AdamW(parameters: model.parameters, backend: backend,
                               hyperparameters: AdamWHyperparameters(learningRate: 1e-4))
-        let seconds = medianSeconds(steps: steps, warmup: warmup, backend: backend) {
+        let ema = ExponentialMovingAverage(parameters: model.parameters, decay: 0.9999, backend: backend)
+        var random = RandomStream(seed: 2)
+        let timing = time(steps: steps, warmup: warmup, backend: backend, device: device) {
+            let classes = (0..<batchSize).map { _ in Int32(random.nextInt(below: config.numClasses)) }
+            let xStart = backend.upload(images, shape: shape, dtype: model.dtype)
+            let labels = backend.upload(model.dropLabels(classes, random: &random), shape: [batchSize])
+            let (timesteps, noise, xT) = diffusion.noisedBatch(xStart, random: &random, backend: backend)
+            let t = backend.upload(timesteps.map(Double.init), shape: [batchSize], dtype: model.dtype)
             model.zeroGradients()
-            let (out, cache) = model.forward(xT, timesteps: t, labels: y)
+            let (out, cache) = model.forward(xT, timesteps: t, labels: labels)
             let loss = diffusion.trainingLoss(modelOutput: out, xStart: xStart, xT: xT, noise: noise,
                                               timesteps: timesteps, backend: backend)
             model.backward(loss.gradient, cache)
-            optimizer.update(learningRate: 1e-4)
+            let (_, scale) = clipGradientNorm(model.parameters, maxNorm: 1, backend: backend)
+            optimizer.update(learningRate: 1e-4, gradScale: scale)
+            ema.update(step: optimizer.step)
         }
-        return result("train", name, config, batchSize, seconds, flopsPerSample: 3 * config.forwardFLOPs,
-                      peakTeraflops: peakTeraflops, peakMemory: peakMemory)
+        return result("train", name, model, batchSize, timing, steps: steps, warmup: warmup,
+                      flopsPerSample: 3 * config.forwardFLOPs, device: device)
     }
 
-    /// One classifier-free-guided sampling step: a forward of the doubled batch.
-    public static func sample(model: DiT, name: String, batchSize: Int, steps: Int, warmup: Int,
-                              peakTeraflops: Double, peakMemory: (() -> Int)?) -> BenchmarkResult {
-        let backend = model.backend, config = model.config
-        let shape = [2 * batchSize, config.inChannels, config.inputSize, config.inputSize]
-        let x = backend.randomNormal(shape, dtype: model.dtype, seed: 1, offset: 0)
-        let t = backend.upload([Double](repeating: 500, count: 2 * batchSize), shape: [2 * batchSize], dtype: model.dtype)
-        let y = backend.upload((0..<(2 * batchSize)).map { Int32($0 % (config.numClasses + 1)) }, shape: [2 * batchSize])
-        let seconds = medianSeconds(steps: steps, warmup: warmup, backend: backend) { _ = model(x, timesteps: t, labels: y) }
-        return result("sample", name, config, batchSize, seconds, flopsPerSample: 2 * config.forwardFLOPs,
-                      peakTeraflops: peakTeraflops, peakMemory: peakMemory)
+    /// One whole sampler run per timed step, through `ImageGenerator` as `kinema sample` runs it: `samplingSteps`
+    /// DDIM steps (η = 0) with classifier-free guidance at `cfgScale` (each step one forward of the doubled batch,
+    /// as DiT's forward_with_cfg), from fresh noise, for `batchSize` labels spread over the classes.
+    public static func sample(model: DiT, name: String, batchSize: Int, samplingSteps: Int, cfgScale: Double,
+                              steps: Int, warmup: Int, device: BenchmarkDevice) throws -> BenchmarkResult {
+        let generator = ImageGenerator(model: model, sampler: .ddim, steps: samplingSteps, cfgScale: cfgScale)
+        let labels = (0..<batchSize).map { ($0 * 7919) % model.config.numClasses }
+        var failure: Error?
+        var seed: UInt64 = 0
+        let timing = time(steps: steps, warmup: warmup, backend: model.backend, device: device) {
+            do { _ = try generator.generate(labels: labels, seed: seed) } catch { failure = error }
+            seed += 1
+        }
+        if let failure { throw failure }
+        let forwardsPerStep = cfgScale == 1 ? 1.0 : 2.0
+        var result = result("sample", name, model, batchSize, timing, steps: steps, warmup: warmup,
+                            flopsPerSample: Double(samplingSteps) * forwardsPerStep * model.config.forwardFLOPs,
+                            device: device)
+        result.samplingSteps = samplingSteps
+        result.cfgScale = cfgScale
+        return result
     }
 
-    static func result(_ mode: String, _ name: String, _ config: DiTConfig, _ batch: Int, _ seconds: Double,
-                       flopsPerSample: Double, peakTeraflops: Double, peakMemory: (() -> Int)?) -> BenchmarkResult {
+    static func result(_ mode: String, _ name: String, _ model: DiT, _ batch: Int, _ timing: Timing, steps: Int,
+                       warmup: Int, flopsPerSample: Double, device: BenchmarkDevice) -> BenchmarkResult {
+        let seconds = timing.medianSeconds
         let teraflops = flopsPerSample * Double(batch) / seconds / 1e12
-        return BenchmarkResult(mode: mode, model: name, batchSize: batch, tokensPerSample: config.tokenCount,
-                               medianStepSeconds: seconds, imagesPerSecond: Double(batch) / seconds,
-                               tokensPerSecond: Double(batch * config.tokenCount) / seconds,
-                               teraflopsPerSecond: teraflops, mfu: teraflops / peakTeraflops,
-                               peakMemoryBytes: peakMemory?())
+        return BenchmarkResult(mode: mode, model: name, dtype: model.dtype.description, device: model.backend.name,
+                               batchSize: batch, tokensPerSample: model.config.tokenCount, timedSteps: steps,
+                               warmupSteps: warmup, medianStepSeconds: seconds,
+                               imagesPerSecond: Double(batch) / seconds,
+                               tokensPerSecond: Double(batch * model.config.tokenCount) / seconds,
+                               teraflopsPerSecond: teraflops, mfu: teraflops / device.peakTeraflops,
+                               peakMemoryBytes: device.peakMemory?(), deviceAllocationsWarm: timing.allocationsWarm,
+                               deviceAllocationsDuringTimedSteps: timing.allocationsDuringTimedSteps)
     }
 }

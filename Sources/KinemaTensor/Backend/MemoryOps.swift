@@ -32,6 +32,10 @@ public protocol MemoryOps: AnyObject {
 
     /// Waits until all queued work on the device is done (no-op on the CPU).
     func synchronize()
+
+    /// The seconds the device spent on the work `body` queues: on CUDA the time between events recorded on the
+    /// backend's stream before and after it; on the CPU, which runs ops as they are called, the wall clock around it.
+    func measureSeconds(_ body: () -> Void) -> Double
 }
 
 extension MemoryOps {
