@@ -82,10 +82,10 @@ public enum Benchmark {
         var random = RandomStream(seed: 2)
         let timing = time(steps: steps, warmup: warmup, backend: backend, device: device) {
             let classes = (0..<batchSize).map { _ in Int32(random.nextInt(below: config.numClasses)) }
-            let xStart = backend.upload(images, shape: shape, dtype: model.dtype)
+            let xStart = backend.upload(images, shape: shape, dtype: model.ioDType)
             let labels = backend.upload(model.dropLabels(classes, random: &random), shape: [batchSize])
             let (timesteps, noise, xT) = diffusion.noisedBatch(xStart, random: &random, backend: backend)
-            let t = backend.upload(timesteps.map(Double.init), shape: [batchSize], dtype: model.dtype)
+            let t = backend.upload(timesteps.map(Double.init), shape: [batchSize], dtype: model.ioDType)
             model.zeroGradients()
             let (out, cache) = model.forward(xT, timesteps: t, labels: labels)
             let loss = diffusion.trainingLoss(modelOutput: out, xStart: xStart, xT: xT, noise: noise,
