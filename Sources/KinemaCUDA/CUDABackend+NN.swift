@@ -95,7 +95,7 @@ extension CUDABackend: NNOps {
         return dx
     }
 
-    public func layerNormModulateBackward(_ dy: Tensor, x: Tensor, scale: Tensor, mean: Tensor, rstd: Tensor,
+    public func layerNormModulateBackward(_ dy: Tensor, x: Tensor, scale: Tensor, mean: Tensor, rstd: Tensor, eps: Double,
                                           residual: Tensor?) -> (dx: Tensor, dShift: Tensor, dScale: Tensor) {
         let element = requireElement("layerNormModulateBackward", dy, x, scale, residual)
         requireF32("layerNormModulateBackward", mean, rstd)

@@ -52,10 +52,10 @@ extension GPUCheck {
                 same("layerNormModulate y \(name)", gm.y, cm.y, tolerance: toleranceHere)
                 same("layerNormModulate rstd \(name)", gm.rstd, cm.rstd, tolerance: toleranceHere)
                 for withResidual in [false, true] {
-                    let cb = cpu.layerNormModulateBackward(dy, x: x, scale: scale, mean: cm.mean, rstd: cm.rstd,
+                    let cb = cpu.layerNormModulateBackward(dy, x: x, scale: scale, mean: cm.mean, rstd: cm.rstd, eps: 1e-6,
                                                            residual: withResidual ? residual : nil)
                     let gbw = gpu.layerNormModulateBackward(cast(gdy), x: cast(gx), scale: cast(gscale), mean: gm.mean,
-                                                            rstd: gm.rstd, residual: withResidual ? cast(gresidual) : nil)
+                                                            rstd: gm.rstd, eps: 1e-6, residual: withResidual ? cast(gresidual) : nil)
                     let suffix = withResidual ? " + residual" : ""
                     same("layerNormModulateBackward dx\(suffix) \(name)", gbw.dx, cb.dx, tolerance: toleranceHere)
                     same("layerNormModulateBackward dShift\(suffix) \(name)", gbw.dShift, cb.dShift, tolerance: toleranceHere)

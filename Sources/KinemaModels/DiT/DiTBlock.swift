@@ -61,13 +61,13 @@ final class DiTBlock: Layer {
         let dModulated2 = mlp.backward(dMLPOut, cache.mlp)
         let (dx1, dShift2, dScale2) = backend.layerNormModulateBackward(
             dModulated2, x: cache.norm2.x, scale: cache.scale2, mean: cache.norm2.mean, rstd: cache.norm2.rstd,
-            residual: dOut)
+            eps: norm2.eps, residual: dOut)
         // First residual: x1 = x + gate₁ · attn(modulate(norm1(x))).
         let (dGate1, dAttentionOut) = backend.gatedResidualBackward(dx1, gate: cache.gate1, y: cache.attentionOut)
         let dModulated1 = attention.backward(dAttentionOut, cache.attention)
         let (dx, dShift1, dScale1) = backend.layerNormModulateBackward(
             dModulated1, x: cache.norm1.x, scale: cache.scale1, mean: cache.norm1.mean, rstd: cache.norm1.rstd,
-            residual: dx1)
+            eps: norm1.eps, residual: dx1)
         let dModulation = backend.concat([dShift1, dScale1, dGate1, dShift2, dScale2, dGate2], axis: 1)
         return (dx, adaLN.backward(dModulation, input: cache.conditioning))
     }
@@ -110,7 +110,8 @@ final class DiTFinalLayer: Layer {
     func backward(_ dOut: Tensor, _ cache: Cache) -> (dx: Tensor, dConditioning: Tensor) {
         let dModulated = linear.backward(dOut, input: cache.modulated)
         let (dx, dShift, dScale) = backend.layerNormModulateBackward(
-            dModulated, x: cache.norm.x, scale: cache.scale, mean: cache.norm.mean, rstd: cache.norm.rstd, residual: nil)
+            dModulated, x: cache.norm.x, scale: cache.scale, mean: cache.norm.mean, rstd: cache.norm.rstd, eps: norm.eps,
+            residual: nil)
         return (dx, adaLN.backward(backend.concat([dShift, dScale], axis: 1), input: cache.conditioning))
     }
 }

@@ -12,8 +12,8 @@ public protocol NNOps: AnyObject {
     /// parameters; shift and scale [B, D] per sample). Returns y and the per-row statistics, as `layerNorm` does.
     func layerNormModulate(_ x: Tensor, shift: Tensor, scale: Tensor, eps: Double) -> (y: Tensor, mean: Tensor, rstd: Tensor)
     /// Its backward: dx (plus `residual` when given — the skip connection's gradient, added in the same pass),
-    /// dShift and dScale.
-    func layerNormModulateBackward(_ dy: Tensor, x: Tensor, scale: Tensor, mean: Tensor, rstd: Tensor,
+    /// dShift and dScale. `eps` is the forward's (a backend may recompute x̂ from x).
+    func layerNormModulateBackward(_ dy: Tensor, x: Tensor, scale: Tensor, mean: Tensor, rstd: Tensor, eps: Double,
                                    residual: Tensor?) -> (dx: Tensor, dShift: Tensor, dScale: Tensor)
 
     /// adaLN modulate: y = x · (1 + scale) + shift, with shift and scale [B, D] broadcast over the tokens of x [B, N, D].
@@ -55,10 +55,10 @@ extension NNOps where Self: ElementwiseOps {
         return (modulate(normed, shift: shift, scale: scale), mean, rstd)
     }
 
-    public func layerNormModulateBackward(_ dy: Tensor, x: Tensor, scale: Tensor, mean: Tensor, rstd: Tensor,
+    public func layerNormModulateBackward(_ dy: Tensor, x: Tensor, scale: Tensor, mean: Tensor, rstd: Tensor, eps: Double,
                                           residual: Tensor?) -> (dx: Tensor, dShift: Tensor, dScale: Tensor) {
-        // x̂ is recomputed from x (the statistics are the same, so it is the forward's x̂).
-        let (normed, _, _) = layerNorm(x, weight: nil, bias: nil, eps: 0)
+        // x̂ is recomputed from x with the forward's eps: the forward's x̂ exactly.
+        let (normed, _, _) = layerNorm(x, weight: nil, bias: nil, eps: eps)
         let (dNormed, dShift, dScale) = modulateBackward(dy, x: normed, scale: scale)
         let dx = layerNormBackward(dNormed, x: x, weight: nil, mean: mean, rstd: rstd, dWeight: nil, dBias: nil)
         return (residual.map { add(dx, $0) } ?? dx, dShift, dScale)
