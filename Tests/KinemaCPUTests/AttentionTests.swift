@@ -99,8 +99,12 @@ final class AttentionTests: XCTestCase {
                 // The kept keys of batch row b as their own [1, H, kept, Dh] problem.
                 func gather(_ t: Tensor) -> Tensor {
                     let values = row(t, rowK)
-                    let picked = (0..<heads).flatMap { h in
-                        kept[b].flatMap { j in values[((h * nk) + j) * dh..<((h * nk) + j + 1) * dh] }
+                    var picked: [Double] = []
+                    for h in 0..<heads {
+                        for j in kept[b] {
+                            let start: Int = (h * nk + j) * dh
+                            picked += values[start..<(start + dh)]
+                        }
                     }
                     return cpu.upload(picked, shape: [1, heads, kept[b].count, dh], dtype: dtype)
                 }
