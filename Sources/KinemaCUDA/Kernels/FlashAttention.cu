@@ -41,25 +41,29 @@ __device__ inline void mma(float* c, const u32* a, const u32* b) {
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// Fragment loads from a shared tile of row stride S (elements). Lane l holds rows/columns by the PTX m16n8k16
-// layout: g = l / 4 picks the row (A, C) or column (B), t = l % 4 the pair of k.
+// Fragment loads from a shared tile of row stride S (elements), by ldmatrix: lane l gives the address of row l % 8
+// of 8 × 8 block l / 8 and receives, per block, the element pair the PTX m16n8k16 layout assigns it (g = l / 4 the
+// row of A and C or the column of B, t = l % 4 the pair along k). One instruction replaces 2 to 4 32-bit loads.
 
-// A[i][k] = M[row0 + i][col0 + k], 16 × 16: pairs along k are adjacent in memory, so plain 32-bit loads.
+__device__ inline u32 shared_address(const u16* p) { return (u32)__cvta_generic_to_shared(p); }
+
+// A[i][k] = M[row0 + i][col0 + k], 16 × 16 (blocks: rows 0–7 / 8–15 × k 0–7, then k 8–15).
 template <int S> __device__ inline void load_a(u32* a, const u16* m, int row0, int col0) {
-    int lane = threadIdx.x & 31;
-    const u16* p = m + (row0 + (lane >> 2)) * S + col0 + 2 * (lane & 3);
-    a[0] = *(const u32*)p;
-    a[1] = *(const u32*)(p + 8 * S);
-    a[2] = *(const u32*)(p + 8);
-    a[3] = *(const u32*)(p + 8 * S + 8);
+    int lane = threadIdx.x & 31, block = lane >> 3;
+    const u16* row = m + (row0 + (lane & 7) + (block & 1) * 8) * S + col0 + (block >> 1) * 8;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+                 : "r"(shared_address(row)));
 }
 
-// B[k][n] = M[n0 + n][k0 + k], 16 × 8 (the source's rows are B's columns, as K is for S = Q Kᵀ).
+// B[k][n] = M[n0 + n][k0 + k], 16 × 8 (the source's rows are B's columns, as K is for S = Q Kᵀ); blocks k 0–7
+// and k 8–15, addressed by lanes 0–15 (the others repeat them).
 template <int S> __device__ inline void load_b(u32* b, const u16* m, int n0, int k0) {
     int lane = threadIdx.x & 31;
-    const u16* p = m + (n0 + (lane >> 2)) * S + k0 + 2 * (lane & 3);
-    b[0] = *(const u32*)p;
-    b[1] = *(const u32*)(p + 8);
+    const u16* row = m + (n0 + (lane & 7)) * S + k0 + ((lane >> 3) & 1) * 8;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
+                 : "=r"(b[0]), "=r"(b[1])
+                 : "r"(shared_address(row)));
 }
 
 // B[k][n] = M[k0 + k][n0 + n] for two 16 × 8 tiles (n0.. and n0 + 8..): the source's rows are B's rows (V in
@@ -70,7 +74,7 @@ template <int S> __device__ inline void load_b_transposed(u32* b, const u16* m, 
     const u16* row = m + (k0 + (lane & 7) + (block & 1) * 8) * S + n0 + (block >> 1) * 8;
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-                 : "r"((u32)__cvta_generic_to_shared(row)));
+                 : "r"(shared_address(row)));
 }
 
 // The A fragment (16 rows × 16 k) of a product whose left operand is a C accumulator tile pair: columns
@@ -438,9 +442,13 @@ __device__ inline void flash_backward_dq(const u16* q, const u16* k, const u16* 
     store_rows<D>(slice(dq, dqs, b, h), dqs.row, row0 + warp * 16, nq, dh, dqAcc, scales, vectors);
 }
 
+// Forward CTAs an SM should hold (registers capped to fit): 4 at D = 80 (DiT-XL/2's 72), where that costs no
+// spills; the others spill at 4.
+#define FORWARD_BLOCKS(D) ((D) == 80 ? 4 : 2)
+
 // One entry point per padded head dim (the host picks the smallest D ≥ Dh).
 #define FLASH_KERNELS(D)                                                                                             \
-    extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_forward_##D(                                   \
+    extern "C" __global__ void __launch_bounds__(FLASH_THREADS, FORWARD_BLOCKS(D)) flash_forward_##D(              \
         const u16* q, const u16* k, const u16* v, const int* mask, u16* o, float* lse, Strides qs, Strides ks,       \
         Strides vs, Strides os, int nq, int nk, int dh, int heads, float scaleLog2, int vectors) {                   \
         flash_forward<D>(q, k, v, mask, o, lse, qs, ks, vs, os, nq, nk, dh, heads, scaleLog2, vectors);              \
