@@ -86,6 +86,24 @@ __device__ inline void accumulator_to_a(u32* a, const float (&c0)[4], const floa
     a[3] = pack_bf16(c1[2], c1[3]);
 }
 
+// acc (a warp's 16 × D accumulator) += c · M, c a warp's 16 × K accumulator tile taken as the A operand (P in
+// O = P V, Pᵀ in dV = Pᵀ dO, dS in dQ = dS K, dSᵀ in dK = dSᵀ Q) and M a shared [K][D + 8] tile whose rows are k.
+template <int K, int D>
+__device__ inline void accumulate_product(float (&acc)[D / 8][4], const float (&c)[K / 8][4], const u16* m) {
+#pragma unroll
+    for (int kk = 0; kk < K / 16; ++kk) {
+        u32 aFragment[4];
+        accumulator_to_a(aFragment, c[2 * kk], c[2 * kk + 1]);
+#pragma unroll
+        for (int n2 = 0; n2 < D / 16; ++n2) {
+            u32 bFragment[4];
+            load_b_transposed<D + 8>(bFragment, m, kk * 16, n2 * 16);
+            mma(acc[2 * n2], aFragment, bFragment);
+            mma(acc[2 * n2 + 1], aFragment, bFragment + 2);
+        }
+    }
+}
+
 // Rows row0.. of a [rows, dh] matrix (row stride `stride`, dh contiguous) into a shared [ROWS][D + 8] tile; rows
 // ≥ rows and columns ≥ dh are zero. `vectors`: every row start is 16-byte aligned and dh % 8 == 0.
 // The 8 extra columns per row shift consecutive rows by 16 bytes mod 128, so fragment loads and ldmatrix hit
@@ -222,18 +240,7 @@ __device__ inline void flash_forward(const u16* q, const u16* k, const u16* v, c
                 rowSum[e >> 1] += s[n][e];
             }
         }
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-            u32 aFragment[4];
-            accumulator_to_a(aFragment, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-            for (int n2 = 0; n2 < D / 16; ++n2) {
-                u32 bFragment[4];
-                load_b_transposed<S>(bFragment, vTile, kk * 16, n2 * 16);
-                mma(acc[2 * n2], aFragment, bFragment);
-                mma(acc[2 * n2 + 1], aFragment, bFragment + 2);
-            }
-        }
+        accumulate_product<BN, D>(acc, s, vTile);
     }
 
     float factor[2];
@@ -338,22 +345,8 @@ __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16*
                 dp[n][e] = p * (dp[n][e] - deltaTile[column]);
             }
         }
-#pragma unroll
-        for (int kk = 0; kk < BM / 16; ++kk) {
-            u32 pFragment[4], dsFragment[4];
-            accumulator_to_a(pFragment, s[2 * kk], s[2 * kk + 1]);
-            accumulator_to_a(dsFragment, dp[2 * kk], dp[2 * kk + 1]);
-#pragma unroll
-            for (int n2 = 0; n2 < D / 16; ++n2) {
-                u32 bFragment[4];
-                load_b_transposed<S>(bFragment, gTile, kk * 16, n2 * 16);
-                mma(dvAcc[2 * n2], pFragment, bFragment);
-                mma(dvAcc[2 * n2 + 1], pFragment, bFragment + 2);
-                load_b_transposed<S>(bFragment, qTile, kk * 16, n2 * 16);
-                mma(dkAcc[2 * n2], dsFragment, bFragment);
-                mma(dkAcc[2 * n2 + 1], dsFragment, bFragment + 2);
-            }
-        }
+        accumulate_product<BM, D>(dvAcc, s, gTile);
+        accumulate_product<BM, D>(dkAcc, dp, qTile);
     }
     const float one[2] = {1, 1}, scales[2] = {scale, scale};
     store_rows<D>(slice(dv, dvs, b, h), dvs.row, key0 + warp * 16, nk, dh, dvAcc, one, vectors);
@@ -425,18 +418,7 @@ __device__ inline void flash_backward_dq(const u16* q, const u16* k, const u16* 
                 dp[n][e] = p * (dp[n][e] - rowDelta[e >> 1]);
             }
         }
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-            u32 dsFragment[4];
-            accumulator_to_a(dsFragment, dp[2 * kk], dp[2 * kk + 1]);
-#pragma unroll
-            for (int n2 = 0; n2 < D / 16; ++n2) {
-                u32 bFragment[4];
-                load_b_transposed<S>(bFragment, kTile, kk * 16, n2 * 16);
-                mma(dqAcc[2 * n2], dsFragment, bFragment);
-                mma(dqAcc[2 * n2 + 1], dsFragment, bFragment + 2);
-            }
-        }
+        accumulate_product<BN, D>(dqAcc, dp, kTile);
     }
     const float scales[2] = {scale, scale};
     store_rows<D>(slice(dq, dqs, b, h), dqs.row, row0 + warp * 16, nq, dh, dqAcc, scales, vectors);
