@@ -9,27 +9,42 @@ import RealModule
 /// a result. The products go through OpenBLAS, which is thread-safe (0.3.7+) when called from several threads.
 /// The log-sum-exp is stored in the compute dtype (f32, or f64 for f64 inputs).
 extension CPUBackend {
-    public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Double) -> (out: Tensor, logSumExp: Tensor) {
-        let (pairs, nq, nk, dh) = attentionLayout("attention", q: q, k: k, v: v)
+    public func attention(q: Tensor, k: Tensor, v: Tensor, keyMask: Tensor?,
+                          scale: Double) -> (out: Tensor, logSumExp: Tensor) {
+        let shape = AttentionShape("attention", q: q, k: k, v: v, keyMask: keyMask)
+        let (nq, nk, dh) = (shape.queries, shape.keys, shape.headDim)
+        let attended = attendedKeys(keyMask, shape)
         func run<T: CPUScalar>(_: T.Type) -> (Tensor, Tensor) {
             let out = empty(q.shape, dtype: q.dtype)
             let lse = empty(Array(q.shape.dropLast()), dtype: q.dtype)
             let qs = q.elements(T.self), ks = k.elements(T.self), vs = v.elements(T.self)
             let os = out.elements(T.self), ls = lse.elements(T.self)
-            parallelFor(pairs, grain: 1) { range in
+            parallelFor(shape.pairs, grain: 1) { range in
                 let p = UnsafeMutablePointer<T>.allocate(capacity: nq * nk)
                 defer { p.deallocate() }
                 for pair in range {
                     let qOffset = pair * nq * dh, kOffset = pair * nk * dh
-                    // S = scale · q kᵀ, then P = softmax(S) row by row, shifted by the row max for stability.
+                    let keyAttended = attended(pair / shape.heads)
+                    // S = scale · q kᵀ, then P = softmax(S) over the attended keys row by row, shifted by the row
+                    // max for stability; masked keys get probability 0.
                     gemm(false, true, m: nq, n: nk, k: dh, alpha: T(scale), qs + qOffset, lda: dh, ks + kOffset, ldb: dh,
                          beta: 0, p, ldc: nk)
                     for i in 0..<nq {
                         let row = p + i * nk
-                        var maximum = row[0]
-                        for j in 1..<nk { maximum = Swift.max(maximum, row[j]) }
+                        var maximum = -T.infinity
+                        for j in 0..<nk where keyAttended(j) { maximum = Swift.max(maximum, row[j]) }
+                        guard maximum > -T.infinity else {
+                            // No attended key: zero output (P = 0) and lse = −∞, as the protocol documents.
+                            for j in 0..<nk { row[j] = 0 }
+                            ls[pair * nq + i] = -T.infinity
+                            continue
+                        }
                         var total: T = 0
-                        for j in 0..<nk { let e = T.exp(row[j] - maximum); row[j] = e; total += e }
+                        for j in 0..<nk {
+                            let e = keyAttended(j) ? T.exp(row[j] - maximum) : 0
+                            row[j] = e
+                            total += e
+                        }
                         let inverse = 1 / total
                         for j in 0..<nk { row[j] *= inverse }
                         ls[pair * nq + i] = maximum + T.log(total)
@@ -45,28 +60,32 @@ extension CPUBackend {
     }
 
     public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, logSumExp: Tensor,
-                                  scale: Double) -> (dq: Tensor, dk: Tensor, dv: Tensor) {
-        let (pairs, nq, nk, dh) = attentionLayout("attentionBackward", q: q, k: k, v: v)
+                                  keyMask: Tensor?, scale: Double) -> (dq: Tensor, dk: Tensor, dv: Tensor) {
+        let shape = AttentionShape("attentionBackward", q: q, k: k, v: v, keyMask: keyMask)
+        let (nq, nk, dh) = (shape.queries, shape.keys, shape.headDim)
         requireSameShape("attentionBackward", q, dOut, out)
         precondition(logSumExp.shape == Array(q.shape.dropLast()) && logSumExp.dtype == q.dtype,
                      "attentionBackward: logSumExp \(logSumExp.shape) \(logSumExp.dtype) does not fit q \(q.shape) \(q.dtype)")
+        let attended = attendedKeys(keyMask, shape)
         func run<T: CPUScalar>(_: T.Type) -> (Tensor, Tensor, Tensor) {
             let dq = empty(q.shape, dtype: q.dtype), dk = empty(k.shape, dtype: k.dtype), dv = empty(v.shape, dtype: v.dtype)
             let qs = q.elements(T.self), ks = k.elements(T.self), vs = v.elements(T.self)
             let gs = dOut.elements(T.self), os = out.elements(T.self), ls = logSumExp.elements(T.self)
             let dqs = dq.elements(T.self), dks = dk.elements(T.self), dvs = dv.elements(T.self)
-            parallelFor(pairs, grain: 1) { range in
+            parallelFor(shape.pairs, grain: 1) { range in
                 let p = UnsafeMutablePointer<T>.allocate(capacity: nq * nk)
                 let dp = UnsafeMutablePointer<T>.allocate(capacity: nq * nk)
                 defer { p.deallocate(); dp.deallocate() }
                 for pair in range {
                     let qOffset = pair * nq * dh, kOffset = pair * nk * dh
-                    // P = exp(scale · q kᵀ − lse), exactly the forward's probabilities.
+                    let keyAttended = attended(pair / shape.heads)
+                    // P = exp(scale · q kᵀ − lse), exactly the forward's probabilities (0 for masked keys and for
+                    // rows with no attended key, whose lse is −∞, so every gradient through them is 0).
                     gemm(false, true, m: nq, n: nk, k: dh, alpha: T(scale), qs + qOffset, lda: dh, ks + kOffset, ldb: dh,
                          beta: 0, p, ldc: nk)
                     for i in 0..<nq {
                         let row = p + i * nk, l = ls[pair * nq + i]
-                        for j in 0..<nk { row[j] = T.exp(row[j] - l) }
+                        for j in 0..<nk { row[j] = keyAttended(j) && l > -T.infinity ? T.exp(row[j] - l) : 0 }
                     }
                     // dV = Pᵀ dO; dP = dO vᵀ.
                     gemm(true, false, m: nk, n: dh, k: nq, alpha: 1, p, lda: nk, gs + qOffset, ldb: dh,
@@ -93,14 +112,12 @@ extension CPUBackend {
         return (dq, dk, dv)
     }
 
-    /// Checks q [B, H, Nq, Dh], k and v [B, H, Nk, Dh] of one dtype; returns (B·H, Nq, Nk, Dh).
-    private func attentionLayout(_ op: String, q: Tensor, k: Tensor, v: Tensor) -> (Int, Int, Int, Int) {
-        requireSameShape(op, k, v)
-        precondition(q.rank == 4 && k.rank == 4 && q.shape[0] == k.shape[0] && q.shape[1] == k.shape[1]
-                     && q.shape[3] == k.shape[3] && q.dtype == k.dtype,
-                     "\(op): q \(q.shape) \(q.dtype) and k/v \(k.shape) \(k.dtype) are not [B, H, Nq, Dh] / [B, H, Nk, Dh]")
-        precondition(k.shape[2] > 0, "\(op): attention over zero keys")
-        return (q.shape[0] * q.shape[1], q.shape[2], k.shape[2], q.shape[3])
+    /// For a batch row, whether key j is attended to (always, without a mask).
+    private func attendedKeys(_ keyMask: Tensor?, _ shape: AttentionShape) -> @Sendable (Int) -> @Sendable (Int) -> Bool {
+        guard let keyMask else { return { _ in { _ in true } } }
+        let flags = Array(UnsafeBufferPointer(start: keyMask.elements(Int32.self), count: keyMask.count))
+        let keys = shape.keys
+        return { batch in { j in flags[batch * keys + j] != 0 } }
     }
 }
 

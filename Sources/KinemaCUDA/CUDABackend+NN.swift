@@ -3,12 +3,11 @@ import KinemaTensor
 
 /// The NN op family on the GPU, kernels in `Kernels/NN.cu`, each built for f32 and for bf16 activations (computed
 /// in f32; LayerNorm statistics, parameter gradients and every reduction stay f32). Reductions run in a fixed order
-/// (no atomics), so results repeat bit for bit. Attention is a simple correct version (one block per query or key
-/// row), not yet flash attention.
+/// (no atomics), so results repeat bit for bit. Attention is in CUDABackend+Attention.swift.
 extension CUDABackend: NNOps {
     private static let null = UInt64(0)
 
-    private func requireF32(_ op: String, _ tensors: Tensor?...) {
+    func requireF32(_ op: String, _ tensors: Tensor?...) {
         for case let t? in tensors {
             precondition(t.dtype == .f32, "\(op): the CUDA NN kernels compute f32 only, got \(t.dtype)")
         }
@@ -25,15 +24,15 @@ extension CUDABackend: NNOps {
         return element
     }
 
-    private func sameShape(_ op: String, _ a: Tensor, _ b: Tensor) {
+    func sameShape(_ op: String, _ a: Tensor, _ b: Tensor) {
         precondition(a.shape == b.shape, "\(op): shapes differ: \(a.shape) vs \(b.shape)")
     }
 
     /// Blocks for a one-block-per-row kernel (the kernels loop over rows beyond the grid).
-    private func rowBlocks(_ rows: Int) -> Int { Swift.max(1, Swift.min(rows, 65_535 * 16)) }
+    func rowBlocks(_ rows: Int) -> Int { Swift.max(1, Swift.min(rows, 65_535 * 16)) }
 
     /// Threads for a one-block-per-row kernel of `width` elements: a power of two from 32 to 256.
-    private func rowThreads(_ width: Int) -> Int {
+    func rowThreads(_ width: Int) -> Int {
         var threads = 32
         while threads < 256 && threads < width { threads *= 2 }
         return threads
@@ -208,55 +207,6 @@ extension CUDABackend: NNOps {
     public func silu(_ x: Tensor) -> Tensor { pointwise("silu", "silu", x) }
     public func siluBackward(_ dy: Tensor, x: Tensor) -> Tensor { pointwise("silu_backward", "siluBackward", dy, x) }
 
-    // MARK: Attention
-
-    public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Double) -> (out: Tensor, logSumExp: Tensor) {
-        let (pairs, nq, nk, dh) = attentionLayout("attention", q: q, k: k, v: v)
-        let out = empty(q.shape, dtype: .f32), lse = empty(Array(q.shape.dropLast()), dtype: .f32)
-        let rows = pairs * nq
-        if rows > 0 {
-            launch("attention_forward_f32", in: "NN", count: rows, blocks: rowBlocks(rows), threads: 128,
-                   [q, k, v, out, lse, Int32(nq), Int32(nk), Int32(dh), Float(scale), Int64(rows)])
-        }
-        return (out, lse)
-    }
-
-    public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, logSumExp: Tensor,
-                                  scale: Double) -> (dq: Tensor, dk: Tensor, dv: Tensor) {
-        let (pairs, nq, nk, dh) = attentionLayout("attentionBackward", q: q, k: k, v: v)
-        requireF32("attentionBackward", dOut, out, logSumExp)
-        sameShape("attentionBackward", q, dOut)
-        sameShape("attentionBackward", q, out)
-        precondition(logSumExp.shape == Array(q.shape.dropLast()),
-                     "attentionBackward: logSumExp \(logSumExp.shape) does not fit q \(q.shape)")
-        let dq = empty(q.shape, dtype: .f32), dk = empty(k.shape, dtype: .f32), dv = empty(v.shape, dtype: .f32)
-        let queryRows = pairs * nq, keyRows = pairs * nk
-        guard queryRows > 0 else {
-            if dk.count > 0 { fill(dk, with: 0); fill(dv, with: 0) }
-            return (dq, dk, dv)
-        }
-        let delta = empty([queryRows], dtype: .f32)
-        launch("attention_delta_f32", in: "NN", count: queryRows, blocks: rowBlocks(queryRows), threads: rowThreads(dh),
-               [dOut, out, delta, Int32(dh), Int64(queryRows)])
-        launch("attention_backward_dq_f32", in: "NN", count: queryRows, blocks: rowBlocks(queryRows), threads: 128,
-               [q, k, v, dOut, logSumExp, delta, dq, Int32(nq), Int32(nk), Int32(dh), Float(scale), Int64(queryRows)])
-        launch("attention_backward_dkv_f32", in: "NN", count: keyRows, blocks: rowBlocks(keyRows), threads: 128,
-               [q, k, v, dOut, logSumExp, delta, dk, dv, Int32(nq), Int32(nk), Int32(dh), Float(scale), Int64(keyRows)])
-        return (dq, dk, dv)
-    }
-
-    /// Checks q [B, H, Nq, Dh], k and v [B, H, Nk, Dh], all f32, Dh ≤ 256; returns (B·H, Nq, Nk, Dh).
-    private func attentionLayout(_ op: String, q: Tensor, k: Tensor, v: Tensor) -> (Int, Int, Int, Int) {
-        requireF32(op, q, k, v)
-        sameShape(op, k, v)
-        precondition(q.rank == 4 && k.rank == 4 && q.shape[0] == k.shape[0] && q.shape[1] == k.shape[1]
-                     && q.shape[3] == k.shape[3],
-                     "\(op): q \(q.shape) and k/v \(k.shape) are not [B, H, Nq, Dh] / [B, H, Nk, Dh]")
-        precondition(k.shape[2] > 0, "\(op): attention over zero keys")
-        precondition(q.shape[3] <= 256, "\(op): the CUDA attention kernels take head dims up to 256, got \(q.shape[3])")
-        return (q.shape[0] * q.shape[1], q.shape[2], k.shape[2], q.shape[3])
-    }
-
     // MARK: Embeddings
 
     public func embedding(_ table: Tensor, indices: Tensor) -> Tensor {
@@ -315,7 +265,7 @@ extension CUDABackend: NNOps {
     // MARK: Helpers
 
     /// A tensor's device address, or a null pointer for nil.
-    private func argument(_ tensor: Tensor?) -> any KernelArgument { tensor.map { $0 as any KernelArgument } ?? Self.null }
+    func argument(_ tensor: Tensor?) -> any KernelArgument { tensor.map { $0 as any KernelArgument } ?? Self.null }
 
     /// Checks that x is [B, N..., D] and every per-sample tensor is [B, D]; returns (B, N, D).
     private func tokenLayout(_ op: String, _ x: Tensor, _ perSample: Tensor...) -> (Int, Int, Int) {

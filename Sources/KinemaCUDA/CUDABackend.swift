@@ -5,7 +5,8 @@ import KinemaTensor
 /// `Kernels/*.cu` (compiled for the device's architecture on first use and cached on disk).
 ///
 /// Every op family is implemented in f32 (every float dtype for storage and casts): memory, elementwise, linear
-/// algebra (cuBLASLt), NN (attention is the plain, non-flash version so far), optimizer, random, diffusion losses.
+/// algebra (cuBLASLt), NN, attention (exact in f32, flash attention on the tensor cores in bf16), optimizer, random,
+/// diffusion losses.
 public final class CUDABackend: @unchecked Sendable {
     public let device: Device
     public let deviceName: String
@@ -15,6 +16,8 @@ public final class CUDABackend: @unchecked Sendable {
     let compiler: NVRTC
     let allocator: DeviceAllocator
     private var functions: [String: UnsafeMutableRawPointer] = [:]
+    /// The dynamic shared memory each function has been allowed beyond the default 48 KiB.
+    private var sharedMemoryLimits: [String: Int] = [:]
     /// cuBLASLt, its handle and its workspace, opened on the first matrix product.
     private var cublasLibrary: CuBLASLt?
     private(set) var cublasHandle: UnsafeMutableRawPointer?
@@ -146,6 +149,12 @@ public final class CUDABackend: @unchecked Sendable {
                 sharedMemoryBytes: Int = 0, _ arguments: [any KernelArgument]) {
         do {
             let function = try kernel(name, in: file, element: element)
+            if sharedMemoryBytes > 48 << 10 && sharedMemoryLimits["\(file)/\(element)/\(name)", default: 0] < sharedMemoryBytes {
+                // Above 48 KiB a kernel must opt in (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8).
+                try driver.check(driver.cuFuncSetAttribute(function, 8, Int32(sharedMemoryBytes)),
+                                 "cuFuncSetAttribute(\(name), max dynamic shared memory \(sharedMemoryBytes))")
+                sharedMemoryLimits["\(file)/\(element)/\(name)"] = sharedMemoryBytes
+            }
             // Each argument's bytes live in its own allocation for the duration of the launch.
             let storage = arguments.map { $0.argumentBytes() }
             var pointers: [UnsafeMutableRawPointer?] = storage.map { bytes in

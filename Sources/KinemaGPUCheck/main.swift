@@ -32,16 +32,29 @@ gpu.poisonsNewTensors = true  // every output starts as NaN: an element a kernel
 print("device: \(gpu.name)")
 
 let harness = GPUCheck(gpu: gpu)
-harness.checkMemoryAndElementwise()
-harness.checkLinearAlgebra()
-harness.checkTraining()
-harness.checkNN()
-harness.checkMixedPrecision()
-harness.checkDiTTrainingStep("DiT tiny step", config: DiTConfig(inputSize: 8, patchSize: 2, hiddenSize: 64, depth: 2,
-                                                                numHeads: 4, numClasses: 10), batch: 4)
-harness.checkDiTTrainingStep("DiT-S/2 step (256 px latents)", config: try! DiTConfig.named("DiT-S/2"), batch: 2)
-harness.checkDiTTrainingStep("DiT-S/2 step bf16 vs CPU f32", config: try! DiTConfig.named("DiT-S/2"), batch: 2,
-                             dtype: .bf16, tolerance: 3e-2)
+// `--only FAMILY` (memory, linear-algebra, training, nn, mixed-precision, attention, dit) runs one family; the default runs all.
+let families: [(name: String, run: () -> Void)] = [
+    ("memory", harness.checkMemoryAndElementwise),
+    ("linear-algebra", harness.checkLinearAlgebra),
+    ("training", harness.checkTraining),
+    ("nn", harness.checkNN),
+    ("mixed-precision", harness.checkMixedPrecision),
+    ("attention", harness.checkAttention),
+    ("dit", {
+        harness.checkDiTTrainingStep("DiT tiny step", config: DiTConfig(inputSize: 8, patchSize: 2, hiddenSize: 64,
+                                                                        depth: 2, numHeads: 4, numClasses: 10), batch: 4)
+        harness.checkDiTTrainingStep("DiT-S/2 step (256 px latents)", config: try! DiTConfig.named("DiT-S/2"), batch: 2)
+        harness.checkDiTTrainingStep("DiT-S/2 step bf16 vs CPU f32", config: try! DiTConfig.named("DiT-S/2"), batch: 2,
+                                     dtype: .bf16, tolerance: 3e-2)
+    }),
+]
+let arguments = CommandLine.arguments
+let only = arguments.firstIndex(of: "--only").map { $0 + 1 < arguments.count ? arguments[$0 + 1] : "" }
+if let only, !families.contains(where: { $0.name == only }) {
+    print("--only \(only): unknown family; one of \(families.map(\.name).joined(separator: ", "))")
+    exit(2)
+}
+for family in families where only == nil || family.name == only { family.run() }
 
 print("\(harness.passed) passed, \(harness.failed) failed")
 exit(harness.failed == 0 ? 0 : 1)

@@ -42,7 +42,7 @@ public final class SelfAttention: Layer {
         // [B, N, 3D] → [B, N, 3, H, Dh] → [3, B, H, N, Dh]; q, k, v are its three leading slices.
         let heads5 = backend.permute(qkv.forward(x).reshaped([batch, tokens, 3, heads, headDim]), [2, 0, 3, 1, 4])
         let (q, k, v) = (heads5[0], heads5[1], heads5[2])
-        let (out, logSumExp) = backend.attention(q: q, k: k, v: v, scale: scale)
+        let (out, logSumExp) = backend.attention(q: q, k: k, v: v, keyMask: nil, scale: scale)
         // [B, H, N, Dh] → [B, N, H, Dh] → [B, N, D].
         let merged = backend.permute(out, [0, 2, 1, 3]).reshaped([batch, tokens, dim])
         let y = proj.forward(merged)
@@ -54,7 +54,7 @@ public final class SelfAttention: Layer {
         let dMerged = proj.backward(dy, input: cache.merged)
         let dOut = backend.permute(dMerged.reshaped([batch, tokens, heads, headDim]), [0, 2, 1, 3])
         let (dq, dk, dv) = backend.attentionBackward(dOut, q: cache.q, k: cache.k, v: cache.v, out: cache.out,
-                                                     logSumExp: cache.logSumExp, scale: scale)
+                                                     logSumExp: cache.logSumExp, keyMask: nil, scale: scale)
         // [3, B, H, N, Dh] → [B, N, 3, H, Dh] → [B, N, 3D]: the inverse of the forward's split.
         let headShape = [1, batch, heads, tokens, headDim]
         let stacked = backend.concat([dq.reshaped(headShape), dk.reshaped(headShape), dv.reshaped(headShape)], axis: 0)

@@ -15,10 +15,10 @@ final class AttentionTests: XCTestCase {
             let v = randomTensor([batch, heads, nk, dh], dtype: dtype, seed: 3, backend: cpu)
             let dOut = randomTensor(q.shape, dtype: dtype, seed: 4, backend: cpu)
             let scale = 1 / Double(dh).squareRoot()
-            let (out, lse) = cpu.attention(q: q, k: k, v: v, scale: scale)
+            let (out, lse) = cpu.attention(q: q, k: k, v: v, keyMask: nil, scale: scale)
             XCTAssertEqual(lse.shape, [batch, heads, nq])
             XCTAssertEqual(lse.dtype, dtype)
-            let (dq, dk, dv) = cpu.attentionBackward(dOut, q: q, k: k, v: v, out: out, logSumExp: lse, scale: scale)
+            let (dq, dk, dv) = cpu.attentionBackward(dOut, q: q, k: k, v: v, out: out, logSumExp: lse, keyMask: nil, scale: scale)
 
             let qs = cpu.downloadDouble(q), ks = cpu.downloadDouble(k), vs = cpu.downloadDouble(v)
             let g = cpu.downloadDouble(dOut)
@@ -70,12 +70,81 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    func testKeyMaskEqualsAttentionOverTheAttendedKeys() {
+        // Batch row 0 keeps keys {0, 2, 5} of 6, row 1 keeps none; compared per batch row with attention over the
+        // kept keys alone, in f32 and f64.
+        let (nk, kept) = (6, [[0, 2, 5], [Int]()])
+        let flags = kept.flatMap { keys in (0..<nk).map { Int32(keys.contains($0) ? 1 : 0) } }
+        for dtype in [DType.f32, .f64] {
+            let q = randomTensor([batch, heads, nq, dh], dtype: dtype, seed: 5, backend: cpu, scale: 2)
+            let k = randomTensor([batch, heads, nk, dh], dtype: dtype, seed: 6, backend: cpu, scale: 2)
+            let v = randomTensor([batch, heads, nk, dh], dtype: dtype, seed: 7, backend: cpu)
+            let dOut = randomTensor(q.shape, dtype: dtype, seed: 8, backend: cpu)
+            let mask = cpu.upload(flags, shape: [batch, nk])
+            let (out, lse) = cpu.attention(q: q, k: k, v: v, keyMask: mask, scale: 0.5)
+            let (dq, dk, dv) = cpu.attentionBackward(dOut, q: q, k: k, v: v, out: out, logSumExp: lse, keyMask: mask,
+                                                     scale: 0.5)
+            let rowQ = nq * dh * heads, rowK = nk * dh * heads
+            for b in 0..<batch {
+                func row(_ t: Tensor, _ size: Int) -> [Double] { Array(cpu.downloadDouble(t)[(b * size)..<((b + 1) * size)]) }
+                let dkRow = row(dk, rowK), dvRow = row(dv, rowK)
+                guard !kept[b].isEmpty else {
+                    XCTAssertEqual(row(out, rowQ), [Double](repeating: 0, count: rowQ), "fully masked out \(dtype)")
+                    XCTAssertEqual(row(lse, nq * heads), [Double](repeating: -.infinity, count: nq * heads))
+                    for (name, values) in [("dq", row(dq, rowQ)), ("dk", dkRow), ("dv", dvRow)] {
+                        XCTAssertEqual(values, [Double](repeating: 0, count: values.count), "fully masked \(name) \(dtype)")
+                    }
+                    continue
+                }
+                // The kept keys of batch row b as their own [1, H, kept, Dh] problem.
+                func gather(_ t: Tensor) -> Tensor {
+                    let values = row(t, rowK)
+                    var picked: [Double] = []
+                    for h in 0..<heads {
+                        for j in kept[b] {
+                            let start: Int = (h * nk + j) * dh
+                            picked += values[start..<(start + dh)]
+                        }
+                    }
+                    return cpu.upload(picked, shape: [1, heads, kept[b].count, dh], dtype: dtype)
+                }
+                let qb = cpu.upload(row(q, rowQ), shape: [1, heads, nq, dh], dtype: dtype)
+                let gb = cpu.upload(row(dOut, rowQ), shape: [1, heads, nq, dh], dtype: dtype)
+                let (kb, vb) = (gather(k), gather(v))
+                let reference = cpu.attention(q: qb, k: kb, v: vb, keyMask: nil, scale: 0.5)
+                let grads = cpu.attentionBackward(gb, q: qb, k: kb, v: vb, out: reference.out,
+                                                  logSumExp: reference.logSumExp, keyMask: nil, scale: 0.5)
+                let tolerance = dtype == .f64 ? 1e-12 : 1e-5
+                assertClose(row(out, rowQ), cpu.downloadDouble(reference.out), relativeTolerance: tolerance, "out \(dtype)")
+                assertClose(row(lse, nq * heads), cpu.downloadDouble(reference.logSumExp), relativeTolerance: tolerance)
+                assertClose(row(dq, rowQ), cpu.downloadDouble(grads.dq), relativeTolerance: tolerance, "dq \(dtype)")
+                // Masked keys get exactly zero gradient; kept keys the reference's.
+                let referenceK = cpu.downloadDouble(grads.dk), referenceV = cpu.downloadDouble(grads.dv)
+                for h in 0..<heads {
+                    for j in 0..<nk {
+                        let ours = ((h * nk) + j) * dh
+                        if let position = kept[b].firstIndex(of: j) {
+                            let theirs = ((h * kept[b].count) + position) * dh
+                            assertClose(Array(dkRow[ours..<ours + dh]), Array(referenceK[theirs..<theirs + dh]),
+                                        relativeTolerance: tolerance, "dk key \(j) \(dtype)")
+                            assertClose(Array(dvRow[ours..<ours + dh]), Array(referenceV[theirs..<theirs + dh]),
+                                        relativeTolerance: tolerance, "dv key \(j) \(dtype)")
+                        } else {
+                            XCTAssertEqual(Array(dkRow[ours..<ours + dh]) + Array(dvRow[ours..<ours + dh]),
+                                           [Double](repeating: 0, count: 2 * dh), "masked key \(j) \(dtype)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     func testAttentionIsStableForLargeScores() {
         // Scores of ±1e3 overflow a naive exp; the max shift keeps the output a convex combination of v.
         let q = cpu.upload([Double](repeating: 1, count: 4), shape: [1, 1, 1, 4], dtype: .f32)
         let k = cpu.upload([1000, 1000, 1000, 1000, -1000, -1000, -1000, -1000] as [Double], shape: [1, 1, 2, 4], dtype: .f32)
         let v = cpu.upload([1, 2, 3, 4, 5, 6, 7, 8] as [Double], shape: [1, 1, 2, 4], dtype: .f32)
-        let (out, lse) = cpu.attention(q: q, k: k, v: v, scale: 1)
+        let (out, lse) = cpu.attention(q: q, k: k, v: v, keyMask: nil, scale: 1)
         XCTAssertEqual(cpu.download(out), [1, 2, 3, 4])
         XCTAssertEqual(cpu.download(lse), [4000])
     }

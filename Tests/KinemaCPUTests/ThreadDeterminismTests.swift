@@ -40,9 +40,9 @@ final class ThreadDeterminismTests: XCTestCase {
             let (mx, dShift, dScale) = cpu.modulateBackward(dy, x: x, scale: scale)
             let (dGate, dY) = cpu.gatedResidualBackward(dy, gate: scale, y: x)
             let heads = x.reshaped([batch, 2, tokens, width / 2])
-            let (out, lse) = cpu.attention(q: heads, k: heads, v: heads, scale: 0.1)
+            let (out, lse) = cpu.attention(q: heads, k: heads, v: heads, keyMask: nil, scale: 0.1)
             let (dq, dk, dv) = cpu.attentionBackward(dy.reshaped(heads.shape), q: heads, k: heads, v: heads, out: out,
-                                                     logSumExp: lse, scale: 0.1)
+                                                     logSumExp: lse, keyMask: nil, scale: 0.1)
             let table = cpu.zeros([3, width], dtype: .f32)
             let labels = cpu.upload((0..<(batch * tokens)).map { Int32($0 % 3) }, shape: [batch * tokens])
             cpu.embeddingBackward(dy.reshaped([batch * tokens, width]), indices: labels, into: table)

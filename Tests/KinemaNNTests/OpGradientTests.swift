@@ -65,10 +65,26 @@ final class OpGradientTests: XCTestCase {
         let q = random([batch, heads, nq, dh], 15, scale: 2), k = random([batch, heads, nk, dh], 16, scale: 2)
         let v = random([batch, heads, nk, dh], 17), r = random(q.shape, 18)
         let scale = 0.5
-        let (out, lse) = cpu.attention(q: q, k: k, v: v, scale: scale)
-        let (dq, dk, dv) = cpu.attentionBackward(r, q: q, k: k, v: v, out: out, logSumExp: lse, scale: scale)
+        let (out, lse) = cpu.attention(q: q, k: k, v: v, keyMask: nil, scale: scale)
+        let (dq, dk, dv) = cpu.attentionBackward(r, q: q, k: k, v: v, out: out, logSumExp: lse, keyMask: nil, scale: scale)
         checkGradients([("attention q", q, dq), ("attention k", k, dk), ("attention v", v, dv)], backend: cpu) {
-            weightedSum(cpu.attention(q: q, k: k, v: v, scale: scale).out, r, backend: cpu)
+            weightedSum(cpu.attention(q: q, k: k, v: v, keyMask: nil, scale: scale).out, r, backend: cpu)
+        }
+    }
+
+    func testAttentionWithKeyMask() {
+        // Batch row 0 attends to keys 0, 2 and 3 of 4; row 1 to none (zero output, zero gradients).
+        let (heads, nq, nk, dh) = (2, 3, 4, 4)
+        let q = random([batch, heads, nq, dh], 21, scale: 2), k = random([batch, heads, nk, dh], 22, scale: 2)
+        let v = random([batch, heads, nk, dh], 23), r = random(q.shape, 24)
+        let mask = cpu.upload([Int32]([1, 0, 1, 1, 0, 0, 0, 0]), shape: [batch, nk])
+        let scale = 0.5
+        let (out, lse) = cpu.attention(q: q, k: k, v: v, keyMask: mask, scale: scale)
+        let (dq, dk, dv) = cpu.attentionBackward(r, q: q, k: k, v: v, out: out, logSumExp: lse, keyMask: mask,
+                                                 scale: scale)
+        checkGradients([("masked attention q", q, dq), ("masked attention k", k, dk), ("masked attention v", v, dv)],
+                       backend: cpu) {
+            weightedSum(cpu.attention(q: q, k: k, v: v, keyMask: mask, scale: scale).out, r, backend: cpu)
         }
     }
 

@@ -70,3 +70,21 @@ __device__ inline void block_reduce_store(double total, double* partial) {
     }
     if (threadIdx.x == 0) partial[blockIdx.x] = shared[0];
 }
+
+// One block per row: rows walked with a block-stride loop.
+#define BLOCK_LOOP(row, rows) for (long long row = blockIdx.x; row < (rows); row += gridDim.x)
+
+#define MAX_THREADS 256
+
+// Sum of `value` over the block (blockDim.x a power of two ≤ MAX_THREADS) by a fixed tree; every thread gets it.
+__device__ double block_sum(double value, double* shared) {
+    shared[threadIdx.x] = value;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (threadIdx.x < stride) shared[threadIdx.x] += shared[threadIdx.x + stride];
+        __syncthreads();
+    }
+    double total = shared[0];
+    __syncthreads();
+    return total;
+}

@@ -34,9 +34,13 @@ public protocol NNOps: AnyObject {
     /// Scaled dot-product attention, q [B, H, Nq, Dh], k and v [B, H, Nk, Dh]: softmax(q kᵀ · scale) v.
     /// Returns the output and the per-row log-sum-exp of the scaled scores (f32 [B, H, Nq]), which is all the
     /// backward needs to rebuild the probabilities (the flash-attention contract).
-    func attention(q: Tensor, k: Tensor, v: Tensor, scale: Double) -> (out: Tensor, logSumExp: Tensor)
+    ///
+    /// `keyMask` (i32 [B, Nk], nil = every key) leaves out the keys where it is zero, for every head and query of
+    /// that batch row (padded text tokens, padded video frames). A query whose keys are all masked has no softmax:
+    /// it outputs zeros, its log-sum-exp is −∞, and it passes zero gradient to q, k and v.
+    func attention(q: Tensor, k: Tensor, v: Tensor, keyMask: Tensor?, scale: Double) -> (out: Tensor, logSumExp: Tensor)
     func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, logSumExp: Tensor,
-                           scale: Double) -> (dq: Tensor, dk: Tensor, dv: Tensor)
+                           keyMask: Tensor?, scale: Double) -> (dq: Tensor, dk: Tensor, dv: Tensor)
 
     /// Rows of `table` [V, D] picked by `indices` (i32 [B]) → [B, D]; backward accumulates into dTable.
     func embedding(_ table: Tensor, indices: Tensor) -> Tensor
@@ -62,5 +66,32 @@ extension NNOps where Self: ElementwiseOps {
         let (dNormed, dShift, dScale) = modulateBackward(dy, x: normed, scale: scale)
         let dx = layerNormBackward(dNormed, x: x, weight: nil, mean: mean, rstd: rstd, dWeight: nil, dBias: nil)
         return (residual.map { add(dx, $0) } ?? dx, dShift, dScale)
+    }
+}
+
+/// The shape of an attention call, validated once for every backend: q [B, H, Nq, Dh], k and v [B, H, Nk, Dh] of
+/// one dtype, Nk > 0, and the key mask (when given) i32 [B, Nk].
+public struct AttentionShape: Sendable {
+    public let batch, heads, queries, keys, headDim: Int
+    /// (batch, head) pairs: the independent attention problems.
+    public var pairs: Int { batch * heads }
+
+    public init(_ op: String, q: Tensor, k: Tensor, v: Tensor, keyMask: Tensor?) {
+        precondition(k.shape == v.shape && k.dtype == v.dtype, "\(op): k \(k.shape) \(k.dtype) and v \(v.shape) \(v.dtype) differ")
+        precondition(q.rank == 4 && k.rank == 4 && q.shape[0] == k.shape[0] && q.shape[1] == k.shape[1]
+                     && q.shape[3] == k.shape[3] && q.dtype == k.dtype,
+                     "\(op): q \(q.shape) \(q.dtype) and k/v \(k.shape) \(k.dtype) are not [B, H, Nq, Dh] / [B, H, Nk, Dh]")
+        self.init(op, batch: q.shape[0], heads: q.shape[1], queries: q.shape[2], keys: k.shape[2], headDim: q.shape[3])
+        if let keyMask {
+            precondition(keyMask.dtype == .i32 && keyMask.shape == [batch, keys],
+                         "\(op): keyMask must be i32 [B, Nk] = [\(batch), \(keys)], got \(keyMask.dtype) \(keyMask.shape)")
+        }
+    }
+
+    /// The sizes alone, for operands laid out by explicit strides (a backend's strided entry points).
+    public init(_ op: String, batch: Int, heads: Int, queries: Int, keys: Int, headDim: Int) {
+        precondition(batch >= 0 && heads >= 0 && queries >= 0 && headDim > 0, "\(op): negative or empty size")
+        precondition(keys > 0, "\(op): attention over zero keys")
+        (self.batch, self.heads, self.queries, self.keys, self.headDim) = (batch, heads, queries, keys, headDim)
     }
 }

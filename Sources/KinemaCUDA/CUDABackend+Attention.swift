@@ -1,0 +1,164 @@
+import Foundation
+import KinemaTensor
+
+/// Element strides of an attention operand indexed [B, H, N, Dh] with a contiguous head dim: contiguous
+/// [B, H, N, Dh] is (H·N·Dh, N·Dh, Dh); token-major [B, N, H, Dh] is (N·H·Dh, Dh, H·Dh); one third of a packed
+/// qkv [B, N, 3, H, Dh] is (N·3·H·Dh, Dh, 3·H·Dh). Passed to the kernels by value (the `Strides` struct of
+/// FlashAttention.cu: three 64-bit integers).
+struct AttentionStrides: KernelArgument {
+    var batch: Int64, head: Int64, row: Int64
+
+    /// The strides of a contiguous [B, H, N, Dh] tensor.
+    init(contiguous shape: [Int]) {
+        (batch, head, row) = (Int64(shape[1] * shape[2] * shape[3]), Int64(shape[2] * shape[3]), Int64(shape[3]))
+    }
+
+    init(batch: Int, head: Int, row: Int) { (self.batch, self.head, self.row) = (Int64(batch), Int64(head), Int64(row)) }
+
+    /// Whether 16-byte loads are safe: every row of `tensor` starts 16-byte aligned.
+    func allowsVectors(_ tensor: Tensor) -> Bool {
+        [batch, head, row].allSatisfy { $0 % 8 == 0 } && Int(bitPattern: tensor.address) % 16 == 0
+    }
+}
+
+/// Attention on the GPU. f32: the exact simple kernels of `Kernels/Attention.cu` (one block per query or key row),
+/// matching the CPU backend to f32 rounding. bf16: flash attention (`Kernels/FlashAttention.cu`) on the tensor cores
+/// with f32 accumulation and an f32 log-sum-exp, head dims up to 128, any Nq and Nk.
+extension CUDABackend {
+    /// The flash kernels' padded head dims (multiples of 16, the mma's k); Dh runs as the smallest one ≥ Dh.
+    private static let flashHeadDims = [64, 80, 96, 128]
+    private static let flashThreads = 128
+
+    public func attention(q: Tensor, k: Tensor, v: Tensor, keyMask: Tensor?,
+                          scale: Double) -> (out: Tensor, logSumExp: Tensor) {
+        let shape = AttentionShape("attention", q: q, k: k, v: v, keyMask: keyMask)
+        let out = empty(q.shape, dtype: q.dtype), lse = empty(Array(q.shape.dropLast()), dtype: .f32)
+        switch q.dtype {
+        case .bf16:
+            let strides = AttentionStrides(contiguous: q.shape), keyStrides = AttentionStrides(contiguous: k.shape)
+            flashAttention(shape, q: q, strides, k: k, keyStrides, v: v, keyStrides, keyMask: keyMask, scale: scale,
+                           out: out, strides, logSumExp: lse)
+        case .f32:
+            let rows = shape.pairs * shape.queries
+            guard rows > 0 else { break }
+            launch("attention_forward_f32", in: "Attention", count: rows, blocks: rowBlocks(rows), threads: 128,
+                   [q, k, v, argument(keyMask), out, lse, Int32(shape.queries), Int32(shape.keys), Int32(shape.headDim),
+                    Int32(shape.heads), Float(scale), Int64(rows)])
+        default:
+            unsupported("attention", q.dtype)
+        }
+        return (out, lse)
+    }
+
+    public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, logSumExp: Tensor,
+                                  keyMask: Tensor?, scale: Double) -> (dq: Tensor, dk: Tensor, dv: Tensor) {
+        let shape = AttentionShape("attentionBackward", q: q, k: k, v: v, keyMask: keyMask)
+        precondition(dOut.shape == q.shape && out.shape == q.shape && dOut.dtype == q.dtype && out.dtype == q.dtype,
+                     "attentionBackward: dOut \(dOut.shape) \(dOut.dtype) and out \(out.shape) \(out.dtype) must be "
+                     + "q's \(q.shape) \(q.dtype)")
+        precondition(logSumExp.shape == Array(q.shape.dropLast()) && logSumExp.dtype == .f32,
+                     "attentionBackward: logSumExp \(logSumExp.shape) \(logSumExp.dtype) is not f32 \(q.shape.dropLast())")
+        let dq = empty(q.shape, dtype: q.dtype), dk = empty(k.shape, dtype: k.dtype), dv = empty(v.shape, dtype: v.dtype)
+        guard shape.pairs * shape.queries > 0 else {
+            // No query: nothing flows back to the keys.
+            if dk.count > 0 { fill(dk, with: 0); fill(dv, with: 0) }
+            return (dq, dk, dv)
+        }
+        switch q.dtype {
+        case .bf16:
+            let strides = AttentionStrides(contiguous: q.shape), keyStrides = AttentionStrides(contiguous: k.shape)
+            flashAttentionBackward(shape, dOut: dOut, strides, q: q, strides, k: k, keyStrides, v: v, keyStrides,
+                                   out: out, strides, logSumExp: logSumExp, keyMask: keyMask, scale: scale,
+                                   dq: dq, strides, dk: dk, keyStrides, dv: dv, keyStrides)
+        case .f32:
+            let (pairs, nq, nk, dh) = (shape.pairs, shape.queries, shape.keys, shape.headDim)
+            let queryRows = pairs * nq, keyRows = pairs * nk
+            let sizes: [any KernelArgument] = [Int32(nq), Int32(nk), Int32(dh), Int32(shape.heads), Float(scale)]
+            let delta = empty([queryRows], dtype: .f32)
+            launch("attention_delta_f32", in: "Attention", count: queryRows, blocks: rowBlocks(queryRows),
+                   threads: rowThreads(dh), [dOut, out, delta, Int32(dh), Int64(queryRows)])
+            launch("attention_backward_dq_f32", in: "Attention", count: queryRows, blocks: rowBlocks(queryRows),
+                   threads: 128, [q, k, v, dOut, logSumExp, delta, argument(keyMask), dq] + sizes + [Int64(queryRows)])
+            launch("attention_backward_dkv_f32", in: "Attention", count: keyRows, blocks: rowBlocks(keyRows),
+                   threads: 128, [q, k, v, dOut, logSumExp, delta, argument(keyMask), dk, dv] + sizes + [Int64(keyRows)])
+        default:
+            unsupported("attentionBackward", q.dtype)
+        }
+        return (dq, dk, dv)
+    }
+
+    private func unsupported(_ op: String, _ dtype: DType) -> Never {
+        preconditionFailure("\(op): the CUDA attention computes f32 (exact) or bf16 (flash attention), not \(dtype); "
+                            + "cast q, k and v first")
+    }
+
+    // MARK: Flash attention with explicit strides
+
+    /// Flash attention forward on bf16 operands laid out by element strides (head dim contiguous): writes `out`
+    /// (bf16, indexed [B, H, Nq, Dh] by `outStrides`) and `logSumExp` (contiguous f32 [B, H, Nq]).
+    func flashAttention(_ shape: AttentionShape, q: Tensor, _ qStrides: AttentionStrides, k: Tensor,
+                        _ kStrides: AttentionStrides, v: Tensor, _ vStrides: AttentionStrides, keyMask: Tensor?,
+                        scale: Double, out: Tensor, _ outStrides: AttentionStrides, logSumExp: Tensor) {
+        let padded = flashHeadDim(shape, q, k, v, out)
+        guard shape.pairs * shape.queries > 0 else { return }
+        precondition(logSumExp.dtype == .f32 && logSumExp.count == shape.pairs * shape.queries,
+                     "flashAttention: logSumExp must be f32 [B, H, Nq], got \(logSumExp.dtype) \(logSumExp.shape)")
+        let vectors = shape.headDim % 8 == 0 && qStrides.allowsVectors(q) && kStrides.allowsVectors(k)
+            && vStrides.allowsVectors(v) && outStrides.allowsVectors(out)
+        // Q, K and V tiles of 64 rows × (D + 8) bf16, and 64 key biases (f32).
+        let bytes = (64 + 64 + 64) * (padded + 8) * 2 + 64 * 4
+        launch("flash_forward_\(padded)", in: "FlashAttention", grid: ((shape.queries + 63) / 64, shape.pairs, 1),
+               block: (Self.flashThreads, 1, 1), sharedMemoryBytes: bytes,
+               [q, k, v, argument(keyMask), out, logSumExp, qStrides, kStrides, vStrides, outStrides,
+                Int32(shape.queries), Int32(shape.keys), Int32(shape.headDim), Int32(shape.heads),
+                Float(scale * M_LOG2E), Int32(vectors ? 1 : 0)])
+    }
+
+    /// Flash attention backward on bf16 operands laid out by element strides: dq, dk, dv (bf16) from dOut, the
+    /// forward's out and logSumExp. A δ = rowsum(dO ⊙ O) pre-pass, then a dK/dV kernel (one CTA per key tile) and a
+    /// dQ kernel (one CTA per query tile), each rebuilding P from logSumExp: no atomics, deterministic.
+    func flashAttentionBackward(_ shape: AttentionShape, dOut: Tensor, _ dOutStrides: AttentionStrides, q: Tensor,
+                                _ qStrides: AttentionStrides, k: Tensor, _ kStrides: AttentionStrides, v: Tensor,
+                                _ vStrides: AttentionStrides, out: Tensor, _ outStrides: AttentionStrides,
+                                logSumExp: Tensor, keyMask: Tensor?, scale: Double,
+                                dq: Tensor, _ dqStrides: AttentionStrides, dk: Tensor, _ dkStrides: AttentionStrides,
+                                dv: Tensor, _ dvStrides: AttentionStrides) {
+        let padded = flashHeadDim(shape, q, k, v, out, dOut, dq, dk, dv)
+        let rows = shape.pairs * shape.queries
+        guard rows > 0 else { return }
+        precondition(logSumExp.dtype == .f32 && logSumExp.count == rows,
+                     "flashAttentionBackward: logSumExp must be f32 [B, H, Nq], got \(logSumExp.dtype) \(logSumExp.shape)")
+        let vectors = shape.headDim % 8 == 0
+            && zip([qStrides, kStrides, vStrides, outStrides, dOutStrides, dqStrides, dkStrides, dvStrides],
+                   [q, k, v, out, dOut, dq, dk, dv]).allSatisfy { $0.allowsVectors($1) }
+        let delta = empty([rows], dtype: .f32), lseLog2 = empty([rows], dtype: .f32)
+        launch("flash_backward_prepare", in: "FlashAttention", grid: (Swift.min((rows + 7) / 8, 65_535 * 8), 1, 1),
+               block: (256, 1, 1),
+               [out, dOut, logSumExp, delta, lseLog2, outStrides, dOutStrides, Int32(shape.queries),
+                Int32(shape.headDim), Int32(shape.heads), Int64(rows)])
+        let sizes: [any KernelArgument] = [Int32(shape.queries), Int32(shape.keys), Int32(shape.headDim),
+                                           Int32(shape.heads), Float(scale), Float(scale * M_LOG2E), Int32(vectors ? 1 : 0)]
+        // Both kernels hold two 64-row and two 32-row tiles of (D + 8) bf16 and 64 floats.
+        let bytes = (64 + 64 + 32 + 32) * (padded + 8) * 2 + 64 * 4
+        launch("flash_backward_dkv_\(padded)", in: "FlashAttention", grid: ((shape.keys + 63) / 64, shape.pairs, 1),
+               block: (Self.flashThreads, 1, 1), sharedMemoryBytes: bytes,
+               [q, k, v, dOut, lseLog2, delta, argument(keyMask), dk, dv,
+                qStrides, kStrides, vStrides, dOutStrides, dkStrides, dvStrides] + sizes)
+        launch("flash_backward_dq_\(padded)", in: "FlashAttention", grid: ((shape.queries + 63) / 64, shape.pairs, 1),
+               block: (Self.flashThreads, 1, 1), sharedMemoryBytes: bytes,
+               [q, k, v, dOut, lseLog2, delta, argument(keyMask), dq,
+                qStrides, kStrides, vStrides, dOutStrides, dqStrides] + sizes)
+    }
+
+    /// Checks the flash kernels' limits (bf16 operands, Dh ≤ 128, B·H within a grid's y) and returns the padded D.
+    private func flashHeadDim(_ shape: AttentionShape, _ operands: Tensor...) -> Int {
+        for t in operands {
+            precondition(t.dtype == .bf16, "flash attention: operands must be bf16, got \(t.dtype) \(t.shape)")
+        }
+        precondition(shape.pairs <= 65_535, "flash attention: B·H = \(shape.pairs) exceeds the grid's 65535 pairs")
+        guard let padded = Self.flashHeadDims.first(where: { $0 >= shape.headDim }) else {
+            preconditionFailure("flash attention: head dim \(shape.headDim) is above 128; use f32 attention")
+        }
+        return padded
+    }
+}

@@ -1,0 +1,456 @@
+// Flash attention (FlashAttention-2 style) on bf16 operands with f32 accumulation on the tensor cores
+// (mma.sync m16n8k16). Nothing of size Nq × Nk is ever stored: the forward keeps the output and the per-row
+// log-sum-exp, the backward rebuilds the probabilities from them.
+//
+// Operands are [B, H, N, Dh]-indexed with explicit element strides (batch, head, row) and a contiguous head dim,
+// so token-major [B, N, H, Dh] or packed qkv [B, N, 3, H, Dh] pass without a permute. lse, delta are contiguous
+// [B, H, Nq] f32; keyMask is i32 [B, Nk] or null.
+//
+// The head dim is padded with zeros in shared memory to D (a multiple of 16, the mma's k): zero columns add
+// nothing to q·k and produce columns of the output that are never stored. Rows beyond Nq or Nk are zero too, and
+// keys beyond Nk or masked get a score of −∞. A query with no attended key outputs zeros, lse = −∞ and no gradient.
+//
+// Each CTA is 4 warps; a warp owns 16 rows (queries in the forward and dQ, keys in dK/dV), so the warps never
+// combine partial results: no atomics, a fixed summation order, bit-identical results from run to run.
+
+#define FLASH_THREADS 128
+#define NEGATIVE_INFINITY (-__int_as_float(0x7f800000))
+#define POSITIVE_INFINITY (__int_as_float(0x7f800000))
+#define LOG2_E 1.4426950408889634f
+#define LN_2 0.6931471805599453f
+
+struct Strides { long long batch, head, row; };
+
+// A [B, H, N, Dh] operand's (b, h) slice.
+template <typename T> __device__ inline T* slice(T* base, Strides s, int b, int h) {
+    return base + b * s.batch + h * s.head;
+}
+
+// Two floats rounded to bf16 (nearest even) in one register, `low` in the low half as the mma fragments expect.
+__device__ inline u32 pack_bf16(float low, float high) {
+    u32 packed;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(high), "f"(low));
+    return packed;
+}
+
+// c += a · b for a 16×16 bf16 A (row-major fragment), a 16×8 bf16 B (column fragment), f32 C.
+__device__ inline void mma(float* c, const u32* a, const u32* b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Fragment loads from a shared tile of row stride S (elements), by ldmatrix: lane l gives the address of row l % 8
+// of 8 × 8 block l / 8 and receives, per block, the element pair the PTX m16n8k16 layout assigns it (g = l / 4 the
+// row of A and C or the column of B, t = l % 4 the pair along k). One instruction replaces 2 to 4 32-bit loads.
+
+__device__ inline u32 shared_address(const u16* p) { return (u32)__cvta_generic_to_shared(p); }
+
+// A[i][k] = M[row0 + i][col0 + k], 16 × 16 (blocks: rows 0–7 / 8–15 × k 0–7, then k 8–15).
+template <int S> __device__ inline void load_a(u32* a, const u16* m, int row0, int col0) {
+    int lane = threadIdx.x & 31, block = lane >> 3;
+    const u16* row = m + (row0 + (lane & 7) + (block & 1) * 8) * S + col0 + (block >> 1) * 8;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+                 : "r"(shared_address(row)));
+}
+
+// B[k][n] = M[n0 + n][k0 + k], 16 × 8 (the source's rows are B's columns, as K is for S = Q Kᵀ); blocks k 0–7
+// and k 8–15, addressed by lanes 0–15 (the others repeat them).
+template <int S> __device__ inline void load_b(u32* b, const u16* m, int n0, int k0) {
+    int lane = threadIdx.x & 31;
+    const u16* row = m + (n0 + (lane & 7)) * S + k0 + ((lane >> 3) & 1) * 8;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
+                 : "=r"(b[0]), "=r"(b[1])
+                 : "r"(shared_address(row)));
+}
+
+// B[k][n] = M[k0 + k][n0 + n] for two 16 × 8 tiles (n0.. and n0 + 8..): the source's rows are B's rows (V in
+// O = P V), so the pairs along k are a column apart; ldmatrix.trans reads the four 8 × 8 blocks transposed.
+// b[0], b[1] hold the first tile, b[2], b[3] the second.
+template <int S> __device__ inline void load_b_transposed(u32* b, const u16* m, int k0, int n0) {
+    int lane = threadIdx.x & 31, block = lane >> 3;
+    const u16* row = m + (k0 + (lane & 7) + (block & 1) * 8) * S + n0 + (block >> 1) * 8;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                 : "r"(shared_address(row)));
+}
+
+// The A fragment (16 rows × 16 k) of a product whose left operand is a C accumulator tile pair: columns
+// 16·kk.. of a warp's 16-row score tile become the k of the next product (P in O = P V, dS in dQ = dS K).
+__device__ inline void accumulator_to_a(u32* a, const float (&c0)[4], const float (&c1)[4]) {
+    a[0] = pack_bf16(c0[0], c0[1]);
+    a[1] = pack_bf16(c0[2], c0[3]);
+    a[2] = pack_bf16(c1[0], c1[1]);
+    a[3] = pack_bf16(c1[2], c1[3]);
+}
+
+// acc (a warp's 16 × D accumulator) += c · M, c a warp's 16 × K accumulator tile taken as the A operand (P in
+// O = P V, Pᵀ in dV = Pᵀ dO, dS in dQ = dS K, dSᵀ in dK = dSᵀ Q) and M a shared [K][D + 8] tile whose rows are k.
+template <int K, int D>
+__device__ inline void accumulate_product(float (&acc)[D / 8][4], const float (&c)[K / 8][4], const u16* m) {
+#pragma unroll
+    for (int kk = 0; kk < K / 16; ++kk) {
+        u32 aFragment[4];
+        accumulator_to_a(aFragment, c[2 * kk], c[2 * kk + 1]);
+#pragma unroll
+        for (int n2 = 0; n2 < D / 16; ++n2) {
+            u32 bFragment[4];
+            load_b_transposed<D + 8>(bFragment, m, kk * 16, n2 * 16);
+            mma(acc[2 * n2], aFragment, bFragment);
+            mma(acc[2 * n2 + 1], aFragment, bFragment + 2);
+        }
+    }
+}
+
+// Rows row0.. of a [rows, dh] matrix (row stride `stride`, dh contiguous) into a shared [ROWS][D + 8] tile; rows
+// ≥ rows and columns ≥ dh are zero. `vectors`: every row start is 16-byte aligned and dh % 8 == 0.
+// The 8 extra columns per row shift consecutive rows by 16 bytes mod 128, so fragment loads and ldmatrix hit
+// distinct banks.
+template <int ROWS, int D> __device__ inline void load_tile(u16* tile, const u16* source, long long stride, int row0,
+                                                            int rows, int dh, bool vectors) {
+    constexpr int chunks = D / 8;
+    for (int c = threadIdx.x; c < ROWS * chunks; c += FLASH_THREADS) {
+        int r = c / chunks, column = (c % chunks) * 8, row = row0 + r;
+        u16* target = tile + r * (D + 8) + column;
+        const u16* from = source + row * stride + column;
+        if (vectors && row < rows && column < dh) {
+            *(uint4*)target = *(const uint4*)from;
+        } else {
+            for (int e = 0; e < 8; ++e) target[e] = row < rows && column + e < dh ? from[e] : (u16)0;
+        }
+    }
+}
+
+// A warp's 16 × D accumulator (acc[n] = columns 8n.., C layout) as bf16 rows row0.. of a [rows, dh] matrix,
+// row g scaled by factor[0] and row g + 8 by factor[1].
+template <int D> __device__ inline void store_rows(u16* target, long long stride, int row0, int rows, int dh,
+                                                   const float (&acc)[D / 8][4], const float* factor, bool vectors) {
+    int lane = threadIdx.x & 31;
+    for (int half = 0; half < 2; ++half) {
+        int row = row0 + (lane >> 2) + 8 * half;
+        if (row >= rows) continue;
+        u16* out = target + row * stride;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            int column = n * 8 + 2 * (lane & 3);
+            u32 packed = pack_bf16(acc[n][2 * half] * factor[half], acc[n][2 * half + 1] * factor[half]);
+            if (vectors && column < dh) {
+                *(u32*)(out + column) = packed;
+            } else {
+                if (column < dh) out[column] = (u16)(packed & 0xffff);
+                if (column + 1 < dh) out[column + 1] = (u16)(packed >> 16);
+            }
+        }
+    }
+}
+
+// 0 for an attended key inside [0, nk), −∞ otherwise: added to the scores.
+__device__ inline float key_bias(const int* mask, int b, int nk, int key) {
+    return key < nk && (mask == nullptr || mask[(long long)b * nk + key] != 0) ? 0.0f : NEGATIVE_INFINITY;
+}
+
+// Sum or max over the four lanes that hold one row of a C tile (lanes 4g .. 4g + 3).
+__device__ inline float quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffff, x, 1);
+    return x + __shfl_xor_sync(0xffffffff, x, 2);
+}
+__device__ inline float quad_max(float x) {
+    x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
+    return fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
+}
+
+// MARK: Forward: one CTA per (64-query tile, pair), looping over 64-key tiles with the online softmax.
+
+#define FORWARD_QUERIES 64
+#define FORWARD_KEYS 64
+
+template <int D>
+__device__ inline void flash_forward(const u16* q, const u16* k, const u16* v, const int* mask, u16* o, float* lse,
+                                     Strides qs, Strides ks, Strides vs, Strides os, int nq, int nk, int dh,
+                                     int heads, float scaleLog2, int vectors) {
+    constexpr int S = D + 8, BM = FORWARD_QUERIES, BN = FORWARD_KEYS;
+    extern __shared__ __align__(16) u16 shared[];
+    u16* qTile = shared;
+    u16* kTile = qTile + BM * S;
+    u16* vTile = kTile + BN * S;
+    float* keyBias = (float*)(vTile + BN * S);
+    int pair = blockIdx.y, b = pair / heads, h = pair % heads, row0 = blockIdx.x * BM;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const u16* kBase = slice(k, ks, b, h);
+    const u16* vBase = slice(v, vs, b, h);
+
+    load_tile<BM, D>(qTile, slice(q, qs, b, h), qs.row, row0, nq, dh, vectors);
+    __syncthreads();
+    u32 qFragment[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) load_a<S>(qFragment[kk], qTile, warp * 16, kk * 16);
+
+    // Per thread: rows g and g + 8 of the warp's 16. Scores are kept in log2 units (scale · log2 e folded in), so
+    // the softmax needs exp2 only; rowSum is this thread's share of the row's Σ 2^(s − rowMax).
+    float acc[D / 8][4] = {};
+    float rowMax[2] = {NEGATIVE_INFINITY, NEGATIVE_INFINITY}, rowSum[2] = {0, 0};
+    for (int key0 = 0; key0 < nk; key0 += BN) {
+        __syncthreads();  // every warp is done with the previous K/V tile
+        load_tile<BN, D>(kTile, kBase, ks.row, key0, nk, dh, vectors);
+        load_tile<BN, D>(vTile, vBase, vs.row, key0, nk, dh, vectors);
+        for (int j = threadIdx.x; j < BN; j += FLASH_THREADS) keyBias[j] = key_bias(mask, b, nk, key0 + j);
+        __syncthreads();
+
+        float s[BN / 8][4] = {};
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+            for (int n = 0; n < BN / 8; ++n) {
+                u32 bFragment[2];
+                load_b<S>(bFragment, kTile, n * 8, kk * 16);
+                mma(s[n], qFragment[kk], bFragment);
+            }
+        }
+        float tileMax[2] = {NEGATIVE_INFINITY, NEGATIVE_INFINITY};
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                s[n][e] = s[n][e] * scaleLog2 + keyBias[n * 8 + 2 * (lane & 3) + (e & 1)];
+                tileMax[e >> 1] = fmaxf(tileMax[e >> 1], s[n][e]);
+            }
+        }
+        float base[2];
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            float newMax = fmaxf(rowMax[half], quad_max(tileMax[half]));
+            // While every key seen is masked the max is −∞; subtracting 0 instead keeps exp2(−∞ − base) = 0.
+            base[half] = newMax == NEGATIVE_INFINITY ? 0.0f : newMax;
+            float correction = exp2f(rowMax[half] - base[half]);
+            rowMax[half] = newMax;
+            rowSum[half] *= correction;
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+                acc[n][2 * half] *= correction;
+                acc[n][2 * half + 1] *= correction;
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                s[n][e] = exp2f(s[n][e] - base[e >> 1]);
+                rowSum[e >> 1] += s[n][e];
+            }
+        }
+        accumulate_product<BN, D>(acc, s, vTile);
+    }
+
+    float factor[2];
+    for (int half = 0; half < 2; ++half) {
+        float total = quad_sum(rowSum[half]);
+        int row = row0 + warp * 16 + (lane >> 2) + 8 * half;
+        // lse = ln Σ e^(scale·s) = rowMax · ln 2 + ln total (rowMax is in log2 units); −∞ with no attended key.
+        if ((lane & 3) == 0 && row < nq)
+            lse[(long long)pair * nq + row] = total > 0 ? rowMax[half] * LN_2 + logf(total) : NEGATIVE_INFINITY;
+        factor[half] = total > 0 ? 1.0f / total : 0.0f;
+    }
+    store_rows<D>(slice(o, os, b, h), os.row, row0 + warp * 16, nq, dh, acc, factor, vectors);
+}
+
+// MARK: Backward
+
+// Per query row: δ = Σ_d dO ⊙ O (f32) and the lse in log2 units, with −∞ (no attended key) made +∞ so that
+// exp2(s − lse) = 0 for every key of the row. One warp per row; lanes sum a fixed stride, then a fixed tree.
+extern "C" __global__ void flash_backward_prepare(const u16* o, const u16* dO, const float* lse, float* delta,
+                                                  float* lseLog2, Strides os, Strides gs, int nq, int dh, int heads,
+                                                  long long rows) {
+    int lane = threadIdx.x & 31;
+    long long warps = (long long)gridDim.x * (blockDim.x >> 5);
+    for (long long row = blockIdx.x * (long long)(blockDim.x >> 5) + (threadIdx.x >> 5); row < rows; row += warps) {
+        int pair = (int)(row / nq), i = (int)(row % nq), b = pair / heads, h = pair % heads;
+        const u16* oRow = slice(o, os, b, h) + i * os.row;
+        const u16* gRow = slice(dO, gs, b, h) + i * gs.row;
+        float total = 0;
+        for (int d = lane; d < dh; d += 32)
+            total += __uint_as_float((u32)oRow[d] << 16) * __uint_as_float((u32)gRow[d] << 16);
+        for (int offset = 16; offset > 0; offset >>= 1) total += __shfl_xor_sync(0xffffffff, total, offset);
+        if (lane == 0) {
+            delta[row] = total;
+            lseLog2[row] = lse[row] == NEGATIVE_INFINITY ? POSITIVE_INFINITY : lse[row] * LOG2_E;
+        }
+    }
+}
+
+// dK, dV: one CTA per (64-key tile, pair), looping over 32-query tiles. Each warp owns 16 keys and works with
+// transposed scores: Sᵀ = K Qᵀ, Pᵀ = exp2(Sᵀ − lse), dPᵀ = V dOᵀ, dSᵀ = Pᵀ ⊙ (dPᵀ − δ); dV += Pᵀ dO, dK += dSᵀ Q.
+#define DKV_KEYS 64
+#define DKV_QUERIES 32
+
+template <int D>
+__device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16* v, const u16* dO,
+                                          const float* lseLog2, const float* delta, const int* mask, u16* dk, u16* dv,
+                                          Strides qs, Strides ks, Strides vs, Strides gs, Strides dks, Strides dvs,
+                                          int nq, int nk, int dh, int heads, float scale, float scaleLog2,
+                                          int vectors) {
+    constexpr int S = D + 8, BN = DKV_KEYS, BM = DKV_QUERIES;
+    extern __shared__ __align__(16) u16 shared[];
+    u16* kTile = shared;
+    u16* vTile = kTile + BN * S;
+    u16* qTile = vTile + BN * S;
+    u16* gTile = qTile + BM * S;
+    float* lseTile = (float*)(gTile + BM * S);
+    float* deltaTile = lseTile + BM;
+    int pair = blockIdx.y, b = pair / heads, h = pair % heads, key0 = blockIdx.x * BN;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const u16* qBase = slice(q, qs, b, h);
+    const u16* gBase = slice(dO, gs, b, h);
+    load_tile<BN, D>(kTile, slice(k, ks, b, h), ks.row, key0, nk, dh, vectors);
+    load_tile<BN, D>(vTile, slice(v, vs, b, h), vs.row, key0, nk, dh, vectors);
+    float bias[2];
+    for (int half = 0; half < 2; ++half) bias[half] = key_bias(mask, b, nk, key0 + warp * 16 + (lane >> 2) + 8 * half);
+
+    float dkAcc[D / 8][4] = {}, dvAcc[D / 8][4] = {};
+    for (int query0 = 0; query0 < nq; query0 += BM) {
+        __syncthreads();  // every warp is done with the previous Q/dO tile (and, the first time, K/V are stored)
+        load_tile<BM, D>(qTile, qBase, qs.row, query0, nq, dh, vectors);
+        load_tile<BM, D>(gTile, gBase, gs.row, query0, nq, dh, vectors);
+        for (int j = threadIdx.x; j < BM; j += FLASH_THREADS) {
+            bool inside = query0 + j < nq;
+            long long row = (long long)pair * nq + query0 + j;
+            lseTile[j] = inside ? lseLog2[row] : POSITIVE_INFINITY;  // rows beyond Nq get P = 0
+            deltaTile[j] = inside ? delta[row] : 0.0f;
+        }
+        __syncthreads();
+
+        float s[BM / 8][4] = {}, dp[BM / 8][4] = {};
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            u32 kFragment[4], vFragment[4];
+            load_a<S>(kFragment, kTile, warp * 16, kk * 16);
+            load_a<S>(vFragment, vTile, warp * 16, kk * 16);
+#pragma unroll
+            for (int n = 0; n < BM / 8; ++n) {
+                u32 bFragment[2];
+                load_b<S>(bFragment, qTile, n * 8, kk * 16);
+                mma(s[n], kFragment, bFragment);
+                load_b<S>(bFragment, gTile, n * 8, kk * 16);
+                mma(dp[n], vFragment, bFragment);
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < BM / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                int column = n * 8 + 2 * (lane & 3) + (e & 1);
+                float p = exp2f(s[n][e] * scaleLog2 + bias[e >> 1] - lseTile[column]);
+                s[n][e] = p;
+                dp[n][e] = p * (dp[n][e] - deltaTile[column]);
+            }
+        }
+        accumulate_product<BM, D>(dvAcc, s, gTile);
+        accumulate_product<BM, D>(dkAcc, dp, qTile);
+    }
+    const float one[2] = {1, 1}, scales[2] = {scale, scale};
+    store_rows<D>(slice(dv, dvs, b, h), dvs.row, key0 + warp * 16, nk, dh, dvAcc, one, vectors);
+    store_rows<D>(slice(dk, dks, b, h), dks.row, key0 + warp * 16, nk, dh, dkAcc, scales, vectors);
+}
+
+// dQ: one CTA per (64-query tile, pair), looping over 32-key tiles; each warp owns 16 queries:
+// S = Q Kᵀ, P = exp2(S − lse), dP = dO Vᵀ, dS = P ⊙ (dP − δ), dQ += dS K.
+#define DQ_QUERIES 64
+#define DQ_KEYS 32
+
+template <int D>
+__device__ inline void flash_backward_dq(const u16* q, const u16* k, const u16* v, const u16* dO,
+                                         const float* lseLog2, const float* delta, const int* mask, u16* dq,
+                                         Strides qs, Strides ks, Strides vs, Strides gs, Strides dqs, int nq, int nk,
+                                         int dh, int heads, float scale, float scaleLog2, int vectors) {
+    constexpr int S = D + 8, BM = DQ_QUERIES, BN = DQ_KEYS;
+    extern __shared__ __align__(16) u16 shared[];
+    u16* qTile = shared;
+    u16* gTile = qTile + BM * S;
+    u16* kTile = gTile + BM * S;
+    u16* vTile = kTile + BN * S;
+    float* keyBias = (float*)(vTile + BN * S);
+    int pair = blockIdx.y, b = pair / heads, h = pair % heads, row0 = blockIdx.x * BM;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const u16* kBase = slice(k, ks, b, h);
+    const u16* vBase = slice(v, vs, b, h);
+    load_tile<BM, D>(qTile, slice(q, qs, b, h), qs.row, row0, nq, dh, vectors);
+    load_tile<BM, D>(gTile, slice(dO, gs, b, h), gs.row, row0, nq, dh, vectors);
+    float rowLse[2], rowDelta[2];
+    for (int half = 0; half < 2; ++half) {
+        int row = row0 + warp * 16 + (lane >> 2) + 8 * half;
+        rowLse[half] = row < nq ? lseLog2[(long long)pair * nq + row] : POSITIVE_INFINITY;
+        rowDelta[half] = row < nq ? delta[(long long)pair * nq + row] : 0.0f;
+    }
+    __syncthreads();
+    u32 qFragment[D / 16][4], gFragment[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        load_a<S>(qFragment[kk], qTile, warp * 16, kk * 16);
+        load_a<S>(gFragment[kk], gTile, warp * 16, kk * 16);
+    }
+
+    float dqAcc[D / 8][4] = {};
+    for (int key0 = 0; key0 < nk; key0 += BN) {
+        __syncthreads();  // every warp is done with the previous K/V tile
+        load_tile<BN, D>(kTile, kBase, ks.row, key0, nk, dh, vectors);
+        load_tile<BN, D>(vTile, vBase, vs.row, key0, nk, dh, vectors);
+        for (int j = threadIdx.x; j < BN; j += FLASH_THREADS) keyBias[j] = key_bias(mask, b, nk, key0 + j);
+        __syncthreads();
+
+        float s[BN / 8][4] = {}, dp[BN / 8][4] = {};
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+            for (int n = 0; n < BN / 8; ++n) {
+                u32 bFragment[2];
+                load_b<S>(bFragment, kTile, n * 8, kk * 16);
+                mma(s[n], qFragment[kk], bFragment);
+                load_b<S>(bFragment, vTile, n * 8, kk * 16);
+                mma(dp[n], gFragment[kk], bFragment);
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float p = exp2f(s[n][e] * scaleLog2 + keyBias[n * 8 + 2 * (lane & 3) + (e & 1)] - rowLse[e >> 1]);
+                dp[n][e] = p * (dp[n][e] - rowDelta[e >> 1]);
+            }
+        }
+        accumulate_product<BN, D>(dqAcc, dp, kTile);
+    }
+    const float scales[2] = {scale, scale};
+    store_rows<D>(slice(dq, dqs, b, h), dqs.row, row0 + warp * 16, nq, dh, dqAcc, scales, vectors);
+}
+
+// Forward CTAs an SM should hold (registers capped to fit): 4 at D = 80 (DiT-XL/2's 72), where that costs no
+// spills; the others spill at 4.
+#define FORWARD_BLOCKS(D) ((D) == 80 ? 4 : 2)
+
+// One entry point per padded head dim (the host picks the smallest D ≥ Dh).
+#define FLASH_KERNELS(D)                                                                                             \
+    extern "C" __global__ void __launch_bounds__(FLASH_THREADS, FORWARD_BLOCKS(D)) flash_forward_##D(              \
+        const u16* q, const u16* k, const u16* v, const int* mask, u16* o, float* lse, Strides qs, Strides ks,       \
+        Strides vs, Strides os, int nq, int nk, int dh, int heads, float scaleLog2, int vectors) {                   \
+        flash_forward<D>(q, k, v, mask, o, lse, qs, ks, vs, os, nq, nk, dh, heads, scaleLog2, vectors);              \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_backward_dkv_##D(                              \
+        const u16* q, const u16* k, const u16* v, const u16* dO, const float* lseLog2, const float* delta,           \
+        const int* mask, u16* dk, u16* dv, Strides qs, Strides ks, Strides vs, Strides gs, Strides dks, Strides dvs, \
+        int nq, int nk, int dh, int heads, float scale, float scaleLog2, int vectors) {                              \
+        flash_backward_dkv<D>(q, k, v, dO, lseLog2, delta, mask, dk, dv, qs, ks, vs, gs, dks, dvs, nq, nk, dh,      \
+                              heads, scale, scaleLog2, vectors);                                                     \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_backward_dq_##D(                               \
+        const u16* q, const u16* k, const u16* v, const u16* dO, const float* lseLog2, const float* delta,           \
+        const int* mask, u16* dq, Strides qs, Strides ks, Strides vs, Strides gs, Strides dqs, int nq, int nk,       \
+        int dh, int heads, float scale, float scaleLog2, int vectors) {                                              \
+        flash_backward_dq<D>(q, k, v, dO, lseLog2, delta, mask, dq, qs, ks, vs, gs, dqs, nq, nk, dh, heads, scale,  \
+                             scaleLog2, vectors);                                                                    \
+    }
+
+FLASH_KERNELS(64)
+FLASH_KERNELS(80)
+FLASH_KERNELS(96)
+FLASH_KERNELS(128)
