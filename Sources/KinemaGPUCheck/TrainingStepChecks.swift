@@ -11,8 +11,8 @@ extension GPUCheck {
             let cpuModel = try DiT(config: config, backend: cpu), gpuModel = try DiT(config: config, backend: gpu)
             for (c, g) in zip(cpuModel.parameters, gpuModel.parameters) {
                 let (values, _) = pair(c.value.shape, scale: 0.05)
-                c.value = values
-                g.value = gpu.upload(cpu.download(values), shape: c.value.shape, dtype: .f32)
+                c.load(values, backend: cpu)
+                g.load(gpu.upload(cpu.download(values), shape: values.shape, dtype: .f32), backend: gpu)
             }
             let side = config.inputSize, channels = config.inChannels
             let (xStart, gxStart) = pair([batch, channels, side, side])

@@ -49,8 +49,7 @@ public enum Benchmark {
         let y = backend.upload((0..<batchSize).map { Int32($0 % config.numClasses) }, shape: [batchSize])
         let diffusion = GaussianDiffusion(learnSigma: config.learnSigma)
         let xT = diffusion.qSample(xStart, timesteps: timesteps, noise: noise, backend: backend)
-        let optimizer = AdamW(parameters: model.parameters, backend: backend,
-                              hyperparameters: AdamWHyperparameters(learningRate: 1e-4))
+        let optimizer = AdamW(arena: model.arena, hyperparameters: AdamWHyperparameters(learningRate: 1e-4))
         let seconds = medianSeconds(steps: steps, warmup: warmup, backend: backend) {
             model.zeroGradients()
             let (out, cache) = model.forward(xT, timesteps: t, labels: y)
