@@ -13,6 +13,16 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var samplerEpoch: Int
     public var samplerPosition: Int
     public var options: TrainingOptions
+
+    public init(step: Int, randomSeed: UInt64, randomPosition: UInt64, samplerEpoch: Int, samplerPosition: Int,
+                options: TrainingOptions) {
+        self.step = step
+        self.randomSeed = randomSeed
+        self.randomPosition = randomPosition
+        self.samplerEpoch = samplerEpoch
+        self.samplerPosition = samplerPosition
+        self.options = options
+    }
 }
 
 /// A training checkpoint: one safetensors file with the model (`model.`), its EMA (`ema.`), the AdamW moments
