@@ -67,38 +67,19 @@ extension CPUBackend: OptimizerOps {
         floatSwitch(ema.dtype, "emaUpdate", f32: { run(Float.self) }, f64: { run(Double.self) })
     }
 
-    /// Fixed 65,536-element blocks, each summed in f64 over four interleaved lanes (lane i % 4, then the lanes
-    /// in order), the block sums then added in order: independent of the thread count.
+    /// `blockedSum`'s fixed blocks over groups of four elements (each group's squares added in pairs): independent
+    /// of the thread count, with a quarter of the dependent additions of `sumOfSquares`.
     public func squaredNorm(_ x: Tensor) -> Double {
         func run<T: CPUScalar>(_: T.Type) -> Double {
-            let p = x.elements(T.self), count = x.count, blockSize = 65_536
-            let blocks = (count + blockSize - 1) / blockSize
-            var partial = [Double](repeating: 0, count: blocks)
-            partial.withUnsafeMutableBufferPointer { sums in
-                let out = sums.baseAddress!
-                parallelFor(blocks, grain: 1) { range in
-                    for block in range {
-                        let start = block * blockSize, end = Swift.min(count, start + blockSize)
-                        var lanes = (0.0, 0.0, 0.0, 0.0)
-                        var i = start
-                        while i + 4 <= end {
-                            let a = Double(p[i]), b = Double(p[i + 1]), c = Double(p[i + 2]), d = Double(p[i + 3])
-                            lanes.0 += a * a
-                            lanes.1 += b * b
-                            lanes.2 += c * c
-                            lanes.3 += d * d
-                            i += 4
-                        }
-                        while i < end {
-                            let a = Double(p[i])
-                            lanes.0 += a * a
-                            i += 1
-                        }
-                        out[block] = ((lanes.0 + lanes.1) + lanes.2) + lanes.3
-                    }
+            let p = x.elements(T.self), count = x.count
+            return blockedSum((count + 3) / 4) { group in
+                let i = 4 * group
+                guard i + 4 <= count else {
+                    return (i..<count).reduce(0.0) { total, k in total + Double(p[k]) * Double(p[k]) }
                 }
+                let a = Double(p[i]), b = Double(p[i + 1]), c = Double(p[i + 2]), d = Double(p[i + 3])
+                return (a * a + b * b) + (c * c + d * d)
             }
-            return partial.reduce(0, +)
         }
         return floatSwitch(x.dtype, "squaredNorm", f32: { run(Float.self) }, f64: { run(Double.self) })
     }

@@ -76,7 +76,7 @@ extension GPUCheck {
         let (x, gx) = fresh(count, misaligned: misaligned)
         let ours = gpu.squaredNorm(gx), again = gpu.squaredNorm(gx), reference = cpu.squaredNorm(x)
         let error = abs(ours - reference) / reference
-        record("squaredNorm n=\(count)\(misaligned ? " misaligned" : "")", error <= 1e-12 && ours == again,
+        record("squaredNorm n=\(count)\(misaligned ? " misaligned" : "")", error <= 1e-9 && ours == again,
                String(format: "relative error %.2e, repeat %@", error, ours == again ? "identical" : "DIFFERS"))
     }
 
@@ -110,7 +110,7 @@ extension GPUCheck {
                 let cNorm = cpu.squaredNorm(c.gradients), gNorm = gpu.squaredNorm(g.gradients)
                 let scale = min(1, 0.5 / (cNorm.squareRoot() + 1e-6))
                 if step == 1 {
-                    record("arena gradient norm", abs(gNorm - cNorm) <= 1e-12 * cNorm, "CPU \(cNorm) GPU \(gNorm)")
+                    record("arena gradient norm", abs(gNorm - cNorm) <= 1e-9 * cNorm, "CPU \(cNorm) GPU \(gNorm)")
                 }
                 cpu.adamW(master: c.weights, gradient: c.gradients, m: cm, v: cv, computeCopy: c.computeCopy,
                           step: step, hyperparameters: h, gradScale: scale)
