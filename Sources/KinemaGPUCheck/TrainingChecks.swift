@@ -2,7 +2,7 @@ import Foundation
 import KinemaTensor
 
 extension GPUCheck {
-    /// The optimizer, random and diffusion-loss families against the CPU backend.
+    /// The optimizer (OptimizerChecks.swift), random and diffusion-loss families against the CPU backend.
     func checkTraining() {
         checkOptimizer()
         checkRandom()
@@ -12,30 +12,6 @@ extension GPUCheck {
     /// The same values on both backends, made from `values` on the host.
     private func both(_ values: [Float], _ shape: [Int]) -> (cpu: Tensor, gpu: Tensor) {
         (cpu.upload(values, shape: shape, dtype: .f32), gpu.upload(values, shape: shape, dtype: .f32))
-    }
-
-    private func checkOptimizer() {
-        for count in [1, 1000, 65_537, 1_000_003] {
-            let shape = [count]
-            let (p, gp) = pair(shape), (m, gm) = pair(shape, scale: 0.1)
-            let (v, gv) = pair(shape, positive: true, scale: 0.01)
-            let h = AdamWHyperparameters(learningRate: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.1)
-            for step in 1...4 {
-                let (g, gg) = pair(shape, scale: 2)
-                let scale = step % 2 == 0 ? 0.37 : 1.0 / 3.0
-                cpu.adamW(parameter: p, gradient: g, m: m, v: v, step: step, hyperparameters: h, gradScale: scale)
-                gpu.adamW(parameter: gp, gradient: gg, m: gm, v: gv, step: step, hyperparameters: h, gradScale: scale)
-            }
-            check("adamW 4 steps parameter n=\(count)", gpu.download(gp), cpu.download(p))
-            check("adamW 4 steps m n=\(count)", gpu.download(gm), cpu.download(m))
-            check("adamW 4 steps v n=\(count)", gpu.download(gv), cpu.download(v))
-            let (e, ge) = pair(shape)
-            for decay in [0.999, 0.9] {
-                cpu.emaUpdate(e, toward: p, decay: decay)
-                gpu.emaUpdate(ge, toward: gp, decay: decay)
-            }
-            check("emaUpdate n=\(count)", gpu.download(ge), cpu.download(e))
-        }
     }
 
     private func checkRandom() {

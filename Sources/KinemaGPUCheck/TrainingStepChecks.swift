@@ -14,9 +14,11 @@ extension GPUCheck {
             let gpuModel = try DiT(config: config, backend: gpu, dtype: dtype)
             for (c, g) in zip(cpuModel.parameters, gpuModel.parameters) {
                 var (values, _) = pair(c.value.shape, scale: 0.05)
+                // The bf16 model's master holds the same values rounded to bf16 as the f32 CPU model's weights,
+                // so the two differ only in the precision they compute in.
                 if dtype != .f32 { values = cpu.cast(cpu.cast(values, to: dtype), to: .f32) }
-                c.value = values
-                g.value = gpu.upload(cpu.download(values), shape: c.value.shape, dtype: dtype)
+                c.load(values, backend: cpu)
+                g.load(gpu.upload(cpu.download(values), shape: values.shape, dtype: .f32), backend: gpu)
             }
             let side = config.inputSize, channels = config.inChannels
             let (xStart, gxStart) = pair([batch, channels, side, side])

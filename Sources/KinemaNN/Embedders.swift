@@ -14,7 +14,6 @@ public final class TimestepEmbedder: Layer {
     public let maxPeriod: Double
     /// 0 for the original DiT, 1 for diffusers (see `NNOps.timestepEmbedding`).
     public let frequencyShift: Double
-    let dtype: DType
     let backend: any Backend
 
     public var parameters: [Parameter] { linear1.parameters + linear2.parameters }
@@ -25,7 +24,6 @@ public final class TimestepEmbedder: Layer {
         self.frequencyShift = frequencyShift
         self.frequencyDim = frequencyDim
         self.maxPeriod = maxPeriod
-        self.dtype = dtype
         // Built empty (zero) and filled once with DiT's N(0, 0.02²), rather than drawn Xavier and overwritten.
         linear1 = Linear(backend: backend, name: "\(name).mlp.0", inFeatures: frequencyDim, outFeatures: dim, dtype: dtype,
                          zeroInitialized: true)
@@ -39,13 +37,14 @@ public final class TimestepEmbedder: Layer {
     }
 
     /// t: [B] timesteps → [B, D]. The features are computed from f32 (f64 in an f64 layer) timesteps and then
-    /// cast to the layer dtype: a bf16 timestep could not tell 999 from 1000.
+    /// cast to the weights' compute dtype: a bf16 timestep could not tell 999 from 1000.
     public func forward(_ t: Tensor) -> (Tensor, Cache) {
-        let timeType: DType = dtype == .f64 ? .f64 : .f32
+        let compute = linear1.weight.value.dtype
+        let timeType: DType = compute == .f64 ? .f64 : .f32
         let times = t.dtype == timeType ? t : backend.cast(t, to: timeType)
         let features = backend.timestepEmbedding(times, dim: frequencyDim, maxPeriod: maxPeriod,
                                                  frequencyShift: frequencyShift)
-        let frequencies = features.dtype == dtype ? features : backend.cast(features, to: dtype)
+        let frequencies = features.dtype == compute ? features : backend.cast(features, to: compute)
         let hidden = linear1.forward(frequencies)
         let activated = backend.silu(hidden)
         return (linear2.forward(activated), Cache(frequencies: frequencies, hidden: hidden, activated: activated))

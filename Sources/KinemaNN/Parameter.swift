@@ -2,23 +2,53 @@ import KinemaTensor
 
 /// A trainable tensor and its gradient accumulator. Layers accumulate (+=) into `gradient` in their backward,
 /// so the training loop zeroes it once per optimizer step (gradient accumulation needs nothing else).
+///
+/// Inside a model that owns a `ParameterArena`, `value`, `gradient` and `master` are views of the arena's flat
+/// buffers: the optimizer updates all parameters in one pass over them. Assign new weights with `load(_:backend:)`,
+/// which writes through the views; assigning `value` itself detaches the parameter from the arena.
 public final class Parameter {
     /// The full name in the original DiT (PyTorch state_dict) layout, e.g. "blocks.0.attn.qkv.weight".
     public let name: String
+    /// The copy the layers compute with: f32, or bf16/f16 under mixed precision (then rewritten from `master`
+    /// by every optimizer step).
     public var value: Tensor
-    /// Same shape as `value`, zero-initialised, f32 for any half-precision value (f64 for f64): under bf16 mixed
-    /// precision the weights the layers use are bf16 copies but gradients accumulate (over layers and
-    /// micro-batches) in f32, as the optimizer reads them.
+    /// Same shape as `value`, zero-initialised, f32 (f64 for an f64 value, the precision of the gradient checks):
+    /// under bf16 mixed precision the weights the layers use are bf16 copies but gradients accumulate (over
+    /// layers and micro-batches) in f32, as the optimizer reads them.
     public var gradient: Tensor
+    /// The f32 master weights when `value` is a lower-precision copy of them (nil when `value` is itself f32/f64).
+    public internal(set) var master: Tensor?
 
     public init(name: String, value: Tensor, backend: any Backend) {
         self.name = name
         self.value = value
-        gradient = backend.zeros(value.shape, dtype: value.dtype == .bf16 || value.dtype == .f16 ? .f32 : value.dtype)
+        gradient = backend.zeros(value.shape, dtype: Self.gradientDType(for: value.dtype))
     }
+
+    /// The dtype gradients accumulate in for weights of `dtype`.
+    public static func gradientDType(for dtype: DType) -> DType {
+        dtype == .f64 || !dtype.isFloatingPoint ? dtype : .f32
+    }
+
+    /// The full-precision weights: `master` when there is one, otherwise `value`. What the optimizer updates, the
+    /// EMA follows and a checkpoint saves.
+    public var weights: Tensor { master ?? value }
 
     public func zeroGradient(backend: any Backend) {
         backend.fill(gradient, with: 0)
+    }
+
+    /// Writes loaded weights (any float dtype, same shape): into the master exactly when there is one, and into
+    /// the compute copy rounded once from it (from the source itself when it is the f32 master's precision).
+    public func load(_ source: Tensor, backend: any Backend) {
+        precondition(source.shape == value.shape,
+                     "Parameter \(name): loading \(source.shape) into \(value.shape)")
+        if let master {
+            backend.copy(source, into: master)
+            backend.copy(master, into: value)
+        } else {
+            backend.copy(source, into: value)
+        }
     }
 }
 

@@ -2,23 +2,24 @@ import Foundation
 import KinemaNN
 import KinemaTensor
 
-/// AdamW over fp32 state (first and second moments per parameter), with decoupled weight decay and bias
-/// correction; gradient clipping folds into the same pass as a gradient scale.
+/// AdamW over fp32 state (first and second moments), with decoupled weight decay and bias correction, as one
+/// fused pass over a `ParameterArena`: it updates the f32 master weights (the values themselves in an f32 model)
+/// and rewrites the bf16 compute copy in the same pass. Gradient clipping folds in as a gradient scale.
 public final class AdamW {
     public var hyperparameters: AdamWHyperparameters
     public private(set) var step = 0
     let backend: any Backend
-    let parameters: [Parameter]
-    /// First and second moments, in the order of `parameters`.
-    var moments: [(m: Tensor, v: Tensor)]
+    public let arena: ParameterArena
+    /// First and second moments, flat, laid out as the arena's weights.
+    let m: Tensor
+    let v: Tensor
 
-    public init(parameters: [Parameter], backend: any Backend, hyperparameters: AdamWHyperparameters) {
-        self.parameters = parameters
-        self.backend = backend
+    public init(arena: ParameterArena, hyperparameters: AdamWHyperparameters) {
+        self.arena = arena
+        backend = arena.backend
         self.hyperparameters = hyperparameters
-        moments = parameters.map {
-            (backend.zeros($0.value.shape, dtype: $0.value.dtype), backend.zeros($0.value.shape, dtype: $0.value.dtype))
-        }
+        m = backend.zeros([arena.count], dtype: arena.weights.dtype)
+        v = backend.zeros([arena.count], dtype: arena.weights.dtype)
     }
 
     /// Applies one update with learning rate `learningRate` and gradients multiplied by `gradScale`.
@@ -26,32 +27,30 @@ public final class AdamW {
         step += 1
         var h = hyperparameters
         h.learningRate = learningRate
-        for (parameter, moment) in zip(parameters, moments) {
-            backend.adamW(parameter: parameter.value, gradient: parameter.gradient, m: moment.m, v: moment.v, step: step,
-                          hyperparameters: h, gradScale: gradScale)
-        }
+        backend.adamW(master: arena.weights, gradient: arena.gradients, m: m, v: v, computeCopy: arena.computeCopy,
+                      step: step, hyperparameters: h, gradScale: gradScale)
     }
 
-    /// State tensors under checkpoint names, and restore from them.
+    /// State tensors under checkpoint names (views of the flat moments, one pair per parameter), and restore.
     public func stateDict() -> [(name: String, tensor: Tensor)] {
-        zip(parameters, moments).flatMap { parameter, moment in
-            [("optimizer.exp_avg.\(parameter.name)", moment.m), ("optimizer.exp_avg_sq.\(parameter.name)", moment.v)]
+        arena.parameters.indices.flatMap { index in
+            let name = arena.parameters[index].name
+            return [("optimizer.exp_avg.\(name)", arena.view(of: m, parameter: index)),
+                    ("optimizer.exp_avg_sq.\(name)", arena.view(of: v, parameter: index))]
         }
     }
 
     public func load(step: Int, _ lookup: (String) throws -> Tensor) throws {
         self.step = step
-        for (parameter, moment) in zip(parameters, moments) {
-            backend.copy(try lookup("optimizer.exp_avg.\(parameter.name)"), into: moment.m)
-            backend.copy(try lookup("optimizer.exp_avg_sq.\(parameter.name)"), into: moment.v)
-        }
+        for (name, tensor) in stateDict() { backend.copy(try lookup(name), into: tensor) }
     }
 }
 
-/// The global L2 norm of all gradients, and the factor that clips it to `maxNorm` (1 when under it), as
-/// torch.nn.utils.clip_grad_norm_ computes it.
-public func clipGradientNorm(_ parameters: [Parameter], maxNorm: Double?, backend: any Backend) -> (norm: Double, scale: Double) {
-    let norm = parameters.map { backend.sumOfSquares($0.gradient) }.reduce(0, +).squareRoot()
+/// The global L2 norm of all gradients — one deterministic reduction over the arena's flat gradients (the padding
+/// is zero) — and the factor that clips it to `maxNorm` (1 when under it), as torch.nn.utils.clip_grad_norm_
+/// computes it.
+public func clipGradientNorm(_ arena: ParameterArena, maxNorm: Double?) -> (norm: Double, scale: Double) {
+    let norm = arena.backend.squaredNorm(arena.gradients).squareRoot()
     guard let maxNorm, maxNorm > 0, norm.isFinite else { return (norm, 1) }
     return (norm, min(1, maxNorm / (norm + 1e-6)))
 }

@@ -76,9 +76,8 @@ public enum Benchmark {
         let shape = [batchSize, config.inChannels, config.inputSize, config.inputSize]
         let images = backend.download(backend.randomNormal(shape, dtype: .f32, seed: 1, offset: 0))
         let diffusion = GaussianDiffusion(schedule: .dit(), learnSigma: config.learnSigma)
-        let optimizer = AdamW(parameters: model.parameters, backend: backend,
-                              hyperparameters: AdamWHyperparameters(learningRate: 1e-4))
-        let ema = ExponentialMovingAverage(parameters: model.parameters, decay: 0.9999, backend: backend)
+        let optimizer = AdamW(arena: model.arena, hyperparameters: AdamWHyperparameters(learningRate: 1e-4))
+        let ema = ExponentialMovingAverage(arena: model.arena, decay: 0.9999)
         var random = RandomStream(seed: 2)
         let timing = time(steps: steps, warmup: warmup, backend: backend, device: device) {
             let classes = (0..<batchSize).map { _ in Int32(random.nextInt(below: config.numClasses)) }
@@ -91,7 +90,7 @@ public enum Benchmark {
             let loss = diffusion.trainingLoss(modelOutput: out, xStart: xStart, xT: xT, noise: noise,
                                               timesteps: timesteps, backend: backend)
             model.backward(loss.gradient, cache)
-            let (_, scale) = clipGradientNorm(model.parameters, maxNorm: 1, backend: backend)
+            let (_, scale) = clipGradientNorm(model.arena, maxNorm: 1)
             optimizer.update(learningRate: 1e-4, gradScale: scale)
             ema.update(step: optimizer.step)
         }

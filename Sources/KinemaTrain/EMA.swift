@@ -1,20 +1,25 @@
 import KinemaNN
 import KinemaTensor
 
-/// An exponential moving average of the weights (DiT samples from it), kept in the parameters' dtype.
+/// An exponential moving average of the weights (DiT samples from it), kept flat in the precision of the arena's
+/// full weights (the f32 master under mixed precision), and updated in one pass per step.
 public final class ExponentialMovingAverage {
     public let decay: Double
     let backend: any Backend
-    let parameters: [Parameter]
-    public private(set) var shadows: [Tensor]
+    public let arena: ParameterArena
+    /// Flat, laid out as the arena's weights.
+    public let average: Tensor
 
     /// Starts as a copy of the current weights, as DiT's `update_ema(ema, model, decay=0)` does.
-    public init(parameters: [Parameter], decay: Double, backend: any Backend) {
-        self.parameters = parameters
+    public init(arena: ParameterArena, decay: Double) {
+        self.arena = arena
         self.decay = decay
-        self.backend = backend
-        shadows = parameters.map { backend.clone($0.value) }
+        backend = arena.backend
+        average = backend.clone(arena.weights)
     }
+
+    /// The average of each parameter, in the order of `arena.parameters` (views of `average`).
+    public var shadows: [Tensor] { arena.parameters.indices.map { arena.view(of: average, parameter: $0) } }
 
     /// The decay used after `updates` updates: min(decay, (1 + n) / (10 + n)), the warm-up diffusers' EMAModel and
     /// timm use, so a short run's average is not dominated by its zero-initialised start (with a fixed 0.9999, a
@@ -25,15 +30,14 @@ public final class ExponentialMovingAverage {
 
     /// One update; `step` is the number of optimizer steps taken so far (1 after the first).
     public func update(step: Int) {
-        let decay = effectiveDecay(afterUpdates: step)
-        for (shadow, parameter) in zip(shadows, parameters) { backend.emaUpdate(shadow, toward: parameter.value, decay: decay) }
+        backend.emaUpdate(average, toward: arena.weights, decay: effectiveDecay(afterUpdates: step))
     }
 
     public func stateDict() -> [(name: String, tensor: Tensor)] {
-        zip(parameters, shadows).map { ("ema.\($0.name)", $1) }
+        zip(arena.parameters, shadows).map { ("ema.\($0.name)", $1) }
     }
 
     public func load(_ lookup: (String) throws -> Tensor) throws {
-        for (parameter, shadow) in zip(parameters, shadows) { backend.copy(try lookup("ema.\(parameter.name)"), into: shadow) }
+        for (name, shadow) in stateDict() { backend.copy(try lookup(name), into: shadow) }
     }
 }

@@ -46,11 +46,11 @@ public final class Trainer {
         self.data = data
         self.options = options
         diffusion = GaussianDiffusion(schedule: .dit(), learnSigma: model.config.learnSigma)
-        optimizer = AdamW(parameters: model.parameters, backend: model.backend,
+        optimizer = AdamW(arena: model.arena,
                           hyperparameters: AdamWHyperparameters(learningRate: options.learningRate, beta1: 0.9,
                                                                 beta2: 0.999, epsilon: 1e-8,
                                                                 weightDecay: options.weightDecay))
-        ema = ExponentialMovingAverage(parameters: model.parameters, decay: options.emaDecay, backend: model.backend)
+        ema = ExponentialMovingAverage(arena: model.arena, decay: options.emaDecay)
         schedule = LearningRateSchedule(baseRate: options.learningRate, warmupSteps: options.warmupSteps,
                                         decay: options.learningRateDecay, totalSteps: options.steps)
         sampler = EpochSampler(count: data.count, batchSize: options.batchSize, seed: options.seed)
@@ -90,7 +90,7 @@ public final class Trainer {
         let loss = diffusion.trainingLoss(modelOutput: output, xStart: xStart, xT: xT, noise: noise,
                                           timesteps: timesteps, backend: backend)
         model.backward(loss.gradient, cache)
-        let (norm, scale) = clipGradientNorm(model.parameters, maxNorm: options.maxGradNorm, backend: backend)
+        let (norm, scale) = clipGradientNorm(model.arena, maxNorm: options.maxGradNorm)
         let rate = schedule.rate(at: optimizer.step + 1)
         optimizer.update(learningRate: rate, gradScale: scale)
         ema.update(step: optimizer.step)

@@ -13,11 +13,23 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var samplerEpoch: Int
     public var samplerPosition: Int
     public var options: TrainingOptions
+
+    public init(step: Int, randomSeed: UInt64, randomPosition: UInt64, samplerEpoch: Int, samplerPosition: Int,
+                options: TrainingOptions) {
+        self.step = step
+        self.randomSeed = randomSeed
+        self.randomPosition = randomPosition
+        self.samplerEpoch = samplerEpoch
+        self.samplerPosition = samplerPosition
+        self.options = options
+    }
 }
 
 /// A training checkpoint: one safetensors file with the model (`model.`), its EMA (`ema.`), the AdamW moments
 /// (`optimizer.exp_avg.` / `optimizer.exp_avg_sq.`), and in the header the model config (so `kinema sample` and
-/// `DiTCheckpoint` read it like any original-layout file) and the training state.
+/// `DiTCheckpoint` read it like any original-layout file) and the training state. The model's weights are its
+/// full-precision ones (a bf16 run's f32 master), so the file loads exactly into an f32 model too; the EMA and the
+/// moments are f32 as well.
 public enum TrainingCheckpoint {
     public static let stateKey = "kinema_training_state"
 
@@ -25,9 +37,7 @@ public enum TrainingCheckpoint {
     /// the previous checkpoint intact.
     public static func save(to url: URL, model: DiT, ema: ExponentialMovingAverage, optimizer: AdamW,
                             state: TrainingState) throws {
-        let tensors = model.parameters.map { ("model.\($0.name)", $0.value) }
-            + [("model.pos_embed", model.stateDict().last!.tensor)]
-            + ema.stateDict() + optimizer.stateDict()
+        let tensors = model.stateDict().map { ("model.\($0.name)", $0.tensor) } + ema.stateDict() + optimizer.stateDict()
         let stateJSON = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         try SafetensorsWriter.write(tensors.map { (name: $0.0, tensor: $0.1) },
@@ -48,7 +58,8 @@ public enum TrainingCheckpoint {
         }
     }
 
-    /// Restores weights, EMA and optimizer moments in place and returns the saved state.
+    /// Restores weights (into the master, then the compute copy from it), EMA and optimizer moments in place and
+    /// returns the saved state.
     public static func restore(from url: URL, model: DiT, ema: ExponentialMovingAverage, optimizer: AdamW) throws -> TrainingState {
         let file = try SafetensorsFile(url: url)
         let state = try readState(file)

@@ -1,22 +1,83 @@
-// Kinema's training kernels: the fused AdamW step and EMA, Philox-4x32-10 normals, and the diffusion losses.
+// Kinema's training kernels: the fused AdamW step (with the bf16 compute copy), EMA and gradient norm,
+// Philox-4x32-10 normals, and the diffusion losses.
 // Compiled at run time by NVRTC. The float arithmetic that must match the CPU reference bit for bit (the
 // optimizer) uses the _rn intrinsics, so the compiler cannot contract it into FMAs the CPU does not use.
 
 // ---------------------------------------------------------------------------------------------------------------
-// Optimizer. All constants arrive already rounded to the state's precision, as the CPU computes them.
+// Optimizer, over a ParameterArena's flat buffers: one launch per step for AdamW (with the compute copy), one for
+// the EMA, two for the gradient norm. All constants arrive already rounded to the state's precision, as the CPU
+// computes them. With `vectorized` (every pointer 16-byte aligned, 8 for a 16-bit copy) each thread moves four
+// elements per 16-byte load; elements past the last whole vector (all of them without `vectorized`) take the
+// scalar grid-stride loop.
 
-extern "C" __global__ void adamw_f32(float* p, const float* g, float* m, float* v, float beta1, float beta2,
-                                     float scale, float decay, float stepSize, float sqrtCorrection2, float eps,
-                                     long long n) {
-    const float oneMinusBeta1 = __fsub_rn(1.0f, beta1), oneMinusBeta2 = __fsub_rn(1.0f, beta2);
-    GRID_LOOP(i, n) {
-        float grad = __fmul_rn(g[i], scale);
-        float m1 = __fadd_rn(__fmul_rn(beta1, m[i]), __fmul_rn(oneMinusBeta1, grad));
-        float m2 = __fadd_rn(__fmul_rn(beta2, v[i]), __fmul_rn(__fmul_rn(oneMinusBeta2, grad), grad));
-        m[i] = m1;
-        v[i] = m2;
-        float denominator = __fadd_rn(__fdiv_rn(__fsqrt_rn(m2), sqrtCorrection2), eps);
-        p[i] = __fsub_rn(__fmul_rn(p[i], decay), __fdiv_rn(__fmul_rn(stepSize, m1), denominator));
+struct AdamWConstants {
+    float beta1, beta2, oneMinusBeta1, oneMinusBeta2, scale, decay, stepSize, sqrtCorrection2, eps;
+};
+
+// One element: updates m and v in place and returns the new weight (the CPU's expression, operation by operation).
+__device__ inline float adamw_element(const AdamWConstants& c, float p, float g, float& m, float& v) {
+    float grad = __fmul_rn(g, c.scale);
+    m = __fadd_rn(__fmul_rn(c.beta1, m), __fmul_rn(c.oneMinusBeta1, grad));
+    v = __fadd_rn(__fmul_rn(c.beta2, v), __fmul_rn(__fmul_rn(c.oneMinusBeta2, grad), grad));
+    float denominator = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), c.sqrtCorrection2), c.eps);
+    return __fsub_rn(__fmul_rn(p, c.decay), __fdiv_rn(__fmul_rn(c.stepSize, m), denominator));
+}
+
+// The compute copy's rounding, as KinemaTensor's bf16Bits / f16Bits: to nearest even, NaN kept quiet with its sign.
+__device__ inline u16 copy_bf16(float x) {
+    u32 bits = __float_as_uint(x);
+    if (x != x) return (u16)((bits >> 16) | 0x40);
+    return (u16)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+__device__ inline u16 copy_f16(float x) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x)); return h; }
+
+// Compute-copy codes: 0 none, 1 f32, 2 bf16, 3 f16.
+__device__ inline void store_copy(void* copy, int copyType, long long i, float x) {
+    if (copyType == 1) ((float*)copy)[i] = x;
+    else if (copyType == 2) ((u16*)copy)[i] = copy_bf16(x);
+    else if (copyType == 3) ((u16*)copy)[i] = copy_f16(x);
+}
+
+// Elements 4j … 4j+3 in one store (16 bytes for f32, 8 for the 16-bit types).
+__device__ inline void store_copy4(void* copy, int copyType, long long j, float4 x) {
+    if (copyType == 1) {
+        ((float4*)copy)[j] = x;
+    } else if (copyType == 2) {
+        ((uint2*)copy)[j] = make_uint2((u32)copy_bf16(x.x) | ((u32)copy_bf16(x.y) << 16),
+                                       (u32)copy_bf16(x.z) | ((u32)copy_bf16(x.w) << 16));
+    } else if (copyType == 3) {
+        ((uint2*)copy)[j] = make_uint2((u32)copy_f16(x.x) | ((u32)copy_f16(x.y) << 16),
+                                       (u32)copy_f16(x.z) | ((u32)copy_f16(x.w) << 16));
+    }
+}
+
+extern "C" __global__ void adamw_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                                     float* __restrict__ v, void* __restrict__ copy, int copyType, float beta1,
+                                     float beta2, float scale, float decay, float stepSize, float sqrtCorrection2,
+                                     float eps, long long n, int vectorized) {
+    const AdamWConstants c = {beta1, beta2, __fsub_rn(1.0f, beta1), __fsub_rn(1.0f, beta2), scale, decay, stepSize,
+                              sqrtCorrection2, eps};
+    const long long vectors = vectorized ? n / 4 : 0;
+    GRID_LOOP(j, vectors) {
+        float4 pp = ((const float4*)p)[j], gg = ((const float4*)g)[j];
+        float4 mm = ((const float4*)m)[j], vv = ((const float4*)v)[j];
+        pp.x = adamw_element(c, pp.x, gg.x, mm.x, vv.x);
+        pp.y = adamw_element(c, pp.y, gg.y, mm.y, vv.y);
+        pp.z = adamw_element(c, pp.z, gg.z, mm.z, vv.z);
+        pp.w = adamw_element(c, pp.w, gg.w, mm.w, vv.w);
+        ((float4*)p)[j] = pp;
+        ((float4*)m)[j] = mm;
+        ((float4*)v)[j] = vv;
+        store_copy4(copy, copyType, j, pp);
+    }
+    for (long long i = vectors * 4 + blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)blockDim.x * gridDim.x) {
+        float mi = m[i], vi = v[i];
+        float pi = adamw_element(c, p[i], g[i], mi, vi);
+        p[i] = pi;
+        m[i] = mi;
+        v[i] = vi;
+        store_copy(copy, copyType, i, pi);
     }
 }
 
@@ -35,14 +96,62 @@ extern "C" __global__ void adamw_f64(double* p, const double* g, double* m, doub
     }
 }
 
-extern "C" __global__ void ema_f32(float* e, const float* p, float decay, long long n) {
+__device__ inline float ema_element(float e, float p, float decay, float rest) {
+    return __fadd_rn(__fmul_rn(decay, e), __fmul_rn(rest, p));
+}
+
+extern "C" __global__ void ema_f32(float* __restrict__ e, const float* __restrict__ p, float decay, long long n,
+                                   int vectorized) {
     const float rest = __fsub_rn(1.0f, decay);
-    GRID_LOOP(i, n) e[i] = __fadd_rn(__fmul_rn(decay, e[i]), __fmul_rn(rest, p[i]));
+    const long long vectors = vectorized ? n / 4 : 0;
+    GRID_LOOP(j, vectors) {
+        float4 ee = ((const float4*)e)[j], pp = ((const float4*)p)[j];
+        ee.x = ema_element(ee.x, pp.x, decay, rest);
+        ee.y = ema_element(ee.y, pp.y, decay, rest);
+        ee.z = ema_element(ee.z, pp.z, decay, rest);
+        ee.w = ema_element(ee.w, pp.w, decay, rest);
+        ((float4*)e)[j] = ee;
+    }
+    for (long long i = vectors * 4 + blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)blockDim.x * gridDim.x) {
+        e[i] = ema_element(e[i], p[i], decay, rest);
+    }
 }
 
 extern "C" __global__ void ema_f64(double* e, const double* p, double decay, long long n) {
     const double rest = __dsub_rn(1.0, decay);
     GRID_LOOP(i, n) e[i] = __dadd_rn(__dmul_rn(decay, e[i]), __dmul_rn(rest, p[i]));
+}
+
+// Σ x² in f64, deterministic: the grid size depends only on n, each thread sums its grid-stride elements in order,
+// each block reduces with the fixed tree into partial[blockIdx.x], and squared_norm_total (one block) adds the
+// partials with the same fixed pattern. No atomics.
+extern "C" __global__ void squared_norm_f32(const float* __restrict__ x, double* partial, long long n, int vectorized) {
+    double total = 0;
+    const long long vectors = vectorized ? n / 4 : 0;
+    GRID_LOOP(j, vectors) {
+        float4 a = ((const float4*)x)[j];
+        double ax = a.x, ay = a.y, az = a.z, aw = a.w;
+        total += (ax * ax + ay * ay) + (az * az + aw * aw);
+    }
+    for (long long i = vectors * 4 + blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)blockDim.x * gridDim.x) {
+        double a = x[i];
+        total += a * a;
+    }
+    block_reduce_store(total, partial);
+}
+
+extern "C" __global__ void squared_norm_f64(const double* x, double* partial, long long n) {
+    double total = 0;
+    GRID_LOOP(i, n) total += x[i] * x[i];
+    block_reduce_store(total, partial);
+}
+
+extern "C" __global__ void squared_norm_total(const double* partial, double* total, long long count) {
+    double sum = 0;
+    for (long long i = threadIdx.x; i < count; i += 256) sum += partial[i];
+    block_reduce_store(sum, total);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -25,32 +25,41 @@ public final class DiT {
     /// The fixed 2D sin-cos table, flattened to [N·D] so one bias add puts it on every sample.
     let positionalEmbedding: Tensor
 
+    /// Every parameter in flat storage: compute-dtype values, f32 gradients and (under mixed precision) the f32
+    /// master weights the optimizer updates.
+    public let arena: ParameterArena
+
     /// A model with the paper's initialisation — xavier-uniform linears, N(0, 0.02) embeddings, zeroed adaLN and
     /// final layer — which the layers themselves draw from `seed` (each parameter its own Philox stream).
-    public init(config: DiTConfig, backend: any Backend, dtype: DType = .f32, seed: UInt64 = 0) throws {
+    /// The layers are built in f32 (f64 for an f64 model) and then moved into `arena` with `dtype` as the compute
+    /// dtype, so a bf16 model's master weights are the exact f32 initial values. `keepsMaster: false` drops the
+    /// f32 master of a 16-bit model (inference only: the weights then exist only as the bf16 copy).
+    public init(config: DiTConfig, backend: any Backend, dtype: DType = .f32, seed: UInt64 = 0,
+                keepsMaster: Bool = true) throws {
         try config.validate()
         self.config = config
         self.backend = backend
         self.dtype = dtype
         let d = config.hiddenSize
+        let layerDType: DType = dtype == .f64 ? .f64 : .f32
         xEmbedder = PatchEmbed(backend: backend, name: "x_embedder", patchSize: config.patchSize,
-                               inChannels: config.inChannels, dim: d, dtype: dtype, seed: seed)
+                               inChannels: config.inChannels, dim: d, dtype: layerDType, seed: seed)
         tEmbedder = TimestepEmbedder(backend: backend, name: "t_embedder", dim: d,
-                                     frequencyShift: config.timestepFrequencyShift, dtype: dtype, seed: seed)
+                                     frequencyShift: config.timestepFrequencyShift, dtype: layerDType, seed: seed)
         yEmbedder = LabelEmbedder(backend: backend, name: "y_embedder", numClasses: config.numClasses, dim: d,
-                                  dropoutProbability: config.classDropoutProb, dtype: dtype, seed: seed)
+                                  dropoutProbability: config.classDropoutProb, dtype: layerDType, seed: seed)
         blocks = (0..<config.depth).map {
-            DiTBlock(backend: backend, name: "blocks.\($0)", config: config, dtype: dtype, seed: seed)
+            DiTBlock(backend: backend, name: "blocks.\($0)", config: config, dtype: layerDType, seed: seed)
         }
-        finalLayer = DiTFinalLayer(backend: backend, config: config, dtype: dtype)
+        finalLayer = DiTFinalLayer(backend: backend, config: config, dtype: layerDType)
         let table = PositionalEmbedding.sinCos2D(dim: d, gridHeight: config.gridSize, gridWidth: config.gridSize)
         positionalEmbedding = backend.upload(table, shape: [table.count], dtype: dtype)
+        arena = ParameterArena(parameters: xEmbedder.parameters + tEmbedder.parameters + yEmbedder.parameters
+                                   + blocks.flatMap(\.parameters) + finalLayer.parameters,
+                               computeDType: dtype, backend: backend, keepsMaster: keepsMaster)
     }
 
-    public var parameters: [Parameter] {
-        xEmbedder.parameters + tEmbedder.parameters + yEmbedder.parameters + blocks.flatMap(\.parameters)
-            + finalLayer.parameters
-    }
+    public var parameters: [Parameter] { arena.parameters }
 
     /// The dtype of the model's inputs and outputs: f32 (f64 for an f64 model). A bf16 model computes in bf16
     /// inside but takes and returns f32, so samplers and losses keep their state in f32.
@@ -112,7 +121,8 @@ public final class DiT {
         forward(x, timesteps: timesteps, labels: labels).0
     }
 
+    /// One fill of the arena's flat gradient buffer.
     public func zeroGradients() {
-        for parameter in parameters { parameter.zeroGradient(backend: backend) }
+        arena.zeroGradients()
     }
 }

@@ -6,14 +6,16 @@ import KinemaTensor
 /// `DiTTransformer2DModel` folder.
 extension DiT {
     /// The model's tensors under their original DiT names, including the fixed `pos_embed` [1, N, D], so the file
-    /// loads into the reference implementation with `load_state_dict(strict=True)`.
+    /// loads into the reference implementation with `load_state_dict(strict=True)`. The weights are the full-precision
+    /// ones (a bf16 model's f32 master), so a mixed-precision model saves exactly what an f32 model would.
     public func stateDict() -> [(name: String, tensor: Tensor)] {
-        parameters.map { ($0.name, $0.value) }
+        parameters.map { ($0.name, $0.weights) }
             + [("pos_embed", positionalEmbedding.reshaped([1, config.tokenCount, config.hiddenSize]))]
     }
 
     /// Copies every parameter from `lookup(name)`, converting the dtype; a missing tensor or a wrong shape is an
-    /// error naming the tensor. `pos_embed` is fixed and recomputed, so it is not read.
+    /// error naming the tensor. `pos_embed` is fixed and recomputed, so it is not read. The tensors go into the full
+    /// weights (exactly into a bf16 model's f32 master), and the compute copy is then cast from the master once.
     public func loadParameters(from source: String, _ lookup: (String) throws -> Tensor?) throws {
         for parameter in parameters {
             guard let tensor = try lookup(parameter.name) else {
@@ -24,8 +26,9 @@ extension DiT {
                 throw ModelError.badCheckpoint(path: source, reason: "tensor '\(parameter.name)' has shape "
                     + "\(tensor.shape), the model expects \(parameter.value.shape)")
             }
-            backend.copy(tensor, into: parameter.value)
+            backend.copy(tensor, into: parameter.weights)
         }
+        arena.refreshValuesFromMaster()
     }
 }
 
@@ -35,20 +38,23 @@ public enum DiTCheckpoint {
     /// in the original layout — bare names, or a Kinema training checkpoint whose `model.`/`ema.` prefixes are
     /// resolved (EMA weights preferred when `preferEMA`). The config comes from the file's metadata when present,
     /// otherwise from the tensor shapes (`numHeads` is then required unless the hidden size is one of the paper's).
+    /// `keepsMaster: false` loads a 16-bit model for inference only, without the f32 master weights.
     public static func load(path: String, backend: any Backend, dtype: DType = .f32, preferEMA: Bool = true,
-                            numHeads: Int? = nil) throws -> DiT {
+                            numHeads: Int? = nil, keepsMaster: Bool = true) throws -> DiT {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw ModelError.badCheckpoint(path: path, reason: "no such file or folder")
         }
-        if isDirectory.boolValue { return try loadDiffusers(folder: path, backend: backend, dtype: dtype) }
+        if isDirectory.boolValue {
+            return try loadDiffusers(folder: path, backend: backend, dtype: dtype, keepsMaster: keepsMaster)
+        }
         let file = try SafetensorsFile(url: URL(fileURLWithPath: path))
         let names = Set(file.names)
         let prefix = preferEMA && names.contains("ema.x_embedder.proj.weight") ? "ema."
             : names.contains("model.x_embedder.proj.weight") ? "model." : ""
         let config = try file.metadata["config"].map { try DiTConfig(json: $0) }
             ?? inferConfig(file: file, prefix: prefix, numHeads: numHeads)
-        let model = try DiT(config: config, backend: backend, dtype: dtype)
+        let model = try DiT(config: config, backend: backend, dtype: dtype, keepsMaster: keepsMaster)
         try model.loadParameters(from: path) { name in
             file.contains(prefix + name) ? try file.tensor(prefix + name, on: backend) : nil
         }
@@ -85,7 +91,7 @@ public enum DiTCheckpoint {
     }
 
     /// A diffusers `DiTTransformer2DModel` folder.
-    static func loadDiffusers(folder: String, backend: any Backend, dtype: DType) throws -> DiT {
+    static func loadDiffusers(folder: String, backend: any Backend, dtype: DType, keepsMaster: Bool) throws -> DiT {
         let configURL = URL(fileURLWithPath: folder).appendingPathComponent("config.json")
         let weightsURL = URL(fileURLWithPath: folder).appendingPathComponent("diffusion_pytorch_model.safetensors")
         guard let data = FileManager.default.contents(atPath: configURL.path),
@@ -95,7 +101,7 @@ public enum DiTCheckpoint {
         let file = try SafetensorsFile(url: weightsURL)
         let config = try DiTConfig(diffusersConfig: json, path: configURL.path,
                                    mlpHidden: try file.info("transformer_blocks.0.ff.net.0.proj.weight").shape[0])
-        let model = try DiT(config: config, backend: backend, dtype: dtype)
+        let model = try DiT(config: config, backend: backend, dtype: dtype, keepsMaster: keepsMaster)
         let mapping = diffusersNames(depth: config.depth)
         try checkSharedEmbedders(file: file, depth: config.depth, backend: backend)
         try model.loadParameters(from: weightsURL.path) { name in

@@ -15,13 +15,19 @@ public struct AdamWHyperparameters: Sendable, Equatable {
     }
 }
 
-/// Optimizer state updates, in place.
+/// Optimizer state updates, in place, over flat buffers (a `ParameterArena`'s, one call per step) or single tensors.
 public protocol OptimizerOps: AnyObject {
     /// One AdamW step (decoupled weight decay, bias correction for step `step` ≥ 1) on fp32 state:
     /// p ← p − lr·wd·p; m ← β1 m + (1−β1) g; v ← β2 v + (1−β2) g²; p ← p − lr · m̂ / (√v̂ + ε).
-    /// `gradScale` multiplies the gradient first (gradient clipping folds in here).
-    func adamW(parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int,
+    /// `master`, `gradient`, `m` and `v` have one shape and dtype (f32, or f64 for the reference checks).
+    /// `gradScale` multiplies the gradient first (gradient clipping folds in here). `computeCopy` (bf16, f16 or
+    /// f32, same element count, f32 master only) receives the updated master rounded to nearest even in the
+    /// same pass: the weights the layers compute with under mixed precision.
+    func adamW(master: Tensor, gradient: Tensor, m: Tensor, v: Tensor, computeCopy: Tensor?, step: Int,
                hyperparameters: AdamWHyperparameters, gradScale: Double)
-    /// ema ← decay · ema + (1 − decay) · parameter
-    func emaUpdate(_ ema: Tensor, toward parameter: Tensor, decay: Double)
+    /// ema ← decay · ema + (1 − decay) · weights (f32 or f64, one shape and dtype).
+    func emaUpdate(_ ema: Tensor, toward weights: Tensor, decay: Double)
+    /// Σ x² (f32 or f64) accumulated in f64 with a fixed-order reduction (no atomics): the same value on every
+    /// run and thread count. One pass, for the global gradient norm over a flat gradient buffer.
+    func squaredNorm(_ x: Tensor) -> Double
 }
