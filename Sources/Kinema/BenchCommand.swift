@@ -31,6 +31,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "DDIM steps per sampler run (sample).") var samplingSteps = 50
     @Option(help: "Classifier-free guidance scale (sample; 1: no guidance, one forward per step).") var cfgScale = 4.0
     @Option(help: "Peak TFLOP/s for MFU.") var peakTflops = 989.0
+    @Flag(help: "After the benchmark, run and print a per-kernel time profile of its steps (CUDA; events around every launch, so the profiled steps are not the timed ones).")
+    var profile = false
     @Flag(help: "Print the result as one JSON line on stdout (the human-readable line goes to stderr).")
     var json = false
     @OptionGroup var deviceOptions: DeviceOptions
@@ -58,6 +60,16 @@ struct BenchCommand: ParsableCommand {
             ? Benchmark.train(model: dit, name: model, batchSize: batchSize, steps: steps, warmup: warmup, device: device)
             : try Benchmark.sample(model: dit, name: model, batchSize: batchSize, samplingSteps: samplingSteps,
                                    cfgScale: cfgScale, steps: steps, warmup: warmup, device: device)
+        if profile, let gpu {
+            gpu.startProfiling()
+            let profiled = training
+                ? Benchmark.train(model: dit, name: model, batchSize: batchSize, steps: 3, warmup: 0, device: device)
+                : try Benchmark.sample(model: dit, name: model, batchSize: batchSize, samplingSteps: samplingSteps,
+                                       cfgScale: cfgScale, steps: 1, warmup: 0, device: device)
+            printError(gpu.profiler!.report(steps: training ? 3 : samplingSteps))
+            gpu.profiler = nil
+            _ = profiled
+        }
         let line = Self.describe(result, imageSize: imageSize)
         if json {
             printError(line)

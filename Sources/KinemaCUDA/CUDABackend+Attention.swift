@@ -87,6 +87,62 @@ extension CUDABackend {
         return (dq, dk, dv)
     }
 
+    /// bf16: flash attention reading q, k and v straight out of the packed qkv and writing the merged heads, by
+    /// strides (no permutes); f32: the exact kernels through permutes.
+    public func packedSelfAttention(_ qkv: Tensor, heads: Int, keyMask: Tensor?,
+                                    scale: Double) -> (out: Tensor, logSumExp: Tensor) {
+        guard qkv.dtype == .bf16 else { return packedSelfAttentionByPermutes(qkv, heads: heads, keyMask: keyMask, scale: scale) }
+        let (shape, packed, merged, parts) = packedLayout("packedSelfAttention", qkv, heads: heads, keyMask: keyMask)
+        let out = empty([qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3], dtype: .bf16)
+        let lse = empty([shape.batch, heads, shape.queries], dtype: .f32)
+        flashAttention(shape, q: parts[0], packed, k: parts[1], packed, v: parts[2], packed, keyMask: keyMask,
+                       scale: scale, out: out, merged, logSumExp: lse)
+        return (out, lse)
+    }
+
+    public func packedSelfAttentionBackward(_ dOut: Tensor, qkv: Tensor, out: Tensor, logSumExp: Tensor, heads: Int,
+                                            keyMask: Tensor?, scale: Double) -> Tensor {
+        guard qkv.dtype == .bf16 else {
+            return packedSelfAttentionBackwardByPermutes(dOut, qkv: qkv, out: out, logSumExp: logSumExp, heads: heads,
+                                                         keyMask: keyMask, scale: scale)
+        }
+        let (shape, packed, merged, parts) = packedLayout("packedSelfAttentionBackward", qkv, heads: heads, keyMask: keyMask)
+        precondition(dOut.shape == out.shape && out.count * 3 == qkv.count && dOut.dtype == .bf16 && out.dtype == .bf16,
+                     "packedSelfAttentionBackward: dOut \(dOut.shape) and out \(out.shape) must be bf16 [B, N, D]")
+        let dQKV = empty(qkv.shape, dtype: .bf16)
+        let gradients = thirds(of: dQKV, heads: heads)
+        flashAttentionBackward(shape, dOut: dOut, merged, q: parts[0], packed, k: parts[1], packed, v: parts[2], packed,
+                               out: out, merged, logSumExp: logSumExp, keyMask: keyMask, scale: scale,
+                               dq: gradients[0], packed, dk: gradients[1], packed, dv: gradients[2], packed)
+        return dQKV
+    }
+
+    /// The attention shape of a packed qkv [B, N, 3·H·Dh], the strides of its thirds and of the merged
+    /// [B, N, H·Dh], and views starting at q, k and v.
+    private func packedLayout(_ op: String, _ qkv: Tensor, heads: Int, keyMask: Tensor?)
+        -> (AttentionShape, AttentionStrides, AttentionStrides, [Tensor]) {
+        precondition(qkv.rank == 3 && heads > 0 && qkv.shape[2] % (3 * heads) == 0,
+                     "\(op): qkv must be [B, N, 3·H·Dh] with H = \(heads), got \(qkv.shape)")
+        let (batch, tokens, width) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3)
+        let shape = AttentionShape(op, batch: batch, heads: heads, queries: tokens, keys: tokens, headDim: width / heads)
+        if let keyMask {
+            precondition(keyMask.dtype == .i32 && keyMask.shape == [batch, tokens],
+                         "\(op): keyMask must be i32 [B, N] = [\(batch), \(tokens)], got \(keyMask.dtype) \(keyMask.shape)")
+        }
+        let packed = AttentionStrides(batch: tokens * 3 * width, head: width / heads, row: 3 * width)
+        let merged = AttentionStrides(batch: tokens * width, head: width / heads, row: width)
+        return (shape, packed, merged, thirds(of: qkv, heads: heads))
+    }
+
+    /// Views of a packed [B, N, 3, H, Dh] tensor starting at its q, k and v parts (the kernels add the strides).
+    private func thirds(of packed: Tensor, heads: Int) -> [Tensor] {
+        let width = packed.shape[2] / 3
+        return (0..<3).map {
+            Tensor(shape: [packed.count - $0 * width], dtype: packed.dtype, buffer: packed.buffer,
+                   offset: packed.offset + $0 * width)
+        }
+    }
+
     private func unsupported(_ op: String, _ dtype: DType) -> Never {
         preconditionFailure("\(op): the CUDA attention computes f32 (exact) or bf16 (flash attention), not \(dtype); "
                             + "cast q, k and v first")

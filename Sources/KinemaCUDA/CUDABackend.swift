@@ -24,6 +24,8 @@ public final class CUDABackend: @unchecked Sendable {
     private var workspace: Tensor?
     /// cuBLASLt descriptors and the chosen algorithm per product shape, made once (see CUDABackend+LinearAlgebra).
     var matmulPlans: [String: MatmulPlan] = [:]
+    /// Set to time every launch and product by name (see KernelProfiler); nil in normal runs.
+    public var profiler: KernelProfiler?
     private var modules: [String: UnsafeMutableRawPointer] = [:]
     /// The stream every kernel, copy and matrix product of this backend is queued on: a non-blocking stream created
     /// in init, so work is ordered on it alone (host reads wait on it with cuStreamSynchronize).
@@ -164,15 +166,23 @@ public final class CUDABackend: @unchecked Sendable {
             }
             defer { pointers.forEach { $0?.deallocate() } }
             try pointers.withUnsafeMutableBufferPointer { buffer in
-                try driver.check(driver.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
+                try profiled(name) { try driver.check(driver.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
                                                        UInt32(block.0), UInt32(block.1), UInt32(block.2),
                                                        UInt32(sharedMemoryBytes), stream, buffer.baseAddress, nil),
-                                 "cuLaunchKernel(\(name))")
+                                 "cuLaunchKernel(\(name))") }
             }
         } catch {
             preconditionFailure("\(error)")
         }
     }
+
+    /// Runs `body` (which queues work on the stream), timed under `name` when profiling.
+    func profiled(_ name: @autoclosure () -> String, _ body: () throws -> Void) rethrows {
+        if let profiler { try profiler.measure(name(), stream: stream, body) } else { try body() }
+    }
+
+    /// Starts recording per-kernel times (see KernelProfiler).
+    public func startProfiling() { profiler = KernelProfiler(driver: driver) }
 
     func cublas() throws -> CuBLASLt {
         if let cublasLibrary { return cublasLibrary }

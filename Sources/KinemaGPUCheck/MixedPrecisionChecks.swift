@@ -126,6 +126,23 @@ extension GPUCheck {
             }
         }
 
+        // Self-attention straight from a packed qkv (flash attention by strides, no permutes) against the CPU's
+        // permutes around attention.
+        for (batch, tokens, heads, headDim) in [(2, 77, 4, 72), (4, 256, 16, 72), (2, 130, 6, 64)] {
+            let width = heads * headDim, scale = 1 / Double(headDim).squareRoot()
+            let (qkv, gqkv) = pairBF16([batch, tokens, 3 * width]), (dOut, gdOut) = pairBF16([batch, tokens, width])
+            let tag = "bf16 [\(batch), \(tokens)] \(heads)×\(headDim)"
+            let c = cpu.packedSelfAttention(qkv, heads: heads, keyMask: nil, scale: scale)
+            let g = gpu.packedSelfAttention(gqkv, heads: heads, keyMask: nil, scale: scale)
+            same("packedSelfAttention out \(tag)", g.out, c.out)
+            same("packedSelfAttention logSumExp \(tag)", g.logSumExp, c.logSumExp)
+            same("packedSelfAttentionBackward dqkv \(tag)",
+                 gpu.packedSelfAttentionBackward(gdOut, qkv: gqkv, out: g.out, logSumExp: g.logSumExp, heads: heads,
+                                                 keyMask: nil, scale: scale),
+                 cpu.packedSelfAttentionBackward(dOut, qkv: qkv, out: c.out, logSumExp: c.logSumExp, heads: heads,
+                                                 keyMask: nil, scale: scale))
+        }
+
         // Embedding rows of a bf16 table; the table's gradient accumulates in f32.
         let (table, gtable) = pairBF16([1001, 1152])
         let indices = (0..<64).map { Int32(($0 * 37) % 1001) }

@@ -5,13 +5,10 @@ import KinemaTensor
 /// scaled dot-product attention per head with scale 1/√Dh, heads merged back to [B, N, D], then proj.
 public final class SelfAttention: Layer {
     public struct Cache {
-        public let x: Tensor
-        /// q, k, v [B, H, N, Dh] (views of one permuted qkv tensor).
-        public let q, k, v: Tensor
-        /// The attention output [B, H, N, Dh] and its per-row log-sum-exp [B, H, N].
-        public let out, logSumExp: Tensor
-        /// The heads merged back to [B, N, D]: proj's input.
-        public let merged: Tensor
+        /// The input, the packed qkv [B, N, 3D] and the heads merged back [B, N, D] (proj's input).
+        public let x, packed, merged: Tensor
+        /// The per-row log-sum-exp [B, H, N] of the attention.
+        public let logSumExp: Tensor
     }
 
     public let qkv: Linear
@@ -38,27 +35,16 @@ public final class SelfAttention: Layer {
     /// x [B, N, D] → [B, N, D].
     public func forward(_ x: Tensor) -> (Tensor, Cache) {
         precondition(x.rank == 3 && x.shape[2] == dim, "\(qkv.weight.name): input must be [B, N, \(dim)], got \(x.shape)")
-        let (batch, tokens) = (x.shape[0], x.shape[1])
-        // [B, N, 3D] → [B, N, 3, H, Dh] → [3, B, H, N, Dh]; q, k, v are its three leading slices.
-        let heads5 = backend.permute(qkv.forward(x).reshaped([batch, tokens, 3, heads, headDim]), [2, 0, 3, 1, 4])
-        let (q, k, v) = (heads5[0], heads5[1], heads5[2])
-        let (out, logSumExp) = backend.attention(q: q, k: k, v: v, keyMask: nil, scale: scale)
-        // [B, H, N, Dh] → [B, N, H, Dh] → [B, N, D].
-        let merged = backend.permute(out, [0, 2, 1, 3]).reshaped([batch, tokens, dim])
-        let y = proj.forward(merged)
-        return (y, Cache(x: x, q: q, k: k, v: v, out: out, logSumExp: logSumExp, merged: merged))
+        let packed = qkv.forward(x)
+        let (merged, logSumExp) = backend.packedSelfAttention(packed, heads: heads, keyMask: nil, scale: scale)
+        return (proj.forward(merged), Cache(x: x, packed: packed, merged: merged, logSumExp: logSumExp))
     }
 
     public func backward(_ dy: Tensor, _ cache: Cache) -> Tensor {
-        let (batch, tokens) = (cache.x.shape[0], cache.x.shape[1])
         let dMerged = proj.backward(dy, input: cache.merged)
-        let dOut = backend.permute(dMerged.reshaped([batch, tokens, heads, headDim]), [0, 2, 1, 3])
-        let (dq, dk, dv) = backend.attentionBackward(dOut, q: cache.q, k: cache.k, v: cache.v, out: cache.out,
-                                                     logSumExp: cache.logSumExp, keyMask: nil, scale: scale)
-        // [3, B, H, N, Dh] → [B, N, 3, H, Dh] → [B, N, 3D]: the inverse of the forward's split.
-        let headShape = [1, batch, heads, tokens, headDim]
-        let stacked = backend.concat([dq.reshaped(headShape), dk.reshaped(headShape), dv.reshaped(headShape)], axis: 0)
-        let dQKV = backend.permute(stacked, [1, 3, 0, 2, 4]).reshaped([batch, tokens, 3 * dim])
+        let dQKV = backend.packedSelfAttentionBackward(dMerged, qkv: cache.packed, out: cache.merged,
+                                                       logSumExp: cache.logSumExp, heads: heads, keyMask: nil,
+                                                       scale: scale)
         return qkv.backward(dQKV, input: cache.x)
     }
 }

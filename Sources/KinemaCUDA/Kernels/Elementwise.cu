@@ -26,8 +26,10 @@ extern "C" __global__ void cast(const void* in, int inType, void* out, int outTy
     GRID_LOOP(i, n) store_as(out, outType, i, load_as(in, inType, i));
 }
 
-// out[i] = in[source offset of output element i] for rank ≤ 6; meta = [rank, outShape[6], inStride[6]].
-extern "C" __global__ void permute(const char* in, char* out, const long long* meta, int elementSize, long long n) {
+// out[i] = in[source offset of output element i] for rank ≤ 6; meta = [rank, outShape[6], inStride[6]]. Elements move
+// as whole 2-, 4- or 8-byte words.
+template <typename W>
+__device__ inline void permute_words(const W* in, W* out, const long long* meta, long long n) {
     int rank = (int)meta[0];
     GRID_LOOP(i, n) {
         long long rest = i, offset = 0;
@@ -36,7 +38,14 @@ extern "C" __global__ void permute(const char* in, char* out, const long long* m
             offset += (rest % extent) * meta[7 + axis];
             rest /= extent;
         }
-        for (int b = 0; b < elementSize; ++b) out[i * elementSize + b] = in[offset * elementSize + b];
+        out[i] = in[offset];
+    }
+}
+extern "C" __global__ void permute(const void* in, void* out, const long long* meta, int elementSize, long long n) {
+    switch (elementSize) {
+        case 2: permute_words((const u16*)in, (u16*)out, meta, n); break;
+        case 4: permute_words((const u32*)in, (u32*)out, meta, n); break;
+        default: permute_words((const u64*)in, (u64*)out, meta, n); break;
     }
 }
 

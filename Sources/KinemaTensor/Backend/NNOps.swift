@@ -42,6 +42,14 @@ public protocol NNOps: AnyObject {
     func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, logSumExp: Tensor,
                            keyMask: Tensor?, scale: Double) -> (dq: Tensor, dk: Tensor, dv: Tensor)
 
+    /// Self-attention on a packed qkv [B, N, 3·H·Dh], laid out [B, N, 3, H, Dh] as one Linear(D, 3D) makes it (timm's
+    /// split): returns the heads merged back token-major, [B, N, H·Dh] (the projection's input), and the
+    /// log-sum-exp [B, H, N]. A backend that reads strided operands skips the permutes around `attention`.
+    func packedSelfAttention(_ qkv: Tensor, heads: Int, keyMask: Tensor?, scale: Double) -> (out: Tensor, logSumExp: Tensor)
+    /// Its backward: the gradient of the packed qkv, [B, N, 3·H·Dh], from the gradient of the merged output.
+    func packedSelfAttentionBackward(_ dOut: Tensor, qkv: Tensor, out: Tensor, logSumExp: Tensor, heads: Int,
+                                     keyMask: Tensor?, scale: Double) -> Tensor
+
     /// Rows of `table` [V, D] picked by `indices` (i32 [B]) → [B, D]; backward accumulates into dTable.
     func embedding(_ table: Tensor, indices: Tensor) -> Tensor
     func embeddingBackward(_ dOut: Tensor, indices: Tensor, into dTable: Tensor)
@@ -50,6 +58,49 @@ public protocol NNOps: AnyObject {
     /// [cos(t·f_i), sin(t·f_i)] with f_i = maxPeriod^(-i/(half - frequencyShift)), i < half = dim/2 (a zero column
     /// pads odd dims). The original DiT uses shift 0; diffusers' DiT (`downscale_freq_shift=1`) uses 1.
     func timestepEmbedding(_ t: Tensor, dim: Int, maxPeriod: Double, frequencyShift: Double) -> Tensor
+}
+
+extension NNOps where Self: MemoryOps {
+    public func packedSelfAttention(_ qkv: Tensor, heads: Int, keyMask: Tensor?, scale: Double) -> (out: Tensor, logSumExp: Tensor) {
+        packedSelfAttentionByPermutes(qkv, heads: heads, keyMask: keyMask, scale: scale)
+    }
+
+    public func packedSelfAttentionBackward(_ dOut: Tensor, qkv: Tensor, out: Tensor, logSumExp: Tensor, heads: Int,
+                                            keyMask: Tensor?, scale: Double) -> Tensor {
+        packedSelfAttentionBackwardByPermutes(dOut, qkv: qkv, out: out, logSumExp: logSumExp, heads: heads,
+                                              keyMask: keyMask, scale: scale)
+    }
+
+    /// [B, N, 3D] → [B, N, 3, H, Dh] → [3, B, H, N, Dh]: q, k and v as contiguous [B, H, N, Dh] tensors.
+    private func splitHeads(_ qkv: Tensor, heads: Int) -> (q: Tensor, k: Tensor, v: Tensor) {
+        precondition(qkv.rank == 3 && qkv.shape[2] % (3 * heads) == 0,
+                     "packedSelfAttention: qkv must be [B, N, 3·H·Dh] with H = \(heads), got \(qkv.shape)")
+        let (batch, tokens, headDim) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / (3 * heads))
+        let split = permute(qkv.reshaped([batch, tokens, 3, heads, headDim]), [2, 0, 3, 1, 4])
+        return (split[0], split[1], split[2])
+    }
+
+    /// The packed self-attention through `attention` and permutes (what a backend without strided kernels runs).
+    public func packedSelfAttentionByPermutes(_ qkv: Tensor, heads: Int, keyMask: Tensor?,
+                                              scale: Double) -> (out: Tensor, logSumExp: Tensor) {
+        let (q, k, v) = splitHeads(qkv, heads: heads)
+        let (out, logSumExp) = attention(q: q, k: k, v: v, keyMask: keyMask, scale: scale)
+        // [B, H, N, Dh] → [B, N, H, Dh] → [B, N, D].
+        return (permute(out, [0, 2, 1, 3]).reshaped([qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3]), logSumExp)
+    }
+
+    public func packedSelfAttentionBackwardByPermutes(_ dOut: Tensor, qkv: Tensor, out: Tensor, logSumExp: Tensor,
+                                                      heads: Int, keyMask: Tensor?, scale: Double) -> Tensor {
+        let (q, k, v) = splitHeads(qkv, heads: heads)
+        let (batch, tokens, headDim) = (qkv.shape[0], qkv.shape[1], q.shape[3])
+        let toHeads = { (t: Tensor) in self.permute(t.reshaped([batch, tokens, heads, headDim]), [0, 2, 1, 3]) }
+        let (dq, dk, dv) = attentionBackward(toHeads(dOut), q: q, k: k, v: v, out: toHeads(out), logSumExp: logSumExp,
+                                             keyMask: keyMask, scale: scale)
+        // [3, B, H, N, Dh] → [B, N, 3, H, Dh] → [B, N, 3D]: the inverse of the forward's split.
+        let headShape = [1, batch, heads, tokens, headDim]
+        let stacked = concat([dq.reshaped(headShape), dk.reshaped(headShape), dv.reshaped(headShape)], axis: 0)
+        return permute(stacked, [1, 3, 0, 2, 4]).reshaped(qkv.shape)
+    }
 }
 
 extension NNOps where Self: ElementwiseOps {
