@@ -18,6 +18,14 @@ final class MatmulPlan {
     }
 }
 
+/// What makes two products share a plan: dtypes, transposes, the sizes and strides cuBLASLt sees, the epilogue.
+struct MatmulKey: Hashable {
+    let operands, output: DType
+    let transposeFirst, transposeSecond: Bool
+    let sizes: [Int]
+    let epilogue: Int32
+}
+
 extension CUDABackend: LinearAlgebraOps {
     /// What a product does after the multiply, in cuBLASLt's epilogue: nothing, + bias, GELU(· + bias) keeping the
     /// pre-activation in `aux`, or × GELU′(aux).
@@ -59,8 +67,10 @@ extension CUDABackend: LinearAlgebraOps {
         // With a folded batch, a's rows as cuBLASLt sees them are all of its rows.
         let aRowsSeen = shape.batch == 1 ? a.count / shape.aColumns : a.shape[a.rank - 2]
         do {
-            let key = "\(a.dtype)\(c.dtype) \(transposeB)\(transposeA) \(shape.bColumns)x\(b.shape[b.rank - 2])/\(shape.strideB) "
-                + "\(shape.aColumns)x\(aRowsSeen)/\(shape.strideA) \(shape.n)x\(shape.m)x\(shape.batch) e\(epilogue.code)"
+            let key = MatmulKey(operands: a.dtype, output: c.dtype, transposeFirst: transposeB, transposeSecond: transposeA,
+                                sizes: [shape.bColumns, b.shape[b.rank - 2], shape.strideB, shape.aColumns, aRowsSeen,
+                                        shape.strideA, shape.n, shape.m, shape.batch],
+                                epilogue: epilogue.code)
             guard let plan = try matmulPlan(key, operands: a.dtype, output: c.dtype, epilogue: epilogue.code,
                                             firstRows: shape.bColumns, firstCols: b.shape[b.rank - 2],
                                             transposeFirst: transposeB, firstStride: shape.strideB,
@@ -110,7 +120,7 @@ extension CUDABackend: LinearAlgebraOps {
 
     /// The plan for `key`, made on first use: descriptors, layouts and the heuristic's best algorithm (nil when
     /// there is none for this combination).
-    private func matmulPlan(_ key: String, operands: DType, output: DType, epilogue: Int32,
+    private func matmulPlan(_ key: MatmulKey, operands: DType, output: DType, epilogue: Int32,
                             firstRows: Int, firstCols: Int, transposeFirst: Bool, firstStride: Int,
                             secondRows: Int, secondCols: Int, transposeSecond: Bool, secondStride: Int,
                             n: Int, m: Int, batch: Int) throws -> MatmulPlan? {

@@ -15,15 +15,20 @@ public final class CUDABackend: @unchecked Sendable {
     let driver: CUDADriver
     let compiler: NVRTC
     let allocator: DeviceAllocator
-    private var functions: [String: UnsafeMutableRawPointer] = [:]
+    /// Loaded kernels by (name, file, element type): looked up on every launch, so no string is built for it.
+    private var functions: [KernelKey: UnsafeMutableRawPointer] = [:]
+    /// One launch's argument values, packed in 8-byte slots, and the pointers to them that cuLaunchKernel reads
+    /// (it copies the values before it returns, so the next launch can reuse both).
+    private let argumentScratch = UnsafeMutableRawPointer.allocate(byteCount: 64 * 32, alignment: 16)
+    private let argumentPointers = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 64)
     /// The dynamic shared memory each function has been allowed beyond the default 48 KiB.
-    private var sharedMemoryLimits: [String: Int] = [:]
+    private var sharedMemoryLimits: [UnsafeMutableRawPointer: Int] = [:]
     /// cuBLASLt, its handle and its workspace, opened on the first matrix product.
     private var cublasLibrary: CuBLASLt?
     private(set) var cublasHandle: UnsafeMutableRawPointer?
     private var workspace: Tensor?
     /// cuBLASLt descriptors and the chosen algorithm per product shape, made once (see CUDABackend+LinearAlgebra).
-    var matmulPlans: [String: MatmulPlan] = [:]
+    var matmulPlans: [MatmulKey: MatmulPlan] = [:]
     /// Set to time every launch and product by name (see KernelProfiler); nil in normal runs.
     public var profiler: KernelProfiler?
     private var modules: [String: UnsafeMutableRawPointer] = [:]
@@ -58,6 +63,11 @@ public final class CUDABackend: @unchecked Sendable {
         device = .cuda(index)
     }
 
+    deinit {
+        argumentScratch.deallocate()
+        argumentPointers.deallocate()
+    }
+
     public var name: String { "\(device) \(deviceName) (sm_\(architecture))" }
 
     /// Fill every new float tensor with NaN, so a kernel that leaves an element unwritten fails its check
@@ -79,8 +89,9 @@ public final class CUDABackend: @unchecked Sendable {
     /// The kernel `name` of `Kernels/<file>.cu` built for activations of `element` type (f32 or bf16: the file is
     /// compiled once per element type, see Common.cuh), compiled and loaded on first use.
     func kernel(_ name: String, in file: String, element: DType = .f32) throws -> UnsafeMutableRawPointer {
-        let moduleKey = "\(file)/\(element)", functionKey = "\(moduleKey)/\(name)"
+        let functionKey = KernelKey(name: name, file: file, element: element)
         if let function = functions[functionKey] { return function }
+        let moduleKey = "\(file)/\(element)"
         if modules[moduleKey] == nil {
             let cubin = try compiler.cubin(source: Self.source(of: file), name: file, architecture: architecture,
                                            options: Self.compileOptions(element: element))
@@ -151,25 +162,26 @@ public final class CUDABackend: @unchecked Sendable {
                 sharedMemoryBytes: Int = 0, _ arguments: [any KernelArgument]) {
         do {
             let function = try kernel(name, in: file, element: element)
-            if sharedMemoryBytes > 48 << 10 && sharedMemoryLimits["\(file)/\(element)/\(name)", default: 0] < sharedMemoryBytes {
+            if sharedMemoryBytes > 48 << 10 && sharedMemoryLimits[function, default: 0] < sharedMemoryBytes {
                 // Above 48 KiB a kernel must opt in (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8).
                 try driver.check(driver.cuFuncSetAttribute(function, 8, Int32(sharedMemoryBytes)),
                                  "cuFuncSetAttribute(\(name), max dynamic shared memory \(sharedMemoryBytes))")
-                sharedMemoryLimits["\(file)/\(element)/\(name)"] = sharedMemoryBytes
+                sharedMemoryLimits[function] = sharedMemoryBytes
             }
-            // Each argument's bytes live in its own allocation for the duration of the launch.
-            let storage = arguments.map { $0.argumentBytes() }
-            var pointers: [UnsafeMutableRawPointer?] = storage.map { bytes in
-                let pointer = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(bytes.count, 8), alignment: 8)
-                bytes.withUnsafeBytes { pointer.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-                return pointer
+            // The host cost of a launch is what keeps a GPU fed through ~1400 launches a step: no allocation here.
+            precondition(arguments.count <= 64, "\(name): more than 64 kernel arguments")
+            var offset = 0
+            for (index, argument) in arguments.enumerated() {
+                let slot = argumentScratch + offset
+                offset += (argument.store(at: slot) + 7) & ~7
+                precondition(offset <= 64 * 32, "\(name): kernel arguments exceed the scratch space")
+                argumentPointers[index] = slot
             }
-            defer { pointers.forEach { $0?.deallocate() } }
-            try pointers.withUnsafeMutableBufferPointer { buffer in
-                try profiled(name) { try driver.check(driver.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
+            try profiled(name) {
+                try driver.check(driver.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
                                                        UInt32(block.0), UInt32(block.1), UInt32(block.2),
-                                                       UInt32(sharedMemoryBytes), stream, buffer.baseAddress, nil),
-                                 "cuLaunchKernel(\(name))") }
+                                                       UInt32(sharedMemoryBytes), stream, argumentPointers, nil),
+                                 "cuLaunchKernel(\(name))")
             }
         } catch {
             preconditionFailure("\(error)")
@@ -206,13 +218,23 @@ public final class CUDABackend: @unchecked Sendable {
     }
 }
 
+/// Which loaded kernel: its name, its file and the element type the file was built for.
+struct KernelKey: Hashable {
+    let name: String
+    let file: String
+    let element: DType
+}
+
 /// A value passed to a kernel by value.
 protocol KernelArgument {
-    func argumentBytes() -> [UInt8]
+    /// Writes the value's bytes at `address` (8-byte aligned) and returns their count.
+    func store(at address: UnsafeMutableRawPointer) -> Int
 }
 
 extension KernelArgument {
-    func argumentBytes() -> [UInt8] { withUnsafeBytes(of: self) { Array($0) } }
+    func store(at address: UnsafeMutableRawPointer) -> Int {
+        withUnsafeBytes(of: self) { address.copyMemory(from: $0.baseAddress!, byteCount: $0.count); return $0.count }
+    }
 }
 
 extension Int32: KernelArgument {}
@@ -225,7 +247,10 @@ extension Double: KernelArgument {}
 
 extension Tensor: KernelArgument {
     /// A tensor passes its device address.
-    func argumentBytes() -> [UInt8] { withUnsafeBytes(of: UInt64(UInt(bitPattern: address))) { Array($0) } }
+    func store(at address: UnsafeMutableRawPointer) -> Int {
+        address.storeBytes(of: UInt64(UInt(bitPattern: self.address)), as: UInt64.self)
+        return 8
+    }
 }
 
 /// With every op family in place the CUDA backend runs anything the CPU backend runs (in f32).

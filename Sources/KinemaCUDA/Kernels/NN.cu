@@ -136,6 +136,7 @@ extern "C" __global__ void column_partial_sums(const T* a, const T* c, const flo
     long long begin = segment * rows + chunk * (long long)chunkRows;
     long long end = segment * rows + min(rows, (chunk + 1) * (long long)chunkRows);
     float s1 = 0, s2 = 0;
+    #pragma unroll 8  // several rows' loads in flight at once: the loop is latency-bound otherwise
     for (long long row = begin; row < end; ++row) {
         float v = ld(a, row * width + j);
         s1 += v;
