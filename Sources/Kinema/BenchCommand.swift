@@ -93,7 +93,8 @@ struct BenchCommand: ParsableCommand {
             step = String(format: "%.3f s per %d-step run (%.1f ms per step, cfg %g)", result.medianStepSeconds,
                           samplingSteps, result.medianStepSeconds * 1000 / Double(samplingSteps), result.cfgScale ?? 1)
         } else {
-            step = String(format: "step %.1f ms", result.medianStepSeconds * 1000)
+            step = String(format: "step %.1f ms (host %.1f ms)", result.medianStepSeconds * 1000,
+                          (result.medianHostSeconds ?? .nan) * 1000)
         }
         var line = String(format: "bench %@ %@ %d px batch %d %@ on %@: %@, %.2f images/s, %.0f tokens/s, %.2f TFLOP/s, "
                           + "MFU %.2f%%", result.mode, result.model, imageSize, result.batchSize, result.dtype,

@@ -1,3 +1,4 @@
+import Dispatch
 import KinemaDiffusion
 import KinemaModels
 import KinemaNN
@@ -20,6 +21,8 @@ public struct BenchmarkResult: Codable, Sendable {
     public var warmupSteps: Int
     /// Median device time of one timed step (train) or one whole sampler run (sample).
     public var medianStepSeconds: Double
+    /// The median host time to queue a step (see `Benchmark.Timing`).
+    public var medianHostSeconds: Double?
     public var imagesPerSecond: Double
     /// Tokens of the images trained on (train) or produced (sample) per second: images/s × tokens per sample.
     public var tokensPerSecond: Double
@@ -53,6 +56,9 @@ public struct BenchmarkDevice {
 public enum Benchmark {
     struct Timing {
         var medianSeconds: Double
+        /// The median host time to queue a step (what the CPU spends, syncs included): near the device time, the
+        /// step is bound by the host, not the GPU.
+        var medianHostSeconds: Double
         var allocationsWarm: Int?
         var allocationsDuringTimedSteps: Int?
     }
@@ -62,9 +68,17 @@ public enum Benchmark {
         for _ in 0..<warmup { body() }
         backend.synchronize()
         let warm = device.deviceAllocations?()
-        let times = (0..<steps).map { _ in backend.measureSeconds(body) }
+        var hostTimes: [Double] = []
+        let times = (0..<steps).map { _ in
+            backend.measureSeconds {
+                let start = DispatchTime.now().uptimeNanoseconds
+                body()
+                hostTimes.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+        }
         let after = device.deviceAllocations?()
-        return Timing(medianSeconds: times.sorted()[times.count / 2], allocationsWarm: warm,
+        return Timing(medianSeconds: times.sorted()[times.count / 2],
+                      medianHostSeconds: hostTimes.sorted()[hostTimes.count / 2], allocationsWarm: warm,
                       allocationsDuringTimedSteps: after.flatMap { after in warm.map { after - $0 } })
     }
 
@@ -128,6 +142,7 @@ public enum Benchmark {
         return BenchmarkResult(mode: mode, model: name, dtype: model.dtype.description, device: model.backend.name,
                                batchSize: batch, tokensPerSample: model.config.tokenCount, timedSteps: steps,
                                warmupSteps: warmup, medianStepSeconds: seconds,
+                               medianHostSeconds: timing.medianHostSeconds,
                                imagesPerSecond: Double(batch) / seconds,
                                tokensPerSecond: Double(batch * model.config.tokenCount) / seconds,
                                teraflopsPerSecond: teraflops, mfu: teraflops / device.peakTeraflops,
