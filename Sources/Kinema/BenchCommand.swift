@@ -55,7 +55,8 @@ struct BenchCommand: ParsableCommand {
         let dit = try DiT(config: config, backend: backend, dtype: try deviceOptions.dtype())
         let gpu = backend as? CUDABackend
         let device = BenchmarkDevice(peakTeraflops: peakTflops, peakMemory: gpu.map { gpu in { gpu.peakMemory } },
-                                     deviceAllocations: gpu.map { gpu in { gpu.deviceAllocationCount } })
+                                     deviceAllocations: gpu.map { gpu in { gpu.deviceAllocationCount } },
+                                     hostWaitSeconds: gpu.map { gpu in { gpu.hostWaitSeconds } })
         let result = training
             ? Benchmark.train(model: dit, name: model, batchSize: batchSize, steps: steps, warmup: warmup, device: device)
             : try Benchmark.sample(model: dit, name: model, batchSize: batchSize, samplingSteps: samplingSteps,
@@ -93,7 +94,7 @@ struct BenchCommand: ParsableCommand {
             step = String(format: "%.3f s per %d-step run (%.1f ms per step, cfg %g)", result.medianStepSeconds,
                           samplingSteps, result.medianStepSeconds * 1000 / Double(samplingSteps), result.cfgScale ?? 1)
         } else {
-            step = String(format: "step %.1f ms (host %.1f ms)", result.medianStepSeconds * 1000,
+            step = String(format: "step %.1f ms (host busy %.1f ms)", result.medianStepSeconds * 1000,
                           (result.medianHostSeconds ?? .nan) * 1000)
         }
         var line = String(format: "bench %@ %@ %d px batch %d %@ on %@: %@, %.2f images/s, %.0f tokens/s, %.2f TFLOP/s, "

@@ -61,11 +61,12 @@ extension CUDABackend: MemoryOps {
         let tensor = empty(shape, dtype: dtype)
         precondition(bytes.count == tensor.byteCount, "upload: \(bytes.count) bytes for \(shape) \(dtype)")
         if !bytes.isEmpty {
-            // Ordered on the stream after the work queued before it; synchronised before `bytes` goes away.
+            // Ordered on the stream after the work queued before it. From pageable memory the driver copies `bytes`
+            // into its own staging buffer before the call returns, so nothing waits here: an upload in the middle of
+            // a step (a timestep table, sampler coefficients) does not drain the GPU's queue.
             bytes.withUnsafeBytes { source in
                 check(driver.cuMemcpyHtoDAsync(deviceAddress(tensor), source.baseAddress!, bytes.count, stream),
                       "cuMemcpyHtoDAsync")
-                check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize")
             }
         }
         return tensor
@@ -99,7 +100,7 @@ extension CUDABackend: MemoryOps {
             bytes.withUnsafeMutableBytes {
                 check(driver.cuMemcpyDtoHAsync($0.baseAddress!, deviceAddress(tensor), tensor.byteCount, stream),
                       "cuMemcpyDtoHAsync")
-                check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize")
+                synchronize()
             }
         }
         return bytes

@@ -29,6 +29,9 @@ public final class CUDABackend: @unchecked Sendable {
     private var workspace: Tensor?
     /// cuBLASLt descriptors and the chosen algorithm per product shape, made once (see CUDABackend+LinearAlgebra).
     var matmulPlans: [MatmulKey: MatmulPlan] = [:]
+    /// Seconds the host has spent waiting for the stream (downloads, synchronize): host time minus this is what
+    /// the CPU itself spends queueing work.
+    public private(set) var hostWaitSeconds = 0.0
     /// Set to time every launch and product by name (see KernelProfiler); nil in normal runs.
     public var profiler: KernelProfiler?
     private var modules: [String: UnsafeMutableRawPointer] = [:]
@@ -214,7 +217,9 @@ public final class CUDABackend: @unchecked Sendable {
 
     /// Waits for everything queued on the backend's stream.
     public func synchronize() {
+        let start = DispatchTime.now().uptimeNanoseconds
         do { try driver.check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize") } catch { preconditionFailure("\(error)") }
+        hostWaitSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 }
 

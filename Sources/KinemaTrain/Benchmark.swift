@@ -21,7 +21,7 @@ public struct BenchmarkResult: Codable, Sendable {
     public var warmupSteps: Int
     /// Median device time of one timed step (train) or one whole sampler run (sample).
     public var medianStepSeconds: Double
-    /// The median host time to queue a step (see `Benchmark.Timing`).
+    /// The median host time spent queueing a step, waits for the device excluded (see `Benchmark.Timing`).
     public var medianHostSeconds: Double?
     public var imagesPerSecond: Double
     /// Tokens of the images trained on (train) or produced (sample) per second: images/s × tokens per sample.
@@ -42,11 +42,15 @@ public struct BenchmarkDevice {
     public var peakTeraflops: Double
     public var peakMemory: (() -> Int)?
     public var deviceAllocations: (() -> Int)?
+    /// Seconds the host has waited for the device so far (CUDABackend.hostWaitSeconds).
+    public var hostWaitSeconds: (() -> Double)?
 
-    public init(peakTeraflops: Double, peakMemory: (() -> Int)? = nil, deviceAllocations: (() -> Int)? = nil) {
+    public init(peakTeraflops: Double, peakMemory: (() -> Int)? = nil, deviceAllocations: (() -> Int)? = nil,
+                hostWaitSeconds: (() -> Double)? = nil) {
         self.peakTeraflops = peakTeraflops
         self.peakMemory = peakMemory
         self.deviceAllocations = deviceAllocations
+        self.hostWaitSeconds = hostWaitSeconds
     }
 }
 
@@ -56,8 +60,8 @@ public struct BenchmarkDevice {
 public enum Benchmark {
     struct Timing {
         var medianSeconds: Double
-        /// The median host time to queue a step (what the CPU spends, syncs included): near the device time, the
-        /// step is bound by the host, not the GPU.
+        /// The median host time spent queueing a step, not counting waits for the device (downloads, syncs): near
+        /// the device time, the step is bound by the host, not the GPU.
         var medianHostSeconds: Double
         var allocationsWarm: Int?
         var allocationsDuringTimedSteps: Int?
@@ -71,9 +75,10 @@ public enum Benchmark {
         var hostTimes: [Double] = []
         let times = (0..<steps).map { _ in
             backend.measureSeconds {
-                let start = DispatchTime.now().uptimeNanoseconds
+                let start = DispatchTime.now().uptimeNanoseconds, waited = device.hostWaitSeconds?() ?? 0
                 body()
-                hostTimes.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                hostTimes.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                                 - ((device.hostWaitSeconds?() ?? 0) - waited))
             }
         }
         let after = device.deviceAllocations?()
