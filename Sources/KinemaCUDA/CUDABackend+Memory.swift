@@ -153,13 +153,24 @@ extension CUDABackend: MemoryOps {
         return copyBlocks(copies, from: xs, shape: shape, dtype: xs[0].dtype)
     }
 
+    /// The plan's copies, one kernel launch per input: an input's blocks are evenly spaced rows (see BlockCopies).
     private func copyBlocks(_ copies: [BlockCopy], from inputs: [Tensor], shape: [Int], dtype: DType) -> Tensor {
         let out = empty(shape, dtype: dtype)
-        for copy in copies {
-            check(driver.cuMemcpyDtoDAsync(deviceAddress(out) + UInt64(copy.destinationOffset),
-                                           deviceAddress(inputs[copy.input]) + UInt64(copy.sourceOffset), copy.byteCount,
-                                           stream),
-                  "cuMemcpyDtoDAsync")
+        var start = 0
+        while start < copies.count {
+            var end = start + 1
+            while end < copies.count && copies[end].input == copies[start].input { end += 1 }
+            let first = copies[start], rows = end - start
+            let sourcePitch = rows > 1 ? copies[start + 1].sourceOffset - first.sourceOffset : first.byteCount
+            let destinationPitch = rows > 1 ? copies[start + 1].destinationOffset - first.destinationOffset : first.byteCount
+            let source = deviceAddress(inputs[first.input]) + UInt64(first.sourceOffset)
+            let destination = deviceAddress(out) + UInt64(first.destinationOffset)
+            let wide = [Int(source), Int(destination), first.byteCount, sourcePitch, destinationPitch].allSatisfy { $0 % 16 == 0 }
+            let words = rows * first.byteCount / (wide ? 16 : 2)
+            launch("copy_rows", count: words,
+                   [source, destination, Int64(rows), Int64(first.byteCount), Int64(sourcePitch),
+                    Int64(destinationPitch), Int32(wide ? 1 : 0)])
+            start = end
         }
         return out
     }

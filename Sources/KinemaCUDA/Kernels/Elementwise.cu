@@ -49,6 +49,26 @@ extern "C" __global__ void permute(const void* in, void* out, const long long* m
     }
 }
 
+// Copies `rows` rows of `rowBytes` bytes between pitched layouts: every narrow and concat in one launch per input
+// (a row per (input, index before the axis) would be thousands of copies a step: adaLN's six chunks of each block).
+// 16-byte words when sizes and addresses allow (wide), 2-byte words otherwise (every dtype is a multiple of 2).
+extern "C" __global__ void copy_rows(const char* src, char* dst, long long rows, long long rowBytes, long long srcPitch,
+                                     long long dstPitch, int wide) {
+    if (wide) {
+        long long words = rowBytes / 16;
+        GRID_LOOP(i, rows * words) {
+            long long r = i / words, w = i % words;
+            ((uint4*)(dst + r * dstPitch))[w] = ((const uint4*)(src + r * srcPitch))[w];
+        }
+    } else {
+        long long words = rowBytes / 2;
+        GRID_LOOP(i, rows * words) {
+            long long r = i / words, w = i % words;
+            ((u16*)(dst + r * dstPitch))[w] = ((const u16*)(src + r * srcPitch))[w];
+        }
+    }
+}
+
 // Arithmetic on the element type T (f32 or bf16, see Common.cuh), computed in f32.
 
 // Binary ops: 0 add, 1 sub, 2 mul.
