@@ -82,8 +82,8 @@ extension CUDABackend: LinearAlgebraOps {
             let workspace = try matmulWorkspace()
             let isDouble = c.dtype == .f64
             var alpha32 = Float(alpha), beta32 = Float(beta), alpha64 = alpha, beta64 = beta
-            var status: Int32 = 0
-            profiled("cublasLt \(a.dtype)→\(c.dtype) \(shape.m)×\(shape.n)×\(shape.k)\(shape.batch > 1 ? " ×\(shape.batch)" : "") e\(epilogue.code)") {
+            var status: Int32 = 0, seconds = 0.0
+            profiled("cublasLt \(a.dtype)→\(c.dtype) \(shape.m)×\(shape.n)×\(shape.k)\(shape.batch > 1 ? " ×\(shape.batch)" : "") e\(epilogue.code)") { seconds = KernelProfiler.hostSeconds {
             status = withUnsafeBytes(of: &alpha32) { a32 in withUnsafeBytes(of: &beta32) { b32 in
                 withUnsafeBytes(of: &alpha64) { a64 in withUnsafeBytes(of: &beta64) { b64 in
                     plan.algo.withUnsafeBytes { algo in
@@ -95,7 +95,8 @@ extension CUDABackend: LinearAlgebraOps {
                     }
                 } }
             } }
-            }
+            } }
+            if let profiler { profiler.matmulSeconds += seconds; profiler.matmuls += 1 }
             try lt.check(status, "cublasLtMatmul(\(shape.m)×\(shape.n)×\(shape.k), batch \(shape.batch))")
             return true
         } catch {

@@ -180,12 +180,16 @@ public final class CUDABackend: @unchecked Sendable {
                 precondition(offset <= 64 * 32, "\(name): kernel arguments exceed the scratch space")
                 argumentPointers[index] = slot
             }
-            try profiled(name) {
-                try driver.check(driver.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
-                                                       UInt32(block.0), UInt32(block.1), UInt32(block.2),
-                                                       UInt32(sharedMemoryBytes), stream, argumentPointers, nil),
-                                 "cuLaunchKernel(\(name))")
+            var result: Int32 = 0, seconds = 0.0
+            profiled(name) {
+                seconds = KernelProfiler.hostSeconds {
+                    result = driver.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
+                                                   UInt32(block.0), UInt32(block.1), UInt32(block.2),
+                                                   UInt32(sharedMemoryBytes), stream, argumentPointers, nil)
+                }
             }
+            if let profiler { profiler.launchSeconds += seconds; profiler.launches += 1 }
+            try driver.check(result, "cuLaunchKernel(\(name))")
         } catch {
             preconditionFailure("\(error)")
         }

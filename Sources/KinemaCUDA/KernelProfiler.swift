@@ -12,6 +12,17 @@ public final class KernelProfiler {
 
     let driver: CUDADriver
     var records: [Record] = []
+    /// Host seconds inside the driver's launch call and inside cuBLASLt's matmul call, and their counts: where the
+    /// CPU's share of a step goes when the step is host-bound.
+    var launchSeconds = 0.0, matmulSeconds = 0.0
+    var launches = 0, matmuls = 0
+
+    /// Host seconds of `body`.
+    static func hostSeconds(_ body: () throws -> Void) rethrows -> Double {
+        let start = DispatchTime.now().uptimeNanoseconds
+        try body()
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    }
 
     init(driver: CUDADriver) {
         self.driver = driver
@@ -42,9 +53,13 @@ public final class KernelProfiler {
             _ = driver.cuEventDestroy(record.end)
         }
         records.removeAll()
+        let host = String(format: "host per step: %.2f ms in %d cuLaunchKernel calls, %.2f ms in %d cublasLtMatmul calls",
+                          launchSeconds * 1000 / Double(steps), launches / Swift.max(steps, 1),
+                          matmulSeconds * 1000 / Double(steps), matmuls / Swift.max(steps, 1))
+        (launchSeconds, matmulSeconds, launches, matmuls) = (0, 0, 0, 0)
         let total = totals.values.map(\.milliseconds).reduce(0, +) / Double(steps)
         var lines = [String(format: "profile: %.2f ms of kernels per step, %d launches per step",
-                            total, totals.values.map(\.calls).reduce(0, +) / Swift.max(steps, 1))]
+                            total, totals.values.map(\.calls).reduce(0, +) / Swift.max(steps, 1)), host]
         for (name, value) in totals.sorted(by: { $0.value.milliseconds > $1.value.milliseconds }).prefix(top) {
             let perStep = value.milliseconds / Double(steps)
             lines.append(String(format: "  %8.3f ms %5.1f%% %6d× %@", perStep, 100 * perStep / Swift.max(total, 1e-9),
