@@ -38,6 +38,12 @@ extension CUDABackend: NNOps {
         return threads
     }
 
+    /// Whether kernels may read rows of `width` elements of these tensors in 16-byte packs of 8: the width is a
+    /// multiple of 8 and every tensor starts 16-byte aligned (a view at an odd offset does not).
+    func packs(width: Int, _ tensors: Tensor?...) -> Int32 {
+        width % 8 == 0 && tensors.allSatisfy { $0.map { Int(bitPattern: $0.address) % 16 == 0 } ?? true } ? 1 : 0
+    }
+
     /// Launches a one-warp-per-row kernel over `rows` rows (8 rows per 256-thread block).
     private func launchRows(_ name: String, element: DType, rows: Int, _ arguments: [any KernelArgument]) {
         launch(name, in: "NN", element: element, count: rows * 32, blocks: Swift.max(1, Swift.min((rows + 7) / 8, 65_535 * 4)),
@@ -67,7 +73,7 @@ extension CUDABackend: NNOps {
         if rows > 0 && width > 0 {
             launchRows("layernorm_forward", element: element, rows: rows,
                        [x, argument(a), argument(b), y, mean, rstd, Int64(rows), Int32(width), eps, Int64(tokens),
-                        Int32(modulation ? 1 : 0)])
+                        Int32(modulation ? 1 : 0), packs(width: width, x, a, b, y)])
         }
         return (y, mean, rstd)
     }
@@ -85,7 +91,8 @@ extension CUDABackend: NNOps {
         let dx = empty(x.shape, dtype: element)
         guard rows > 0 && width > 0 else { return dx }
         launchRows("layernorm_backward_dx", element: element, rows: rows,
-                   [dy, x, argument(weight), mean, rstd, Self.null, dx, Int64(rows), Int32(width), Int64(1), Int32(0)])
+                   [dy, x, argument(weight), mean, rstd, Self.null, dx, Int64(rows), Int32(width), Int64(1), Int32(0),
+                    packs(width: width, dy, x, weight, dx)])
         if dWeight != nil || dBias != nil {
             // dBias = Σ_rows dy, dWeight = Σ_rows dy · x̂, accumulated.
             columnSums(dy, x, mean: mean, rstd: rstd, first: dBias, second: dWeight, segments: 1, rows: rows,
@@ -106,7 +113,8 @@ extension CUDABackend: NNOps {
         let dShift = empty(scale.shape, dtype: element), dScale = empty(scale.shape, dtype: element)
         guard rows > 0 && width > 0 else { return (dx, dShift, dScale) }
         launchRows("layernorm_backward_dx", element: element, rows: rows,
-                   [dy, x, scale, mean, rstd, argument(residual), dx, Int64(rows), Int32(width), Int64(tokens), Int32(1)])
+                   [dy, x, scale, mean, rstd, argument(residual), dx, Int64(rows), Int32(width), Int64(tokens), Int32(1),
+                    packs(width: width, dy, x, scale, residual, dx)])
         // dShift = Σ_tokens dy, dScale = Σ_tokens dy · x̂ per sample (the modulation's own gradients, in T: they
         // flow on into the adaLN linear's backward).
         columnSums(dy, x, mean: mean, rstd: rstd, first: dShift, second: dScale, segments: batch, rows: tokens,
@@ -160,8 +168,9 @@ extension CUDABackend: NNOps {
     private func perSampleScale(_ x: Tensor, _ g: Tensor, plus: Tensor?, add: Float, tokens: Int, width: Int) -> Tensor {
         let out = empty(x.shape, dtype: x.dtype)
         if x.count > 0 {
-            launch("per_sample_scale", in: "NN", element: x.dtype, count: (x.count + 7) / 8,
-                   [x, g, argument(plus), out, add, Int64(tokens), Int32(width), Int64(x.count)])
+            launch("per_sample_scale", in: "NN", element: x.dtype, count: width % 8 == 0 ? (x.count + 7) / 8 : x.count,
+                   [x, g, argument(plus), out, add, Int64(tokens), Int32(width), Int64(x.count),
+                    packs(width: width, x, g, plus, out)])
         }
         return out
     }
@@ -172,15 +181,20 @@ extension CUDABackend: NNOps {
     func columnSums(_ a: Tensor, _ c: Tensor?, mean: Tensor?, rstd: Tensor?, first: Tensor?, second: Tensor?,
                     segments: Int, rows: Int, width: Int, accumulate: Bool) {
         guard segments * width > 0, first != nil || second != nil else { return }
-        let chunkRows = 256, chunks = Swift.max(1, (rows + chunkRows - 1) / chunkRows)
+        // Rows per chunk: enough chunks to fill the GPU with blocks, at most 256 rows each.
+        let threadsPerSegment = packs(width: width, a, c) == 1 ? width / 8 : width
+        let blocksPerChunk = Swift.max(1, (threadsPerSegment + 127) / 128)
+        var chunkRows = 256
+        while chunkRows > 32 && segments * blocksPerChunk * ((rows + chunkRows - 1) / chunkRows) < 1024 { chunkRows /= 2 }
+        let chunks = Swift.max(1, (rows + chunkRows - 1) / chunkRows)
         let direct = chunks == 1 && !accumulate && first.map({ $0.dtype == .f32 }) ?? true
             && second.map({ $0.dtype == .f32 }) ?? true
         let partialFirst = first.map { direct ? $0 : empty([segments * chunks, width], dtype: .f32) }
         let partialSecond = second.map { direct ? $0 : empty([segments * chunks, width], dtype: .f32) }
-        launch("column_partial_sums", in: "NN", element: a.dtype, grid: ((width + 127) / 128, segments * chunks, 1),
+        launch("column_partial_sums", in: "NN", element: a.dtype, grid: (blocksPerChunk, segments * chunks, 1),
                block: (128, 1, 1),
                [a, argument(c), argument(mean), argument(rstd), argument(partialFirst), argument(partialSecond),
-                Int64(rows), Int32(width), Int32(chunkRows), Int32(chunks)])
+                Int64(rows), Int32(width), Int32(chunkRows), Int32(chunks), packs(width: width, a, c)])
         guard !direct else { return }
         for (partial, out) in [(partialFirst, first), (partialSecond, second)] {
             guard let partial, let out else { continue }
