@@ -181,12 +181,11 @@ extension CUDABackend: NNOps {
     func columnSums(_ a: Tensor, _ c: Tensor?, mean: Tensor?, rstd: Tensor?, first: Tensor?, second: Tensor?,
                     segments: Int, rows: Int, width: Int, accumulate: Bool) {
         guard segments * width > 0, first != nil || second != nil else { return }
-        // Rows per chunk: enough chunks to fill the GPU with blocks, at most 256 rows each.
+        // 128-row chunks: a measured middle between too few blocks (longer chunks) and a long serial sum of partials
+        // in column_chunk_sums (shorter ones; 32-row chunks made the second pass cost more than the first saved).
         let threadsPerSegment = packs(width: width, a, c) == 1 ? width / 8 : width
         let blocksPerChunk = Swift.max(1, (threadsPerSegment + 127) / 128)
-        var chunkRows = 256
-        while chunkRows > 32 && segments * blocksPerChunk * ((rows + chunkRows - 1) / chunkRows) < 1024 { chunkRows /= 2 }
-        let chunks = Swift.max(1, (rows + chunkRows - 1) / chunkRows)
+        let chunkRows = 128, chunks = Swift.max(1, (rows + chunkRows - 1) / chunkRows)
         let direct = chunks == 1 && !accumulate && first.map({ $0.dtype == .f32 }) ?? true
             && second.map({ $0.dtype == .f32 }) ?? true
         let partialFirst = first.map { direct ? $0 : empty([segments * chunks, width], dtype: .f32) }
