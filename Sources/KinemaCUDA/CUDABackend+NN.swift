@@ -181,19 +181,17 @@ extension CUDABackend: NNOps {
     func columnSums(_ a: Tensor, _ c: Tensor?, mean: Tensor?, rstd: Tensor?, first: Tensor?, second: Tensor?,
                     segments: Int, rows: Int, width: Int, accumulate: Bool) {
         guard segments * width > 0, first != nil || second != nil else { return }
-        // 128-row chunks: a measured middle between too few blocks (longer chunks) and a long serial sum of partials
-        // in column_chunk_sums (shorter ones; 32-row chunks made the second pass cost more than the first saved).
-        let threadsPerSegment = packs(width: width, a, c) == 1 ? width / 8 : width
-        let blocksPerChunk = Swift.max(1, (threadsPerSegment + 127) / 128)
-        let chunkRows = 128, chunks = Swift.max(1, (rows + chunkRows - 1) / chunkRows)
+        // One column per thread, 256-row chunks: measured fastest of the layouts tried (BENCHMARKS.md: eight columns
+        // per thread in 16-byte packs left too few threads, and shorter chunks lengthen the serial pass over partials).
+        let chunkRows = 256, chunks = Swift.max(1, (rows + chunkRows - 1) / chunkRows)
         let direct = chunks == 1 && !accumulate && first.map({ $0.dtype == .f32 }) ?? true
             && second.map({ $0.dtype == .f32 }) ?? true
         let partialFirst = first.map { direct ? $0 : empty([segments * chunks, width], dtype: .f32) }
         let partialSecond = second.map { direct ? $0 : empty([segments * chunks, width], dtype: .f32) }
-        launch("column_partial_sums", in: "NN", element: a.dtype, grid: (blocksPerChunk, segments * chunks, 1),
+        launch("column_partial_sums", in: "NN", element: a.dtype, grid: ((width + 127) / 128, segments * chunks, 1),
                block: (128, 1, 1),
                [a, argument(c), argument(mean), argument(rstd), argument(partialFirst), argument(partialSecond),
-                Int64(rows), Int32(width), Int32(chunkRows), Int32(chunks), packs(width: width, a, c)])
+                Int64(rows), Int32(width), Int32(chunkRows), Int32(chunks)])
         guard !direct else { return }
         for (partial, out) in [(partialFirst, first), (partialSecond, second)] {
             guard let partial, let out else { continue }

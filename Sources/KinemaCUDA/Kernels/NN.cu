@@ -129,44 +129,25 @@ extern "C" __global__ void layernorm_backward_dx(const T* dy, const T* x, const 
 // summation order, and enough threads for both [64, 256, 1152] per-sample sums and [1, 16384, 3456] bias sums.
 extern "C" __global__ void column_partial_sums(const T* a, const T* c, const float* mean, const float* rstd,
                                                float* first, float* second, long long rows, int width,
-                                               int chunkRows, int chunks, int vectors) {
-    // Eight adjacent columns per thread with 16-byte loads when width and alignment allow (every DiT width does),
-    // one otherwise: a warp then reads whole 128- or 512-byte row segments, several rows in flight.
-    int pack = vectors ? 8 : 1;
-    int j = (blockIdx.x * blockDim.x + threadIdx.x) * pack;
+                                               int chunkRows, int chunks) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= width) return;
     long long segmentChunk = blockIdx.y, segment = segmentChunk / chunks, chunk = segmentChunk % chunks;
     long long begin = segment * rows + chunk * (long long)chunkRows;
     long long end = segment * rows + min(rows, (chunk + 1) * (long long)chunkRows);
-    float s1[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (pack == 8) {
-        #pragma unroll 4
-        for (long long row = begin; row < end; ++row) {
-            float v[8], w[8];
-            ld8(a, row * width + j, v);
-            if (c) {
-                ld8(c, row * width + j, w);
-                float m = mean ? mean[row] : 0.0f, r = mean ? rstd[row] : 1.0f;
-                for (int k = 0; k < 8; ++k) s2[k] += v[k] * (w[k] - m) * r;
-            }
-            for (int k = 0; k < 8; ++k) s1[k] += v[k];
-        }
-    } else {
-        #pragma unroll 8
-        for (long long row = begin; row < end; ++row) {
-            float v = ld(a, row * width + j);
-            s1[0] += v;
-            if (c) {
-                float w = ld(c, row * width + j);
-                if (mean) w = (w - mean[row]) * rstd[row];
-                s2[0] += v * w;
-            }
+    float s1 = 0, s2 = 0;
+    #pragma unroll 8  // several rows' loads in flight at once: the loop is latency-bound otherwise
+    for (long long row = begin; row < end; ++row) {
+        float v = ld(a, row * width + j);
+        s1 += v;
+        if (c) {
+            float w = ld(c, row * width + j);
+            if (mean) w = (w - mean[row]) * rstd[row];
+            s2 += v * w;
         }
     }
-    for (int k = 0; k < pack; ++k) {
-        if (first) first[segmentChunk * width + j + k] = s1[k];
-        if (second) second[segmentChunk * width + j + k] = s2[k];
-    }
+    if (first) first[segmentChunk * width + j] = s1;
+    if (second) second[segmentChunk * width + j] = s2;
 }
 
 // out[s, j] (+)= Σ_chunk partial[s · chunks + chunk, j], chunks in order; out is of the launch's element type (an
