@@ -68,17 +68,8 @@ extension GPUCheck {
             let cmb = cpu.modulateBackward(dy, x: x, scale: scale), gmb = gpu.modulateBackward(gdy, x: gx, scale: gscale)
             same("modulateBackward dx \(tag)", gmb.dx, cmb.dx)
             same("modulateBackward dScale \(tag)", gmb.dScale, cmb.dScale)
-            let (gate, ggate) = pairBF16([batch, width])
-            same("gatedResidual \(tag)", gpu.gatedResidual(gx, gate: ggate, gy), cpu.gatedResidual(x, gate: gate, y))
-            let cr = cpu.gatedResidualBackward(dy, gate: gate, y: y), gr = gpu.gatedResidualBackward(gdy, gate: ggate, y: gy)
-            same("gatedResidualBackward dGate \(tag)", gr.dGate, cr.dGate)
-            same("gatedResidualBackward dY \(tag)", gr.dY, cr.dY)
-
-            // Activations.
-            same("gelu \(tag)", gpu.gelu(gx), cpu.gelu(x))
-            same("geluBackward \(tag)", gpu.geluBackward(gdy, x: gx), cpu.geluBackward(dy, x: x))
-            same("silu \(tag)", gpu.silu(gx), cpu.silu(x))
-            same("siluBackward \(tag)", gpu.siluBackward(gdy, x: gx), cpu.siluBackward(dy, x: x))
+            checkResidualAndActivations(tag, x: (x, gx), y: (y, gy), dy: (dy, gdy), gate: pairBF16([batch, width]),
+                                        same: { same($0, $1, $2) })
 
             // Bias: added in bf16, its gradient accumulated in f32.
             let (bias, gbias) = pairBF16([width])
@@ -153,5 +144,23 @@ extension GPUCheck {
         cpu.embeddingBackward(dOut, indices: ci, into: dTable)
         gpu.embeddingBackward(gdOut, indices: gi, into: gdTable)
         same("embeddingBackward bf16 → f32 dTable", gdTable, dTable)
+    }
+}
+
+extension GPUCheck {
+    /// The gated residual and the activations, forward and backward, on given CPU/GPU pairs: shared by the f32
+    /// checks and the bf16 ones (which differ in their inputs and their bound).
+    func checkResidualAndActivations(_ tag: String, x: (cpu: Tensor, gpu: Tensor), y: (cpu: Tensor, gpu: Tensor),
+                                     dy: (cpu: Tensor, gpu: Tensor), gate: (cpu: Tensor, gpu: Tensor),
+                                     same: (String, Tensor, Tensor) -> Void) {
+        same("gatedResidual \(tag)", gpu.gatedResidual(x.gpu, gate: gate.gpu, y.gpu), cpu.gatedResidual(x.cpu, gate: gate.cpu, y.cpu))
+        let cr = cpu.gatedResidualBackward(dy.cpu, gate: gate.cpu, y: y.cpu)
+        let gr = gpu.gatedResidualBackward(dy.gpu, gate: gate.gpu, y: y.gpu)
+        same("gatedResidualBackward dGate \(tag)", gr.dGate, cr.dGate)
+        same("gatedResidualBackward dY \(tag)", gr.dY, cr.dY)
+        same("gelu \(tag)", gpu.gelu(x.gpu), cpu.gelu(x.cpu))
+        same("geluBackward \(tag)", gpu.geluBackward(dy.gpu, x: x.gpu), cpu.geluBackward(dy.cpu, x: x.cpu))
+        same("silu \(tag)", gpu.silu(x.gpu), cpu.silu(x.cpu))
+        same("siluBackward \(tag)", gpu.siluBackward(dy.gpu, x: x.gpu), cpu.siluBackward(dy.cpu, x: x.cpu))
     }
 }

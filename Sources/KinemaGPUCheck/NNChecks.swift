@@ -37,17 +37,9 @@ extension GPUCheck {
             same("modulateBackward dx \(shape)", gm.dx, cm.dx)
             same("modulateBackward dShift \(shape)", gm.dShift, cm.dShift)
             same("modulateBackward dScale \(shape)", gm.dScale, cm.dScale)
-            let (y, gy) = pair(shape), (gate, ggate) = pair([batch, width])
-            same("gatedResidual \(shape)", gpu.gatedResidual(gx, gate: ggate, gy), cpu.gatedResidual(x, gate: gate, y))
-            let cr = cpu.gatedResidualBackward(dy, gate: gate, y: y), gr = gpu.gatedResidualBackward(gdy, gate: ggate, y: gy)
-            same("gatedResidualBackward dGate \(shape)", gr.dGate, cr.dGate)
-            same("gatedResidualBackward dY \(shape)", gr.dY, cr.dY)
-
-            // Activations (inputs spread over ±9 to reach both tails).
-            same("gelu \(shape)", gpu.gelu(gx), cpu.gelu(x))
-            same("geluBackward \(shape)", gpu.geluBackward(gdy, x: gx), cpu.geluBackward(dy, x: x))
-            same("silu \(shape)", gpu.silu(gx), cpu.silu(x))
-            same("siluBackward \(shape)", gpu.siluBackward(gdy, x: gx), cpu.siluBackward(dy, x: x))
+            // Gated residual and activations (inputs spread over ±9 to reach both tails).
+            checkResidualAndActivations("\(shape)", x: (x, gx), y: pair(shape), dy: (dy, gdy), gate: pair([batch, width]),
+                                        same: same)
         }
 
         // Embedding with repeated indices (backward accumulates them, onto a nonzero table).
