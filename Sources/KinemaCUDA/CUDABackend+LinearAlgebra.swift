@@ -34,8 +34,6 @@ extension CUDABackend: LinearAlgebraOps {
         case bias(Tensor)
         case geluAux(bias: Tensor?, aux: Tensor)
         case dGELU(aux: Tensor)
-        /// Writes Σ over k of the second operand (dy: the bias gradient) into `gradient` (f32).
-        case biasGradient(Tensor)
 
         var code: Int32 {
             switch self {
@@ -43,7 +41,6 @@ extension CUDABackend: LinearAlgebraOps {
             case .bias: return CuBLASLt.epilogueBias
             case .geluAux(let bias, _): return bias == nil ? CuBLASLt.epilogueGELUAux : CuBLASLt.epilogueGELUAuxBias
             case .dGELU: return CuBLASLt.epilogueDGELU
-            case .biasGradient: return CuBLASLt.epilogueBGRADB
             }
         }
     }
@@ -119,7 +116,6 @@ extension CUDABackend: LinearAlgebraOps {
             if let bias { try set(CuBLASLt.descBiasPointer, deviceAddress(bias)) }
             try set(CuBLASLt.descAuxPointer, deviceAddress(aux))
         case .dGELU(let aux): try set(CuBLASLt.descAuxPointer, deviceAddress(aux))
-        case .biasGradient(let gradient): try set(CuBLASLt.descBiasPointer, deviceAddress(gradient))
         }
     }
 
@@ -210,28 +206,6 @@ extension CUDABackend: LinearAlgebraOps {
         }
         let z = bias.map { addBias(y, $0) } ?? y
         return gelu ? (self.gelu(z).reshaped(outShape), z.reshaped(outShape)) : (z.reshaped(outShape), nil)
-    }
-
-    /// bf16: the bias gradient comes out of the weight-gradient product itself (cuBLASLt's BGRADB epilogue sums dy
-    /// over the tokens, the product's k) into a scratch vector that is then added to the accumulator — one pass over
-    /// dy instead of two. Elsewhere (f32, or no algorithm for the shape) the product and a column sum.
-    public func accumulateLinearGradients(_ dy: Tensor, input x: Tensor, weightGradient: Tensor, biasGradient: Tensor?) {
-        let (outFeatures, inFeatures) = (weightGradient.shape[0], weightGradient.shape[1])
-        precondition(weightGradient.rank == 2 && dy.shape.last == outFeatures && x.shape.last == inFeatures
-                     && dy.count / Swift.max(outFeatures, 1) == x.count / Swift.max(inFeatures, 1),
-                     "accumulateLinearGradients: dy \(dy.shape), x \(x.shape), weight gradient \(weightGradient.shape)")
-        let rows = dy.reshaped([-1, outFeatures]), inputs = x.reshaped([-1, inFeatures])
-        let shape = MatmulShape(rows, inputs, transposeA: true, transposeB: false, output: weightGradient)
-        if let biasGradient, dy.dtype == .bf16, shape.m > 0, shape.n > 0, shape.k > 0 {
-            let sums = empty([outFeatures], dtype: .f32)
-            if runMatmul(rows, inputs, transposeA: true, transposeB: false, shape: shape, into: weightGradient, alpha: 1,
-                         beta: 1, epilogue: .biasGradient(sums)) {
-                axpy(1, sums, biasGradient)
-                return
-            }
-        }
-        matmul(rows, inputs, transposeA: true, transposeB: false, into: weightGradient, alpha: 1, beta: 1)
-        if let biasGradient { accumulateBiasGradient(rows, into: biasGradient) }
     }
 
     public func linearInputGradient(_ dy: Tensor, weight: Tensor, geluInput: Tensor?) -> Tensor {

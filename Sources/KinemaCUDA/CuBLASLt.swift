@@ -27,7 +27,7 @@ final class CuBLASLt: @unchecked Sendable {
     static let preferenceMaxWorkspaceBytes: Int32 = 1
     /// cublasLtEpilogue_t values.
     static let epilogueDefault: Int32 = 1, epilogueBias: Int32 = 4, epilogueGELUAuxBias: Int32 = 164
-    static let epilogueGELUAux: Int32 = 160, epilogueDGELU: Int32 = 192, epilogueBGRADB: Int32 = 512
+    static let epilogueGELUAux: Int32 = 160, epilogueDGELU: Int32 = 192
     /// sizeof(cublasLtMatmulHeuristicResult_t): the 64-byte algo, workspace size, status, waves, 4 reserved ints.
     static let heuristicResultSize = 96
 

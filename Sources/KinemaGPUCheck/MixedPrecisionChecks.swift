@@ -95,14 +95,6 @@ extension GPUCheck {
             cpu.matmul(dy, x, transposeA: true, transposeB: false, into: grad, alpha: 1, beta: 1)
             gpu.matmul(gdy, gx, transposeA: true, transposeB: false, into: ggrad, alpha: 1, beta: 1)
             same("matmul bf16 → f32 accumulate dW \(tag)", ggrad, grad)
-            // A Linear's parameter gradients: the bias gradient from the product's epilogue, accumulated in f32.
-            let (weightGradient, _) = pair([outFeatures, inFeatures]), (biasGradient, _) = pair([outFeatures])
-            let gWeightGradient = gpu.upload(cpu.download(weightGradient), shape: weightGradient.shape, dtype: .f32)
-            let gBiasGradient = gpu.upload(cpu.download(biasGradient), shape: biasGradient.shape, dtype: .f32)
-            cpu.accumulateLinearGradients(dy, input: x, weightGradient: weightGradient, biasGradient: biasGradient)
-            gpu.accumulateLinearGradients(gdy, input: gx, weightGradient: gWeightGradient, biasGradient: gBiasGradient)
-            same("accumulateLinearGradients dW \(tag)", gWeightGradient, weightGradient)
-            same("accumulateLinearGradients db \(tag)", gBiasGradient, biasGradient)
             for (element, tolerance) in [(DType.bf16, bf16Tolerance), (.f32, 1e-5)] {
                 let cast = { (t: Tensor) in element == .bf16 ? t : self.gpu.cast(t, to: .f32) }
                 let name = "\(element) \(tag)"

@@ -55,6 +55,9 @@ public final class Linear: Layer {
     public func accumulateGradients(_ dy: Tensor, input x: Tensor) {
         precondition(dy.shape == Array(x.shape.dropLast()) + [outFeatures],
                      "\(weight.name): gradient \(dy.shape) does not fit input \(x.shape)")
-        backend.accumulateLinearGradients(dy, input: x, weightGradient: weight.gradient, biasGradient: bias?.gradient)
+        let rows = dy.reshaped([-1, outFeatures])
+        backend.matmul(rows, x.reshaped([-1, inFeatures]), transposeA: true, transposeB: false,
+                       into: weight.gradient, alpha: 1, beta: 1)
+        if let bias { backend.accumulateBiasGradient(rows, into: bias.gradient) }
     }
 }

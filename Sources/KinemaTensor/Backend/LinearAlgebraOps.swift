@@ -17,9 +17,6 @@ public protocol LinearAlgebraOps: AnyObject {
     /// The input gradient of a Linear layer, dy W; with `geluInput`, the gradient through a GELU in front of the
     /// layer is applied too: (dy W) ⊙ GELU′(geluInput).
     func linearInputGradient(_ dy: Tensor, weight: Tensor, geluInput: Tensor?) -> Tensor
-    /// The parameter gradients of a Linear layer, accumulated: weightGradient [out, in] += dyᵀ x and, when given,
-    /// biasGradient [out] += Σ dy over the leading positions (x [..., in], dy [..., out]).
-    func accumulateLinearGradients(_ dy: Tensor, input x: Tensor, weightGradient: Tensor, biasGradient: Tensor?)
 }
 
 extension LinearAlgebraOps where Self: MemoryOps {
@@ -42,13 +39,6 @@ extension LinearAlgebraOps where Self: MemoryOps & NNOps {
         let z = bias.map { addBias(product, $0) } ?? product
         let shape = Array(x.shape.dropLast()) + [weight.shape[0]]
         return gelu ? (self.gelu(z).reshaped(shape), z.reshaped(shape)) : (z.reshaped(shape), nil)
-    }
-
-    public func accumulateLinearGradients(_ dy: Tensor, input x: Tensor, weightGradient: Tensor, biasGradient: Tensor?) {
-        let rows = dy.reshaped([-1, weightGradient.shape[0]])
-        matmul(rows, x.reshaped([-1, weightGradient.shape[1]]), transposeA: true, transposeB: false, into: weightGradient,
-               alpha: 1, beta: 1)
-        if let biasGradient { accumulateBiasGradient(rows, into: biasGradient) }
     }
 
     public func linearInputGradient(_ dy: Tensor, weight: Tensor, geluInput: Tensor?) -> Tensor {
