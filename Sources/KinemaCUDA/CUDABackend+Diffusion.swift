@@ -3,7 +3,7 @@ import KinemaTensor
 extension CUDABackend: DiffusionOps {
     private func requireF32Same(_ op: String, _ tensors: Tensor...) {
         for t in tensors {
-            precondition(t.dtype == .f32, "\(op): the CUDA diffusion kernels compute f32 so far, not \(t.dtype)")
+            precondition(t.dtype == .f32, "\(op): the CUDA diffusion kernels take f32 (a model's output at its interface), not \(t.dtype)")
             precondition(t.shape == tensors[0].shape, "\(op): shapes differ: \(tensors[0].shape) vs \(t.shape)")
         }
         precondition(tensors[0].rank >= 1 && tensors[0].shape[0] > 0, "\(op): need a batch axis")

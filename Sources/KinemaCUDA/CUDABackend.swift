@@ -4,9 +4,10 @@ import KinemaTensor
 /// The GPU backend, reached only through dlopen: the driver API for memory and launches, NVRTC for the kernels in
 /// `Kernels/*.cu` (compiled for the device's architecture on first use and cached on disk).
 ///
-/// Every op family is implemented in f32 (every float dtype for storage and casts): memory, elementwise, linear
-/// algebra (cuBLASLt), NN, attention (exact in f32, flash attention on the tensor cores in bf16), optimizer, random,
-/// diffusion losses.
+/// Every op family runs on f32 and on bf16 activations (computed in f32; every float dtype for storage and casts):
+/// memory, elementwise, linear algebra (cuBLASLt, with epilogues), NN (LayerNorm fused with adaLN modulation),
+/// attention (exact in f32, flash attention on the tensor cores in bf16), the fused optimizer over the parameter
+/// arena, random, diffusion losses (f32: a model's outputs are f32 at its interface).
 public final class CUDABackend: @unchecked Sendable {
     public let device: Device
     public let deviceName: String
@@ -262,5 +263,5 @@ extension Tensor: KernelArgument {
     }
 }
 
-/// With every op family in place the CUDA backend runs anything the CPU backend runs (in f32).
+/// With every op family in place the CUDA backend runs anything the CPU backend runs, and bf16 besides.
 extension CUDABackend: Backend {}
