@@ -181,15 +181,15 @@ extension CUDABackend: NNOps {
     func columnSums(_ a: Tensor, _ c: Tensor?, mean: Tensor?, rstd: Tensor?, first: Tensor?, second: Tensor?,
                     segments: Int, rows: Int, width: Int, accumulate: Bool) {
         guard segments * width > 0, first != nil || second != nil else { return }
-        // One column per thread, 256-row chunks: measured fastest of the layouts tried (BENCHMARKS.md: eight columns
-        // per thread in 16-byte packs left too few threads, and shorter chunks lengthen the serial pass over partials).
+        // 32 columns × 8 row groups per block, 256-row chunks (BENCHMARKS.md: eight columns per thread in 16-byte
+        // packs left too few threads in flight, and shorter chunks lengthen the serial pass over partials).
         let chunkRows = 256, chunks = Swift.max(1, (rows + chunkRows - 1) / chunkRows)
         let direct = chunks == 1 && !accumulate && first.map({ $0.dtype == .f32 }) ?? true
             && second.map({ $0.dtype == .f32 }) ?? true
         let partialFirst = first.map { direct ? $0 : empty([segments * chunks, width], dtype: .f32) }
         let partialSecond = second.map { direct ? $0 : empty([segments * chunks, width], dtype: .f32) }
-        launch("column_partial_sums", in: "NN", element: a.dtype, grid: ((width + 127) / 128, segments * chunks, 1),
-               block: (128, 1, 1),
+        launch("column_partial_sums", in: "NN", element: a.dtype, grid: ((width + 31) / 32, segments * chunks, 1),
+               block: (32, 8, 1),
                [a, argument(c), argument(mean), argument(rstd), argument(partialFirst), argument(partialSecond),
                 Int64(rows), Int32(width), Int32(chunkRows), Int32(chunks)])
         guard !direct else { return }

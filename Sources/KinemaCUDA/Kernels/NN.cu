@@ -127,27 +127,39 @@ extern "C" __global__ void layernorm_backward_dx(const T* dy, const T* x, const 
 // otherwise; either output may be null. Rows are split into chunks of `chunkRows`; each thread sums one column of
 // one chunk in order into partial[(s · chunks + chunk), j], and column_chunk_sums adds the chunks in order: a fixed
 // summation order, and enough threads for both [64, 256, 1152] per-sample sums and [1, 16384, 3456] bias sums.
+// A 32 × 8 block: 32 adjacent columns (a warp reads 32 consecutive elements of a row), 8 row groups taking every
+// 8th row of the chunk, so 8 loads per column are in flight; the 8 partial sums then add up in shared memory in a
+// fixed order.
 extern "C" __global__ void column_partial_sums(const T* a, const T* c, const float* mean, const float* rstd,
                                                float* first, float* second, long long rows, int width,
                                                int chunkRows, int chunks) {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= width) return;
+    __shared__ float sums[2][8][33];
+    int j = blockIdx.x * 32 + threadIdx.x, group = threadIdx.y;
     long long segmentChunk = blockIdx.y, segment = segmentChunk / chunks, chunk = segmentChunk % chunks;
     long long begin = segment * rows + chunk * (long long)chunkRows;
     long long end = segment * rows + min(rows, (chunk + 1) * (long long)chunkRows);
     float s1 = 0, s2 = 0;
-    #pragma unroll 8  // several rows' loads in flight at once: the loop is latency-bound otherwise
-    for (long long row = begin; row < end; ++row) {
-        float v = ld(a, row * width + j);
-        s1 += v;
-        if (c) {
-            float w = ld(c, row * width + j);
-            if (mean) w = (w - mean[row]) * rstd[row];
-            s2 += v * w;
+    if (j < width) {
+        #pragma unroll 4
+        for (long long row = begin + group; row < end; row += 8) {
+            float v = ld(a, row * width + j);
+            s1 += v;
+            if (c) {
+                float w = ld(c, row * width + j);
+                if (mean) w = (w - mean[row]) * rstd[row];
+                s2 += v * w;
+            }
         }
     }
-    if (first) first[segmentChunk * width + j] = s1;
-    if (second) second[segmentChunk * width + j] = s2;
+    sums[0][group][threadIdx.x] = s1;
+    sums[1][group][threadIdx.x] = s2;
+    __syncthreads();
+    if (group == 0 && j < width) {
+        float t1 = 0, t2 = 0;
+        for (int g = 0; g < 8; ++g) { t1 += sums[0][g][threadIdx.x]; t2 += sums[1][g][threadIdx.x]; }
+        if (first) first[segmentChunk * width + j] = t1;
+        if (second) second[segmentChunk * width + j] = t2;
+    }
 }
 
 // out[s, j] (+)= Σ_chunk partial[s · chunks + chunk, j], chunks in order; out is of the launch's element type (an
