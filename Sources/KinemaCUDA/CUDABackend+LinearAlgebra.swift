@@ -18,11 +18,12 @@ final class MatmulPlan {
     }
 }
 
-/// What makes two products share a plan: dtypes, transposes, the sizes and strides cuBLASLt sees, the epilogue.
+/// One column-major cuBLASLt product D[n × m] = op(first) · op(second) over `batch` strided matrices, with its
+/// dtypes and epilogue: what makes two products share a plan (and all a plan is made from).
 struct MatmulKey: Hashable {
     let operands, output: DType
     let transposeFirst, transposeSecond: Bool
-    let sizes: [Int]
+    let firstRows, firstCols, firstStride, secondRows, secondCols, secondStride, n, m, batch: Int
     let epilogue: Int32
 }
 
@@ -68,35 +69,28 @@ extension CUDABackend: LinearAlgebraOps {
         let aRowsSeen = shape.batch == 1 ? a.count / shape.aColumns : a.shape[a.rank - 2]
         do {
             let key = MatmulKey(operands: a.dtype, output: c.dtype, transposeFirst: transposeB, transposeSecond: transposeA,
-                                sizes: [shape.bColumns, b.shape[b.rank - 2], shape.strideB, shape.aColumns, aRowsSeen,
-                                        shape.strideA, shape.n, shape.m, shape.batch],
-                                epilogue: epilogue.code)
-            guard let plan = try matmulPlan(key, operands: a.dtype, output: c.dtype, epilogue: epilogue.code,
-                                            firstRows: shape.bColumns, firstCols: b.shape[b.rank - 2],
-                                            transposeFirst: transposeB, firstStride: shape.strideB,
-                                            secondRows: shape.aColumns, secondCols: aRowsSeen,
-                                            transposeSecond: transposeA, secondStride: shape.strideA,
-                                            n: shape.n, m: shape.m, batch: shape.batch) else { return false }
+                                firstRows: shape.bColumns, firstCols: b.shape[b.rank - 2], firstStride: shape.strideB,
+                                secondRows: shape.aColumns, secondCols: aRowsSeen, secondStride: shape.strideA,
+                                n: shape.n, m: shape.m, batch: shape.batch, epilogue: epilogue.code)
+            guard let plan = try matmulPlan(key) else { return false }
             let lt = try cublas()
             try setEpilogueOperands(epilogue, plan: plan, lt: lt)
             let workspace = try matmulWorkspace()
             let isDouble = c.dtype == .f64
-            var alpha32 = Float(alpha), beta32 = Float(beta), alpha64 = alpha, beta64 = beta
-            var status: Int32 = 0, seconds = 0.0
-            profiled("cublasLt \(a.dtype)→\(c.dtype) \(shape.m)×\(shape.n)×\(shape.k)\(shape.batch > 1 ? " ×\(shape.batch)" : "") e\(epilogue.code)") { seconds = KernelProfiler.hostSeconds {
-            status = withUnsafeBytes(of: &alpha32) { a32 in withUnsafeBytes(of: &beta32) { b32 in
-                withUnsafeBytes(of: &alpha64) { a64 in withUnsafeBytes(of: &beta64) { b64 in
+            // (alpha, beta) in the product's scale type: f64 for f64 products, f32 otherwise.
+            var scales32 = (Float(alpha), Float(beta)), scales64 = (alpha, beta), status: Int32 = 0
+            profiled("cublasLt \(a.dtype)→\(c.dtype) \(shape.m)×\(shape.n)×\(shape.k)\(shape.batch > 1 ? " ×\(shape.batch)" : "") e\(epilogue.code)",
+                     host: \.matmulSeconds) {
+                status = withUnsafeBytes(of: &scales32) { s32 in withUnsafeBytes(of: &scales64) { s64 in
                     plan.algo.withUnsafeBytes { algo in
-                        lt.matmul(cublasHandle!, plan.desc, isDouble ? a64.baseAddress! : a32.baseAddress!,
-                                  deviceAddress(b), plan.first, deviceAddress(a), plan.second,
-                                  isDouble ? b64.baseAddress! : b32.baseAddress!,
-                                  deviceAddress(c), plan.out, deviceAddress(c), plan.out, algo.baseAddress,
-                                  deviceAddress(workspace), workspace.byteCount, stream)
+                        let scales = isDouble ? s64 : s32, beta = scales.baseAddress! + scales.count / 2
+                        return lt.matmul(cublasHandle!, plan.desc, scales.baseAddress!, deviceAddress(b), plan.first,
+                                         deviceAddress(a), plan.second, beta, deviceAddress(c), plan.out,
+                                         deviceAddress(c), plan.out, algo.baseAddress, deviceAddress(workspace),
+                                         workspace.byteCount, stream)
                     }
                 } }
-            } }
-            } }
-            if let profiler { profiler.matmulSeconds += seconds; profiler.matmuls += 1 }
+            }
             try lt.check(status, "cublasLtMatmul(\(shape.m)×\(shape.n)×\(shape.k), batch \(shape.batch))")
             return true
         } catch {
@@ -121,10 +115,7 @@ extension CUDABackend: LinearAlgebraOps {
 
     /// The plan for `key`, made on first use: descriptors, layouts and the heuristic's best algorithm (nil when
     /// there is none for this combination).
-    private func matmulPlan(_ key: MatmulKey, operands: DType, output: DType, epilogue: Int32,
-                            firstRows: Int, firstCols: Int, transposeFirst: Bool, firstStride: Int,
-                            secondRows: Int, secondCols: Int, transposeSecond: Bool, secondStride: Int,
-                            n: Int, m: Int, batch: Int) throws -> MatmulPlan? {
+    private func matmulPlan(_ key: MatmulKey) throws -> MatmulPlan? {
         if let plan = matmulPlans[key] { return plan }
         let lt = try cublas()
         func dataType(_ dtype: DType) -> Int32 {
@@ -134,17 +125,17 @@ extension CUDABackend: LinearAlgebraOps {
             default: return CuBLASLt.realF32
             }
         }
-        let isDouble = output == .f64
+        let isDouble = key.output == .f64
         var desc: UnsafeMutableRawPointer?
         try lt.check(lt.matmulDescCreate(&desc, isDouble ? CuBLASLt.compute64F : CuBLASLt.compute32F,
                                          isDouble ? CuBLASLt.realF64 : CuBLASLt.realF32), "cublasLtMatmulDescCreate")
-        var opFirst: Int32 = transposeFirst ? 1 : 0, opSecond: Int32 = transposeSecond ? 1 : 0, code = epilogue
+        var opFirst: Int32 = key.transposeFirst ? 1 : 0, opSecond: Int32 = key.transposeSecond ? 1 : 0, code = key.epilogue
         try lt.check(lt.matmulDescSetAttribute(desc!, CuBLASLt.descTransA, &opFirst, 4), "set TRANSA")
         try lt.check(lt.matmulDescSetAttribute(desc!, CuBLASLt.descTransB, &opSecond, 4), "set TRANSB")
         try lt.check(lt.matmulDescSetAttribute(desc!, CuBLASLt.descEpilogue, &code, 4), "set EPILOGUE")
-        if epilogue == CuBLASLt.epilogueGELUAux || epilogue == CuBLASLt.epilogueGELUAuxBias
-            || epilogue == CuBLASLt.epilogueDGELU {
-            var leading = Int64(n)  // the aux matrix has the output's (column-major n × m) layout
+        if key.epilogue == CuBLASLt.epilogueGELUAux || key.epilogue == CuBLASLt.epilogueGELUAuxBias
+            || key.epilogue == CuBLASLt.epilogueDGELU {
+            var leading = Int64(key.n)  // the aux matrix has the output's (column-major n × m) layout
             try lt.check(lt.matmulDescSetAttribute(desc!, CuBLASLt.descAuxLeadingDimension, &leading, 8), "set AUX_LD")
         }
 
@@ -152,16 +143,16 @@ extension CUDABackend: LinearAlgebraOps {
             var handle: UnsafeMutableRawPointer?
             try lt.check(lt.layoutCreate(&handle, dataType(dtype), UInt64(rows), UInt64(cols), Int64(rows)),
                          "cublasLtMatrixLayoutCreate")
-            if batch > 1 {
-                var count = Int32(batch), offset = Int64(stride)
+            if key.batch > 1 {
+                var count = Int32(key.batch), offset = Int64(stride)
                 try lt.check(lt.layoutSetAttribute(handle!, CuBLASLt.layoutBatchCount, &count, 4), "set BATCH_COUNT")
                 try lt.check(lt.layoutSetAttribute(handle!, CuBLASLt.layoutBatchStride, &offset, 8), "set BATCH_STRIDE")
             }
             return handle!
         }
-        let first = try layout(operands, rows: firstRows, cols: firstCols, stride: firstStride)
-        let second = try layout(operands, rows: secondRows, cols: secondCols, stride: secondStride)
-        let out = try layout(output, rows: n, cols: m, stride: n * m)
+        let first = try layout(key.operands, rows: key.firstRows, cols: key.firstCols, stride: key.firstStride)
+        let second = try layout(key.operands, rows: key.secondRows, cols: key.secondCols, stride: key.secondStride)
+        let out = try layout(key.output, rows: key.n, cols: key.m, stride: key.n * key.m)
 
         var preference: UnsafeMutableRawPointer?
         try lt.check(lt.preferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")

@@ -143,18 +143,8 @@ extension CUDABackend: MemoryOps {
         return out
     }
 
-    public func narrow(_ x: Tensor, axis: Int, start: Int, length: Int) -> Tensor {
-        let (shape, copies) = BlockCopies.narrow(x, axis: axis, start: start, length: length)
-        return copyBlocks(copies, from: [x], shape: shape, dtype: x.dtype)
-    }
-
-    public func concat(_ xs: [Tensor], axis: Int) -> Tensor {
-        let (shape, copies) = BlockCopies.concat(xs, axis: axis)
-        return copyBlocks(copies, from: xs, shape: shape, dtype: xs[0].dtype)
-    }
-
     /// The plan's copies, one kernel launch per input: an input's blocks are evenly spaced rows (see BlockCopies).
-    private func copyBlocks(_ copies: [BlockCopy], from inputs: [Tensor], shape: [Int], dtype: DType) -> Tensor {
+    public func copyBlocks(_ copies: [BlockCopy], from inputs: [Tensor], shape: [Int], dtype: DType) -> Tensor {
         let out = empty(shape, dtype: dtype)
         var start = 0
         while start < copies.count {

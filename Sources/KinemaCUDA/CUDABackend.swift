@@ -181,24 +181,29 @@ public final class CUDABackend: @unchecked Sendable {
                 precondition(offset <= 64 * 32, "\(name): kernel arguments exceed the scratch space")
                 argumentPointers[index] = slot
             }
-            var result: Int32 = 0, seconds = 0.0
-            profiled(name) {
-                seconds = KernelProfiler.hostSeconds {
-                    result = driver.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
-                                                   UInt32(block.0), UInt32(block.1), UInt32(block.2),
-                                                   UInt32(sharedMemoryBytes), stream, argumentPointers, nil)
-                }
+            var result: Int32 = 0
+            profiled(name, host: \.launchSeconds) {
+                result = driver.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
+                                               UInt32(block.0), UInt32(block.1), UInt32(block.2),
+                                               UInt32(sharedMemoryBytes), stream, argumentPointers, nil)
             }
-            if let profiler { profiler.launchSeconds += seconds; profiler.launches += 1 }
             try driver.check(result, "cuLaunchKernel(\(name))")
         } catch {
             preconditionFailure("\(error)")
         }
     }
 
-    /// Runs `body` (which queues work on the stream), timed under `name` when profiling.
-    func profiled(_ name: @autoclosure () -> String, _ body: () throws -> Void) rethrows {
-        if let profiler { try profiler.measure(name(), stream: stream, body) } else { try body() }
+    /// Runs `body` (which queues work on the stream). When profiling, its device time is filed under `name` and the
+    /// host time of the call itself is added to the profiler's counter `host`; otherwise nothing is measured.
+    func profiled(_ name: @autoclosure () -> String, host: ReferenceWritableKeyPath<KernelProfiler, HostTime>,
+                  _ body: () throws -> Void) rethrows {
+        guard let profiler else { return try body() }
+        try profiler.measure(name(), stream: stream) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try body()
+            profiler[keyPath: host].seconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            profiler[keyPath: host].calls += 1
+        }
     }
 
     /// Starts recording per-kernel times (see KernelProfiler).

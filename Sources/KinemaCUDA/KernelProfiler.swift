@@ -4,6 +4,12 @@ import Foundation
 /// product is bracketed by events on the stream, and `report` adds up the elapsed times by name. The events cost a
 /// little time themselves, so profile in a separate run from the one whose timing you report (`kinema bench
 /// --profile`).
+/// Host time spent in one kind of driver call, and how many calls.
+struct HostTime {
+    var seconds = 0.0
+    var calls = 0
+}
+
 public final class KernelProfiler {
     struct Record {
         let name: String
@@ -14,15 +20,7 @@ public final class KernelProfiler {
     var records: [Record] = []
     /// Host seconds inside the driver's launch call and inside cuBLASLt's matmul call, and their counts: where the
     /// CPU's share of a step goes when the step is host-bound.
-    var launchSeconds = 0.0, matmulSeconds = 0.0
-    var launches = 0, matmuls = 0
-
-    /// Host seconds of `body`.
-    static func hostSeconds(_ body: () throws -> Void) rethrows -> Double {
-        let start = DispatchTime.now().uptimeNanoseconds
-        try body()
-        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-    }
+    var launchSeconds = HostTime(), matmulSeconds = HostTime()
 
     init(driver: CUDADriver) {
         self.driver = driver
@@ -54,9 +52,9 @@ public final class KernelProfiler {
         }
         records.removeAll()
         let host = String(format: "host per step: %.2f ms in %d cuLaunchKernel calls, %.2f ms in %d cublasLtMatmul calls",
-                          launchSeconds * 1000 / Double(steps), launches / Swift.max(steps, 1),
-                          matmulSeconds * 1000 / Double(steps), matmuls / Swift.max(steps, 1))
-        (launchSeconds, matmulSeconds, launches, matmuls) = (0, 0, 0, 0)
+                          launchSeconds.seconds * 1000 / Double(steps), launchSeconds.calls / Swift.max(steps, 1),
+                          matmulSeconds.seconds * 1000 / Double(steps), matmulSeconds.calls / Swift.max(steps, 1))
+        (launchSeconds, matmulSeconds) = (HostTime(), HostTime())
         let total = totals.values.map(\.milliseconds).reduce(0, +) / Double(steps)
         var lines = [String(format: "profile: %.2f ms of kernels per step, %d launches per step",
                             total, totals.values.map(\.calls).reduce(0, +) / Swift.max(steps, 1)), host]

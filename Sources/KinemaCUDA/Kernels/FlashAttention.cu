@@ -270,7 +270,7 @@ extern "C" __global__ void flash_backward_prepare(const u16* o, const u16* dO, c
         const u16* gRow = slice(dO, gs, b, h) + i * gs.row;
         float total = 0;
         for (int d = lane; d < dh; d += 32)
-            total += __uint_as_float((u32)oRow[d] << 16) * __uint_as_float((u32)gRow[d] << 16);
+            total += bf16_to_f32(oRow[d]) * bf16_to_f32(gRow[d]);
         for (int offset = 16; offset > 0; offset >>= 1) total += __shfl_xor_sync(0xffffffff, total, offset);
         if (lane == 0) {
             delta[row] = total;

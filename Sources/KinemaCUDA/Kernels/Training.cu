@@ -23,19 +23,12 @@ __device__ inline float adamw_element(const AdamWConstants& c, float p, float g,
     return __fsub_rn(__fmul_rn(p, c.decay), __fdiv_rn(__fmul_rn(c.stepSize, m), denominator));
 }
 
-// The compute copy's rounding, as KinemaTensor's bf16Bits / f16Bits: to nearest even, NaN kept quiet with its sign.
-__device__ inline u16 copy_bf16(float x) {
-    u32 bits = __float_as_uint(x);
-    if (x != x) return (u16)((bits >> 16) | 0x40);
-    return (u16)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-}
-__device__ inline u16 copy_f16(float x) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x)); return h; }
-
+// The compute copy rounds as KinemaTensor's bf16Bits / f16Bits do (f32_to_bf16, f32_to_f16 of Common.cuh).
 // Compute-copy codes: 0 none, 1 f32, 2 bf16, 3 f16.
 __device__ inline void store_copy(void* copy, int copyType, long long i, float x) {
     if (copyType == 1) ((float*)copy)[i] = x;
-    else if (copyType == 2) ((u16*)copy)[i] = copy_bf16(x);
-    else if (copyType == 3) ((u16*)copy)[i] = copy_f16(x);
+    else if (copyType == 2) ((u16*)copy)[i] = f32_to_bf16(x);
+    else if (copyType == 3) ((u16*)copy)[i] = f32_to_f16(x);
 }
 
 // Elements 4j … 4j+3 in one store (16 bytes for f32, 8 for the 16-bit types).
@@ -43,11 +36,11 @@ __device__ inline void store_copy4(void* copy, int copyType, long long j, float4
     if (copyType == 1) {
         ((float4*)copy)[j] = x;
     } else if (copyType == 2) {
-        ((uint2*)copy)[j] = make_uint2((u32)copy_bf16(x.x) | ((u32)copy_bf16(x.y) << 16),
-                                       (u32)copy_bf16(x.z) | ((u32)copy_bf16(x.w) << 16));
+        ((uint2*)copy)[j] = make_uint2((u32)f32_to_bf16(x.x) | ((u32)f32_to_bf16(x.y) << 16),
+                                       (u32)f32_to_bf16(x.z) | ((u32)f32_to_bf16(x.w) << 16));
     } else if (copyType == 3) {
-        ((uint2*)copy)[j] = make_uint2((u32)copy_f16(x.x) | ((u32)copy_f16(x.y) << 16),
-                                       (u32)copy_f16(x.z) | ((u32)copy_f16(x.w) << 16));
+        ((uint2*)copy)[j] = make_uint2((u32)f32_to_f16(x.x) | ((u32)f32_to_f16(x.y) << 16),
+                                       (u32)f32_to_f16(x.z) | ((u32)f32_to_f16(x.w) << 16));
     }
 }
 

@@ -25,10 +25,9 @@ public protocol MemoryOps: AnyObject {
 
     /// out = x with axes reordered: out.shape[i] = x.shape[axes[i]]. Rank at most 6.
     func permute(_ x: Tensor, _ axes: [Int]) -> Tensor
-    /// Elements `start..<start+length` of `axis`, as a new contiguous tensor.
-    func narrow(_ x: Tensor, axis: Int, start: Int, length: Int) -> Tensor
-    /// Joins tensors along `axis`; all other dimensions must agree.
-    func concat(_ xs: [Tensor], axis: Int) -> Tensor
+    /// A new tensor of `shape` assembled from byte blocks of `inputs` (the plans of `narrow` and `concat`, made once
+    /// for every backend by `BlockCopies`).
+    func copyBlocks(_ copies: [BlockCopy], from inputs: [Tensor], shape: [Int], dtype: DType) -> Tensor
 
     /// Waits until all queued work on the device is done (no-op on the CPU).
     func synchronize()
@@ -39,6 +38,18 @@ public protocol MemoryOps: AnyObject {
 }
 
 extension MemoryOps {
+    /// Elements `start..<start+length` of `axis`, as a new contiguous tensor.
+    public func narrow(_ x: Tensor, axis: Int, start: Int, length: Int) -> Tensor {
+        let (shape, copies) = BlockCopies.narrow(x, axis: axis, start: start, length: length)
+        return copyBlocks(copies, from: [x], shape: shape, dtype: x.dtype)
+    }
+
+    /// Joins tensors along `axis`; all other dimensions must agree.
+    public func concat(_ xs: [Tensor], axis: Int) -> Tensor {
+        let (shape, copies) = BlockCopies.concat(xs, axis: axis)
+        return copyBlocks(copies, from: xs, shape: shape, dtype: xs[0].dtype)
+    }
+
     public func clone(_ tensor: Tensor) -> Tensor {
         let out = empty(tensor.shape, dtype: tensor.dtype)
         copy(tensor, into: out)
