@@ -161,8 +161,8 @@ extension CUDABackend {
                      "flashAttention: logSumExp must be f32 [B, H, Nq], got \(logSumExp.dtype) \(logSumExp.shape)")
         let vectors = shape.headDim % 8 == 0 && qStrides.allowsVectors(q) && kStrides.allowsVectors(k)
             && vStrides.allowsVectors(v) && outStrides.allowsVectors(out)
-        // Q, K and V tiles of 64 rows × (D + 8) bf16, and 64 key biases (f32).
-        let bytes = (64 + 64 + 64) * (padded + 8) * 2 + 64 * 4
+        // Two buffers of 64-row K and V tiles of (D + 8) bf16 (Q waits in the second), two sets of 64 key biases.
+        let bytes = 4 * 64 * (padded + 8) * 2 + 2 * 64 * 4
         launch("flash_forward_\(padded)", in: "FlashAttention", grid: ((shape.queries + 63) / 64, shape.pairs, 1),
                block: (Self.flashThreads, 1, 1), sharedMemoryBytes: bytes,
                [q, k, v, argument(keyMask), out, logSumExp, qStrides, kStrides, vStrides, outStrides,
@@ -171,8 +171,9 @@ extension CUDABackend {
     }
 
     /// Flash attention backward on bf16 operands laid out by element strides: dq, dk, dv (bf16) from dOut, the
-    /// forward's out and logSumExp. A δ = rowsum(dO ⊙ O) pre-pass, then a dK/dV kernel (one CTA per key tile) and a
-    /// dQ kernel (one CTA per query tile), each rebuilding P from logSumExp: no atomics, deterministic.
+    /// forward's out and logSumExp. A dQ kernel (one CTA per query tile, which also writes δ = rowsum(dO ⊙ O) and
+    /// the lse in log2 units), then a dK/dV kernel (one CTA per key tile) reading them; each rebuilds P from the
+    /// lse: no atomics, deterministic.
     func flashAttentionBackward(_ shape: AttentionShape, dOut: Tensor, _ dOutStrides: AttentionStrides, q: Tensor,
                                 _ qStrides: AttentionStrides, k: Tensor, _ kStrides: AttentionStrides, v: Tensor,
                                 _ vStrides: AttentionStrides, out: Tensor, _ outStrides: AttentionStrides,
@@ -188,22 +189,19 @@ extension CUDABackend {
             && zip([qStrides, kStrides, vStrides, outStrides, dOutStrides, dqStrides, dkStrides, dvStrides],
                    [q, k, v, out, dOut, dq, dk, dv]).allSatisfy { $0.allowsVectors($1) }
         let delta = empty([rows], dtype: .f32), lseLog2 = empty([rows], dtype: .f32)
-        launch("flash_backward_prepare", in: "FlashAttention", grid: (Swift.min((rows + 7) / 8, 65_535 * 8), 1, 1),
-               block: (256, 1, 1),
-               [out, dOut, logSumExp, delta, lseLog2, outStrides, dOutStrides, Int32(shape.queries),
-                Int32(shape.headDim), Int32(shape.heads), Int64(rows)])
         let sizes: [any KernelArgument] = [Int32(shape.queries), Int32(shape.keys), Int32(shape.headDim),
                                            Int32(shape.heads), Float(scale), Float(scale * M_LOG2E), Int32(vectors ? 1 : 0)]
-        // Both kernels hold two 64-row and two 32-row tiles of (D + 8) bf16 and 64 floats.
-        let bytes = (64 + 64 + 32 + 32) * (padded + 8) * 2 + 64 * 4
+        let tileBytes = 256 * (padded + 8) * 2  // each kernel: 256 rows of (D + 8) bf16 tiles
+        // dQ: 64-row Q and dO, two buffers of 32-row K and V (O waits in the second), 2 × 32 key biases, 64 δ.
+        launch("flash_backward_dq_\(padded)", in: "FlashAttention", grid: ((shape.queries + 63) / 64, shape.pairs, 1),
+               block: (Self.flashThreads, 1, 1), sharedMemoryBytes: tileBytes + (2 * 32 + 64) * 4,
+               [q, k, v, out, dOut, logSumExp, argument(keyMask), dq, delta, lseLog2,
+                qStrides, kStrides, vStrides, outStrides, dOutStrides, dqStrides] + sizes)
+        // dK/dV: 64-row K and V, two buffers of 32-row Q and dO with 2 × 32 lse and δ.
         launch("flash_backward_dkv_\(padded)", in: "FlashAttention", grid: ((shape.keys + 63) / 64, shape.pairs, 1),
-               block: (Self.flashThreads, 1, 1), sharedMemoryBytes: bytes,
+               block: (Self.flashThreads, 1, 1), sharedMemoryBytes: tileBytes + 4 * 32 * 4,
                [q, k, v, dOut, lseLog2, delta, argument(keyMask), dk, dv,
                 qStrides, kStrides, vStrides, dOutStrides, dkStrides, dvStrides] + sizes)
-        launch("flash_backward_dq_\(padded)", in: "FlashAttention", grid: ((shape.queries + 63) / 64, shape.pairs, 1),
-               block: (Self.flashThreads, 1, 1), sharedMemoryBytes: bytes,
-               [q, k, v, dOut, lseLog2, delta, argument(keyMask), dq,
-                qStrides, kStrides, vStrides, dOutStrides, dqStrides] + sizes)
     }
 
     /// Checks the flash kernels' limits (bf16 operands, Dh ≤ 128, B·H within a grid's y) and returns the padded D.

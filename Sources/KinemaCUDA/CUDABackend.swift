@@ -146,6 +146,17 @@ public final class CUDABackend: @unchecked Sendable {
         }
     }
 
+    /// ptxas's report for one kernel file, each element type: registers, spill bytes and shared memory per kernel,
+    /// to tune occupancy without a GPU (`kinema-gpu-check --resources FILE`).
+    public static func kernelResources(file: String, architecture: Int = 90, cacheDirectory: URL) throws -> String {
+        let compiler = try NVRTC(cacheDirectory: cacheDirectory)
+        return try elementTypes.map { element in
+            let options = NVRTC.options(architecture: architecture, compileOptions(element: element) + ["--ptxas-options=-v"])
+            let log = try compiler.compile(source: source(of: file), name: file, options: options).log
+            return "== \(file) (\(element))\n\(log)"
+        }.joined(separator: "\n")
+    }
+
     private static func kernelSource(_ name: String, extension fileExtension: String) throws -> String {
         guard let url = Bundle.module.url(forResource: name, withExtension: fileExtension, subdirectory: "Kernels"),
               let source = try? String(contentsOf: url, encoding: .utf8) else {

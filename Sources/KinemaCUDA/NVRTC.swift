@@ -31,11 +31,28 @@ final class NVRTC: @unchecked Sendable {
 
     /// The cubin of `source` for `sm_<architecture>`, from the disk cache or freshly compiled (and then cached).
     func cubin(source: String, name: String, architecture: Int, options extra: [String] = []) throws -> [UInt8] {
-        let options = ["--gpu-architecture=sm_\(architecture)", "--std=c++17", "-default-device"] + extra
+        let options = Self.options(architecture: architecture, extra)
         let key = Self.fnv1a(source + "\u{0}" + options.joined(separator: " ") + "\u{0}\(architecture)")
         let cached = cacheDirectory.appendingPathComponent("\(name)-sm\(architecture)-\(String(key, radix: 16)).cubin")
         if let data = FileManager.default.contents(atPath: cached.path) { return [UInt8](data) }
 
+        let cubin = try compile(source: source, name: name, options: options).cubin
+        // A cache that cannot be written only costs a recompilation next time.
+        try? FileManager.default.createDirectory(at: cacheDirectory, withIntermediateDirectories: true)
+        let temporary = cached.appendingPathExtension("tmp-\(getpid())")
+        if FileManager.default.createFile(atPath: temporary.path, contents: Data(cubin)) {
+            rename(temporary.path, cached.path)  // atomic: a reader sees the old state or the whole file
+        }
+        return cubin
+    }
+
+    static func options(architecture: Int, _ extra: [String]) -> [String] {
+        ["--gpu-architecture=sm_\(architecture)", "--std=c++17", "-default-device"] + extra
+    }
+
+    /// Compiles without the cache; returns the cubin and NVRTC's log (ptxas's register and spill report under
+    /// `--ptxas-options=-v`).
+    func compile(source: String, name: String, options: [String]) throws -> (cubin: [UInt8], log: String) {
         var program: Program?
         try check(nvrtcCreateProgram(&program, source, name, 0, nil, nil), name, program)
         defer { _ = nvrtcDestroyProgram(&program) }
@@ -50,14 +67,7 @@ final class NVRTC: @unchecked Sendable {
         _ = nvrtcGetCUBINSize(program!, &size)
         var bytes = [CChar](repeating: 0, count: size)
         _ = nvrtcGetCUBIN(program!, &bytes)
-        let cubin = bytes.map { UInt8(bitPattern: $0) }
-        // A cache that cannot be written only costs a recompilation next time.
-        try? FileManager.default.createDirectory(at: cacheDirectory, withIntermediateDirectories: true)
-        let temporary = cached.appendingPathExtension("tmp-\(getpid())")
-        if FileManager.default.createFile(atPath: temporary.path, contents: Data(cubin)) {
-            rename(temporary.path, cached.path)  // atomic: a reader sees the old state or the whole file
-        }
-        return cubin
+        return (bytes.map { UInt8(bitPattern: $0) }, log(program!))
     }
 
     private func log(_ program: Program) -> String {

@@ -21,6 +21,19 @@ if CommandLine.arguments.contains("--compile-only") {
     }
 }
 
+// `--resources FILE`: ptxas's registers / spills / shared memory for each kernel of Kernels/FILE.cu, no GPU needed.
+if let index = CommandLine.arguments.firstIndex(of: "--resources"), index + 1 < CommandLine.arguments.count {
+    let cache = FileManager.default.temporaryDirectory.appendingPathComponent("kinema-resources-\(getpid())")
+    defer { try? FileManager.default.removeItem(at: cache) }
+    do {
+        print(try CUDABackend.kernelResources(file: CommandLine.arguments[index + 1], cacheDirectory: cache))
+        exit(0)
+    } catch {
+        print("cannot compile: \(error)")
+        exit(2)
+    }
+}
+
 let gpu: CUDABackend
 do {
     gpu = try CUDABackend(index: 0)

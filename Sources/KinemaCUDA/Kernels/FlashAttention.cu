@@ -104,8 +104,21 @@ __device__ inline void accumulate_product(float (&acc)[D / 8][4], const float (&
     }
 }
 
+// Copies from device to shared memory that bypass registers (cp.async, sm_80+): a thread issues all of a tile's
+// 16-byte chunks at once and the tile lands while the warps compute on the previous one. The copies a thread issued
+// complete at its next commit_copies() + wait_copies<0>() (the caller's __syncthreads then shows them to the CTA).
+__device__ inline void copy_async16(void* target, const void* source) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((u32)__cvta_generic_to_shared(target)), "l"(source));
+}
+__device__ inline void copy_async4(void* target, const void* source) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"((u32)__cvta_generic_to_shared(target)), "l"(source));
+}
+__device__ inline void commit_copies() { asm volatile("cp.async.commit_group;"); }
+__device__ inline void wait_copies() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
 // Rows row0.. of a [rows, dh] matrix (row stride `stride`, dh contiguous) into a shared [ROWS][D + 8] tile; rows
-// ≥ rows and columns ≥ dh are zero. `vectors`: every row start is 16-byte aligned and dh % 8 == 0.
+// ≥ rows and columns ≥ dh are zero. `vectors`: every row start is 16-byte aligned and dh % 8 == 0, so each chunk
+// of 8 is one cp.async (asynchronous, see above); otherwise element by element (synchronous).
 // The 8 extra columns per row shift consecutive rows by 16 bytes mod 128, so fragment loads and ldmatrix hit
 // distinct banks.
 template <int ROWS, int D> __device__ inline void load_tile(u16* tile, const u16* source, long long stride, int row0,
@@ -116,7 +129,9 @@ template <int ROWS, int D> __device__ inline void load_tile(u16* tile, const u16
         u16* target = tile + r * (D + 8) + column;
         const u16* from = source + row * stride + column;
         if (vectors && row < rows && column < dh) {
-            *(uint4*)target = *(const uint4*)from;
+            copy_async16(target, from);
+        } else if (vectors) {
+            *(uint4*)target = make_uint4(0, 0, 0, 0);
         } else {
             for (int e = 0; e < 8; ++e) target[e] = row < rows && column + e < dh ? from[e] : (u16)0;
         }
@@ -161,6 +176,35 @@ __device__ inline float quad_max(float x) {
     return fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
 }
 
+// c[n] += A · Mᵀ for one warp: A its 16 × D fragments in registers (Q or dO), M a shared [N][D + 8] tile whose
+// rows are the product's columns (K in S = Q Kᵀ, V in dP = dO Vᵀ).
+template <int N, int D>
+__device__ inline void product_with_rows(float (&c)[N / 8][4], const u32 (&a)[D / 16][4], const u16* m) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+        for (int n = 0; n < N / 8; ++n) {
+            u32 bFragment[2];
+            load_b<D + 8>(bFragment, m, n * 8, kk * 16);
+            mma(c[n], a[kk], bFragment);
+        }
+    }
+}
+
+// Key tile key0.. of K and V into a buffer (K then V, BN rows each) and its key biases: one commit group.
+template <int BN, int D>
+__device__ inline void load_keys(u16* buffer, float* bias, const u16* kBase, const u16* vBase, Strides ks, Strides vs,
+                                 const int* mask, int b, int key0, int nk, int dh, bool vectors) {
+    load_tile<BN, D>(buffer, kBase, ks.row, key0, nk, dh, vectors);
+    load_tile<BN, D>(buffer + BN * (D + 8), vBase, vs.row, key0, nk, dh, vectors);
+    for (int j = threadIdx.x; j < BN; j += FLASH_THREADS) bias[j] = key_bias(mask, b, nk, key0 + j);
+    commit_copies();
+}
+
+// The forward and dQ kernels walk key tiles through two such buffers: tile t + 1 loads while tile t is computed.
+// One __syncthreads per tile, at its start, both shows tile t to every warp (each thread waited for its own copies
+// at the end of tile t − 1) and ensures every warp is done with the buffer the prefetch of tile t + 1 overwrites.
+
 // MARK: Forward: one CTA per (64-query tile, pair), looping over 64-key tiles with the online softmax.
 
 #define FORWARD_QUERIES 64
@@ -171,49 +215,45 @@ __device__ inline void flash_forward(const u16* q, const u16* k, const u16* v, c
                                      Strides qs, Strides ks, Strides vs, Strides os, int nq, int nk, int dh,
                                      int heads, float scaleLog2, int vectors) {
     constexpr int S = D + 8, BM = FORWARD_QUERIES, BN = FORWARD_KEYS;
+    static_assert(BM == BN, "the Q tile waits in the second key buffer");
     extern __shared__ __align__(16) u16 shared[];
-    u16* qTile = shared;
-    u16* kTile = qTile + BM * S;
-    u16* vTile = kTile + BN * S;
-    float* keyBias = (float*)(vTile + BN * S);
+    u16* buffers = shared;                            // two key buffers of 2·BN rows; Q waits in the second
+    float* keyBias = (float*)(buffers + 4 * BN * S);  // [2][BN]
     int pair = blockIdx.y, b = pair / heads, h = pair % heads, row0 = blockIdx.x * BM;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const u16* kBase = slice(k, ks, b, h);
     const u16* vBase = slice(v, vs, b, h);
 
-    load_tile<BM, D>(qTile, slice(q, qs, b, h), qs.row, row0, nq, dh, vectors);
+    load_tile<BM, D>(buffers + 2 * BN * S, slice(q, qs, b, h), qs.row, row0, nq, dh, vectors);
+    load_keys<BN, D>(buffers, keyBias, kBase, vBase, ks, vs, mask, b, 0, nk, dh, vectors);
+    wait_copies();
     __syncthreads();
     u32 qFragment[D / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) load_a<S>(qFragment[kk], qTile, warp * 16, kk * 16);
+    for (int kk = 0; kk < D / 16; ++kk) load_a<S>(qFragment[kk], buffers + 2 * BN * S, warp * 16, kk * 16);
 
     // Per thread: rows g and g + 8 of the warp's 16. Scores are kept in log2 units (scale · log2 e folded in), so
     // the softmax needs exp2 only; rowSum is this thread's share of the row's Σ 2^(s − rowMax).
     float acc[D / 8][4] = {};
     float rowMax[2] = {NEGATIVE_INFINITY, NEGATIVE_INFINITY}, rowSum[2] = {0, 0};
-    for (int key0 = 0; key0 < nk; key0 += BN) {
-        __syncthreads();  // every warp is done with the previous K/V tile
-        load_tile<BN, D>(kTile, kBase, ks.row, key0, nk, dh, vectors);
-        load_tile<BN, D>(vTile, vBase, vs.row, key0, nk, dh, vectors);
-        for (int j = threadIdx.x; j < BN; j += FLASH_THREADS) keyBias[j] = key_bias(mask, b, nk, key0 + j);
+    int tiles = (nk + BN - 1) / BN;
+    for (int tile = 0; tile < tiles; ++tile) {
         __syncthreads();
+        int next = (tile + 1) & 1;
+        if (tile + 1 < tiles)
+            load_keys<BN, D>(buffers + next * 2 * BN * S, keyBias + next * BN, kBase, vBase, ks, vs, mask, b,
+                             (tile + 1) * BN, nk, dh, vectors);
+        const u16* kTile = buffers + (tile & 1) * 2 * BN * S;
+        const float* bias = keyBias + (tile & 1) * BN;
 
         float s[BN / 8][4] = {};
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-            for (int n = 0; n < BN / 8; ++n) {
-                u32 bFragment[2];
-                load_b<S>(bFragment, kTile, n * 8, kk * 16);
-                mma(s[n], qFragment[kk], bFragment);
-            }
-        }
+        product_with_rows<BN, D>(s, qFragment, kTile);
         float tileMax[2] = {NEGATIVE_INFINITY, NEGATIVE_INFINITY};
 #pragma unroll
         for (int n = 0; n < BN / 8; ++n) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                s[n][e] = s[n][e] * scaleLog2 + keyBias[n * 8 + 2 * (lane & 3) + (e & 1)];
+                s[n][e] = s[n][e] * scaleLog2 + bias[n * 8 + 2 * (lane & 3) + (e & 1)];
                 tileMax[e >> 1] = fmaxf(tileMax[e >> 1], s[n][e]);
             }
         }
@@ -240,7 +280,8 @@ __device__ inline void flash_forward(const u16* q, const u16* k, const u16* v, c
                 rowSum[e >> 1] += s[n][e];
             }
         }
-        accumulate_product<BN, D>(acc, s, vTile);
+        accumulate_product<BN, D>(acc, s, kTile + BN * S);
+        wait_copies();
     }
 
     float factor[2];
@@ -255,34 +296,125 @@ __device__ inline void flash_forward(const u16* q, const u16* k, const u16* v, c
     store_rows<D>(slice(o, os, b, h), os.row, row0 + warp * 16, nq, dh, acc, factor, vectors);
 }
 
-// MARK: Backward
+// MARK: Backward: the dQ kernel, then the dK/dV kernel (no atomics: deterministic)
 
-// Per query row: δ = Σ_d dO ⊙ O (f32) and the lse in log2 units, with −∞ (no attended key) made +∞ so that
-// exp2(s − lse) = 0 for every key of the row. One warp per row; lanes sum a fixed stride, then a fixed tree.
-extern "C" __global__ void flash_backward_prepare(const u16* o, const u16* dO, const float* lse, float* delta,
-                                                  float* lseLog2, Strides os, Strides gs, int nq, int dh, int heads,
-                                                  long long rows) {
-    int lane = threadIdx.x & 31;
-    long long warps = (long long)gridDim.x * (blockDim.x >> 5);
-    for (long long row = blockIdx.x * (long long)(blockDim.x >> 5) + (threadIdx.x >> 5); row < rows; row += warps) {
-        int pair = (int)(row / nq), i = (int)(row % nq), b = pair / heads, h = pair % heads;
-        const u16* oRow = slice(o, os, b, h) + i * os.row;
-        const u16* gRow = slice(dO, gs, b, h) + i * gs.row;
+// dQ: one CTA per (64-query tile, pair), looping over 32-key tiles double-buffered as in the forward; each warp
+// owns 16 queries: S = Q Kᵀ, P = exp2(S − lse), dP = dO Vᵀ, dS = P ⊙ (dP − δ), dQ += dS K.
+// It also writes, for its rows, δ = Σ_d dO ⊙ O (f32) and the lse in log2 units with −∞ (no attended key) made +∞,
+// so that exp2(s − lse) = 0 for every key of the row: the dK/dV kernel, launched after it, reads both.
+#define DQ_QUERIES 64
+#define DQ_KEYS 32
+
+__device__ inline float lse_log2(float lse) { return lse == NEGATIVE_INFINITY ? POSITIVE_INFINITY : lse * LOG2_E; }
+
+template <int D>
+__device__ inline void flash_backward_dq(const u16* q, const u16* k, const u16* v, const u16* o, const u16* dO,
+                                         const float* lse, const int* mask, u16* dq, float* delta, float* lseLog2,
+                                         Strides qs, Strides ks, Strides vs, Strides os, Strides gs, Strides dqs,
+                                         int nq, int nk, int dh, int heads, float scale, float scaleLog2,
+                                         int vectors) {
+    constexpr int S = D + 8, BM = DQ_QUERIES, BN = DQ_KEYS;
+    static_assert(BM == 2 * BN && FLASH_THREADS == 2 * BM, "O waits in the second key buffer; two threads a row");
+    extern __shared__ __align__(16) u16 shared[];
+    u16* qTile = shared;
+    u16* gTile = qTile + BM * S;
+    u16* buffers = gTile + BM * S;                    // two key buffers of 2·BN rows; O waits in the second
+    float* keyBias = (float*)(buffers + 4 * BN * S);  // [2][BN]
+    float* deltaTile = keyBias + 2 * BN;              // [BM]
+    const u16* oTile = buffers + 2 * BN * S;
+    int pair = blockIdx.y, b = pair / heads, h = pair % heads, row0 = blockIdx.x * BM;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const u16* kBase = slice(k, ks, b, h);
+    const u16* vBase = slice(v, vs, b, h);
+    load_tile<BM, D>(qTile, slice(q, qs, b, h), qs.row, row0, nq, dh, vectors);
+    load_tile<BM, D>(gTile, slice(dO, gs, b, h), gs.row, row0, nq, dh, vectors);
+    load_tile<BM, D>(buffers + 2 * BN * S, slice(o, os, b, h), os.row, row0, nq, dh, vectors);
+    load_keys<BN, D>(buffers, keyBias, kBase, vBase, ks, vs, mask, b, 0, nk, dh, vectors);
+    wait_copies();
+    __syncthreads();
+    {
+        // δ of the CTA's rows: two threads a row, each summing half the (zero-padded) columns in order.
+        int r = threadIdx.x >> 1, part = (threadIdx.x & 1) * (D / 2), row = row0 + r;
         float total = 0;
-        for (int d = lane; d < dh; d += 32)
-            total += bf16_to_f32(oRow[d]) * bf16_to_f32(gRow[d]);
-        for (int offset = 16; offset > 0; offset >>= 1) total += __shfl_xor_sync(0xffffffff, total, offset);
-        if (lane == 0) {
-            delta[row] = total;
-            lseLog2[row] = lse[row] == NEGATIVE_INFINITY ? POSITIVE_INFINITY : lse[row] * LOG2_E;
+        for (int d = part; d < part + D / 2; ++d) total += bf16_to_f32(oTile[r * S + d]) * bf16_to_f32(gTile[r * S + d]);
+        total += __shfl_xor_sync(0xffffffff, total, 1);
+        if ((threadIdx.x & 1) == 0) {
+            deltaTile[r] = total;
+            if (row < nq) {
+                long long index = (long long)pair * nq + row;
+                delta[index] = total;
+                lseLog2[index] = lse_log2(lse[index]);
+            }
         }
     }
+    __syncthreads();
+    u32 qFragment[D / 16][4], gFragment[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        load_a<S>(qFragment[kk], qTile, warp * 16, kk * 16);
+        load_a<S>(gFragment[kk], gTile, warp * 16, kk * 16);
+    }
+    float rowLse[2], rowDelta[2];
+    for (int half = 0; half < 2; ++half) {
+        int r = warp * 16 + (lane >> 2) + 8 * half, row = row0 + r;
+        rowLse[half] = row < nq ? lse_log2(lse[(long long)pair * nq + row]) : POSITIVE_INFINITY;
+        rowDelta[half] = deltaTile[r];
+    }
+
+    float dqAcc[D / 8][4] = {};
+    int tiles = (nk + BN - 1) / BN;
+    for (int tile = 0; tile < tiles; ++tile) {
+        __syncthreads();
+        int next = (tile + 1) & 1;
+        if (tile + 1 < tiles)
+            load_keys<BN, D>(buffers + next * 2 * BN * S, keyBias + next * BN, kBase, vBase, ks, vs, mask, b,
+                             (tile + 1) * BN, nk, dh, vectors);
+        const u16* kTile = buffers + (tile & 1) * 2 * BN * S;
+        const float* bias = keyBias + (tile & 1) * BN;
+
+        float s[BN / 8][4] = {}, dp[BN / 8][4] = {};
+        product_with_rows<BN, D>(s, qFragment, kTile);
+        product_with_rows<BN, D>(dp, gFragment, kTile + BN * S);
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float p = exp2f(s[n][e] * scaleLog2 + bias[n * 8 + 2 * (lane & 3) + (e & 1)] - rowLse[e >> 1]);
+                dp[n][e] = p * (dp[n][e] - rowDelta[e >> 1]);
+            }
+        }
+        accumulate_product<BN, D>(dqAcc, dp, kTile);
+        wait_copies();
+    }
+    const float scales[2] = {scale, scale};
+    store_rows<D>(slice(dq, dqs, b, h), dqs.row, row0 + warp * 16, nq, dh, dqAcc, scales, vectors);
 }
 
-// dK, dV: one CTA per (64-key tile, pair), looping over 32-query tiles. Each warp owns 16 keys and works with
-// transposed scores: Sᵀ = K Qᵀ, Pᵀ = exp2(Sᵀ − lse), dPᵀ = V dOᵀ, dSᵀ = Pᵀ ⊙ (dPᵀ − δ); dV += Pᵀ dO, dK += dSᵀ Q.
+// dK, dV: one CTA per (64-key tile, pair), looping over 32-query tiles double-buffered (Q, dO, lse and δ of tile
+// t + 1 load while tile t is computed). Each warp owns 16 keys and works with transposed scores: Sᵀ = K Qᵀ,
+// Pᵀ = exp2(Sᵀ − lse), dPᵀ = V dOᵀ, dSᵀ = Pᵀ ⊙ (dPᵀ − δ); dV += Pᵀ dO, dK += dSᵀ Q.
 #define DKV_KEYS 64
 #define DKV_QUERIES 32
+
+// Query tile query0.. of Q and dO into a buffer (Q then dO, BM rows each) with its lse and δ: one commit group.
+template <int BM, int D>
+__device__ inline void load_queries(u16* buffer, float* lseTile, float* deltaTile, const u16* qBase,
+                                    const u16* gBase, Strides qs, Strides gs, const float* lseLog2,
+                                    const float* delta, int pair, int query0, int nq, int dh, bool vectors) {
+    load_tile<BM, D>(buffer, qBase, qs.row, query0, nq, dh, vectors);
+    load_tile<BM, D>(buffer + BM * (D + 8), gBase, gs.row, query0, nq, dh, vectors);
+    for (int j = threadIdx.x; j < BM; j += FLASH_THREADS) {
+        long long row = (long long)pair * nq + query0 + j;
+        if (query0 + j < nq) {
+            copy_async4(lseTile + j, lseLog2 + row);
+            copy_async4(deltaTile + j, delta + row);
+        } else {
+            lseTile[j] = POSITIVE_INFINITY;  // rows beyond Nq get P = 0
+            deltaTile[j] = 0.0f;
+        }
+    }
+    commit_copies();
+}
 
 template <int D>
 __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16* v, const u16* dO,
@@ -294,31 +426,32 @@ __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16*
     extern __shared__ __align__(16) u16 shared[];
     u16* kTile = shared;
     u16* vTile = kTile + BN * S;
-    u16* qTile = vTile + BN * S;
-    u16* gTile = qTile + BM * S;
-    float* lseTile = (float*)(gTile + BM * S);
-    float* deltaTile = lseTile + BM;
+    u16* buffers = vTile + BN * S;                     // two query buffers of 2·BM rows (Q then dO)
+    float* lseTiles = (float*)(buffers + 4 * BM * S);  // [2][BM]
+    float* deltaTiles = lseTiles + 2 * BM;             // [2][BM]
     int pair = blockIdx.y, b = pair / heads, h = pair % heads, key0 = blockIdx.x * BN;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const u16* qBase = slice(q, qs, b, h);
     const u16* gBase = slice(dO, gs, b, h);
     load_tile<BN, D>(kTile, slice(k, ks, b, h), ks.row, key0, nk, dh, vectors);
     load_tile<BN, D>(vTile, slice(v, vs, b, h), vs.row, key0, nk, dh, vectors);
+    load_queries<BM, D>(buffers, lseTiles, deltaTiles, qBase, gBase, qs, gs, lseLog2, delta, pair, 0, nq, dh, vectors);
+    wait_copies();
     float bias[2];
     for (int half = 0; half < 2; ++half) bias[half] = key_bias(mask, b, nk, key0 + warp * 16 + (lane >> 2) + 8 * half);
 
     float dkAcc[D / 8][4] = {}, dvAcc[D / 8][4] = {};
-    for (int query0 = 0; query0 < nq; query0 += BM) {
-        __syncthreads();  // every warp is done with the previous Q/dO tile (and, the first time, K/V are stored)
-        load_tile<BM, D>(qTile, qBase, qs.row, query0, nq, dh, vectors);
-        load_tile<BM, D>(gTile, gBase, gs.row, query0, nq, dh, vectors);
-        for (int j = threadIdx.x; j < BM; j += FLASH_THREADS) {
-            bool inside = query0 + j < nq;
-            long long row = (long long)pair * nq + query0 + j;
-            lseTile[j] = inside ? lseLog2[row] : POSITIVE_INFINITY;  // rows beyond Nq get P = 0
-            deltaTile[j] = inside ? delta[row] : 0.0f;
-        }
-        __syncthreads();
+    int tiles = (nq + BM - 1) / BM;
+    for (int tile = 0; tile < tiles; ++tile) {
+        __syncthreads();  // as in the key loops above: tile t is visible, tile t − 1's buffer is free
+        int next = (tile + 1) & 1;
+        if (tile + 1 < tiles)
+            load_queries<BM, D>(buffers + next * 2 * BM * S, lseTiles + next * BM, deltaTiles + next * BM, qBase,
+                                gBase, qs, gs, lseLog2, delta, pair, (tile + 1) * BM, nq, dh, vectors);
+        const u16* qTile = buffers + (tile & 1) * 2 * BM * S;
+        const u16* gTile = qTile + BM * S;
+        const float* lseTile = lseTiles + (tile & 1) * BM;
+        const float* deltaTile = deltaTiles + (tile & 1) * BM;
 
         float s[BM / 8][4] = {}, dp[BM / 8][4] = {};
 #pragma unroll
@@ -347,81 +480,11 @@ __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16*
         }
         accumulate_product<BM, D>(dvAcc, s, gTile);
         accumulate_product<BM, D>(dkAcc, dp, qTile);
+        wait_copies();
     }
     const float one[2] = {1, 1}, scales[2] = {scale, scale};
     store_rows<D>(slice(dv, dvs, b, h), dvs.row, key0 + warp * 16, nk, dh, dvAcc, one, vectors);
     store_rows<D>(slice(dk, dks, b, h), dks.row, key0 + warp * 16, nk, dh, dkAcc, scales, vectors);
-}
-
-// dQ: one CTA per (64-query tile, pair), looping over 32-key tiles; each warp owns 16 queries:
-// S = Q Kᵀ, P = exp2(S − lse), dP = dO Vᵀ, dS = P ⊙ (dP − δ), dQ += dS K.
-#define DQ_QUERIES 64
-#define DQ_KEYS 32
-
-template <int D>
-__device__ inline void flash_backward_dq(const u16* q, const u16* k, const u16* v, const u16* dO,
-                                         const float* lseLog2, const float* delta, const int* mask, u16* dq,
-                                         Strides qs, Strides ks, Strides vs, Strides gs, Strides dqs, int nq, int nk,
-                                         int dh, int heads, float scale, float scaleLog2, int vectors) {
-    constexpr int S = D + 8, BM = DQ_QUERIES, BN = DQ_KEYS;
-    extern __shared__ __align__(16) u16 shared[];
-    u16* qTile = shared;
-    u16* gTile = qTile + BM * S;
-    u16* kTile = gTile + BM * S;
-    u16* vTile = kTile + BN * S;
-    float* keyBias = (float*)(vTile + BN * S);
-    int pair = blockIdx.y, b = pair / heads, h = pair % heads, row0 = blockIdx.x * BM;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const u16* kBase = slice(k, ks, b, h);
-    const u16* vBase = slice(v, vs, b, h);
-    load_tile<BM, D>(qTile, slice(q, qs, b, h), qs.row, row0, nq, dh, vectors);
-    load_tile<BM, D>(gTile, slice(dO, gs, b, h), gs.row, row0, nq, dh, vectors);
-    float rowLse[2], rowDelta[2];
-    for (int half = 0; half < 2; ++half) {
-        int row = row0 + warp * 16 + (lane >> 2) + 8 * half;
-        rowLse[half] = row < nq ? lseLog2[(long long)pair * nq + row] : POSITIVE_INFINITY;
-        rowDelta[half] = row < nq ? delta[(long long)pair * nq + row] : 0.0f;
-    }
-    __syncthreads();
-    u32 qFragment[D / 16][4], gFragment[D / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-        load_a<S>(qFragment[kk], qTile, warp * 16, kk * 16);
-        load_a<S>(gFragment[kk], gTile, warp * 16, kk * 16);
-    }
-
-    float dqAcc[D / 8][4] = {};
-    for (int key0 = 0; key0 < nk; key0 += BN) {
-        __syncthreads();  // every warp is done with the previous K/V tile
-        load_tile<BN, D>(kTile, kBase, ks.row, key0, nk, dh, vectors);
-        load_tile<BN, D>(vTile, vBase, vs.row, key0, nk, dh, vectors);
-        for (int j = threadIdx.x; j < BN; j += FLASH_THREADS) keyBias[j] = key_bias(mask, b, nk, key0 + j);
-        __syncthreads();
-
-        float s[BN / 8][4] = {}, dp[BN / 8][4] = {};
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-            for (int n = 0; n < BN / 8; ++n) {
-                u32 bFragment[2];
-                load_b<S>(bFragment, kTile, n * 8, kk * 16);
-                mma(s[n], qFragment[kk], bFragment);
-                load_b<S>(bFragment, vTile, n * 8, kk * 16);
-                mma(dp[n], gFragment[kk], bFragment);
-            }
-        }
-#pragma unroll
-        for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                float p = exp2f(s[n][e] * scaleLog2 + keyBias[n * 8 + 2 * (lane & 3) + (e & 1)] - rowLse[e >> 1]);
-                dp[n][e] = p * (dp[n][e] - rowDelta[e >> 1]);
-            }
-        }
-        accumulate_product<BN, D>(dqAcc, dp, kTile);
-    }
-    const float scales[2] = {scale, scale};
-    store_rows<D>(slice(dq, dqs, b, h), dqs.row, row0 + warp * 16, nq, dh, dqAcc, scales, vectors);
 }
 
 // Forward CTAs an SM should hold (registers capped to fit): 4 at D = 80 (DiT-XL/2's 72), where that costs no
@@ -435,19 +498,19 @@ __device__ inline void flash_backward_dq(const u16* q, const u16* k, const u16* 
         Strides vs, Strides os, int nq, int nk, int dh, int heads, float scaleLog2, int vectors) {                   \
         flash_forward<D>(q, k, v, mask, o, lse, qs, ks, vs, os, nq, nk, dh, heads, scaleLog2, vectors);              \
     }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_backward_dq_##D(                               \
+        const u16* q, const u16* k, const u16* v, const u16* o, const u16* dO, const float* lse, const int* mask,    \
+        u16* dq, float* delta, float* lseLog2, Strides qs, Strides ks, Strides vs, Strides os, Strides gs,           \
+        Strides dqs, int nq, int nk, int dh, int heads, float scale, float scaleLog2, int vectors) {                 \
+        flash_backward_dq<D>(q, k, v, o, dO, lse, mask, dq, delta, lseLog2, qs, ks, vs, os, gs, dqs, nq, nk, dh,    \
+                             heads, scale, scaleLog2, vectors);                                                      \
+    }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_backward_dkv_##D(                              \
         const u16* q, const u16* k, const u16* v, const u16* dO, const float* lseLog2, const float* delta,           \
         const int* mask, u16* dk, u16* dv, Strides qs, Strides ks, Strides vs, Strides gs, Strides dks, Strides dvs, \
         int nq, int nk, int dh, int heads, float scale, float scaleLog2, int vectors) {                              \
         flash_backward_dkv<D>(q, k, v, dO, lseLog2, delta, mask, dk, dv, qs, ks, vs, gs, dks, dvs, nq, nk, dh,      \
                               heads, scale, scaleLog2, vectors);                                                     \
-    }                                                                                                                \
-    extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_backward_dq_##D(                               \
-        const u16* q, const u16* k, const u16* v, const u16* dO, const float* lseLog2, const float* delta,           \
-        const int* mask, u16* dq, Strides qs, Strides ks, Strides vs, Strides gs, Strides dqs, int nq, int nk,       \
-        int dh, int heads, float scale, float scaleLog2, int vectors) {                                              \
-        flash_backward_dq<D>(q, k, v, dO, lseLog2, delta, mask, dq, qs, ks, vs, gs, dqs, nq, nk, dh, heads, scale,  \
-                             scaleLog2, vectors);                                                                    \
     }
 
 FLASH_KERNELS(64)
