@@ -1,20 +1,24 @@
 import KinemaTensor
 
-/// One cuBLASLt product shape: its descriptors and the algorithm the heuristic picked, made on first use and kept
-/// (so a training step spends no host time on heuristics or descriptor set-up).
+/// One cuBLASLt product shape: its descriptors and algorithm, made on first use and kept (so a training step spends
+/// no host time on heuristics or descriptor set-up).
 final class MatmulPlan {
     let desc: UnsafeMutableRawPointer
     let first, second, out: UnsafeMutableRawPointer
-    /// The chosen cublasLtMatmulAlgo_t (64 bytes).
-    let algo: [UInt8]
+    /// The heuristic's candidates (cublasLtMatmulAlgo_t, 64 bytes each), its favourite first.
+    let candidates: [[UInt8]]
+    /// The algorithm in use: the heuristic's favourite, or the fastest candidate once timed (`tuned`).
+    var algo: [UInt8]
+    var tuned = false
 
     init(desc: UnsafeMutableRawPointer, first: UnsafeMutableRawPointer, second: UnsafeMutableRawPointer,
-         out: UnsafeMutableRawPointer, algo: [UInt8]) {
+         out: UnsafeMutableRawPointer, candidates: [[UInt8]]) {
         self.desc = desc
         self.first = first
         self.second = second
         self.out = out
-        self.algo = algo
+        self.candidates = candidates
+        algo = candidates[0]
     }
 }
 
@@ -73,29 +77,60 @@ extension CUDABackend: LinearAlgebraOps {
                                 secondRows: shape.aColumns, secondCols: aRowsSeen, secondStride: shape.strideA,
                                 n: shape.n, m: shape.m, batch: shape.batch, epilogue: epilogue.code)
             guard let plan = try matmulPlan(key) else { return false }
-            let lt = try cublas()
-            try setEpilogueOperands(epilogue, plan: plan, lt: lt)
-            let workspace = try matmulWorkspace()
-            let isDouble = c.dtype == .f64
-            // (alpha, beta) in the product's scale type: f64 for f64 products, f32 otherwise.
-            var scales32 = (Float(alpha), Float(beta)), scales64 = (alpha, beta), status: Int32 = 0
+            if autotunesMatmuls && !plan.tuned && a.dtype == .bf16 {
+                try tune(plan, a, b, into: c, alpha: alpha, beta: beta, epilogue: epilogue)
+            }
+            try setEpilogueOperands(epilogue, plan: plan, lt: try cublas())
+            var status: Int32 = 0
             profiled("cublasLt \(a.dtype)→\(c.dtype) \(shape.m)×\(shape.n)×\(shape.k)\(shape.batch > 1 ? " ×\(shape.batch)" : "") e\(epilogue.code)",
                      host: \.matmulSeconds) {
-                status = withUnsafeBytes(of: &scales32) { s32 in withUnsafeBytes(of: &scales64) { s64 in
-                    plan.algo.withUnsafeBytes { algo in
-                        let scales = isDouble ? s64 : s32, beta = scales.baseAddress! + scales.count / 2
-                        return lt.matmul(cublasHandle!, plan.desc, scales.baseAddress!, deviceAddress(b), plan.first,
-                                         deviceAddress(a), plan.second, beta, deviceAddress(c), plan.out,
-                                         deviceAddress(c), plan.out, algo.baseAddress, deviceAddress(workspace),
-                                         workspace.byteCount, stream)
-                    }
-                } }
+                status = invoke(plan, algorithm: plan.algo, a, b, into: c, alpha: alpha, beta: beta)
             }
-            try lt.check(status, "cublasLtMatmul(\(shape.m)×\(shape.n)×\(shape.k), batch \(shape.batch))")
+            try cublas().check(status, "cublasLtMatmul(\(shape.m)×\(shape.n)×\(shape.k), batch \(shape.batch))")
             return true
         } catch {
             preconditionFailure("\(error)")
         }
+    }
+
+    /// Queues one cublasLtMatmul of `plan` with `algorithm` (the epilogue's operands already set); returns its status.
+    private func invoke(_ plan: MatmulPlan, algorithm: [UInt8], _ a: Tensor, _ b: Tensor, into c: Tensor, alpha: Double,
+                        beta: Double) -> Int32 {
+        let lt = try! cublas(), workspace = try! matmulWorkspace()
+        // (alpha, beta) in the product's scale type: f64 for f64 products, f32 otherwise.
+        var scales32 = (Float(alpha), Float(beta)), scales64 = (alpha, beta)
+        return withUnsafeBytes(of: &scales32) { s32 in withUnsafeBytes(of: &scales64) { s64 in
+            algorithm.withUnsafeBytes { algo in
+                let scales = c.dtype == .f64 ? s64 : s32, beta = scales.baseAddress! + scales.count / 2
+                return lt.matmul(cublasHandle!, plan.desc, scales.baseAddress!, deviceAddress(b), plan.first,
+                                 deviceAddress(a), plan.second, beta, deviceAddress(c), plan.out, deviceAddress(c),
+                                 plan.out, algo.baseAddress, deviceAddress(workspace), workspace.byteCount, stream)
+            }
+        } }
+    }
+
+    /// Times the heuristic's candidates on this product's own operands (writing scratch copies of the output and of
+    /// a GELU aux, so nothing the caller holds changes) and keeps the fastest: the heuristic's favourite is often
+    /// not the fastest on Hopper (BENCHMARKS.md). Once per plan, at its first use (a warm-up step).
+    private func tune(_ plan: MatmulPlan, _ a: Tensor, _ b: Tensor, into c: Tensor, alpha: Double, beta: Double,
+                      epilogue: Epilogue) throws {
+        plan.tuned = true
+        guard plan.candidates.count > 1 else { return }
+        let scratch = empty(c.shape, dtype: c.dtype)
+        var trial = epilogue
+        if case .geluAux(let bias, let aux) = epilogue { trial = .geluAux(bias: bias, aux: empty(aux.shape, dtype: aux.dtype)) }
+        try setEpilogueOperands(trial, plan: plan, lt: try cublas())
+        var best: (seconds: Double, algorithm: [UInt8])?
+        for algorithm in plan.candidates {
+            // A warm-up run, which also drops a candidate the library refuses; then the best of three.
+            var status = invoke(plan, algorithm: algorithm, a, b, into: scratch, alpha: alpha, beta: beta)
+            guard status == 0 else { continue }
+            let seconds = (0..<3).map { _ in
+                measureSeconds { status = invoke(plan, algorithm: algorithm, a, b, into: scratch, alpha: alpha, beta: beta) }
+            }.min()!
+            if status == 0 && seconds < best?.seconds ?? .infinity { best = (seconds, algorithm) }
+        }
+        if let best { plan.algo = best.algorithm }
     }
 
     private func setEpilogueOperands(_ epilogue: Epilogue, plan: MatmulPlan, lt: CuBLASLt) throws {
@@ -160,17 +195,25 @@ extension CUDABackend: LinearAlgebraOps {
         var workspaceBytes = UInt64(try matmulWorkspace().byteCount)
         try lt.check(lt.preferenceSetAttribute(preference!, CuBLASLt.preferenceMaxWorkspaceBytes, &workspaceBytes, 8),
                      "set MAX_WORKSPACE_BYTES")
-        var result = [UInt8](repeating: 0, count: CuBLASLt.heuristicResultSize)
+        let requested = 8
+        var results = [UInt8](repeating: 0, count: requested * CuBLASLt.heuristicResultSize)
         var found: Int32 = 0
-        let status = result.withUnsafeMutableBytes {
-            lt.algoGetHeuristic(cublasHandle!, desc!, first, second, out, out, preference!, 1, $0.baseAddress!, &found)
+        let status = results.withUnsafeMutableBytes {
+            lt.algoGetHeuristic(cublasHandle!, desc!, first, second, out, out, preference!, Int32(requested),
+                                $0.baseAddress!, &found)
         }
-        guard status == 0 && found > 0 else {
+        // Each result: the 64-byte algo, then its workspace size (8 bytes) and status (4): keep those that succeeded.
+        let candidates = (0..<Int(found)).compactMap { index -> [UInt8]? in
+            let start = index * CuBLASLt.heuristicResultSize
+            let state = results[start + 72..<start + 76].withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
+            return state == 0 ? Array(results[start..<start + 64]) : nil
+        }
+        guard status == 0 && found > 0 && candidates.count > 0 else {
             _ = lt.matmulDescDestroy(desc!)
             [first, second, out].forEach { _ = lt.layoutDestroy($0) }
             return nil
         }
-        let plan = MatmulPlan(desc: desc!, first: first, second: second, out: out, algo: Array(result[0..<64]))
+        let plan = MatmulPlan(desc: desc!, first: first, second: second, out: out, candidates: candidates)
         matmulPlans[key] = plan
         return plan
     }

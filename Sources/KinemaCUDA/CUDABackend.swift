@@ -30,6 +30,10 @@ public final class CUDABackend: @unchecked Sendable {
     private var workspace: Tensor?
     /// cuBLASLt descriptors and the chosen algorithm per product shape, made once (see CUDABackend+LinearAlgebra).
     var matmulPlans: [MatmulKey: MatmulPlan] = [:]
+    /// Whether a bf16 product's plan times the heuristic's candidates at its first use and keeps the fastest (on
+    /// unless KINEMA_MATMUL_AUTOTUNE=0). Off, every run uses the heuristic's favourite: bit-identical from process to
+    /// process; on, two processes may pick different algorithms and round differently.
+    public var autotunesMatmuls = ProcessInfo.processInfo.environment["KINEMA_MATMUL_AUTOTUNE"] != "0"
     /// Seconds the host has spent waiting for the stream (downloads, synchronize): host time minus this is what
     /// the CPU itself spends queueing work.
     public private(set) var hostWaitSeconds = 0.0
