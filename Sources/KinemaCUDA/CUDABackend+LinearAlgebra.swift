@@ -282,7 +282,6 @@ extension CUDABackend: LinearAlgebraOps {
         let n = accumulator.count
         precondition(dy.shape.last == n && Self.elementTypes.contains(dy.dtype) && accumulator.dtype == .f32,
                      "accumulateBiasGradient on CUDA: \(dy.shape) \(dy.dtype) into f32 \(accumulator.shape)")
-        columnSums(dy, nil, mean: nil, rstd: nil, first: accumulator, second: nil, segments: 1,
-                   rows: dy.count / Swift.max(n, 1), width: n, accumulate: true)
+        columnSums(dy, into: accumulator, rows: dy.count / Swift.max(n, 1), width: n)
     }
 }

@@ -50,7 +50,7 @@ extension CUDABackend: NNOps {
                threads: 256, arguments)
     }
 
-    // MARK: LayerNorm, alone and fused with adaLN modulation
+    // MARK: LayerNorm, alone, fused with adaLN modulation, and fused with the gated residual before it
 
     public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Double) -> (y: Tensor, mean: Tensor, rstd: Tensor) {
         let element = requireElement("layerNorm", x, weight, bias)
@@ -64,16 +64,30 @@ extension CUDABackend: NNOps {
         return layerNormForward(x, scale, shift, eps: eps, tokens: tokens, modulation: true, element: element, width: width)
     }
 
-    /// The one LayerNorm kernel: per-row (a, b) = (weight, bias), or per-sample (1 + scale, shift) when `modulation`.
+    public func gatedResidualLayerNormModulate(_ x: Tensor, gate: Tensor, _ y: Tensor, shift: Tensor, scale: Tensor,
+                                               eps: Double) -> (sum: Tensor, y: Tensor, mean: Tensor, rstd: Tensor) {
+        let element = requireElement("gatedResidualLayerNormModulate", x, gate, y, shift, scale)
+        sameShape("gatedResidualLayerNormModulate", x, y)
+        let (_, tokens, width) = tokenLayout("gatedResidualLayerNormModulate", x, gate, shift, scale)
+        let sum = empty(x.shape, dtype: element)
+        let (normed, mean, rstd) = layerNormForward(x, scale, shift, eps: eps, tokens: tokens, modulation: true,
+                                                    element: element, width: width, gated: (gate, y, sum))
+        return (sum, normed, mean, rstd)
+    }
+
+    /// The one LayerNorm kernel: per-row (a, b) = (weight, bias), or per-sample (1 + scale, shift) when `modulation`;
+    /// with `gated`, of the gated residual x + gate ⊙ branch, which it also writes to `sum`.
     private func layerNormForward(_ x: Tensor, _ a: Tensor?, _ b: Tensor?, eps: Double, tokens: Int, modulation: Bool,
-                                  element: DType, width: Int) -> (y: Tensor, mean: Tensor, rstd: Tensor) {
+                                  element: DType, width: Int, gated: (gate: Tensor, branch: Tensor, sum: Tensor)? = nil)
+        -> (y: Tensor, mean: Tensor, rstd: Tensor) {
         let rows = x.count / Swift.max(width, 1)
         let y = empty(x.shape, dtype: element)
         let mean = empty(Array(x.shape.dropLast()), dtype: .f32), rstd = empty(Array(x.shape.dropLast()), dtype: .f32)
         if rows > 0 && width > 0 {
             launchRows("layernorm_forward", element: element, rows: rows,
-                       [x, argument(a), argument(b), y, mean, rstd, Int64(rows), Int32(width), eps, Int64(tokens),
-                        Int32(modulation ? 1 : 0), packs(width: width, x, a, b, y)])
+                       [x, argument(gated?.branch), argument(gated?.gate), argument(gated?.sum), argument(a), argument(b),
+                        y, mean, rstd, Int64(rows), Int32(width), eps, Int64(tokens), Int32(modulation ? 1 : 0),
+                        packs(width: width, x, gated?.branch, gated?.gate, gated?.sum, a, b, y)])
         }
         return (y, mean, rstd)
     }
@@ -89,15 +103,11 @@ extension CUDABackend: NNOps {
         precondition(mean.count == rows && rstd.count == rows,
                      "layerNormBackward: mean \(mean.shape) / rstd \(rstd.shape) do not fit \(x.shape)")
         let dx = empty(x.shape, dtype: element)
-        guard rows > 0 && width > 0 else { return dx }
-        launchRows("layernorm_backward_dx", element: element, rows: rows,
-                   [dy, x, argument(weight), mean, rstd, Self.null, dx, Int64(rows), Int32(width), Int64(1), Int32(0),
-                    packs(width: width, dy, x, weight, dx)])
-        if dWeight != nil || dBias != nil {
-            // dBias = Σ_rows dy, dWeight = Σ_rows dy · x̂, accumulated.
-            columnSums(dy, x, mean: mean, rstd: rstd, first: dBias, second: dWeight, segments: 1, rows: rows,
-                       width: width, accumulate: true)
-        }
+        // dBias = Σ_rows dy, dWeight = Σ_rows dy · x̂, accumulated: every row one "sample".
+        launchTokenRuns("layernorm_backward", element: element, segments: 1, tokens: rows, width: width,
+                        first: dBias, second: dWeight, accumulate: true,
+                        [dy, x, argument(weight), mean, rstd, Self.null, dx],
+                        then: [Int32(0), packs(width: width, dy, x, weight, dx)])
         return dx
     }
 
@@ -108,17 +118,14 @@ extension CUDABackend: NNOps {
         sameShape("layerNormModulateBackward", dy, x)
         if let residual { sameShape("layerNormModulateBackward", residual, x) }
         let (batch, tokens, width) = tokenLayout("layerNormModulateBackward", x, scale)
-        let rows = x.count / Swift.max(width, 1)
         let dx = empty(x.shape, dtype: element)
-        let dShift = empty(scale.shape, dtype: element), dScale = empty(scale.shape, dtype: element)
-        guard rows > 0 && width > 0 else { return (dx, dShift, dScale) }
-        launchRows("layernorm_backward_dx", element: element, rows: rows,
-                   [dy, x, scale, mean, rstd, argument(residual), dx, Int64(rows), Int32(width), Int64(tokens), Int32(1),
-                    packs(width: width, dy, x, scale, residual, dx)])
         // dShift = Σ_tokens dy, dScale = Σ_tokens dy · x̂ per sample (the modulation's own gradients, in T: they
         // flow on into the adaLN linear's backward).
-        columnSums(dy, x, mean: mean, rstd: rstd, first: dShift, second: dScale, segments: batch, rows: tokens,
-                   width: width, accumulate: false)
+        let dShift = empty(scale.shape, dtype: element), dScale = empty(scale.shape, dtype: element)
+        launchTokenRuns("layernorm_backward", element: element, segments: batch, tokens: tokens, width: width,
+                        first: dShift, second: dScale, accumulate: false,
+                        [dy, x, scale, mean, rstd, argument(residual), dx],
+                        then: [Int32(1), packs(width: width, dy, x, scale, residual, dx)])
         return (dx, dShift, dScale)
     }
 
@@ -140,64 +147,113 @@ extension CUDABackend: NNOps {
         sameShape("modulateBackward", dy, x)
         let (batch, tokens, width) = tokenLayout("modulateBackward", x, scale)
         let dShift = empty(scale.shape, dtype: element), dScale = empty(scale.shape, dtype: element)
-        let dx = perSampleScale(dy, scale, plus: nil, add: 1, tokens: tokens, width: width)
-        columnSums(dy, x, mean: nil, rstd: nil, first: dShift, second: dScale, segments: batch, rows: tokens,
-                   width: width, accumulate: false)
+        let dx = perSampleScaleBackward(dy, x, scale, add: 1, first: dShift, second: dScale, batch: batch, tokens: tokens,
+                                        width: width)
         return (dx, dShift, dScale)
     }
 
     public func gatedResidual(_ x: Tensor, gate: Tensor, _ y: Tensor) -> Tensor {
-        requireElement("gatedResidual", x, gate, y)
+        let element = requireElement("gatedResidual", x, gate, y)
         sameShape("gatedResidual", x, y)
         let (_, tokens, width) = tokenLayout("gatedResidual", x, gate)
-        return perSampleScale(y, gate, plus: x, add: 0, tokens: tokens, width: width)
+        let out = empty(x.shape, dtype: element)
+        if x.count > 0 {
+            launch("gated_residual", in: "NN", element: element, count: width % 8 == 0 ? (x.count + 7) / 8 : x.count,
+                   [x, gate, y, out, Int64(tokens), Int32(width), Int64(x.count), packs(width: width, x, gate, y, out)])
+        }
+        return out
     }
 
     public func gatedResidualBackward(_ dOut: Tensor, gate: Tensor, y: Tensor) -> (dGate: Tensor, dY: Tensor) {
         let element = requireElement("gatedResidualBackward", dOut, gate, y)
         sameShape("gatedResidualBackward", dOut, y)
         let (batch, tokens, width) = tokenLayout("gatedResidualBackward", y, gate)
-        let dY = perSampleScale(dOut, gate, plus: nil, add: 0, tokens: tokens, width: width)
         let dGate = empty(gate.shape, dtype: element)
-        columnSums(dOut, y, mean: nil, rstd: nil, first: nil, second: dGate, segments: batch, rows: tokens,
-                   width: width, accumulate: false)
+        let dY = perSampleScaleBackward(dOut, y, gate, add: 0, first: nil, second: dGate, batch: batch, tokens: tokens,
+                                        width: width)
         return (dGate, dY)
     }
 
-    /// x ⊙ (add + g[sample]) (+ plus), for x [B, N, D] and g [B, D].
-    private func perSampleScale(_ x: Tensor, _ g: Tensor, plus: Tensor?, add: Float, tokens: Int, width: Int) -> Tensor {
-        let out = empty(x.shape, dtype: x.dtype)
-        if x.count > 0 {
-            launch("per_sample_scale", in: "NN", element: x.dtype, count: width % 8 == 0 ? (x.count + 7) / 8 : x.count,
-                   [x, g, argument(plus), out, add, Int64(tokens), Int32(width), Int64(x.count),
-                    packs(width: width, x, g, plus, out)])
-        }
+    /// dy ⊙ (add + g[sample]) for dy [B, N, D] and g [B, D], and in the same pass first = Σ_tokens dy and
+    /// second = Σ_tokens dy ⊙ c per sample (either may be nil).
+    private func perSampleScaleBackward(_ dy: Tensor, _ c: Tensor, _ g: Tensor, add: Float, first: Tensor?,
+                                        second: Tensor?, batch: Int, tokens: Int, width: Int) -> Tensor {
+        let out = empty(dy.shape, dtype: dy.dtype)
+        launchTokenRuns("per_sample_scale_backward", element: dy.dtype, segments: batch, tokens: tokens, width: width,
+                        first: first, second: second, accumulate: false, [dy, c, g, add, out],
+                        then: [packs(width: width, dy, c, g, out)])
         return out
     }
 
-    /// For data [segments, rows, width]: first[s, j] = Σ_r a, second[s, j] = Σ_r a · c (c normalised by mean/rstd
-    /// when given), accumulated into the outputs or written. Rows go in chunks of 256 so a long reduction (a bias
-    /// gradient over every token of the batch) still spreads over the whole GPU; the chunks add up in order.
-    func columnSums(_ a: Tensor, _ c: Tensor?, mean: Tensor?, rstd: Tensor?, first: Tensor?, second: Tensor?,
-                    segments: Int, rows: Int, width: Int, accumulate: Bool) {
-        guard segments * width > 0, first != nil || second != nil else { return }
+    // MARK: Token runs and column sums
+
+    /// Rows one block of a token-run kernel walks at most: [64, 256, D] makes 256 blocks (enough for an H100's 132
+    /// SMs) whose partial rows (1/64 of the data per sum) add up in a short second step.
+    private static let runRows = 64
+    /// Shared memory a token-run block may give its warps' column sums: 8 warps with two sums of D = 1152 (72 KiB);
+    /// fewer warps for wider rows, so that blocks still share an SM.
+    private static let runSharedBudget = 96 << 10
+    /// The most shared memory one block may have on sm_90 (227 KiB, with the opt-in).
+    private static let maxSharedBytes = 227 << 10
+
+    /// Launches a token-run kernel (NN.cu) over data [segments, tokens, width]: `arguments`, then the partial rows of
+    /// its two column sums and the run layout, then `then`. The sums per segment land in `first` and `second` ([segments,
+    /// width], either nil), written or, when `accumulate`, added to.
+    private func launchTokenRuns(_ name: String, element: DType, segments: Int, tokens: Int, width: Int, first: Tensor?,
+                                 second: Tensor?, accumulate: Bool, _ arguments: [any KernelArgument],
+                                 then trailing: [any KernelArgument]) {
+        guard segments * tokens > 0 && width > 0 else {
+            // No rows: the sums are empty, so zero (or, accumulated, unchanged).
+            if !accumulate { for case let out? in [first, second] { fill(out, with: 0) } }
+            return
+        }
+        let chunks = (tokens + Self.runRows - 1) / Self.runRows, chunkRows = (tokens + chunks - 1) / chunks
+        let sums = [first, second].filter { $0 != nil }.count, bytesPerWarp = sums * width * 4
+        let warps = Swift.min(8, chunkRows, bytesPerWarp == 0 ? 8 : Swift.max(1, Self.runSharedBudget / bytesPerWarp))
+        precondition(warps * bytesPerWarp <= Self.maxSharedBytes,
+                     "\(name): rows of \(width) columns are too wide for the per-sample sums in shared memory "
+                     + "(at most \(Self.maxSharedBytes / (sums * 4)) columns)")
+        let partialFirst = partialRows(for: first, chunks: chunks, width: width, accumulate: accumulate)
+        let partialSecond = partialRows(for: second, chunks: chunks, width: width, accumulate: accumulate)
+        launch(name, in: "NN", element: element, grid: (segments * chunks, 1, 1), block: (warps * 32, 1, 1),
+               sharedMemoryBytes: warps * bytesPerWarp,
+               arguments + [argument(partialFirst), argument(partialSecond), Int64(tokens), Int32(width),
+                            Int32(chunkRows), Int32(chunks)] + trailing)
+        addChunks(partialFirst, into: first, chunks: chunks, width: width, accumulate: accumulate)
+        addChunks(partialSecond, into: second, chunks: chunks, width: width, accumulate: accumulate)
+    }
+
+    /// Bias gradients: accumulator[j] += Σ_rows a[row, j] for a [rows, width]. Rows go in chunks of 256 so the long
+    /// reduction over every token of the batch still spreads over the whole GPU; the chunks add up in order.
+    func columnSums(_ a: Tensor, into accumulator: Tensor, rows: Int, width: Int) {
+        guard width > 0 else { return }
         // 32 columns × 8 row groups per block, 256-row chunks (BENCHMARKS.md: eight columns per thread in 16-byte
         // packs left too few threads in flight, and shorter chunks lengthen the serial pass over partials).
         let chunkRows = 256, chunks = Swift.max(1, (rows + chunkRows - 1) / chunkRows)
-        let direct = chunks == 1 && !accumulate && first.map({ $0.dtype == .f32 }) ?? true
-            && second.map({ $0.dtype == .f32 }) ?? true
-        let partialFirst = first.map { direct ? $0 : empty([segments * chunks, width], dtype: .f32) }
-        let partialSecond = second.map { direct ? $0 : empty([segments * chunks, width], dtype: .f32) }
-        launch("column_partial_sums", in: "NN", element: a.dtype, grid: ((width + 31) / 32, segments * chunks, 1),
-               block: (32, 8, 1),
-               [a, argument(c), argument(mean), argument(rstd), argument(partialFirst), argument(partialSecond),
-                Int64(rows), Int32(width), Int32(chunkRows), Int32(chunks)])
-        guard !direct else { return }
-        for (partial, out) in [(partialFirst, first), (partialSecond, second)] {
-            guard let partial, let out else { continue }
-            launch("column_chunk_sums", in: "NN", element: out.dtype, count: segments * width,
-                   [partial, out, Int32(chunks), Int64(segments * width), Int32(width), Int32(accumulate ? 1 : 0)])
-        }
+        let partial = partialRows(for: accumulator, chunks: chunks, width: width, accumulate: true)
+        launch("column_partial_sums", in: "NN", element: a.dtype, grid: ((width + 31) / 32, chunks, 1), block: (32, 8, 1),
+               [a, argument(partial), Int64(rows), Int32(width), Int32(chunkRows)])
+        addChunks(partial, into: accumulator, chunks: chunks, width: width, accumulate: true)
+    }
+
+    /// Whether a kernel's per-(segment, chunk) partial column sums are the output itself: one chunk, nothing to add
+    /// to, and an f32 output.
+    private func partialsAreOutput(_ output: Tensor, chunks: Int, accumulate: Bool) -> Bool {
+        chunks == 1 && !accumulate && output.dtype == .f32
+    }
+
+    /// Where partial column sums for `output` ([segments, width]) go: f32 rows [segments · chunks, width], or the
+    /// output itself.
+    private func partialRows(for output: Tensor?, chunks: Int, width: Int, accumulate: Bool) -> Tensor? {
+        output.map { partialsAreOutput($0, chunks: chunks, accumulate: accumulate)
+            ? $0 : empty([$0.count / width * chunks, width], dtype: .f32) }
+    }
+
+    /// output[s, j] (+)= Σ_chunk partial[s · chunks + chunk, j], the chunks in order.
+    private func addChunks(_ partial: Tensor?, into output: Tensor?, chunks: Int, width: Int, accumulate: Bool) {
+        guard let partial, let output, !partialsAreOutput(output, chunks: chunks, accumulate: accumulate) else { return }
+        launch("column_chunk_sums", in: "NN", element: output.dtype, count: output.count,
+               [partial, output, Int32(chunks), Int64(output.count), Int32(width), Int32(accumulate ? 1 : 0)])
     }
 
     // MARK: Activations

@@ -33,6 +33,18 @@ final class GPUCheck {
         print("\(ok ? "PASS" : "FAIL") \(name.padding(toLength: 48, withPad: " ", startingAt: 0)) \(detail)")
     }
 
+    /// [B, N, D] shapes for the row and per-sample ops: widths that are a multiple of 8 (16-byte packs) and not, one
+    /// token per sample, and token counts that split into several runs of rows with a short last one.
+    static let tokenShapes = [[2, 5, 7], [3, 1, 72], [2, 200, 72], [3, 77, 130], [1, 300, 13], [4, 256, 1152]]
+
+    /// Records whether a GPU op gave the same bits twice: its sums run in a fixed order (no atomics).
+    func checkRepeats(_ name: String, _ first: [Tensor], _ second: [Tensor]) {
+        let identical = zip(first, second).allSatisfy {
+            gpu.download($0).map(\.bitPattern) == gpu.download($1).map(\.bitPattern)
+        }
+        record(name, identical, identical ? "identical" : "DIFFERS")
+    }
+
     /// The same fresh random values (normal, or |normal| + 0.1 when `positive`) on both backends.
     func pair(_ shape: [Int], positive: Bool = false, scale: Float = 1) -> (cpu: Tensor, gpu: Tensor) {
         seed += 1

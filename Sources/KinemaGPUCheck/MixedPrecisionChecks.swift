@@ -18,7 +18,7 @@ extension GPUCheck {
             check(name, gpu.download(ours), cpu.download(reference), tolerance: tolerance)
         }
 
-        for shape in [[2, 5, 7], [3, 77, 130], [4, 256, 1152]] {
+        for shape in Self.tokenShapes {
             let (batch, width) = (shape[0], shape.last!)
             let (x, gx) = pairBF16(shape, scale: 3), (y, gy) = pairBF16(shape), (dy, gdy) = pairBF16(shape)
             let tag = "bf16 \(shape)"
@@ -43,7 +43,7 @@ extension GPUCheck {
             same("layerNormBackward dBias (f32) \(tag)", gdB, dB)
 
             let (shift, gshift) = pairBF16([batch, width]), (scale, gscale) = pairBF16([batch, width])
-            let (residual, gresidual) = pairBF16(shape)
+            let (residual, gresidual) = pairBF16(shape), (gate, ggate) = pairBF16([batch, width])
             for (element, toleranceHere) in [(DType.bf16, bf16Tolerance), (.f32, 1e-5)] {
                 let name = element == .bf16 ? tag : "f32 \(shape)"
                 let cast = { (t: Tensor) in element == .bf16 ? t : self.gpu.cast(t, to: .f32) }
@@ -51,15 +51,28 @@ extension GPUCheck {
                 let gm = gpu.layerNormModulate(cast(gx), shift: cast(gshift), scale: cast(gscale), eps: 1e-6)
                 same("layerNormModulate y \(name)", gm.y, cm.y, tolerance: toleranceHere)
                 same("layerNormModulate rstd \(name)", gm.rstd, cm.rstd, tolerance: toleranceHere)
+                // The gated residual fused into the pre-norm after it, against the CPU's composition of the two.
+                let cf = cpu.gatedResidualLayerNormModulate(x, gate: gate, y, shift: shift, scale: scale, eps: 1e-6)
+                let gf = gpu.gatedResidualLayerNormModulate(cast(gx), gate: cast(ggate), cast(gy), shift: cast(gshift),
+                                                            scale: cast(gscale), eps: 1e-6)
+                same("gatedResidualLayerNormModulate sum \(name)", gf.sum, cf.sum, tolerance: toleranceHere)
+                same("gatedResidualLayerNormModulate y \(name)", gf.y, cf.y, tolerance: toleranceHere)
+                same("gatedResidualLayerNormModulate rstd \(name)", gf.rstd, cf.rstd, tolerance: toleranceHere)
                 for withResidual in [false, true] {
                     let cb = cpu.layerNormModulateBackward(dy, x: x, scale: scale, mean: cm.mean, rstd: cm.rstd, eps: 1e-6,
                                                            residual: withResidual ? residual : nil)
-                    let gbw = gpu.layerNormModulateBackward(cast(gdy), x: cast(gx), scale: cast(gscale), mean: gm.mean,
-                                                            rstd: gm.rstd, eps: 1e-6, residual: withResidual ? cast(gresidual) : nil)
+                    let backward = {
+                        self.gpu.layerNormModulateBackward(cast(gdy), x: cast(gx), scale: cast(gscale), mean: gm.mean,
+                                                           rstd: gm.rstd, eps: 1e-6,
+                                                           residual: withResidual ? cast(gresidual) : nil)
+                    }
+                    let gbw = backward(), again = backward()
                     let suffix = withResidual ? " + residual" : ""
                     same("layerNormModulateBackward dx\(suffix) \(name)", gbw.dx, cb.dx, tolerance: toleranceHere)
                     same("layerNormModulateBackward dShift\(suffix) \(name)", gbw.dShift, cb.dShift, tolerance: toleranceHere)
                     same("layerNormModulateBackward dScale\(suffix) \(name)", gbw.dScale, cb.dScale, tolerance: toleranceHere)
+                    checkRepeats("layerNormModulateBackward repeat\(suffix) \(name)", [gbw.dx, gbw.dShift, gbw.dScale],
+                                 [again.dx, again.dShift, again.dScale])
                 }
             }
 
@@ -67,8 +80,9 @@ extension GPUCheck {
             same("modulate \(tag)", gpu.modulate(gx, shift: gshift, scale: gscale), cpu.modulate(x, shift: shift, scale: scale))
             let cmb = cpu.modulateBackward(dy, x: x, scale: scale), gmb = gpu.modulateBackward(gdy, x: gx, scale: gscale)
             same("modulateBackward dx \(tag)", gmb.dx, cmb.dx)
+            same("modulateBackward dShift \(tag)", gmb.dShift, cmb.dShift)
             same("modulateBackward dScale \(tag)", gmb.dScale, cmb.dScale)
-            checkResidualAndActivations(tag, x: (x, gx), y: (y, gy), dy: (dy, gdy), gate: pairBF16([batch, width]),
+            checkResidualAndActivations(tag, x: (x, gx), y: (y, gy), dy: (dy, gdy), gate: (gate, ggate),
                                         same: { same($0, $1, $2) })
 
             // Bias: added in bf16, its gradient accumulated in f32.
@@ -158,6 +172,8 @@ extension GPUCheck {
         let gr = gpu.gatedResidualBackward(dy.gpu, gate: gate.gpu, y: y.gpu)
         same("gatedResidualBackward dGate \(tag)", gr.dGate, cr.dGate)
         same("gatedResidualBackward dY \(tag)", gr.dY, cr.dY)
+        let again = gpu.gatedResidualBackward(dy.gpu, gate: gate.gpu, y: y.gpu)
+        checkRepeats("gatedResidualBackward repeat \(tag)", [gr.dGate, gr.dY], [again.dGate, again.dY])
         same("gelu \(tag)", gpu.gelu(x.gpu), cpu.gelu(x.cpu))
         same("geluBackward \(tag)", gpu.geluBackward(dy.gpu, x: x.gpu), cpu.geluBackward(dy.cpu, x: x.cpu))
         same("silu \(tag)", gpu.silu(x.gpu), cpu.silu(x.cpu))

@@ -105,6 +105,35 @@ final class NNOpsTests: XCTestCase {
         }
     }
 
+    func testGatedResidualLayerNormModulateMatchesReference() {
+        forEachDType { dtype, tolerance in
+            let x = randomTensor([batch, tokens, width], dtype: dtype, seed: 40, backend: cpu, scale: 3)
+            let y = randomTensor(x.shape, dtype: dtype, seed: 41, backend: cpu)
+            let gate = randomTensor([batch, width], dtype: dtype, seed: 42, backend: cpu)
+            let shift = randomTensor([batch, width], dtype: dtype, seed: 43, backend: cpu)
+            let scale = randomTensor([batch, width], dtype: dtype, seed: 44, backend: cpu)
+            let eps = 1e-6
+            let (sum, normed, mean, rstd) = cpu.gatedResidualLayerNormModulate(x, gate: gate, y, shift: shift,
+                                                                               scale: scale, eps: eps)
+            let xs = values(x), ys = values(y), g = values(gate), sh = values(shift), sc = values(scale)
+            var sumRef = [Double](), normedRef = [Double](), meanRef = [Double](), rstdRef = [Double]()
+            for row in 0..<(batch * tokens) {
+                let p = (row / tokens) * width  // the sample's row of gate, shift and scale
+                let r = (0..<width).map { xs[row * width + $0] + g[p + $0] * ys[row * width + $0] }
+                let mu = r.reduce(0, +) / Double(width)
+                let s = 1 / (r.map { ($0 - mu) * ($0 - mu) }.reduce(0, +) / Double(width) + eps).squareRoot()
+                sumRef += r
+                meanRef.append(mu)
+                rstdRef.append(s)
+                normedRef += (0..<width).map { (r[$0] - mu) * s * (1 + sc[p + $0]) + sh[p + $0] }
+            }
+            assertClose(values(sum), sumRef, relativeTolerance: tolerance, "gatedResidualLayerNormModulate sum \(dtype)")
+            assertClose(values(normed), normedRef, relativeTolerance: tolerance, "gatedResidualLayerNormModulate y \(dtype)")
+            assertClose(values(mean), meanRef, relativeTolerance: tolerance, "gatedResidualLayerNormModulate mean \(dtype)")
+            assertClose(values(rstd), rstdRef, relativeTolerance: tolerance, "gatedResidualLayerNormModulate rstd \(dtype)")
+        }
+    }
+
     func testModulateTreatsAllMiddleAxesAsTokens() {
         let x = randomTensor([2, 3, 2, 4], seed: 20, backend: cpu)
         let shift = randomTensor([2, 4], seed: 21, backend: cpu), scale = randomTensor([2, 4], seed: 22, backend: cpu)

@@ -33,6 +33,9 @@ __device__ inline float ld(const float* p, long long i) { return p[i]; }
 __device__ inline float ld(const bf16* p, long long i) { return bf16_to_f32(p[i].bits); }
 __device__ inline void st(float* p, long long i, float v) { p[i] = v; }
 __device__ inline void st(bf16* p, long long i, float v) { p[i].bits = f32_to_bf16(v); }
+// v as a tensor of T holds it: rounded to bf16 for bf16 activations, unchanged for f32. A kernel that goes on
+// computing from a value it also stores uses this, so it computes from what was stored.
+__device__ inline float rounded(float v) { T t; st(&t, 0, v); return ld(&t, 0); }
 
 // Eight consecutive elements through one 16-byte (bf16) or two 16-byte (f32) accesses: the memory-bound kernels
 // walk rows in such packs, so each thread has its loads in flight together. `i` must be a multiple of 8 and the

@@ -82,19 +82,20 @@ public final class DiT {
                      "DiT expects [B, \(config.inChannels), \(config.inputSize), \(config.inputSize)], got \(x.shape)")
         let batch = x.shape[0]
         let (patches, patchCache) = xEmbedder.forward(x.dtype == dtype ? x : backend.cast(x, to: dtype))
-        var h = backend.addBias(patches.reshaped([batch, -1]), positionalEmbedding)
+        let h = backend.addBias(patches.reshaped([batch, -1]), positionalEmbedding)
             .reshaped([batch, config.tokenCount, config.hiddenSize])
         let (timeEmbedding, timestepCache) = tEmbedder.forward(timesteps)
         let c = backend.add(timeEmbedding, yEmbedder.forward(labels))
         let conditioning = backend.silu(c)
         var blockCaches: [DiTBlock.Cache] = []
         blockCaches.reserveCapacity(blocks.count)
+        var stream = ResidualStream(h)
         for block in blocks {
-            let (out, cache) = block.forward(h, conditioning: conditioning)
-            h = out
+            let (out, cache) = block.forward(stream, conditioning: conditioning)
+            stream = out
             blockCaches.append(cache)
         }
-        let (tokens, finalCache) = finalLayer.forward(h, conditioning: conditioning)
+        let (tokens, finalCache) = finalLayer.forward(stream, conditioning: conditioning)
         let out = Patches.unpatchify(tokens, channels: config.outChannels, patchSize: config.patchSize,
                                      gridHeight: config.gridSize, gridWidth: config.gridSize, backend: backend)
         return (out.dtype == x.dtype ? out : backend.cast(out, to: x.dtype), Cache(labels: labels, patchEmbed: patchCache, timestep: timestepCache, conditioning: c,

@@ -1,10 +1,35 @@
 import KinemaNN
 import KinemaTensor
 
+/// The residual stream between DiT layers, its last gated add possibly still to do: value = base + gate ⊙ branch
+/// (or base alone). A block leaves its second add to the layer that normalises its output next, so that the add
+/// and that layer's pre-norm run as one pass over the stream (`gatedResidualLayerNormModulate`).
+struct ResidualStream {
+    let base: Tensor
+    let pending: (gate: Tensor, branch: Tensor)?
+
+    init(_ value: Tensor) { (base, pending) = (value, nil) }
+    init(_ base: Tensor, gate: Tensor, branch: Tensor) { (self.base, pending) = (base, (gate, branch)) }
+
+    /// adaLN's pre-norm of the stream: returns the stream's value x (the pending add done) and modulate(norm(x)).
+    func layerNormModulate(_ backend: any Backend, shift: Tensor, scale: Tensor,
+                           eps: Double) -> (x: Tensor, y: Tensor, mean: Tensor, rstd: Tensor) {
+        guard let pending else {
+            let (y, mean, rstd) = backend.layerNormModulate(base, shift: shift, scale: scale, eps: eps)
+            return (base, y, mean, rstd)
+        }
+        let (sum, y, mean, rstd) = backend.gatedResidualLayerNormModulate(base, gate: pending.gate, pending.branch,
+                                                                          shift: shift, scale: scale, eps: eps)
+        return (sum, y, mean, rstd)
+    }
+}
+
 /// One DiT block with adaLN-zero conditioning:
 ///   shift₁, scale₁, gate₁, shift₂, scale₂, gate₂ = adaLN_modulation(SiLU(c))
 ///   x ← x + gate₁ · attn(modulate(norm1(x), shift₁, scale₁))
 ///   x ← x + gate₂ · mlp(modulate(norm2(x), shift₂, scale₂))
+/// Each residual add runs fused with the pre-norm after it: the first with norm2, the second with the next layer's
+/// pre-norm (the block returns it pending in its output stream).
 final class DiTBlock: Layer {
     struct Cache {
         let conditioning: Tensor  // SiLU(c), the adaLN input
@@ -34,23 +59,22 @@ final class DiTBlock: Layer {
 
     var parameters: [Parameter] { attention.parameters + mlp.parameters + adaLN.parameters }
 
-    /// x [B, N, D], conditioning = SiLU(c) [B, D]. Each pre-norm is LayerNorm fused with its modulation.
-    func forward(_ x: Tensor, conditioning: Tensor) -> (Tensor, Cache) {
+    /// x [B, N, D] (as a stream), conditioning = SiLU(c) [B, D]. Each pre-norm is LayerNorm fused with its
+    /// modulation and with the residual add before it.
+    func forward(_ stream: ResidualStream, conditioning: Tensor) -> (ResidualStream, Cache) {
         let modulation = backend.chunk(adaLN.forward(conditioning), parts: 6, axis: 1)
-        let (modulated1, mean1, rstd1) = backend.layerNormModulate(x, shift: modulation[0], scale: modulation[1],
-                                                                   eps: norm1.eps)
+        let (x, modulated1, mean1, rstd1) = stream.layerNormModulate(backend, shift: modulation[0],
+                                                                     scale: modulation[1], eps: norm1.eps)
         let (attentionOut, attentionCache) = attention.forward(modulated1)
-        let x1 = backend.gatedResidual(x, gate: modulation[2], attentionOut)
-        let (modulated2, mean2, rstd2) = backend.layerNormModulate(x1, shift: modulation[3], scale: modulation[4],
-                                                                   eps: norm2.eps)
+        let (x1, modulated2, mean2, rstd2) = ResidualStream(x, gate: modulation[2], branch: attentionOut)
+            .layerNormModulate(backend, shift: modulation[3], scale: modulation[4], eps: norm2.eps)
         let (mlpOut, mlpCache) = mlp.forward(modulated2)
-        let x2 = backend.gatedResidual(x1, gate: modulation[5], mlpOut)
         let cache = Cache(conditioning: conditioning, scale1: modulation[1], gate1: modulation[2],
                           scale2: modulation[4], gate2: modulation[5],
                           norm1: LayerNorm.Cache(x: x, mean: mean1, rstd: rstd1), attention: attentionCache,
                           attentionOut: attentionOut,
                           norm2: LayerNorm.Cache(x: x1, mean: mean2, rstd: rstd2), mlp: mlpCache, mlpOut: mlpOut)
-        return (x2, cache)
+        return (ResidualStream(x1, gate: modulation[5], branch: mlpOut), cache)
     }
 
     /// Returns the gradients of x and of the conditioning SiLU(c).
@@ -98,10 +122,10 @@ final class DiTFinalLayer: Layer {
 
     var parameters: [Parameter] { linear.parameters + adaLN.parameters }
 
-    func forward(_ x: Tensor, conditioning: Tensor) -> (Tensor, Cache) {
+    func forward(_ stream: ResidualStream, conditioning: Tensor) -> (Tensor, Cache) {
         let modulation = backend.chunk(adaLN.forward(conditioning), parts: 2, axis: 1)
-        let (modulated, mean, rstd) = backend.layerNormModulate(x, shift: modulation[0], scale: modulation[1],
-                                                                eps: norm.eps)
+        let (x, modulated, mean, rstd) = stream.layerNormModulate(backend, shift: modulation[0], scale: modulation[1],
+                                                                  eps: norm.eps)
         let cache = Cache(conditioning: conditioning, scale: modulation[1],
                           norm: LayerNorm.Cache(x: x, mean: mean, rstd: rstd), modulated: modulated)
         return (linear.forward(modulated), cache)

@@ -15,6 +15,11 @@ public protocol NNOps: AnyObject {
     /// dShift and dScale. `eps` is the forward's (a backend may recompute x̂ from x).
     func layerNormModulateBackward(_ dy: Tensor, x: Tensor, scale: Tensor, mean: Tensor, rstd: Tensor, eps: Double,
                                    residual: Tensor?) -> (dx: Tensor, dShift: Tensor, dScale: Tensor)
+    /// The gated residual and the pre-norm after it in one pass: sum = `gatedResidual(x, gate: gate, y)`, then
+    /// `layerNormModulate(sum, …)`. Returns the sum (the residual stream, which the next residual and the backward
+    /// read) and the pre-norm's outputs. Its backward is the two ops' backwards.
+    func gatedResidualLayerNormModulate(_ x: Tensor, gate: Tensor, _ y: Tensor, shift: Tensor, scale: Tensor,
+                                        eps: Double) -> (sum: Tensor, y: Tensor, mean: Tensor, rstd: Tensor)
 
     /// adaLN modulate: y = x · (1 + scale) + shift, with shift and scale [B, D] broadcast over the tokens of x [B, N, D].
     func modulate(_ x: Tensor, shift: Tensor, scale: Tensor) -> Tensor
@@ -58,6 +63,16 @@ public protocol NNOps: AnyObject {
     /// [cos(t·f_i), sin(t·f_i)] with f_i = maxPeriod^(-i/(half - frequencyShift)), i < half = dim/2 (a zero column
     /// pads odd dims). The original DiT uses shift 0; diffusers' DiT (`downscale_freq_shift=1`) uses 1.
     func timestepEmbedding(_ t: Tensor, dim: Int, maxPeriod: Double, frequencyShift: Double) -> Tensor
+}
+
+extension NNOps {
+    /// The gated residual and the pre-norm composed of the two ops: the reference for a backend's fused kernel.
+    public func gatedResidualLayerNormModulate(_ x: Tensor, gate: Tensor, _ y: Tensor, shift: Tensor, scale: Tensor,
+                                               eps: Double) -> (sum: Tensor, y: Tensor, mean: Tensor, rstd: Tensor) {
+        let sum = gatedResidual(x, gate: gate, y)
+        let (normed, mean, rstd) = layerNormModulate(sum, shift: shift, scale: scale, eps: eps)
+        return (sum, normed, mean, rstd)
+    }
 }
 
 extension NNOps where Self: MemoryOps {
