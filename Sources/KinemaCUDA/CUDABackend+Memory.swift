@@ -143,26 +143,54 @@ extension CUDABackend: MemoryOps {
         return out
     }
 
-    /// The plan's copies, one kernel launch per input: an input's blocks are evenly spaced rows (see BlockCopies).
+    /// The plan's copies as one launch: an input's blocks are evenly spaced rows (see BlockCopies), one pitched copy.
     public func copyBlocks(_ copies: [BlockCopy], from inputs: [Tensor], shape: [Int], dtype: DType) -> Tensor {
         let out = empty(shape, dtype: dtype)
+        copyRows(rowCopies(copies, from: inputs, into: out))
+        return out
+    }
+
+    /// All parts in one launch (the extension's default would be a launch per part).
+    public func chunk(_ x: Tensor, parts: Int, axis: Int) -> [Tensor] {
+        precondition(parts > 0 && x.shape[axis] % parts == 0, "chunk: dimension \(axis) of \(x.shape) not divisible by \(parts)")
+        let length = x.shape[axis] / parts
+        var pieces: [RowCopy] = []
+        let outputs = (0..<parts).map { part in
+            let (shape, copies) = BlockCopies.narrow(x, axis: axis, start: part * length, length: length)
+            let out = empty(shape, dtype: x.dtype)
+            pieces += rowCopies(copies, from: [x], into: out)
+            return out
+        }
+        copyRows(pieces)
+        return outputs
+    }
+
+    /// A plan's blocks grouped by input into pitched row copies (consecutive blocks of one input are evenly spaced).
+    private func rowCopies(_ copies: [BlockCopy], from inputs: [Tensor], into out: Tensor) -> [RowCopy] {
+        var result: [RowCopy] = []
         var start = 0
         while start < copies.count {
             var end = start + 1
             while end < copies.count && copies[end].input == copies[start].input { end += 1 }
             let first = copies[start], rows = end - start
-            let sourcePitch = rows > 1 ? copies[start + 1].sourceOffset - first.sourceOffset : first.byteCount
-            let destinationPitch = rows > 1 ? copies[start + 1].destinationOffset - first.destinationOffset : first.byteCount
-            let source = deviceAddress(inputs[first.input]) + UInt64(first.sourceOffset)
-            let destination = deviceAddress(out) + UInt64(first.destinationOffset)
-            let wide = [Int(source), Int(destination), first.byteCount, sourcePitch, destinationPitch].allSatisfy { $0 % 16 == 0 }
-            let words = rows * first.byteCount / (wide ? 16 : 2)
-            launch("copy_rows", count: words,
-                   [source, destination, Int64(rows), Int64(first.byteCount), Int64(sourcePitch),
-                    Int64(destinationPitch), Int32(wide ? 1 : 0)])
+            result.append(RowCopy(source: deviceAddress(inputs[first.input]) + UInt64(first.sourceOffset),
+                                  destination: deviceAddress(out) + UInt64(first.destinationOffset),
+                                  rows: Int64(rows), rowBytes: Int64(first.byteCount),
+                                  sourcePitch: Int64(rows > 1 ? copies[start + 1].sourceOffset - first.sourceOffset : first.byteCount),
+                                  destinationPitch: Int64(rows > 1 ? copies[start + 1].destinationOffset - first.destinationOffset : first.byteCount)))
             start = end
         }
-        return out
+        return result
+    }
+
+    /// Launches `copy_rows` over the copies, up to RowCopies.capacity at a time.
+    private func copyRows(_ copies: [RowCopy]) {
+        for start in stride(from: 0, to: copies.count, by: RowCopies.capacity) {
+            let batch = Array(copies[start..<Swift.min(start + RowCopies.capacity, copies.count)])
+            let words = batch.map { Int($0.rows * $0.rowBytes) / 16 }.max()!
+            launch("copy_rows", in: "Elementwise", grid: (Swift.max(1, Swift.min((words + 255) / 256, 65_535 * 8)), batch.count, 1),
+                   block: (256, 1, 1), [RowCopies(batch)])
+        }
     }
 
     /// The device time between two events recorded on the stream before and after the work `body` queues (host
@@ -188,5 +216,29 @@ extension CUDABackend: MemoryOps {
 
     func check(_ result: Int32, _ function: String) {
         do { try driver.check(result, function) } catch { preconditionFailure("\(error)") }
+    }
+}
+
+/// One pitched copy of `copy_rows` (Kernels/Elementwise.cu): `rows` rows of `rowBytes` bytes.
+struct RowCopy {
+    var source, destination: UInt64
+    var rows, rowBytes, sourcePitch, destinationPitch: Int64
+}
+
+/// The kernel's by-value list of up to `capacity` copies (unused slots zero: no rows).
+struct RowCopies: KernelArgument {
+    static let capacity = 8
+    let copies: [RowCopy]
+
+    init(_ copies: [RowCopy]) {
+        precondition(copies.count <= Self.capacity, "copy_rows takes at most \(Self.capacity) copies a launch")
+        self.copies = copies
+    }
+
+    func store(at address: UnsafeMutableRawPointer) -> Int {
+        let size = MemoryLayout<RowCopy>.stride, bytes = Self.capacity * size
+        address.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        for (index, copy) in copies.enumerated() { address.storeBytes(of: copy, toByteOffset: index * size, as: RowCopy.self) }
+        return bytes
     }
 }

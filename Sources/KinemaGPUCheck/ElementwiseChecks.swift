@@ -48,6 +48,18 @@ extension GPUCheck {
             check("rowwiseAxpby \(shape)", gpu.download(gpu.rowwiseAxpby(a, gx, b, gy)),
                   cpu.download(cpu.rowwiseAxpby(a, x, b, y)))
         }
+        // chunk (one launch for every part) and a concat of more inputs than one launch takes (two launches), with
+        // 16-byte rows ([4, 12, 8]) and 2-byte ones ([3, 6, 5]).
+        for shape in [[4, 12, 8], [3, 6, 5]] {
+            let (x, gx) = pair(shape)
+            for parts in [3, 6] {
+                for (part, (g, c)) in zip(gpu.chunk(gx, parts: parts, axis: 1), cpu.chunk(x, parts: parts, axis: 1)).enumerated() {
+                    check("chunk \(shape) into \(parts), part \(part)", gpu.download(g), cpu.download(c), tolerance: 0)
+                }
+            }
+            check("concat of 10 \(shape) axis 2", gpu.download(gpu.concat(Array(repeating: gx, count: 10), axis: 2)),
+                  cpu.download(cpu.concat(Array(repeating: x, count: 10), axis: 2)), tolerance: 0)
+        }
         // A warm loop asks the driver for nothing.
         _ = gpu.add(gpu.zeros([4096], dtype: .f32), gpu.zeros([4096], dtype: .f32))
         let before = gpu.deviceAllocationCount

@@ -49,24 +49,27 @@ extern "C" __global__ void permute(const void* in, void* out, const long long* m
     }
 }
 
-// Copies `rows` rows of `rowBytes` bytes between pitched layouts: every narrow and concat in one launch per input
-// (a row per (input, index before the axis) would be thousands of copies a step: adaLN's six chunks of each block).
-// 16-byte words when sizes and addresses allow (wide), 2-byte words otherwise (every dtype is a multiple of 2).
-extern "C" __global__ void copy_rows(const char* src, char* dst, long long rows, long long rowBytes, long long srcPitch,
-                                     long long dstPitch, int wide) {
-    if (wide) {
-        long long words = rowBytes / 16;
-        GRID_LOOP(i, rows * words) {
-            long long r = i / words, w = i % words;
-            ((uint4*)(dst + r * dstPitch))[w] = ((const uint4*)(src + r * srcPitch))[w];
-        }
-    } else {
-        long long words = rowBytes / 2;
-        GRID_LOOP(i, rows * words) {
-            long long r = i / words, w = i % words;
-            ((u16*)(dst + r * dstPitch))[w] = ((const u16*)(src + r * srcPitch))[w];
-        }
+// Pitched row copies, up to 8 per launch (blockIdx.y picks one): `rows` rows of `rowBytes` bytes each. Every
+// narrow, concat and chunk is one launch (a launch per row would be thousands of copies a step; one per part still
+// twelve per DiT block for adaLN's six chunks and the six-way concat of their gradients).
+// 16-byte words when sizes and addresses allow, 2-byte words otherwise (every dtype is a multiple of 2).
+struct RowCopy { const char* src; char* dst; long long rows, rowBytes, srcPitch, dstPitch; };
+struct RowCopies { RowCopy copy[8]; };
+
+template <typename W> __device__ inline void copy_row_words(const RowCopy& c) {
+    long long words = c.rowBytes / sizeof(W);
+    GRID_LOOP(i, c.rows * words) {
+        long long r = i / words, w = i % words;
+        ((W*)(c.dst + r * c.dstPitch))[w] = ((const W*)(c.src + r * c.srcPitch))[w];
     }
+}
+
+extern "C" __global__ void copy_rows(RowCopies list) {
+    const RowCopy& c = list.copy[blockIdx.y];
+    if ((((u64)c.src | (u64)c.dst | (u64)c.rowBytes | (u64)c.srcPitch | (u64)c.dstPitch) & 15) == 0)
+        copy_row_words<uint4>(c);
+    else
+        copy_row_words<u16>(c);
 }
 
 // Arithmetic on the element type T (f32 or bf16, see Common.cuh), computed in f32.
