@@ -3,8 +3,10 @@ import RealModule
 
 extension CPUBackend: OptimizerOps {
     public func adamW(master: Tensor, gradient: Tensor, m: Tensor, v: Tensor, computeCopy: Tensor?, step: Int,
-                      hyperparameters h: AdamWHyperparameters, gradScale: Double) {
+                      hyperparameters h: AdamWHyperparameters, gradScale: Double, ema: (average: Tensor, decay: Double)?,
+                      clearsGradient: Bool) {
         requireSameShape("adamW", master, gradient, m, v)
+        if let ema { requireSameShape("adamW (EMA)", master, ema.average) }
         precondition(step >= 1, "adamW: step counts from 1")
         if let computeCopy { requireComputeCopy(computeCopy, of: master) }
         func run<T: CPUScalar>(_: T.Type) {
@@ -17,6 +19,7 @@ extension CPUBackend: OptimizerOps {
             let correction1 = T(1 - Double.pow(h.beta1, Double(step)))
             let sqrtCorrection2 = T(Double.sqrt(1 - Double.pow(h.beta2, Double(step))))
             let stepSize = lr / correction1
+            let average = ema?.average.elements(T.self), emaDecay = T(ema?.decay ?? 0)
             parallelFor(master.count) { range in
                 // Tiles small enough that the compute copy is written while the tile is still in cache.
                 for tile in stride(from: range.lowerBound, to: range.upperBound, by: 4096) {
@@ -26,6 +29,8 @@ extension CPUBackend: OptimizerOps {
                         m1[i] = beta1 * m1[i] + (1 - beta1) * grad
                         m2[i] = beta2 * m2[i] + (1 - beta2) * grad * grad
                         p[i] = p[i] * decay - stepSize * m1[i] / (T.sqrt(m2[i]) / sqrtCorrection2 + eps)
+                        if let average { average[i] = emaDecay * average[i] + (1 - emaDecay) * p[i] }
+                        if clearsGradient { g[i] = 0 }
                     }
                     if let computeCopy {
                         Self.round(UnsafeRawPointer(p).assumingMemoryBound(to: Float.self), tile..<end, into: computeCopy)

@@ -28,8 +28,12 @@ extension CUDABackend: OptimizerOps {
     /// constants are formed on the host exactly as the CPU backend forms them (bias corrections folded into the
     /// step size and the √v divisor), then rounded to the state's precision.
     public func adamW(master: Tensor, gradient: Tensor, m: Tensor, v: Tensor, computeCopy: Tensor?, step: Int,
-                      hyperparameters h: AdamWHyperparameters, gradScale: Double) {
+                      hyperparameters h: AdamWHyperparameters, gradScale: Double, ema: (average: Tensor, decay: Double)?,
+                      clearsGradient: Bool) {
         requireState("adamW", master, gradient, m, v)
+        if let ema { requireState("adamW (EMA)", master, ema.average) }
+        let emaArgument: any KernelArgument = ema?.average ?? UInt64(0)  // null: no EMA
+        let clears = Int32(clearsGradient ? 1 : 0)
         precondition(step >= 1, "adamW: step counts from 1")
         if let computeCopy {
             precondition(master.dtype == .f32 && computeCopy.count == master.count
@@ -51,18 +55,19 @@ extension CUDABackend: OptimizerOps {
             case .bf16: 2
             default: 3
             }
-            let vectorized = vectorizable([master, gradient, m, v], copy: computeCopy)
+            let vectorized = vectorizable([master, gradient, m, v] + (ema.map { [$0.average] } ?? []), copy: computeCopy)
             // A null pointer when there is no copy (copyType 0: never written).
             let copyArgument: any KernelArgument = computeCopy ?? UInt64(0)
             launch("adamw_f32", in: "Training", count: flatThreads(master.count, vectorized: vectorized),
                    [master, gradient, m, v, copyArgument, copyType, Float(h.beta1), Float(h.beta2), Float(gradScale),
-                    Float(decay), stepSize, Float(sqrtCorrection2), Float(h.epsilon), n, vectorized])
+                    Float(decay), stepSize, Float(sqrtCorrection2), Float(h.epsilon), emaArgument, Float(ema?.decay ?? 0),
+                    clears, n, vectorized])
         } else {
             precondition(computeCopy == nil, "adamW: a compute copy needs an f32 master")
             let stepSize = h.learningRate / correction1
             launch("adamw_f64", in: "Training", count: master.count,
                    [master, gradient, m, v, h.beta1, h.beta2, gradScale, decay, stepSize, sqrtCorrection2,
-                    h.epsilon, n])
+                    h.epsilon, emaArgument, ema?.decay ?? 0, clears, n])
         }
     }
 

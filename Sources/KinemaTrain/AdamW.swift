@@ -22,13 +22,17 @@ public final class AdamW {
         v = backend.zeros([arena.count], dtype: arena.weights.dtype)
     }
 
-    /// Applies one update with learning rate `learningRate` and gradients multiplied by `gradScale`.
-    public func update(learningRate: Double, gradScale: Double = 1) {
+    /// Applies one update with learning rate `learningRate` and gradients multiplied by `gradScale`, and moves
+    /// `ema` (if given) toward the new weights in the same pass, as `ema.update(step:)` would after it. The update
+    /// consumes the gradients: they are zero afterwards, ready for the next backward without a fill.
+    public func update(learningRate: Double, gradScale: Double = 1, ema: ExponentialMovingAverage? = nil) {
         step += 1
         var h = hyperparameters
         h.learningRate = learningRate
+        precondition(ema.map { $0.arena === arena } ?? true, "AdamW.update: the EMA belongs to another arena")
         backend.adamW(master: arena.weights, gradient: arena.gradients, m: m, v: v, computeCopy: arena.computeCopy,
-                      step: step, hyperparameters: h, gradScale: gradScale)
+                      step: step, hyperparameters: h, gradScale: gradScale,
+                      ema: ema.map { ($0.average, $0.effectiveDecay(afterUpdates: step)) }, clearsGradient: true)
     }
 
     /// State tensors under checkpoint names (views of the flat moments, one pair per parameter), and restore.

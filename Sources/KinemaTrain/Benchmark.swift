@@ -104,14 +104,12 @@ public enum Benchmark {
             let labels = backend.upload(model.dropLabels(classes, random: &random), shape: [batchSize])
             let (timesteps, noise, xT) = diffusion.noisedBatch(xStart, random: &random, backend: backend)
             let t = backend.upload(timesteps.map(Double.init), shape: [batchSize], dtype: model.ioDType)
-            model.zeroGradients()
             let (out, cache) = model.forward(xT, timesteps: t, labels: labels)
             let loss = diffusion.trainingLoss(modelOutput: out, xStart: xStart, xT: xT, noise: noise,
                                               timesteps: timesteps, backend: backend)
             model.backward(loss.gradient, cache)
             let (_, scale) = clipGradientNorm(model.arena, maxNorm: 1)
-            optimizer.update(learningRate: 1e-4, gradScale: scale)
-            ema.update(step: optimizer.step)
+            optimizer.update(learningRate: 1e-4, gradScale: scale, ema: ema)
         }
         return result("train", name, model, batchSize, timing, steps: steps, warmup: warmup,
                       flopsPerSample: 3 * config.forwardFLOPs, device: device)

@@ -85,15 +85,14 @@ public final class Trainer {
         let (timesteps, noise, xT) = diffusion.noisedBatch(xStart, random: &random, backend: backend)
         let timestepTensor = backend.upload(timesteps.map(Double.init), shape: [batch.count], dtype: model.ioDType)
 
-        model.zeroGradients()
+        // The gradients are zero: the arena starts so and every optimizer update consumes them.
         let (output, cache) = model.forward(xT, timesteps: timestepTensor, labels: labels)
         let loss = diffusion.trainingLoss(modelOutput: output, xStart: xStart, xT: xT, noise: noise,
                                           timesteps: timesteps, backend: backend)
         model.backward(loss.gradient, cache)
         let (norm, scale) = clipGradientNorm(model.arena, maxNorm: options.maxGradNorm)
         let rate = schedule.rate(at: optimizer.step + 1)
-        optimizer.update(learningRate: rate, gradScale: scale)
-        ema.update(step: optimizer.step)
+        optimizer.update(learningRate: rate, gradScale: scale, ema: ema)
         backend.synchronize()
 
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9

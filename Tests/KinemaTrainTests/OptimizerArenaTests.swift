@@ -113,6 +113,27 @@ final class OptimizerArenaTests: XCTestCase {
         }
     }
 
+    /// AdamW with the EMA and the gradient clearing fused in equals AdamW, then emaUpdate, then a fill, bit for bit.
+    func testFusedEMAAndClearingEqualSeparatePasses() {
+        let count = 1001
+        for dtype in [DType.f32, .f64] {
+            func state(_ seed: UInt64) -> Tensor { randomTensor([count], dtype: dtype, seed: seed, backend: backend) }
+            let (p, g, m, e) = (state(1), state(2), state(3), state(4))
+            let v = backend.mul(state(5), state(5))
+            let (rp, rg, rm, rv, re) = (backend.clone(p), backend.clone(g), backend.clone(m), backend.clone(v), backend.clone(e))
+            backend.adamW(master: p, gradient: g, m: m, v: v, computeCopy: nil, step: 3, hyperparameters: h,
+                          gradScale: 0.7, ema: (e, 0.95), clearsGradient: true)
+            backend.adamW(master: rp, gradient: rg, m: rm, v: rv, computeCopy: nil, step: 3, hyperparameters: h,
+                          gradScale: 0.7)
+            backend.emaUpdate(re, toward: rp, decay: 0.95)
+            XCTAssertEqual(backend.downloadDouble(p), backend.downloadDouble(rp), "\(dtype)")
+            XCTAssertEqual(backend.downloadDouble(e), backend.downloadDouble(re), "\(dtype)")
+            XCTAssertEqual(backend.downloadDouble(m), backend.downloadDouble(rm), "\(dtype)")
+            XCTAssertEqual(backend.downloadDouble(v), backend.downloadDouble(rv), "\(dtype)")
+            XCTAssertEqual(backend.downloadDouble(g), [Double](repeating: 0, count: count), "\(dtype)")
+        }
+    }
+
     func testEMAFollowsTheFormula() throws {
         let model = try DiT(config: config, backend: backend, seed: 3)
         let ema = ExponentialMovingAverage(arena: model.arena, decay: 0.99)

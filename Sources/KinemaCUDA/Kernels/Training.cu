@@ -44,12 +44,28 @@ __device__ inline void store_copy4(void* copy, int copyType, long long j, float4
     }
 }
 
-extern "C" __global__ void adamw_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+// ema ← decay · ema + rest · p, rest = 1 − decay: the CPU's expression, in f32, f64 and four f32 at a time.
+__device__ inline float ema_element(float e, float p, float decay, float rest) {
+    return __fadd_rn(__fmul_rn(decay, e), __fmul_rn(rest, p));
+}
+__device__ inline double ema_element(double e, double p, double decay, double rest) {
+    return __dadd_rn(__dmul_rn(decay, e), __dmul_rn(rest, p));
+}
+__device__ inline float4 ema_element4(float4 e, float4 p, float decay, float rest) {
+    return make_float4(ema_element(e.x, p.x, decay, rest), ema_element(e.y, p.y, decay, rest),
+                       ema_element(e.z, p.z, decay, rest), ema_element(e.w, p.w, decay, rest));
+}
+
+// `ema` (may be null) moves toward the updated weights with emaUpdate's arithmetic; `clears` zeroes the gradient
+// once read, so the next backward needs no fill.
+extern "C" __global__ void adamw_f32(float* __restrict__ p, float* __restrict__ g, float* __restrict__ m,
                                      float* __restrict__ v, void* __restrict__ copy, int copyType, float beta1,
                                      float beta2, float scale, float decay, float stepSize, float sqrtCorrection2,
-                                     float eps, long long n, int vectorized) {
+                                     float eps, float* __restrict__ ema, float emaDecay, int clears, long long n,
+                                     int vectorized) {
     const AdamWConstants c = {beta1, beta2, __fsub_rn(1.0f, beta1), __fsub_rn(1.0f, beta2), scale, decay, stepSize,
                               sqrtCorrection2, eps};
+    const float emaRest = __fsub_rn(1.0f, emaDecay);
     const long long vectors = vectorized ? n / 4 : 0;
     GRID_LOOP(j, vectors) {
         float4 pp = ((const float4*)p)[j], gg = ((const float4*)g)[j];
@@ -62,6 +78,8 @@ extern "C" __global__ void adamw_f32(float* __restrict__ p, const float* __restr
         ((float4*)m)[j] = mm;
         ((float4*)v)[j] = vv;
         store_copy4(copy, copyType, j, pp);
+        if (ema) ((float4*)ema)[j] = ema_element4(((const float4*)ema)[j], pp, emaDecay, emaRest);
+        if (clears) ((float4*)g)[j] = make_float4(0, 0, 0, 0);
     }
     for (long long i = vectors * 4 + blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
@@ -71,13 +89,16 @@ extern "C" __global__ void adamw_f32(float* __restrict__ p, const float* __restr
         m[i] = mi;
         v[i] = vi;
         store_copy(copy, copyType, i, pi);
+        if (ema) ema[i] = ema_element(ema[i], pi, emaDecay, emaRest);
+        if (clears) g[i] = 0;
     }
 }
 
-extern "C" __global__ void adamw_f64(double* p, const double* g, double* m, double* v, double beta1, double beta2,
+extern "C" __global__ void adamw_f64(double* p, double* g, double* m, double* v, double beta1, double beta2,
                                      double scale, double decay, double stepSize, double sqrtCorrection2, double eps,
-                                     long long n) {
+                                     double* ema, double emaDecay, int clears, long long n) {
     const double oneMinusBeta1 = __dsub_rn(1.0, beta1), oneMinusBeta2 = __dsub_rn(1.0, beta2);
+    const double emaRest = __dsub_rn(1.0, emaDecay);
     GRID_LOOP(i, n) {
         double grad = __dmul_rn(g[i], scale);
         double m1 = __dadd_rn(__dmul_rn(beta1, m[i]), __dmul_rn(oneMinusBeta1, grad));
@@ -85,12 +106,11 @@ extern "C" __global__ void adamw_f64(double* p, const double* g, double* m, doub
         m[i] = m1;
         v[i] = m2;
         double denominator = __dadd_rn(__ddiv_rn(__dsqrt_rn(m2), sqrtCorrection2), eps);
-        p[i] = __dsub_rn(__dmul_rn(p[i], decay), __ddiv_rn(__dmul_rn(stepSize, m1), denominator));
+        double pi = __dsub_rn(__dmul_rn(p[i], decay), __ddiv_rn(__dmul_rn(stepSize, m1), denominator));
+        p[i] = pi;
+        if (ema) ema[i] = ema_element(ema[i], pi, emaDecay, emaRest);
+        if (clears) g[i] = 0;
     }
-}
-
-__device__ inline float ema_element(float e, float p, float decay, float rest) {
-    return __fadd_rn(__fmul_rn(decay, e), __fmul_rn(rest, p));
 }
 
 extern "C" __global__ void ema_f32(float* __restrict__ e, const float* __restrict__ p, float decay, long long n,
@@ -98,12 +118,7 @@ extern "C" __global__ void ema_f32(float* __restrict__ e, const float* __restric
     const float rest = __fsub_rn(1.0f, decay);
     const long long vectors = vectorized ? n / 4 : 0;
     GRID_LOOP(j, vectors) {
-        float4 ee = ((const float4*)e)[j], pp = ((const float4*)p)[j];
-        ee.x = ema_element(ee.x, pp.x, decay, rest);
-        ee.y = ema_element(ee.y, pp.y, decay, rest);
-        ee.z = ema_element(ee.z, pp.z, decay, rest);
-        ee.w = ema_element(ee.w, pp.w, decay, rest);
-        ((float4*)e)[j] = ee;
+        ((float4*)e)[j] = ema_element4(((const float4*)e)[j], ((const float4*)p)[j], decay, rest);
     }
     for (long long i = vectors * 4 + blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
@@ -113,7 +128,7 @@ extern "C" __global__ void ema_f32(float* __restrict__ e, const float* __restric
 
 extern "C" __global__ void ema_f64(double* e, const double* p, double decay, long long n) {
     const double rest = __dsub_rn(1.0, decay);
-    GRID_LOOP(i, n) e[i] = __dadd_rn(__dmul_rn(decay, e[i]), __dmul_rn(rest, p[i]));
+    GRID_LOOP(i, n) e[i] = ema_element(e[i], p[i], decay, rest);
 }
 
 // Σ x² in f64, deterministic: the grid size depends only on n, each thread sums its grid-stride elements in order,
