@@ -44,10 +44,20 @@ extension CUDABackend: NNOps {
         width % 8 == 0 && tensors.allSatisfy { $0.map { Int(bitPattern: $0.address) % 16 == 0 } ?? true } ? 1 : 0
     }
 
-    /// Launches a one-warp-per-row kernel over `rows` rows (8 rows per 256-thread block).
-    private func launchRows(_ name: String, element: DType, rows: Int, _ arguments: [any KernelArgument]) {
-        launch(name, in: "NN", element: element, count: rows * 32, blocks: Swift.max(1, Swift.min((rows + 7) / 8, 65_535 * 4)),
-               threads: 256, arguments)
+    // MARK: Row kernels (NN.cu): one warp per row, the row in registers
+
+    /// The pack counts NN.cu instantiates its row kernels for (ROW_KERNELS): a lane holds P packs of 8 columns.
+    private static let rowPackCounts = [1, 2, 3, 4, 5, 6, 8, 12, 16]
+
+    /// The entry point of row kernel `name` for rows of `width` columns: the smallest instantiated pack count that
+    /// holds a row.
+    private func rowKernel(_ name: String, width: Int) -> String {
+        let needed = (width + 255) / 256
+        guard let count = Self.rowPackCounts.first(where: { $0 >= needed }) else {
+            preconditionFailure("\(name) on CUDA: rows of \(width) columns; the row kernels hold at most "
+                                + "\(256 * Self.rowPackCounts.last!) (add a larger count to NN.cu's ROW_KERNELS and rowPackCounts)")
+        }
+        return "\(name)_\(count)"
     }
 
     // MARK: LayerNorm, alone, fused with adaLN modulation, and fused with the gated residual before it
@@ -84,10 +94,12 @@ extension CUDABackend: NNOps {
         let y = empty(x.shape, dtype: element)
         let mean = empty(Array(x.shape.dropLast()), dtype: .f32), rstd = empty(Array(x.shape.dropLast()), dtype: .f32)
         if rows > 0 && width > 0 {
-            launchRows("layernorm_forward", element: element, rows: rows,
-                       [x, argument(gated?.branch), argument(gated?.gate), argument(gated?.sum), argument(a), argument(b),
-                        y, mean, rstd, Int64(rows), Int32(width), eps, Int64(tokens), Int32(modulation ? 1 : 0),
-                        packs(width: width, x, gated?.branch, gated?.gate, gated?.sum, a, b, y)])
+            // One warp per row, 8 per block.
+            launch(rowKernel("layernorm_forward", width: width), in: "NN", element: element, count: rows * 32,
+                   blocks: Swift.max(1, Swift.min((rows + 7) / 8, 65_535 * 4)), threads: 256,
+                   [x, argument(gated?.branch), argument(gated?.gate), argument(gated?.sum), argument(a), argument(b),
+                    y, mean, rstd, Int64(rows), Int32(width), eps, Int64(tokens), Int32(modulation ? 1 : 0),
+                    packs(width: width, x, gated?.branch, gated?.gate, gated?.sum, a, b, y)])
         }
         return (y, mean, rstd)
     }
@@ -188,72 +200,53 @@ extension CUDABackend: NNOps {
     // MARK: Token runs and column sums
 
     /// Rows one block of a token-run kernel walks at most: [64, 256, D] makes 256 blocks (enough for an H100's 132
-    /// SMs) whose partial rows (1/64 of the data per sum) add up in a short second step.
+    /// SMs), whose partial rows (1/64 of the data per sum) the segment's last block adds up.
     private static let runRows = 64
-    /// Shared memory a token-run block may give its warps' column sums: 8 warps with two sums of D = 1152 (72 KiB);
-    /// fewer warps for wider rows, so that blocks still share an SM.
-    private static let runSharedBudget = 96 << 10
     /// The most shared memory one block may have on sm_90 (227 KiB, with the opt-in).
     private static let maxSharedBytes = 227 << 10
 
-    /// Launches a token-run kernel (NN.cu) over data [segments, tokens, width]: `arguments`, then the partial rows of
-    /// its two column sums and the run layout, then `then`. The sums per segment land in `first` and `second` ([segments,
-    /// width], either nil), written or, when `accumulate`, added to.
-    private func launchTokenRuns(_ name: String, element: DType, segments: Int, tokens: Int, width: Int, first: Tensor?,
-                                 second: Tensor?, accumulate: Bool, _ arguments: [any KernelArgument],
+    /// Launches a token-run kernel (NN.cu) over data [segments, tokens, width]: `arguments`, then the partial rows
+    /// and outputs of its two column sums and the run layout, then `then`. The sums per segment land in `first` and
+    /// `second` ([segments, width], either nil, f32 or the element type), written or, when `accumulate`, added to.
+    /// Each warp keeps its own f32 slice of each sum in shared memory: at most 8 warps, as many as fit.
+    private func launchTokenRuns(_ name: String, element: DType, segments: Int, tokens: Int, width: Int,
+                                 first: Tensor?, second: Tensor?, accumulate: Bool, _ arguments: [any KernelArgument],
                                  then trailing: [any KernelArgument]) {
         guard segments * tokens > 0 && width > 0 else {
             // No rows: the sums are empty, so zero (or, accumulated, unchanged).
             if !accumulate { for case let out? in [first, second] { fill(out, with: 0) } }
             return
         }
+        let outputs = [first, second].compactMap { $0 }
+        precondition(Set(outputs.map(\.dtype)).count <= 1, "\(name): the two column sums must share a dtype")
         let chunks = (tokens + Self.runRows - 1) / Self.runRows, chunkRows = (tokens + chunks - 1) / chunks
-        let sums = [first, second].filter { $0 != nil }.count, bytesPerWarp = sums * width * 4
-        let warps = Swift.min(8, chunkRows, bytesPerWarp == 0 ? 8 : Swift.max(1, Self.runSharedBudget / bytesPerWarp))
-        precondition(warps * bytesPerWarp <= Self.maxSharedBytes,
-                     "\(name): rows of \(width) columns are too wide for the per-sample sums in shared memory "
-                     + "(at most \(Self.maxSharedBytes / (sums * 4)) columns)")
-        let partialFirst = partialRows(for: first, chunks: chunks, width: width, accumulate: accumulate)
-        let partialSecond = partialRows(for: second, chunks: chunks, width: width, accumulate: accumulate)
-        launch(name, in: "NN", element: element, grid: (segments * chunks, 1, 1), block: (warps * 32, 1, 1),
-               sharedMemoryBytes: warps * bytesPerWarp,
-               arguments + [argument(partialFirst), argument(partialSecond), Int64(tokens), Int32(width),
-                            Int32(chunkRows), Int32(chunks)] + trailing)
-        addChunks(partialFirst, into: first, chunks: chunks, width: width, accumulate: accumulate)
-        addChunks(partialSecond, into: second, chunks: chunks, width: width, accumulate: accumulate)
+        let bytes = outputs.count * 4 * ((width + 7) / 8 * 8)
+        precondition(bytes <= Self.maxSharedBytes, "\(name) on CUDA: rows of \(width) columns are too wide for the "
+                     + "column sums in shared memory (at most \(Self.maxSharedBytes / (4 * Swift.max(outputs.count, 1))))")
+        let warps = Swift.max(1, Swift.min(8, chunkRows, Self.maxSharedBytes / Swift.max(bytes, 1)))
+        let partial = { (output: Tensor?) in output.map { _ in self.empty([segments * chunks, width], dtype: .f32) } }
+        launch(rowKernel(name, width: width), in: "NN", element: element, grid: (segments * chunks, 1, 1), block: (warps * 32, 1, 1),
+               sharedMemoryBytes: warps * bytes,
+               arguments + [argument(partial(first)), argument(partial(second)), argument(first), argument(second),
+                            reductionCounters(segments), Int32(outputs.first?.dtype == .f32 ? 1 : 0),
+                            Int32(accumulate ? 1 : 0), Int64(tokens), Int32(width), Int32(chunkRows), Int32(chunks)]
+                   + trailing)
     }
 
-    /// Bias gradients: accumulator[j] += Σ_rows a[row, j] for a [rows, width]. Rows go in chunks of 256 so the long
-    /// reduction over every token of the batch still spreads over the whole GPU; the chunks add up in order.
+    /// Columns one thread of column_sums adds (NN.cu's SUM_COLUMNS).
+    private static let sumColumns = 2
+
+    /// Bias gradients: accumulator[j] += Σ_rows a[row, j] for a [rows, width], in one launch. Rows go in chunks of
+    /// 256 so the long reduction over every token of the batch still spreads over the whole GPU; each strip of 64
+    /// columns' last block adds its chunks up in order.
     func columnSums(_ a: Tensor, into accumulator: Tensor, rows: Int, width: Int) {
         guard width > 0 else { return }
-        // 32 columns × 8 row groups per block, 256-row chunks (BENCHMARKS.md: eight columns per thread in 16-byte
-        // packs left too few threads in flight, and shorter chunks lengthen the serial pass over partials).
-        let chunkRows = 256, chunks = Swift.max(1, (rows + chunkRows - 1) / chunkRows)
-        let partial = partialRows(for: accumulator, chunks: chunks, width: width, accumulate: true)
-        launch("column_partial_sums", in: "NN", element: a.dtype, grid: ((width + 31) / 32, chunks, 1), block: (32, 8, 1),
-               [a, argument(partial), Int64(rows), Int32(width), Int32(chunkRows)])
-        addChunks(partial, into: accumulator, chunks: chunks, width: width, accumulate: true)
-    }
-
-    /// Whether a kernel's per-(segment, chunk) partial column sums are the output itself: one chunk, nothing to add
-    /// to, and an f32 output.
-    private func partialsAreOutput(_ output: Tensor, chunks: Int, accumulate: Bool) -> Bool {
-        chunks == 1 && !accumulate && output.dtype == .f32
-    }
-
-    /// Where partial column sums for `output` ([segments, width]) go: f32 rows [segments · chunks, width], or the
-    /// output itself.
-    private func partialRows(for output: Tensor?, chunks: Int, width: Int, accumulate: Bool) -> Tensor? {
-        output.map { partialsAreOutput($0, chunks: chunks, accumulate: accumulate)
-            ? $0 : empty([$0.count / width * chunks, width], dtype: .f32) }
-    }
-
-    /// output[s, j] (+)= Σ_chunk partial[s · chunks + chunk, j], the chunks in order.
-    private func addChunks(_ partial: Tensor?, into output: Tensor?, chunks: Int, width: Int, accumulate: Bool) {
-        guard let partial, let output, !partialsAreOutput(output, chunks: chunks, accumulate: accumulate) else { return }
-        launch("column_chunk_sums", in: "NN", element: output.dtype, count: output.count,
-               [partial, output, Int32(chunks), Int64(output.count), Int32(width), Int32(accumulate ? 1 : 0)])
+        let chunkRows = Swift.max(256, (rows + 65_534) / 65_535), chunks = Swift.max(1, (rows + chunkRows - 1) / chunkRows)
+        let strips = (width + 32 * Self.sumColumns - 1) / (32 * Self.sumColumns)
+        let vectors = width % Self.sumColumns == 0 && Int(bitPattern: a.address) % (Self.sumColumns * a.dtype.byteSize) == 0
+        launch("column_sums", in: "NN", element: a.dtype, grid: (strips, chunks, 1), block: (32, 8, 1),
+               [a, empty([chunks, width], dtype: .f32), reductionCounters(strips), accumulator, Int64(rows), Int32(width),
+                Int32(chunkRows), Int32(vectors ? 1 : 0)])
     }
 
     // MARK: Activations

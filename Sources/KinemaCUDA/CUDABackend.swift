@@ -28,6 +28,9 @@ public final class CUDABackend: @unchecked Sendable {
     private var cublasLibrary: CuBLASLt?
     private(set) var cublasHandle: UnsafeMutableRawPointer?
     private var workspace: Tensor?
+    /// Counters for kernels whose last block to finish adds up the others' partial results (Common.cuh's
+    /// last_block): zero, and each such kernel leaves the ones it used at zero, so every launch shares them.
+    private var counters: Tensor?
     /// cuBLASLt descriptors and the chosen algorithm per product shape, made once (see CUDABackend+LinearAlgebra).
     var matmulPlans: [MatmulKey: MatmulPlan] = [:]
     /// Whether a bf16 product's plan times the heuristic's candidates at its first use and keeps the fastest (on
@@ -237,6 +240,16 @@ public final class CUDABackend: @unchecked Sendable {
         if let workspace { return workspace }
         let tensor = empty([8 << 20], dtype: .i32)
         workspace = tensor
+        return tensor
+    }
+
+    /// At least `count` zero counters for last_block (one per group of blocks that finishes a reduction), allocated
+    /// once and grown when a launch needs more.
+    func reductionCounters(_ count: Int) -> Tensor {
+        if let counters, counters.count >= count { return counters }
+        let tensor = empty([Swift.max(count, 4096)], dtype: .i32)
+        fill(tensor, with: 0)
+        counters = tensor
         return tensor
     }
 

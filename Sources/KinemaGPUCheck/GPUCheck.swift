@@ -34,8 +34,9 @@ final class GPUCheck {
     }
 
     /// [B, N, D] shapes for the row and per-sample ops: widths that are a multiple of 8 (16-byte packs) and not, one
-    /// token per sample, and token counts that split into several runs of rows with a short last one.
-    static let tokenShapes = [[2, 5, 7], [3, 1, 72], [2, 200, 72], [3, 77, 130], [1, 300, 13], [4, 256, 1152]]
+    /// token per sample, token counts that split into several runs of rows with a short last one, and rows from one
+    /// to twelve packs per lane (the row kernels' instantiations).
+    static let tokenShapes = [[2, 5, 7], [3, 1, 72], [2, 200, 72], [3, 77, 130], [1, 300, 13], [4, 256, 1152], [2, 37, 3000]]
 
     /// Records whether a GPU op gave the same bits twice: its sums run in a fixed order (no atomics).
     func checkRepeats(_ name: String, _ first: [Tensor], _ second: [Tensor]) {

@@ -33,32 +33,101 @@ __device__ inline float ld(const float* p, long long i) { return p[i]; }
 __device__ inline float ld(const bf16* p, long long i) { return bf16_to_f32(p[i].bits); }
 __device__ inline void st(float* p, long long i, float v) { p[i] = v; }
 __device__ inline void st(bf16* p, long long i, float v) { p[i].bits = f32_to_bf16(v); }
-// v as a tensor of T holds it: rounded to bf16 for bf16 activations, unchanged for f32. A kernel that goes on
-// computing from a value it also stores uses this, so it computes from what was stored.
-__device__ inline float rounded(float v) { T t; st(&t, 0, v); return ld(&t, 0); }
+// Eight consecutive elements as stored: one 16-byte vector of bf16, two of f32; the memory-bound kernels move rows
+// in such packs, so each thread has its loads in flight together. pack8 rounds to T: to nearest even for bf16, by
+// the hardware's paired conversion (one instruction per two elements, where f32_to_bf16 takes seven per element;
+// the same bits except a NaN's payload), unpack8 widens to f32.
+struct __align__(16) Pack8 {
+#ifdef ELEMENT_BF16
+    u32 w[4];  // elements 2k (low half) and 2k + 1 (high half)
+#else
+    float f[8];
+#endif
+};
+__device__ inline void unpack8(Pack8 p, float* v) {
+#ifdef ELEMENT_BF16
+    #pragma unroll
+    for (int k = 0; k < 4; ++k) { v[2 * k] = __uint_as_float(p.w[k] << 16); v[2 * k + 1] = __uint_as_float(p.w[k] & 0xFFFF0000u); }
+#else
+    #pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = p.f[k];
+#endif
+}
+__device__ inline Pack8 pack8(const float* v) {
+    Pack8 p;
+#ifdef ELEMENT_BF16
+    #pragma unroll
+    for (int k = 0; k < 4; ++k) asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(p.w[k]) : "f"(v[2 * k + 1]), "f"(v[2 * k]));
+#else
+    #pragma unroll
+    for (int k = 0; k < 8; ++k) p.f[k] = v[k];
+#endif
+    return p;
+}
 
-// Eight consecutive elements through one 16-byte (bf16) or two 16-byte (f32) accesses: the memory-bound kernels
-// walk rows in such packs, so each thread has its loads in flight together. `i` must be a multiple of 8 and the
-// base 16-byte aligned.
-__device__ inline void ld8(const float* p, long long i, float* v) {
-    float4 a = *(const float4*)(p + i), b = *(const float4*)(p + i + 4);
-    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-}
-__device__ inline void ld8(const bf16* p, long long i, float* v) {
-    uint4 a = *(const uint4*)(p + i);
-    u32 w[4] = {a.x, a.y, a.z, a.w};
+// Elements i … i + 7 of T data as f32 and back: `i` a multiple of 8, the base 16-byte aligned.
+__device__ inline void ld8(const T* p, long long i, float* v) { unpack8(*(const Pack8*)(p + i), v); }
+__device__ inline void st8(T* p, long long i, const float* v) { *(Pack8*)(p + i) = pack8(v); }
+
+// Columns j … j + 7 of a row of `width` elements: one pack when `packed` (width a multiple of 8, every row 16-byte
+// aligned), else element by element, with zeros past the row's end (and nothing stored there).
+// The element-by-element ways, out of line: a kernel that holds many packs in registers does not pay registers
+// for the path that rows in packs never take.
+__device__ __noinline__ Pack8 load_pack_elements(const T* row, int j, int width) {
+    float v[8];
     #pragma unroll
-    for (int k = 0; k < 4; ++k) { v[2 * k] = __uint_as_float(w[k] << 16); v[2 * k + 1] = __uint_as_float(w[k] & 0xFFFF0000u); }
+    for (int k = 0; k < 8; ++k) v[k] = j + k < width ? ld(row, j + k) : 0.0f;
+    return pack8(v);
 }
-__device__ inline void st8(float* p, long long i, const float* v) {
-    *(float4*)(p + i) = make_float4(v[0], v[1], v[2], v[3]);
-    *(float4*)(p + i + 4) = make_float4(v[4], v[5], v[6], v[7]);
-}
-__device__ inline void st8(bf16* p, long long i, const float* v) {
-    u32 w[4];
+__device__ __noinline__ void store_pack_elements(T* row, int j, int width, Pack8 p) {
+    float v[8];
+    unpack8(p, v);
     #pragma unroll
-    for (int k = 0; k < 4; ++k) w[k] = (u32)f32_to_bf16(v[2 * k]) | ((u32)f32_to_bf16(v[2 * k + 1]) << 16);
-    *(uint4*)(p + i) = make_uint4(w[0], w[1], w[2], w[3]);
+    for (int k = 0; k < 8; ++k) if (j + k < width) st(row, j + k, v[k]);
+}
+__device__ inline Pack8 load_pack(const T* row, int j, int width, bool packed) {
+    return packed ? *(const Pack8*)(row + j) : load_pack_elements(row, j, width);
+}
+__device__ inline void store_pack(T* row, int j, int width, bool packed, Pack8 p) {
+    if (packed) *(Pack8*)(row + j) = p;
+    else store_pack_elements(row, j, width, p);
+}
+
+// Copies from device to shared memory that bypass registers (cp.async, sm_80+): a thread issues many 16-byte
+// chunks at once and they land while it computes on earlier data. commit_copies() closes a group of the copies the
+// thread has issued; wait_copies<N>() waits until at most the N newest groups are still in flight. Only the
+// copies of the calling thread: others' need a barrier after their wait to be seen.
+__device__ inline void copy_async16(void* target, const void* source) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((u32)__cvta_generic_to_shared(target)), "l"(source));
+}
+__device__ inline void copy_async4(void* target, const void* source) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"((u32)__cvta_generic_to_shared(target)), "l"(source));
+}
+__device__ inline void commit_copies() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ inline void wait_copies() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+// Whether this block is the last of `blocks` to reach this point of a reduction whose partial results they have
+// written: that block then adds the partials up in a fixed order (so results repeat bit for bit; no atomics on
+// data) and reads them past L1 (__ldcg), where other SMs' writes are not. The counter goes back to zero for the
+// next launch. Every thread of the block must call it.
+__device__ inline bool last_block(unsigned* counter, unsigned blocks) {
+    __shared__ bool last;
+    __threadfence();  // this thread's partial results reach device memory before the count says they did
+    __syncthreads();
+    if (threadIdx.x == 0 && threadIdx.y == 0) {
+        last = atomicAdd(counter, 1u) == blocks - 1;
+        if (last) *counter = 0;
+    }
+    __syncthreads();
+    return last;
+}
+
+// Σ_c partial[c · stride] for c = 0 … count − 1 in this order: other blocks' partial sums, read past L1.
+__device__ inline float sum_partials(const float* partial, int count, long long stride) {
+    float total = 0;
+    #pragma unroll 8
+    for (int c = 0; c < count; ++c) total += __ldcg(partial + c * stride);
+    return total;
 }
 
 // Sums `total` over a 256-thread block with a fixed tree and writes it to partial[blockIdx.x]: the same partial

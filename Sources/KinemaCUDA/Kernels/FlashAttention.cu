@@ -104,21 +104,9 @@ __device__ inline void accumulate_product(float (&acc)[D / 8][4], const float (&
     }
 }
 
-// Copies from device to shared memory that bypass registers (cp.async, sm_80+): a thread issues all of a tile's
-// 16-byte chunks at once and the tile lands while the warps compute on the previous one. The copies a thread issued
-// complete at its next commit_copies() + wait_copies<0>() (the caller's __syncthreads then shows them to the CTA).
-__device__ inline void copy_async16(void* target, const void* source) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((u32)__cvta_generic_to_shared(target)), "l"(source));
-}
-__device__ inline void copy_async4(void* target, const void* source) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"((u32)__cvta_generic_to_shared(target)), "l"(source));
-}
-__device__ inline void commit_copies() { asm volatile("cp.async.commit_group;"); }
-__device__ inline void wait_copies() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
-
 // Rows row0.. of a [rows, dh] matrix (row stride `stride`, dh contiguous) into a shared [ROWS][D + 8] tile; rows
 // ≥ rows and columns ≥ dh are zero. `vectors`: every row start is 16-byte aligned and dh % 8 == 0, so each chunk
-// of 8 is one cp.async (asynchronous, see above); otherwise element by element (synchronous).
+// of 8 is one cp.async (asynchronous, Common.cuh); otherwise element by element (synchronous).
 // The 8 extra columns per row shift consecutive rows by 16 bytes mod 128, so fragment loads and ldmatrix hit
 // distinct banks.
 template <int ROWS, int D> __device__ inline void load_tile(u16* tile, const u16* source, long long stride, int row0,
@@ -226,7 +214,7 @@ __device__ inline void flash_forward(const u16* q, const u16* k, const u16* v, c
 
     load_tile<BM, D>(buffers + 2 * BN * S, slice(q, qs, b, h), qs.row, row0, nq, dh, vectors);
     load_keys<BN, D>(buffers, keyBias, kBase, vBase, ks, vs, mask, b, 0, nk, dh, vectors);
-    wait_copies();
+    wait_copies<0>();
     __syncthreads();
     u32 qFragment[D / 16][4];
 #pragma unroll
@@ -281,7 +269,7 @@ __device__ inline void flash_forward(const u16* q, const u16* k, const u16* v, c
             }
         }
         accumulate_product<BN, D>(acc, s, kTile + BN * S);
-        wait_copies();
+        wait_copies<0>();
     }
 
     float factor[2];
@@ -330,7 +318,7 @@ __device__ inline void flash_backward_dq(const u16* q, const u16* k, const u16* 
     load_tile<BM, D>(gTile, slice(dO, gs, b, h), gs.row, row0, nq, dh, vectors);
     load_tile<BM, D>(buffers + 2 * BN * S, slice(o, os, b, h), os.row, row0, nq, dh, vectors);
     load_keys<BN, D>(buffers, keyBias, kBase, vBase, ks, vs, mask, b, 0, nk, dh, vectors);
-    wait_copies();
+    wait_copies<0>();
     __syncthreads();
     {
         // δ of the CTA's rows: two threads a row, each summing half the (zero-padded) columns in order.
@@ -384,7 +372,7 @@ __device__ inline void flash_backward_dq(const u16* q, const u16* k, const u16* 
             }
         }
         accumulate_product<BN, D>(dqAcc, dp, kTile);
-        wait_copies();
+        wait_copies<0>();
     }
     const float scales[2] = {scale, scale};
     store_rows<D>(slice(dq, dqs, b, h), dqs.row, row0 + warp * 16, nq, dh, dqAcc, scales, vectors);
@@ -436,7 +424,7 @@ __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16*
     load_tile<BN, D>(kTile, slice(k, ks, b, h), ks.row, key0, nk, dh, vectors);
     load_tile<BN, D>(vTile, slice(v, vs, b, h), vs.row, key0, nk, dh, vectors);
     load_queries<BM, D>(buffers, lseTiles, deltaTiles, qBase, gBase, qs, gs, lseLog2, delta, pair, 0, nq, dh, vectors);
-    wait_copies();
+    wait_copies<0>();
     float bias[2];
     for (int half = 0; half < 2; ++half) bias[half] = key_bias(mask, b, nk, key0 + warp * 16 + (lane >> 2) + 8 * half);
 
@@ -480,7 +468,7 @@ __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16*
         }
         accumulate_product<BM, D>(dvAcc, s, gTile);
         accumulate_product<BM, D>(dkAcc, dp, qTile);
-        wait_copies();
+        wait_copies<0>();
     }
     const float one[2] = {1, 1}, scales[2] = {scale, scale};
     store_rows<D>(slice(dv, dvs, b, h), dvs.row, key0 + warp * 16, nk, dh, dvAcc, one, vectors);

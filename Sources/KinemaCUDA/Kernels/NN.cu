@@ -4,8 +4,9 @@
 // (attention is in Attention.cu and FlashAttention.cu). Compiled at run time by NVRTC, once per activation
 // element type T (Common.cuh).
 //
-// Determinism: every reduction runs in a fixed order (warp shuffles in a fixed pattern, fixed-tree block
-// reductions, or one thread walking its rows in order); no atomics, so results are bit-identical from run to run.
+// Determinism: every reduction runs in a fixed order (warp shuffles in a fixed pattern, warps and blocks added in
+// index order, one thread walking its rows in order); the only atomic counts finished blocks (last_block), so
+// results are bit-identical from run to run.
 
 // Sum over the 32 lanes of a warp (butterfly: every lane gets the same, bit-identical total).
 __device__ inline float warp_sum(float v) {
@@ -14,66 +15,91 @@ __device__ inline float warp_sum(float v) {
     return v;
 }
 
-// MARK: Row kernels (one warp per row of `width` elements)
+// MARK: Row kernels: one warp per row, the row in registers
 //
-// A row is read in packs of 8 elements (one or two 16-byte accesses) when the width allows it, element by element
-// otherwise. The row stays in L1 between the passes, so only the first pass reads device memory.
+// Lane l holds the packs of 8 columns 8l + 256p, p < P, of the row its warp works on: all of a row's loads are
+// issued together, so each lane has P packs per input in flight rather than one at a time, and every pass after
+// the first reads registers. P is a template parameter: the host picks the smallest instantiated count (ROW_KERNELS,
+// below) that covers the width. Packs past the row's end hold zeros.
 
-#define WARP_ROW_LOOP(row, rows) \
-    for (long long row = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; row < (rows); \
-         row += (long long)gridDim.x * blockDim.x / 32)
-#define PACK_LOOP(j, width) for (int j = (threadIdx.x & 31) * 8; j < (width); j += 256)
-#define LANE_LOOP(j, width) for (int j = threadIdx.x & 31; j < (width); j += 32)
+// The lane's packs p and their first columns j (the loop is unrolled, so p indexes registers).
+#define ROW_LOOP(p, j) _Pragma("unroll") for (int p = 0, j = (threadIdx.x & 31) * 8; p < P; ++p, j += 256)
+
+__device__ inline int padded_width(int width) { return (width + 7) & ~7; }
+
+template <int P> struct Row { Pack8 p[P]; };
+
+template <int P> __device__ inline void load_row(Row<P>& r, const T* row, int width, bool packed) {
+    ROW_LOOP(p, j) {
+        if (j < width) r.p[p] = load_pack(row, j, width, packed);
+        else { float zero[8] = {}; r.p[p] = pack8(zero); }
+    }
+}
+
+// A per-row or per-sample parameter's pack at column j, or `otherwise` everywhere for a null one.
+__device__ inline void parameter8(const T* parameter, int j, int width, bool packed, float otherwise, float* v) {
+    if (parameter) unpack8(load_pack(parameter, j, width, packed), v);
+    else for (int k = 0; k < 8; ++k) v[k] = otherwise;
+}
 
 // MARK: Token runs: row passes that also sum columns per sample
 //
 // For data [S, R, W] (S samples of R rows), the gradients of per-sample and per-column parameters (modulation
 // shift and scale, gates, LayerNorm weight and bias) are column sums over each sample's rows; a kernel that walks
-// those rows anyway adds them up on the way, instead of a second pass over the data. A block takes a run of at
-// most `chunkRows` consecutive rows of one sample (blockIdx.x = sample · chunks + chunk); warp w walks rows
-// w, w + warps, … of the run, one warp per row as above, so each lane sees the same columns in every row and adds
-// them into its warp's slice of shared memory, which no other warp touches: no synchronisation during the walk.
-// At the end the warps' slices add up in warp order into one partial row per block, first/second[blockIdx.x, j],
-// and column_chunk_sums adds a sample's chunks in order: a fixed order throughout, so the sums repeat bit for bit.
-// Shared memory: the slices of the first sum, [warps][width] f32, then those of the second (the host sizes it).
+// those rows anyway adds them up on the way, instead of a second pass over the data. A block's run is at most
+// `chunkRows` consecutive rows of one sample (blockIdx.x = sample · chunks + chunk); warp w walks rows w, w + warps, …
+// of it, one row in registers at a time (row kernels, above), so each lane sees the same columns in every row and
+// adds them into its warp's slice of dynamic shared memory, which no other warp touches: no synchronisation during
+// the walk. At the end the warps' slices add up
+// in warp order into one partial row per block, and the sample's last block to finish adds its chunks' rows in
+// order into the outputs: a fixed order throughout, so the sums repeat bit for bit.
+
+extern __shared__ __align__(16) float runShared[];
 
 struct TokenRun {
     long long sample, begin, end;  // the run's sample and its rows
-    int warp, warps;
+    int warps;
     float* first;  // the warp's slices of the two sums (null for a sum not taken)
     float* second;
 };
 
-// The block's run, with its slices in `sums` zeroed.
-__device__ inline TokenRun token_run(float* sums, long long tokens, int width, int chunkRows, int chunks,
-                                     bool first, bool second) {
+// A token-run kernel's sums: the blocks' partial rows (f32 [S · chunks, W], null for a sum not taken), the
+// outputs ([S, W], f32 or T, written or added to) and a counter per sample (last_block).
+struct RunSums {
+    float *first, *second;
+    void *firstOut, *secondOut;
+    unsigned* counters;
+    bool f32, accumulate;
+};
+
+// The block's run; its slices ([first: warps][slice], then [second: warps][slice] f32) start at `sums`, zeroed.
+__device__ inline TokenRun token_run(float* sums, RunSums out, long long tokens, int width, int chunkRows, int chunks) {
     TokenRun run;
     long long block = blockIdx.x, chunk = block % chunks;
     run.sample = block / chunks;
     run.begin = run.sample * tokens + chunk * chunkRows;
     run.end = run.sample * tokens + min(tokens, (chunk + 1) * chunkRows);
-    run.warp = threadIdx.x / 32;
     run.warps = blockDim.x / 32;
-    int count = ((first ? 1 : 0) + (second ? 1 : 0)) * run.warps * width;
+    int slice = padded_width(width), warp = threadIdx.x / 32;
+    int count = ((out.first ? 1 : 0) + (out.second ? 1 : 0)) * run.warps * slice;
     for (int i = threadIdx.x; i < count; i += blockDim.x) sums[i] = 0.0f;
     __syncthreads();
-    run.first = first ? sums + run.warp * width : 0;
-    run.second = second ? sums + ((first ? run.warps : 0) + run.warp) * width : 0;
+    run.first = out.first ? sums + warp * slice : 0;
+    run.second = out.second ? sums + ((out.first ? run.warps : 0) + warp) * slice : 0;
     return run;
 }
 
-#define RUN_ROW_LOOP(row, run) for (long long row = (run).begin + (run).warp; row < (run).end; row += (run).warps)
+// The rows of the block's run a warp walks.
+#define RUN_ROW_LOOP(row, run) for (long long row = (run).begin + threadIdx.x / 32; row < (run).end; row += (run).warps)
 
-// Where column j sits in a warp's slice. Packed, the first and the second halves of the packs are stored apart,
-// so the lanes' 16-byte accesses to their packs are consecutive and hit every bank once.
-__device__ inline int run_slot(int j, int width, bool packed) {
-    return packed ? (j & 4) * (width / 8) + (j >> 3) * 4 + (j & 3) : j;
-}
+// Where column j sits in a slice of `slice` (a multiple of 8) columns: the first and the second halves of the
+// packs are stored apart, so the lanes' 16-byte accesses to their packs are consecutive and hit every bank once.
+__device__ inline int run_slot(int j, int slice) { return (j & 4) * (slice / 8) + (j >> 3) * 4 + (j & 3); }
 
 // slice[columns j … j + 7] += v, for a lane's pack at column j.
 __device__ inline void run_add8(float* slice, int j, int width, const float* v) {
-    float4* low = (float4*)(slice + run_slot(j, width, true));
-    float4* high = (float4*)(slice + run_slot(j + 4, width, true));
+    float4* low = (float4*)(slice + run_slot(j, padded_width(width)));
+    float4* high = (float4*)(slice + run_slot(j + 4, padded_width(width)));
     float4 a = *low, b = *high;
     a.x += v[0]; a.y += v[1]; a.z += v[2]; a.w += v[3];
     b.x += v[4]; b.y += v[5]; b.z += v[6]; b.w += v[7];
@@ -81,103 +107,89 @@ __device__ inline void run_add8(float* slice, int j, int width, const float* v) 
     *high = b;
 }
 
-// Adds the warps' slices in warp order and writes the block's partial rows (first and second: either may be null).
-__device__ inline void run_finish(TokenRun run, const float* sums, int width, bool packed, float* first,
-                                  float* second) {
+__device__ inline void store_sum(void* out, bool f32, bool accumulate, long long i, float v) {
+    if (f32) ((float*)out)[i] = accumulate ? ((float*)out)[i] + v : v;
+    else st((T*)out, i, accumulate ? ld((T*)out, i) + v : v);
+}
+
+// Adds the warps' slices in warp order into the block's partial rows; the sample's last block then adds the
+// sample's partial rows in chunk order into the outputs.
+__device__ inline void run_finish(TokenRun run, const float* sums, RunSums out, int width, int chunks) {
     __syncthreads();
-    const float* secondSlices = sums + (first ? run.warps * width : 0);
+    int slice = padded_width(width);
+    const float* secondSlices = sums + (out.first ? run.warps * slice : 0);
     for (int j = threadIdx.x; j < width; j += blockDim.x) {
-        int slot = run_slot(j, width, packed);
+        int slot = run_slot(j, slice);
         float t1 = 0, t2 = 0;
         for (int w = 0; w < run.warps; ++w) {
-            if (first) t1 += sums[w * width + slot];
-            if (second) t2 += secondSlices[w * width + slot];
+            if (out.first) t1 += sums[w * slice + slot];
+            if (out.second) t2 += secondSlices[w * slice + slot];
         }
-        if (first) first[blockIdx.x * (long long)width + j] = t1;
-        if (second) second[blockIdx.x * (long long)width + j] = t2;
+        if (out.first) out.first[blockIdx.x * (long long)width + j] = t1;
+        if (out.second) out.second[blockIdx.x * (long long)width + j] = t2;
+    }
+    if (!last_block(out.counters + run.sample, chunks)) return;
+    long long rows = run.sample * chunks * (long long)width;  // the sample's partial rows
+    for (int j = threadIdx.x; j < width; j += blockDim.x) {
+        long long i = run.sample * width + j;
+        if (out.first) store_sum(out.firstOut, out.f32, out.accumulate, i, sum_partials(out.first + rows + j, chunks, width));
+        if (out.second) store_sum(out.secondOut, out.f32, out.accumulate, i, sum_partials(out.second + rows + j, chunks, width));
     }
 }
 
 // MARK: LayerNorm, alone, fused with adaLN modulation, and fused with the gated residual before it
 
-// The row a LayerNorm normalises: x itself or, fused with the gated residual before it, x + gate ⊙ branch (the
-// sample's gate) rounded to T as it is stored, so the statistics and the output are those of the stored sum (what
-// the backward recomputes x̂ from). Each pass recomputes it from x and branch, which stay in L1 after the first.
-struct RowInput { const T* x; const T* branch; const T* gate; };
-
-__device__ inline void row_input8(RowInput in, int j, float* v) {
-    ld8(in.x, j, v);
-    if (in.branch) {
-        float b[8], g[8];
-        ld8(in.branch, j, b); ld8(in.gate, j, g);
-        for (int k = 0; k < 8; ++k) v[k] = rounded(v[k] + g[k] * b[k]);
-    }
-}
-
-__device__ inline float row_input(RowInput in, int j) {
-    float v = ld(in.x, j);
-    return in.branch ? rounded(v + ld(in.gate, j) * ld(in.branch, j)) : v;
-}
-
-// Mean and 1/σ (biased variance, two passes in f32) of a row; the first pass also stores the row to `sum` when
-// given (the fused gated residual's output).
-__device__ inline void row_statistics(RowInput in, T* sum, int width, bool packed, double eps, float* mean,
-                                      float* rstd) {
-    float total = 0, v[8];
-    if (packed) {
-        PACK_LOOP(j, width) {
-            row_input8(in, j, v);
-            if (sum) st8(sum, j, v);
-            for (int k = 0; k < 8; ++k) total += v[k];
-        }
-    } else {
-        LANE_LOOP(j, width) {
-            float u = row_input(in, j);
-            if (sum) st(sum, j, u);
-            total += u;
-        }
-    }
-    float mu = warp_sum(total) / (float)width;
-    float squares = 0;
-    if (packed) { PACK_LOOP(j, width) { row_input8(in, j, v); for (int k = 0; k < 8; ++k) { float d = v[k] - mu; squares += d * d; } } }
-    else { LANE_LOOP(j, width) { float d = row_input(in, j) - mu; squares += d * d; } }
-    *mean = mu;
-    *rstd = (float)(1.0 / sqrt((double)(warp_sum(squares) / (float)width) + eps));
-}
-
-// LayerNorm over rows, then y = x̂ · a + b with a, b chosen per row: (weight, bias) for a plain LayerNorm
-// (either may be null), or (1 + scale[sample], shift[sample]) for the adaLN-fused form (modulation != 0,
-// `tokens` rows per sample). With `branch` (else null, as gate and sum), the row is the gated residual
-// x + gate[sample] ⊙ branch, written to `sum`: the residual add and the LayerNorm after it in one pass. Writes the
+// LayerNorm over rows (mean and 1/σ: biased variance, two passes in f32), then y = x̂ · a + b with a, b chosen per
+// row: (weight, bias) for a plain LayerNorm (either may be null), or (1 + scale[sample], shift[sample]) for the
+// adaLN-fused form (modulation != 0, `tokens` rows per sample). With `branch` (else null, as gate and sum), the row
+// is the gated residual x + gate[sample] ⊙ branch, rounded to T as it is written to `sum`: the residual add and the
+// LayerNorm after it in one pass, normalising the stored sum (what the backward recomputes x̂ from). Writes the
 // per-row mean and 1/σ for the backward.
-extern "C" __global__ void layernorm_forward(const T* x, const T* branch, const T* gate, T* sum, const T* weight,
-                                             const T* bias, T* y, float* mean, float* rstd, long long rows,
-                                             int width, double eps, long long tokens, int modulation, int vectors) {
+#define LAYERNORM_FORWARD_PARAMETERS                                                                              \
+    const T *x, const T *branch, const T *gate, T *sum, const T *weight, const T *bias, T *y, float *mean,        \
+        float *rstd, long long rows, int width, double eps, long long tokens, int modulation, int vectors
+#define LAYERNORM_FORWARD_ARGUMENTS \
+    x, branch, gate, sum, weight, bias, y, mean, rstd, rows, width, eps, tokens, modulation, vectors
+template <int P> __device__ inline void layernorm_forward(LAYERNORM_FORWARD_PARAMETERS) {
     bool packed = vectors != 0;
-    WARP_ROW_LOOP(row, rows) {
-        long long sample = row / tokens;
-        RowInput in = {x + row * width, branch ? branch + row * width : 0, gate ? gate + sample * width : 0};
-        T* out = y + row * width;
-        float m, s;
-        row_statistics(in, sum ? sum + row * width : 0, width, packed, eps, &m, &s);
-        if ((threadIdx.x & 31) == 0) { mean[row] = m; rstd[row] = s; }
+    float add = modulation ? 1.0f : 0.0f;
+    for (long long row = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; row < rows;
+         row += (long long)gridDim.x * blockDim.x / 32) {
+        long long sample = row / tokens, offset = row * width;
+        Row<P> v;  // the row; the gated sum replaces x in it
+        load_row(v, x + offset, width, packed);
+        if (branch) {
+            Row<P> b;
+            load_row(b, branch + offset, width, packed);
+            ROW_LOOP(p, j) {
+                if (j >= width) continue;
+                float e[8], bv[8], g[8];
+                unpack8(v.p[p], e); unpack8(b.p[p], bv);
+                parameter8(gate + sample * width, j, width, packed, 0.0f, g);
+                for (int k = 0; k < 8; ++k) e[k] += g[k] * bv[k];
+                v.p[p] = pack8(e);  // rounded to T
+                store_pack(sum + offset, j, width, packed, v.p[p]);
+            }
+        }
+        float total = 0, squares = 0, e[8];
+        ROW_LOOP(p, j) { unpack8(v.p[p], e); for (int k = 0; k < 8; ++k) total += e[k]; }  // zeros past the end
+        float mu = warp_sum(total) / (float)width;
+        ROW_LOOP(p, j) {
+            unpack8(v.p[p], e);
+            for (int k = 0; k < 8; ++k) if (j + k < width) squares += (e[k] - mu) * (e[k] - mu);
+        }
+        float s = (float)(1.0 / sqrt((double)(warp_sum(squares) / (float)width) + eps));
+        if ((threadIdx.x & 31) == 0) { mean[row] = mu; rstd[row] = s; }
         const T* a = modulation ? weight + sample * width : weight;  // scale (1 + a) or weight a
         const T* b = modulation ? bias + sample * width : bias;
-        float add = modulation ? 1.0f : 0.0f;
-        if (packed) {
-            PACK_LOOP(j, width) {
-                float v[8], av[8], bv[8];
-                row_input8(in, j, v);
-                if (a) ld8(a, j, av); else for (int k = 0; k < 8; ++k) av[k] = 1.0f - add;
-                if (b) ld8(b, j, bv); else for (int k = 0; k < 8; ++k) bv[k] = 0.0f;
-                for (int k = 0; k < 8; ++k) v[k] = (v[k] - m) * s * (av[k] + add) + bv[k];
-                st8(out, j, v);
-            }
-        } else {
-            LANE_LOOP(j, width) {
-                float v = (row_input(in, j) - m) * s * ((a ? ld(a, j) : 1.0f - add) + add) + (b ? ld(b, j) : 0.0f);
-                st(out, j, v);
-            }
+        ROW_LOOP(p, j) {
+            if (j >= width) continue;
+            float av[8], bv[8];
+            unpack8(v.p[p], e);
+            parameter8(a, j, width, packed, 1.0f - add, av);
+            parameter8(b, j, width, packed, 0.0f, bv);
+            for (int k = 0; k < 8; ++k) e[k] = (e[k] - mu) * s * (av[k] + add) + bv[k];
+            store_pack(y + offset, j, width, packed, pack8(e));
         }
     }
 }
@@ -185,66 +197,53 @@ extern "C" __global__ void layernorm_forward(const T* x, const T* branch, const 
 // LayerNorm's backward by token runs: dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)) (+ residual), ĝ = dy ⊙ a with
 // a = weight (null: 1) or, in the adaLN-fused form, 1 + scale[sample]; `residual` (may be null) is the skip
 // connection's gradient, added in the same pass so the block's backward needs no separate add. From the same read
-// of dy and x, the partial column sums of the parameters' gradients: Σ dy (first: dShift or dBias) and Σ dy ⊙ x̂
+// of dy and x, the column sums of the parameters' gradients: Σ dy (first: dShift or dBias) and Σ dy ⊙ x̂
 // (second: dScale or dWeight); either may be null. A plain LayerNorm's parameters take one "sample" of every row.
-extern "C" __global__ void layernorm_backward(const T* dy, const T* x, const T* weight, const float* mean,
-                                              const float* rstd, const T* residual, T* dx, float* first,
-                                              float* second, long long tokens, int width, int chunkRows, int chunks,
-                                              int modulation, int vectors) {
-    extern __shared__ float sums[];
+#define LAYERNORM_BACKWARD_PARAMETERS                                                                             \
+    const T *dy, const T *x, const T *weight, const float *mean, const float *rstd, const T *residual, T *dx,     \
+        float *first, float *second, void *firstOut, void *secondOut, unsigned *counters, int outputsF32,         \
+        int accumulate, long long tokens, int width, int chunkRows, int chunks, int modulation, int vectors
+#define LAYERNORM_BACKWARD_ARGUMENTS                                                                              \
+    dy, x, weight, mean, rstd, residual, dx, first, second, firstOut, secondOut, counters, outputsF32, accumulate, \
+        tokens, width, chunkRows, chunks, modulation, vectors
+template <int P> __device__ inline void layernorm_backward(LAYERNORM_BACKWARD_PARAMETERS) {
+    RunSums out = {first, second, firstOut, secondOut, counters, outputsF32 != 0, accumulate != 0};
     bool packed = vectors != 0;
     float add = modulation ? 1.0f : 0.0f;
-    TokenRun run = token_run(sums, tokens, width, chunkRows, chunks, first, second);
+    TokenRun run = token_run(runShared, out, tokens, width, chunkRows, chunks);
     const T* a = modulation ? weight + run.sample * width : weight;
     RUN_ROW_LOOP(row, run) {
-        const T* g = dy + row * width;
-        const T* r = x + row * width;
-        float m = mean[row], s = rstd[row];
-        float sumG = 0, sumGX = 0;
-        if (packed) {
-            PACK_LOOP(j, width) {
-                float gv[8], xv[8], av[8];
-                ld8(g, j, gv); ld8(r, j, xv);
-                if (a) ld8(a, j, av); else for (int k = 0; k < 8; ++k) av[k] = 1.0f - add;
-                for (int k = 0; k < 8; ++k) {
-                    xv[k] = (xv[k] - m) * s;  // x̂
-                    float gj = gv[k] * (av[k] + add);
-                    sumG += gj;
-                    sumGX += gj * xv[k];
-                }
-                if (first) run_add8(run.first, j, width, gv);
-                if (second) { for (int k = 0; k < 8; ++k) gv[k] *= xv[k]; run_add8(run.second, j, width, gv); }
-            }
-        } else {
-            LANE_LOOP(j, width) {
-                float d = ld(g, j), xhat = (ld(r, j) - m) * s;
-                float gj = d * ((a ? ld(a, j) : 1.0f - add) + add);
+        Row<P> g, xr;
+        load_row(g, dy + row * width, width, packed);
+        load_row(xr, x + row * width, width, packed);
+        float m = mean[row], s = rstd[row], sumG = 0, sumGX = 0;
+        ROW_LOOP(p, j) {
+            if (j >= width) continue;
+            float gv[8], xh[8], av[8];
+            unpack8(g.p[p], gv); unpack8(xr.p[p], xh);
+            parameter8(a, j, width, packed, 1.0f - add, av);
+            for (int k = 0; k < 8; ++k) {
+                xh[k] = (xh[k] - m) * s;  // x̂
+                float gj = gv[k] * (av[k] + add);
                 sumG += gj;
-                sumGX += gj * xhat;
-                if (first) run.first[j] += d;
-                if (second) run.second[j] += d * xhat;
+                sumGX += gj * xh[k];
             }
+            if (run.first) run_add8(run.first, j, width, gv);
+            if (run.second) { for (int k = 0; k < 8; ++k) xh[k] *= gv[k]; run_add8(run.second, j, width, xh); }
         }
         float meanG = warp_sum(sumG) / (float)width, meanGX = warp_sum(sumGX) / (float)width;
-        if (packed) {
-            PACK_LOOP(j, width) {
-                float gv[8], xv[8], av[8], out[8];
-                ld8(g, j, gv); ld8(r, j, xv);
-                if (a) ld8(a, j, av); else for (int k = 0; k < 8; ++k) av[k] = 1.0f - add;
-                if (residual) ld8(residual + row * width, j, out); else for (int k = 0; k < 8; ++k) out[k] = 0.0f;
-                for (int k = 0; k < 8; ++k) out[k] += s * (gv[k] * (av[k] + add) - meanG - (xv[k] - m) * s * meanGX);
-                st8(dx + row * width, j, out);
-            }
-        } else {
-            LANE_LOOP(j, width) {
-                float gj = ld(g, j) * ((a ? ld(a, j) : 1.0f - add) + add);
-                float v = s * (gj - meanG - (ld(r, j) - m) * s * meanGX);
-                if (residual) v += ld(residual + row * width, j);
-                st(dx + row * width, j, v);
-            }
+        ROW_LOOP(p, j) {
+            if (j >= width) continue;
+            float gv[8], xh[8], av[8], o[8];
+            unpack8(g.p[p], gv); unpack8(xr.p[p], xh);
+            parameter8(a, j, width, packed, 1.0f - add, av);
+            if (residual) unpack8(load_pack(residual + row * width, j, width, packed), o);
+            else for (int k = 0; k < 8; ++k) o[k] = 0.0f;
+            for (int k = 0; k < 8; ++k) o[k] += s * (gv[k] * (av[k] + add) - meanG - (xh[k] - m) * s * meanGX);
+            store_pack(dx + row * width, j, width, packed, pack8(o));
         }
     }
-    run_finish(run, sums, width, packed, first, second);
+    run_finish(run, runShared, out, width, chunks);
 }
 
 // MARK: adaLN modulation and gated residual (x [B, N, D], per-sample [B, D])
@@ -278,76 +277,126 @@ extern "C" __global__ void gated_residual(const T* x, const T* gate, const T* br
 }
 
 // The backward of a per-sample scaling by token runs: out = dy ⊙ (add + g[sample]) and, from the same read of dy
-// and c, the partial column sums Σ dy (first) and Σ dy ⊙ c (second), either may be null. modulate's backward
-// (add 1, g = scale, c = x: dx, dShift, dScale) and the gated residual's (add 0, g = gate, c = branch: dBranch and
-// dGate, no first).
-extern "C" __global__ void per_sample_scale_backward(const T* dy, const T* c, const T* g, float add, T* out,
-                                                     float* first, float* second, long long tokens, int width,
-                                                     int chunkRows, int chunks, int vectors) {
-    extern __shared__ float sums[];
+// and c, the column sums Σ dy (first) and Σ dy ⊙ c (second), either may be null. modulate's backward (add 1,
+// g = scale, c = x: dx, dShift, dScale) and the gated residual's (add 0, g = gate, c = branch: dBranch and dGate,
+// no first).
+#define PER_SAMPLE_SCALE_BACKWARD_PARAMETERS                                                                      \
+    const T *dy, const T *c, const T *g, float add, T *out, float *first, float *second, void *firstOut,          \
+        void *secondOut, unsigned *counters, int outputsF32, int accumulate, long long tokens, int width,         \
+        int chunkRows, int chunks, int vectors
+#define PER_SAMPLE_SCALE_BACKWARD_ARGUMENTS                                                                       \
+    dy, c, g, add, out, first, second, firstOut, secondOut, counters, outputsF32, accumulate, tokens, width,      \
+        chunkRows, chunks, vectors
+template <int P> __device__ inline void per_sample_scale_backward(PER_SAMPLE_SCALE_BACKWARD_PARAMETERS) {
+    RunSums sumsOut = {first, second, firstOut, secondOut, counters, outputsF32 != 0, accumulate != 0};
     bool packed = vectors != 0;
-    TokenRun run = token_run(sums, tokens, width, chunkRows, chunks, first, second);
+    TokenRun run = token_run(runShared, sumsOut, tokens, width, chunkRows, chunks);
     const T* scale = g + run.sample * width;
     RUN_ROW_LOOP(row, run) {
-        const T* d = dy + row * width;
-        const T* v = c + row * width;
-        T* o = out + row * width;
-        if (packed) {
-            PACK_LOOP(j, width) {
-                float dv[8], cv[8], gv[8];
-                ld8(d, j, dv); ld8(v, j, cv); ld8(scale, j, gv);
-                if (first) run_add8(run.first, j, width, dv);
-                for (int k = 0; k < 8; ++k) { cv[k] *= dv[k]; dv[k] *= add + gv[k]; }
-                if (second) run_add8(run.second, j, width, cv);
-                st8(o, j, dv);
-            }
-        } else {
-            LANE_LOOP(j, width) {
-                float u = ld(d, j);
-                if (first) run.first[j] += u;
-                if (second) run.second[j] += u * ld(v, j);
-                st(o, j, u * (add + ld(scale, j)));
-            }
+        Row<P> d, v;
+        load_row(d, dy + row * width, width, packed);
+        load_row(v, c + row * width, width, packed);
+        ROW_LOOP(p, j) {
+            if (j >= width) continue;
+            float dv[8], cv[8], gv[8];
+            unpack8(d.p[p], dv); unpack8(v.p[p], cv);
+            parameter8(scale, j, width, packed, 0.0f, gv);
+            if (run.first) run_add8(run.first, j, width, dv);
+            for (int k = 0; k < 8; ++k) { cv[k] *= dv[k]; dv[k] *= add + gv[k]; }
+            if (run.second) run_add8(run.second, j, width, cv);
+            store_pack(out + row * width, j, width, packed, pack8(dv));
         }
     }
-    run_finish(run, sums, width, packed, first, second);
+    run_finish(run, runShared, sumsOut, width, chunks);
 }
+
+// One entry point per row kernel and pack count P (widths up to 256 · P; the host picks the smallest P). The
+// forward's registers are capped so that more warps share an SM (FORWARD_BLOCKS 256-thread blocks): a warp has
+// nothing in flight while it reduces a row, so the others must keep memory busy (DiT-XL/2: 5.43 → 4.57 ms a step).
+// The token-run kernels are left uncapped: at 80 registers they spill and were slower (4.76 → 5.51 ms).
+#define FORWARD_BLOCKS(P) ((P) <= 4 ? 4 : (P) <= 6 ? 3 : 2)
+#define ROW_KERNELS(P)                                                                                            \
+    extern "C" __global__ void __launch_bounds__(256, FORWARD_BLOCKS(P))                                          \
+        layernorm_forward_##P(LAYERNORM_FORWARD_PARAMETERS) {                                                     \
+        layernorm_forward<P>(LAYERNORM_FORWARD_ARGUMENTS);                                                        \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(256)                                                             \
+        layernorm_backward_##P(LAYERNORM_BACKWARD_PARAMETERS) {                                                   \
+        layernorm_backward<P>(LAYERNORM_BACKWARD_ARGUMENTS);                                                      \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(256)                                                             \
+        per_sample_scale_backward_##P(PER_SAMPLE_SCALE_BACKWARD_PARAMETERS) {                                     \
+        per_sample_scale_backward<P>(PER_SAMPLE_SCALE_BACKWARD_ARGUMENTS);                                        \
+    }
+ROW_KERNELS(1)
+ROW_KERNELS(2)
+ROW_KERNELS(3)
+ROW_KERNELS(4)
+ROW_KERNELS(5)
+ROW_KERNELS(6)
+ROW_KERNELS(8)
+ROW_KERNELS(12)
+ROW_KERNELS(16)
 
 // MARK: Column sums: bias gradients
 //
-// Data [R, W]: first[j] = Σ_r a. Rows are split into chunks of `chunkRows`; each thread sums one column of one
-// chunk in order into partial[chunk, j], and column_chunk_sums adds the chunks in order: a fixed summation order,
-// and enough threads for [16384, 3456] bias sums. A 32 × 8 block: 32 adjacent columns (a warp reads 32
-// consecutive elements of a row), 8 row groups taking every 8th row of the chunk, so 8 loads per column are in
-// flight; the 8 partial sums then add up in shared memory in a fixed order.
-extern "C" __global__ void column_partial_sums(const T* a, float* partial, long long rows, int width, int chunkRows) {
-    __shared__ float sums[8][33];
-    int j = blockIdx.x * 32 + threadIdx.x, group = threadIdx.y;
-    long long chunk = blockIdx.y;
-    long long begin = chunk * chunkRows, end = min(rows, (chunk + 1) * (long long)chunkRows);
-    float total = 0;
-    if (j < width) {
-        #pragma unroll 4
-        for (long long row = begin + group; row < end; row += 8) total += ld(a, row * width + j);
-    }
-    sums[group][threadIdx.x] = total;
-    __syncthreads();
-    if (group == 0 && j < width) {
-        float t = 0;
-        for (int g = 0; g < 8; ++g) t += sums[g][threadIdx.x];
-        partial[chunk * width + j] = t;
+// Data [R, W]: accumulator[j] += Σ_r a[r, j]. A block of 32 × 8 threads takes a strip of 32 · SUM_COLUMNS columns
+// (SUM_COLUMNS adjacent ones per lane, one access: a warp reads whole 128-byte lines of a bf16 row) and a chunk of
+// `chunkRows` rows (blockIdx.y); its 8 row groups take every 8th row of the chunk in order, 8 loads in flight per
+// thread, and add up in group order in shared memory into the chunk's partial row. The strip's last block to finish
+// adds the chunks' partials in a fixed order into the accumulator: one launch, the same sums on every run.
+
+#define SUM_COLUMNS 2
+
+// Columns j … j + SUM_COLUMNS − 1 of a row: one access when `vectors` (width a multiple of SUM_COLUMNS, base
+// aligned), else element by element with zeros past the row's end.
+struct __align__(SUM_COLUMNS * sizeof(T)) Columns { T e[SUM_COLUMNS]; };
+__device__ inline void load_columns(const T* row, int j, int width, bool vectors, float* v) {
+    if (vectors) {
+        Columns c = *(const Columns*)(row + j);
+        for (int k = 0; k < SUM_COLUMNS; ++k) v[k] = ld(c.e, k);
+    } else {
+        for (int k = 0; k < SUM_COLUMNS; ++k) v[k] = j + k < width ? ld(row, j + k) : 0.0f;
     }
 }
 
-// out[s, j] (+)= Σ_chunk partial[s · chunks + chunk, j], chunks in order; out is of the launch's element type (an
-// f32 parameter gradient, or a bf16 modulation gradient).
-extern "C" __global__ void column_chunk_sums(const float* partial, T* out, int chunks, long long segmentsWidth,
-                                             int width, int accumulate) {
-    GRID_LOOP(i, segmentsWidth) {
-        long long segment = i / width, j = i % width;
-        float total = 0;
-        for (int chunk = 0; chunk < chunks; ++chunk) total += partial[(segment * chunks + chunk) * width + j];
-        st(out, i, accumulate ? ld(out, i) + total : total);
+extern "C" __global__ void column_sums(const T* a, float* partial, unsigned* counters, float* accumulator,
+                                       long long rows, int width, int chunkRows, int vectors) {
+    __shared__ float groups[8][32 * SUM_COLUMNS];
+    int lane = threadIdx.x, group = threadIdx.y, j = (blockIdx.x * 32 + lane) * SUM_COLUMNS;
+    long long begin = blockIdx.y * (long long)chunkRows, end = min(rows, begin + chunkRows);
+    float total[SUM_COLUMNS] = {};
+    if (j < width) {
+        #pragma unroll 8
+        for (long long row = begin + group; row < end; row += 8) {
+            float v[SUM_COLUMNS];
+            load_columns(a + row * width, j, width, vectors, v);
+            for (int c = 0; c < SUM_COLUMNS; ++c) total[c] += v[c];
+        }
+    }
+    for (int c = 0; c < SUM_COLUMNS; ++c) groups[group][lane * SUM_COLUMNS + c] = total[c];
+    __syncthreads();
+    if (group == 0) {
+        for (int c = 0; c < SUM_COLUMNS && j + c < width; ++c) {
+            float t = 0;
+            for (int g = 0; g < 8; ++g) t += groups[g][lane * SUM_COLUMNS + c];
+            partial[blockIdx.y * (long long)width + j + c] = t;
+        }
+    }
+    if (!last_block(counters + blockIdx.x, gridDim.y)) return;
+    // The strip's total: group g adds chunks g, g + 8, … in order, then the groups add up in order.
+    int chunks = gridDim.y, mine = (chunks - group + 7) / 8;
+    for (int c = 0; c < SUM_COLUMNS; ++c) {
+        groups[group][lane * SUM_COLUMNS + c] =
+            j + c < width ? sum_partials(partial + group * (long long)width + j + c, mine, 8LL * width) : 0.0f;
+    }
+    __syncthreads();
+    if (group == 0) {
+        for (int c = 0; c < SUM_COLUMNS && j + c < width; ++c) {
+            float t = 0;
+            for (int g = 0; g < 8; ++g) t += groups[g][lane * SUM_COLUMNS + c];
+            accumulator[j + c] += t;
+        }
     }
 }
 
