@@ -48,16 +48,21 @@ extension CUDABackend: NNOps {
 
     /// The pack counts NN.cu instantiates its row kernels for (ROW_KERNELS): a lane holds P packs of 8 columns.
     private static let rowPackCounts = [1, 2, 3, 4, 5, 6, 8, 12, 16]
+    /// Each row kernel's entry points, one per pack count, named once (not per launch).
+    private static let rowKernelNames = Dictionary(uniqueKeysWithValues:
+        ["layernorm_forward", "layernorm_backward", "per_sample_scale_backward"].map { name in
+            (name, rowPackCounts.map { "\(name)_\($0)" })
+        })
 
     /// The entry point of row kernel `name` for rows of `width` columns: the smallest instantiated pack count that
     /// holds a row.
     private func rowKernel(_ name: String, width: Int) -> String {
         let needed = (width + 255) / 256
-        guard let count = Self.rowPackCounts.first(where: { $0 >= needed }) else {
+        guard let index = Self.rowPackCounts.firstIndex(where: { $0 >= needed }) else {
             preconditionFailure("\(name) on CUDA: rows of \(width) columns; the row kernels hold at most "
                                 + "\(256 * Self.rowPackCounts.last!) (add a larger count to NN.cu's ROW_KERNELS and rowPackCounts)")
         }
-        return "\(name)_\(count)"
+        return Self.rowKernelNames[name]![index]
     }
 
     // MARK: LayerNorm, alone, fused with adaLN modulation, and fused with the gated residual before it
@@ -218,7 +223,8 @@ extension CUDABackend: NNOps {
             return
         }
         let outputs = [first, second].compactMap { $0 }
-        precondition(Set(outputs.map(\.dtype)).count <= 1, "\(name): the two column sums must share a dtype")
+        precondition(outputs.count < 2 || outputs[0].dtype == outputs[1].dtype,
+                     "\(name): the two column sums must share a dtype")
         let chunks = (tokens + Self.runRows - 1) / Self.runRows, chunkRows = (tokens + chunks - 1) / chunks
         let bytes = outputs.count * 4 * ((width + 7) / 8 * 8)
         precondition(bytes <= Self.maxSharedBytes, "\(name) on CUDA: rows of \(width) columns are too wide for the "

@@ -69,10 +69,8 @@ __device__ inline Pack8 pack8(const float* v) {
 __device__ inline void ld8(const T* p, long long i, float* v) { unpack8(*(const Pack8*)(p + i), v); }
 __device__ inline void st8(T* p, long long i, const float* v) { *(Pack8*)(p + i) = pack8(v); }
 
-// Columns j … j + 7 of a row of `width` elements: one pack when `packed` (width a multiple of 8, every row 16-byte
-// aligned), else element by element, with zeros past the row's end (and nothing stored there).
-// The element-by-element ways, out of line: a kernel that holds many packs in registers does not pay registers
-// for the path that rows in packs never take.
+// The element-by-element ways of load_pack and store_pack, out of line: a kernel that holds many packs in registers
+// does not pay registers for the path that rows in packs never take.
 __device__ __noinline__ Pack8 load_pack_elements(const T* row, int j, int width) {
     float v[8];
     #pragma unroll
@@ -85,6 +83,8 @@ __device__ __noinline__ void store_pack_elements(T* row, int j, int width, Pack8
     #pragma unroll
     for (int k = 0; k < 8; ++k) if (j + k < width) st(row, j + k, v[k]);
 }
+// Columns j … j + 7 of a row of `width` elements: one pack when `packed` (width a multiple of 8, every row 16-byte
+// aligned), else element by element, with zeros past the row's end (and nothing stored there).
 __device__ inline Pack8 load_pack(const T* row, int j, int width, bool packed) {
     return packed ? *(const Pack8*)(row + j) : load_pack_elements(row, j, width);
 }

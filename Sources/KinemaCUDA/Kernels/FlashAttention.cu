@@ -189,9 +189,14 @@ __device__ inline void load_keys(u16* buffer, float* bias, const u16* kBase, con
     commit_copies();
 }
 
-// The forward and dQ kernels walk key tiles through two such buffers: tile t + 1 loads while tile t is computed.
+// Every kernel walks its tiles (key tiles, or query tiles for dK/dV) through two shared buffers, loading each with
+// one function (load_keys, load_queries): tile 0 before the loop, tile t + 1 while tile t is computed:
+//     for each tile t: __syncthreads(); load tile t + 1 into buffer (t + 1) & 1; compute on buffer t & 1;
+//                      wait_copies<0>()
 // One __syncthreads per tile, at its start, both shows tile t to every warp (each thread waited for its own copies
 // at the end of tile t − 1) and ensures every warp is done with the buffer the prefetch of tile t + 1 overwrites.
+// (The loop is written out in each kernel: with the computation in a lambda too, ptxas gave dQ at D = 80 130
+// registers, a CTA an SM fewer.)
 
 // MARK: Forward: one CTA per (64-query tile, pair), looping over 64-key tiles with the online softmax.
 
@@ -212,8 +217,12 @@ __device__ inline void flash_forward(const u16* q, const u16* k, const u16* v, c
     const u16* kBase = slice(k, ks, b, h);
     const u16* vBase = slice(v, vs, b, h);
 
+    auto loadKeys = [&](int tile, int buffer) {
+        load_keys<BN, D>(buffers + buffer * 2 * BN * S, keyBias + buffer * BN, kBase, vBase, ks, vs, mask, b,
+                         tile * BN, nk, dh, vectors);
+    };
     load_tile<BM, D>(buffers + 2 * BN * S, slice(q, qs, b, h), qs.row, row0, nq, dh, vectors);
-    load_keys<BN, D>(buffers, keyBias, kBase, vBase, ks, vs, mask, b, 0, nk, dh, vectors);
+    loadKeys(0, 0);
     wait_copies<0>();
     __syncthreads();
     u32 qFragment[D / 16][4];
@@ -224,13 +233,9 @@ __device__ inline void flash_forward(const u16* q, const u16* k, const u16* v, c
     // the softmax needs exp2 only; rowSum is this thread's share of the row's Σ 2^(s − rowMax).
     float acc[D / 8][4] = {};
     float rowMax[2] = {NEGATIVE_INFINITY, NEGATIVE_INFINITY}, rowSum[2] = {0, 0};
-    int tiles = (nk + BN - 1) / BN;
-    for (int tile = 0; tile < tiles; ++tile) {
+    for (int tile = 0, tiles = (nk + BN - 1) / BN; tile < tiles; ++tile) {
         __syncthreads();
-        int next = (tile + 1) & 1;
-        if (tile + 1 < tiles)
-            load_keys<BN, D>(buffers + next * 2 * BN * S, keyBias + next * BN, kBase, vBase, ks, vs, mask, b,
-                             (tile + 1) * BN, nk, dh, vectors);
+        if (tile + 1 < tiles) loadKeys(tile + 1, (tile + 1) & 1);
         const u16* kTile = buffers + (tile & 1) * 2 * BN * S;
         const float* bias = keyBias + (tile & 1) * BN;
 
@@ -350,8 +355,9 @@ __device__ inline void flash_backward_dq(const u16* q, const u16* k, const u16* 
     }
 
     float dqAcc[D / 8][4] = {};
-    int tiles = (nk + BN - 1) / BN;
-    for (int tile = 0; tile < tiles; ++tile) {
+    // load_keys called directly here: through a loadKeys lambda as the other kernels have, ptxas scheduled this
+    // kernel 0.9 ms a DiT-XL/2 step slower (BENCHMARKS.md).
+    for (int tile = 0, tiles = (nk + BN - 1) / BN; tile < tiles; ++tile) {
         __syncthreads();
         int next = (tile + 1) & 1;
         if (tile + 1 < tiles)
@@ -423,19 +429,19 @@ __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16*
     const u16* gBase = slice(dO, gs, b, h);
     load_tile<BN, D>(kTile, slice(k, ks, b, h), ks.row, key0, nk, dh, vectors);
     load_tile<BN, D>(vTile, slice(v, vs, b, h), vs.row, key0, nk, dh, vectors);
-    load_queries<BM, D>(buffers, lseTiles, deltaTiles, qBase, gBase, qs, gs, lseLog2, delta, pair, 0, nq, dh, vectors);
+    auto loadQueries = [&](int tile, int buffer) {
+        load_queries<BM, D>(buffers + buffer * 2 * BM * S, lseTiles + buffer * BM, deltaTiles + buffer * BM, qBase,
+                            gBase, qs, gs, lseLog2, delta, pair, tile * BM, nq, dh, vectors);
+    };
+    loadQueries(0, 0);
     wait_copies<0>();
     float bias[2];
     for (int half = 0; half < 2; ++half) bias[half] = key_bias(mask, b, nk, key0 + warp * 16 + (lane >> 2) + 8 * half);
 
     float dkAcc[D / 8][4] = {}, dvAcc[D / 8][4] = {};
-    int tiles = (nq + BM - 1) / BM;
-    for (int tile = 0; tile < tiles; ++tile) {
-        __syncthreads();  // as in the key loops above: tile t is visible, tile t − 1's buffer is free
-        int next = (tile + 1) & 1;
-        if (tile + 1 < tiles)
-            load_queries<BM, D>(buffers + next * 2 * BM * S, lseTiles + next * BM, deltaTiles + next * BM, qBase,
-                                gBase, qs, gs, lseLog2, delta, pair, (tile + 1) * BM, nq, dh, vectors);
+    for (int tile = 0, tiles = (nq + BM - 1) / BM; tile < tiles; ++tile) {
+        __syncthreads();
+        if (tile + 1 < tiles) loadQueries(tile + 1, (tile + 1) & 1);
         const u16* qTile = buffers + (tile & 1) * 2 * BM * S;
         const u16* gTile = qTile + BM * S;
         const float* lseTile = lseTiles + (tile & 1) * BM;

@@ -50,9 +50,9 @@ __device__ inline void parameter8(const T* parameter, int j, int width, bool pac
 // `chunkRows` consecutive rows of one sample (blockIdx.x = sample · chunks + chunk); warp w walks rows w, w + warps, …
 // of it, one row in registers at a time (row kernels, above), so each lane sees the same columns in every row and
 // adds them into its warp's slice of dynamic shared memory, which no other warp touches: no synchronisation during
-// the walk. At the end the warps' slices add up
-// in warp order into one partial row per block, and the sample's last block to finish adds its chunks' rows in
-// order into the outputs: a fixed order throughout, so the sums repeat bit for bit.
+// the walk. At the end the warps' slices add up in warp order into one partial row per block, and the sample's last
+// block to finish adds its chunks' rows in order into the outputs: a fixed order throughout, so the sums repeat bit
+// for bit.
 
 extern __shared__ __align__(16) float runShared[];
 
@@ -159,12 +159,12 @@ template <int P> __device__ inline void layernorm_forward(LAYERNORM_FORWARD_PARA
         Row<P> v;  // the row; the gated sum replaces x in it
         load_row(v, x + offset, width, packed);
         if (branch) {
-            Row<P> b;
-            load_row(b, branch + offset, width, packed);
+            Row<P> br;
+            load_row(br, branch + offset, width, packed);
             ROW_LOOP(p, j) {
                 if (j >= width) continue;
                 float e[8], bv[8], g[8];
-                unpack8(v.p[p], e); unpack8(b.p[p], bv);
+                unpack8(v.p[p], e); unpack8(br.p[p], bv);
                 parameter8(gate + sample * width, j, width, packed, 0.0f, g);
                 for (int k = 0; k < 8; ++k) e[k] += g[k] * bv[k];
                 v.p[p] = pack8(e);  // rounded to T
