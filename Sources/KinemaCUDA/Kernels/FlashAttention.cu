@@ -195,8 +195,8 @@ __device__ inline void load_keys(u16* buffer, float* bias, const u16* kBase, con
 //                      wait_copies<0>()
 // One __syncthreads per tile, at its start, both shows tile t to every warp (each thread waited for its own copies
 // at the end of tile t − 1) and ensures every warp is done with the buffer the prefetch of tile t + 1 overwrites.
-// (The loop is written out in each kernel: with the computation in a lambda too, ptxas gave dQ at D = 80 130
-// registers, a CTA an SM fewer.)
+// (The loop is written out in each kernel: with the computation in a lambda too, the local ptxas gave dQ at D = 80
+// 130 registers instead of 128; the H100's NVRTC allocates differently again, hence DQ_BLOCKS below.)
 
 // MARK: Forward: one CTA per (64-query tile, pair), looping over 64-key tiles with the online softmax.
 
@@ -484,6 +484,10 @@ __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16*
 // Forward CTAs an SM should hold (registers capped to fit): 4 at D = 80 (DiT-XL/2's 72), where that costs no
 // spills; the others spill at 4.
 #define FORWARD_BLOCKS(D) ((D) == 80 ? 4 : 2)
+// dQ CTAs an SM should hold: 4 at D = 80 (128 registers, 4 bytes of spills), which the H100's own NVRTC would
+// otherwise give 164 registers and 3 CTAs an SM (DiT-XL/2 step: 6.76–6.84 → 6.17–6.27 ms). dK/dV keeps no bound:
+// capped for 3 CTAs it took 163 registers and 7.7 ms instead of 159 and 7.2–7.3 ms; for 4 it spills 192 bytes.
+#define DQ_BLOCKS(D) ((D) == 80 ? 4 : 1)
 
 // One entry point per padded head dim (the host picks the smallest D ≥ Dh).
 #define FLASH_KERNELS(D)                                                                                             \
@@ -492,7 +496,7 @@ __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16*
         Strides vs, Strides os, int nq, int nk, int dh, int heads, float scaleLog2, int vectors) {                   \
         flash_forward<D>(q, k, v, mask, o, lse, qs, ks, vs, os, nq, nk, dh, heads, scaleLog2, vectors);              \
     }                                                                                                                \
-    extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_backward_dq_##D(                               \
+    extern "C" __global__ void __launch_bounds__(FLASH_THREADS, DQ_BLOCKS(D)) flash_backward_dq_##D(                 \
         const u16* q, const u16* k, const u16* v, const u16* o, const u16* dO, const float* lse, const int* mask,    \
         u16* dq, float* delta, float* lseLog2, Strides qs, Strides ks, Strides vs, Strides os, Strides gs,           \
         Strides dqs, int nq, int nk, int dh, int heads, float scale, float scaleLog2, int vectors) {                 \
