@@ -5,7 +5,8 @@ import KinemaTensor
 /// offset in all of them. The optimizer, the EMA and the gradient norm then run one pass over the flat buffers
 /// instead of one launch per parameter.
 ///
-/// Offsets are aligned to `alignment` elements (16-byte vector loads, cuBLASLt's operand alignment). The padding
+/// Offsets are aligned to `alignment` elements (16-byte vector loads, cuBLASLt's operand alignment), but for the
+/// parameters inside a packed run, which follow the one before them directly. The padding
 /// between parameters is zero in every buffer and stays zero under AdamW (zero gradient, zero moments), so flat
 /// passes over the whole buffer see only the parameters' elements.
 public final class ParameterArena {
@@ -27,15 +28,22 @@ public final class ParameterArena {
     /// Moves `parameters` (built in f32, or f64) into flat storage. Their current values become the master weights
     /// exactly, and the compute copy is cast from them (rounded once to nearest even); their gradients start at
     /// zero. `keepsMaster: false` keeps only the compute copy (inference: half the memory of an f32 master).
-    public init(parameters: [Parameter], computeDType: DType, backend: any Backend, keepsMaster: Bool = true) {
+    /// `packedRuns` (index ranges into `parameters`): runs stored with no padding inside, so that one view spans a
+    /// run (`LinearStack`); a run starts aligned like any parameter.
+    public init(parameters: [Parameter], computeDType: DType, backend: any Backend, keepsMaster: Bool = true,
+                packedRuns: [Range<Int>] = []) {
         precondition(computeDType.isFloatingPoint, "ParameterArena: compute dtype \(computeDType) is not a float type")
         var offsets: [Int] = [], total = 0
-        for parameter in parameters {
+        for (index, parameter) in parameters.enumerated() {
             precondition(parameter.value.dtype == .f32 || parameter.value.dtype == .f64,
                          "ParameterArena: \(parameter.name) is \(parameter.value.dtype); build layers in f32 (or f64)")
+            if index > 0 && !packedRuns.contains(where: { $0.contains(index - 1) && $0.contains(index) }) {
+                total = (total + Self.alignment - 1) / Self.alignment * Self.alignment
+            }
             offsets.append(total)
-            total += (parameter.value.count + Self.alignment - 1) / Self.alignment * Self.alignment
+            total += parameter.value.count
         }
+        total = (total + Self.alignment - 1) / Self.alignment * Self.alignment
         self.parameters = parameters
         self.computeDType = computeDType
         self.backend = backend

@@ -11,9 +11,11 @@ final class DiTGradientTests: XCTestCase {
         let config = DiTConfig(inputSize: 4, patchSize: 2, inChannels: 2, hiddenSize: 16, depth: 2, numHeads: 2,
                                mlpRatio: 2, numClasses: 3, learnSigma: true)
         let model = try DiT(config: config, backend: backend, dtype: .f64)
-        // The paper's zero initialisation would leave most paths dead; random weights exercise every one.
+        // The paper's zero initialisation would leave most paths dead; random weights exercise every one. They are
+        // written into the arena's storage, which the model's stacked adaLN product reads through one view.
         for (index, parameter) in model.parameters.enumerated() {
-            parameter.value = randomTensor(parameter.value.shape, seed: UInt64(100 + index), backend: backend, scale: 0.4)
+            backend.copy(randomTensor(parameter.value.shape, seed: UInt64(100 + index), backend: backend, scale: 0.4),
+                         into: parameter.value)
         }
         let x = randomTensor([2, 2, 4, 4], seed: 1, backend: backend)
         let t = backend.upload([3.0, 611.0], shape: [2], dtype: .f64)

@@ -10,6 +10,7 @@ public final class DiT {
         let patchEmbed: PatchEmbed.Cache
         let timestep: TimestepEmbedder.Cache
         let conditioning: Tensor  // c = t_emb + y_emb, before SiLU
+        let activated: Tensor  // SiLU(c): the input of every adaLN
         let blocks: [DiTBlock.Cache]
         let finalLayer: DiTFinalLayer.Cache
     }
@@ -22,6 +23,8 @@ public final class DiT {
     let yEmbedder: LabelEmbedder
     let blocks: [DiTBlock]
     let finalLayer: DiTFinalLayer
+    /// Every block's adaLN and the final layer's, run as one [depth·6D + 2D, D] product: they all read SiLU(c).
+    let modulation: LinearStack
     /// The fixed 2D sin-cos table, flattened to [N·D] so one bias add puts it on every sample.
     let positionalEmbedding: Tensor
 
@@ -54,9 +57,15 @@ public final class DiT {
         finalLayer = DiTFinalLayer(backend: backend, config: config, dtype: layerDType)
         let table = PositionalEmbedding.sinCos2D(dim: d, gridHeight: config.gridSize, gridWidth: config.gridSize)
         positionalEmbedding = backend.upload(table, shape: [table.count], dtype: dtype)
-        arena = ParameterArena(parameters: xEmbedder.parameters + tEmbedder.parameters + yEmbedder.parameters
-                                   + blocks.flatMap(\.parameters) + finalLayer.parameters,
-                               computeDType: dtype, backend: backend, keepsMaster: keepsMaster)
+        // The adaLN layers' weights, then their biases, each packed back to back: the stack's two views.
+        let adaLN = blocks.map(\.adaLN) + [finalLayer.adaLN]
+        let leading = xEmbedder.parameters + tEmbedder.parameters + yEmbedder.parameters + blocks.flatMap(\.parameters)
+        let weights = leading.count..<leading.count + adaLN.count
+        arena = ParameterArena(parameters: leading + adaLN.map(\.weight) + adaLN.compactMap(\.bias)
+                                   + finalLayer.parameters,
+                               computeDType: dtype, backend: backend, keepsMaster: keepsMaster,
+                               packedRuns: [weights, weights.upperBound..<weights.upperBound + adaLN.count])
+        modulation = LinearStack(adaLN, arena: arena)
     }
 
     public var parameters: [Parameter] { arena.parameters }
@@ -86,33 +95,40 @@ public final class DiT {
             .reshaped([batch, config.tokenCount, config.hiddenSize])
         let (timeEmbedding, timestepCache) = tEmbedder.forward(timesteps)
         let c = backend.add(timeEmbedding, yEmbedder.forward(labels))
-        let conditioning = backend.silu(c)
+        let activated = backend.silu(c)
+        // Six [B, D] modulations a block, then the final layer's two.
+        let modulations = backend.chunk(modulation.forward(activated), parts: 6 * blocks.count + 2, axis: 1)
         var blockCaches: [DiTBlock.Cache] = []
         blockCaches.reserveCapacity(blocks.count)
         var stream = ResidualStream(h)
-        for block in blocks {
-            let (out, cache) = block.forward(stream, conditioning: conditioning)
+        for (index, block) in blocks.enumerated() {
+            let (out, cache) = block.forward(stream, modulation: modulations[6 * index..<6 * index + 6])
             stream = out
             blockCaches.append(cache)
         }
-        let (tokens, finalCache) = finalLayer.forward(stream, conditioning: conditioning)
+        let (tokens, finalCache) = finalLayer.forward(stream, modulation: modulations.suffix(2))
         let out = Patches.unpatchify(tokens, channels: config.outChannels, patchSize: config.patchSize,
                                      gridHeight: config.gridSize, gridWidth: config.gridSize, backend: backend)
         return (out.dtype == x.dtype ? out : backend.cast(out, to: x.dtype), Cache(labels: labels, patchEmbed: patchCache, timestep: timestepCache, conditioning: c,
-                           blocks: blockCaches, finalLayer: finalCache))
+                           activated: activated, blocks: blockCaches, finalLayer: finalCache))
     }
 
     /// Accumulates every parameter's gradient for the output gradient dOut [B, C_out, H, W].
     public func backward(_ dOut: Tensor, _ cache: Cache) {
         let dTokens = Patches.unpatchifyBackward(dOut.dtype == dtype ? dOut : backend.cast(dOut, to: dtype),
                                                  patchSize: config.patchSize, backend: backend)
-        var (dh, dConditioning) = finalLayer.backward(dTokens, cache.finalLayer)
+        var (dh, dFinalModulation) = finalLayer.backward(dTokens, cache.finalLayer)
+        var dModulations: [[Tensor]] = []
         for (block, blockCache) in zip(blocks, cache.blocks).reversed() {
-            let (dx, dBlockConditioning) = block.backward(dh, blockCache)
+            let (dx, dModulation) = block.backward(dh, blockCache)
             dh = dx
-            backend.axpy(1, dBlockConditioning, dConditioning)
+            dModulations.append(dModulation)
         }
-        let dc = backend.siluBackward(dConditioning, x: cache.conditioning)
+        // Every adaLN's gradients in the forward's order, then the stack's backward: one product each for the
+        // weights and for SiLU(c), whose gradient sums every block's share.
+        let dModulation = backend.concat(dModulations.reversed().flatMap { $0 } + dFinalModulation, axis: 1)
+        let dActivated = modulation.backward(dModulation, input: cache.activated)
+        let dc = backend.siluBackward(dActivated, x: cache.conditioning)
         tEmbedder.backward(dc, cache.timestep)
         yEmbedder.backward(dc, labels: cache.labels)
         xEmbedder.backward(dh, cache.patchEmbed)

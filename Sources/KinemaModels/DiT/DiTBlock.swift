@@ -32,7 +32,6 @@ struct ResidualStream {
 /// pre-norm (the block returns it pending in its output stream).
 final class DiTBlock: Layer {
     struct Cache {
-        let conditioning: Tensor  // SiLU(c), the adaLN input
         let scale1, gate1, scale2, gate2: Tensor
         let norm1: LayerNorm.Cache, attention: SelfAttention.Cache, attentionOut: Tensor
         let norm2: LayerNorm.Cache, mlp: MLP.Cache, mlpOut: Tensor
@@ -57,19 +56,21 @@ final class DiTBlock: Layer {
                        zeroInitialized: true)  // adaLN-zero: every block starts as the identity
     }
 
-    var parameters: [Parameter] { attention.parameters + mlp.parameters + adaLN.parameters }
+    /// The attention's and the MLP's: `adaLN`'s parameters sit in the DiT's stack of modulation layers, which runs
+    /// every block's adaLN as one product (`LinearStack`).
+    var parameters: [Parameter] { attention.parameters + mlp.parameters }
 
-    /// x [B, N, D] (as a stream), conditioning = SiLU(c) [B, D]. Each pre-norm is LayerNorm fused with its
-    /// modulation and with the residual add before it.
-    func forward(_ stream: ResidualStream, conditioning: Tensor) -> (ResidualStream, Cache) {
-        let modulation = backend.chunk(adaLN.forward(conditioning), parts: 6, axis: 1)
+    /// x [B, N, D] (as a stream) and the six [B, D] modulations adaLN(SiLU(c)) computes for this block. Each
+    /// pre-norm is LayerNorm fused with its modulation and with the residual add before it.
+    func forward(_ stream: ResidualStream, modulation: ArraySlice<Tensor>) -> (ResidualStream, Cache) {
+        let modulation = Array(modulation)
         let (x, modulated1, mean1, rstd1) = stream.layerNormModulate(backend, shift: modulation[0],
                                                                      scale: modulation[1], eps: norm1.eps)
         let (attentionOut, attentionCache) = attention.forward(modulated1)
         let (x1, modulated2, mean2, rstd2) = ResidualStream(x, gate: modulation[2], branch: attentionOut)
             .layerNormModulate(backend, shift: modulation[3], scale: modulation[4], eps: norm2.eps)
         let (mlpOut, mlpCache) = mlp.forward(modulated2)
-        let cache = Cache(conditioning: conditioning, scale1: modulation[1], gate1: modulation[2],
+        let cache = Cache(scale1: modulation[1], gate1: modulation[2],
                           scale2: modulation[4], gate2: modulation[5],
                           norm1: LayerNorm.Cache(x: x, mean: mean1, rstd: rstd1), attention: attentionCache,
                           attentionOut: attentionOut,
@@ -77,8 +78,8 @@ final class DiTBlock: Layer {
         return (ResidualStream(x1, gate: modulation[5], branch: mlpOut), cache)
     }
 
-    /// Returns the gradients of x and of the conditioning SiLU(c).
-    func backward(_ dOut: Tensor, _ cache: Cache) -> (dx: Tensor, dConditioning: Tensor) {
+    /// Returns the gradients of x and of the six modulations, in their order.
+    func backward(_ dOut: Tensor, _ cache: Cache) -> (dx: Tensor, dModulation: [Tensor]) {
         // Second residual: x2 = x1 + gate₂ · mlp(modulate(norm2(x1))); the skip's gradient dOut joins in the
         // pre-norm's backward.
         let (dGate2, dMLPOut) = backend.gatedResidualBackward(dOut, gate: cache.gate2, y: cache.mlpOut)
@@ -92,15 +93,14 @@ final class DiTBlock: Layer {
         let (dx, dShift1, dScale1) = backend.layerNormModulateBackward(
             dModulated1, x: cache.norm1.x, scale: cache.scale1, mean: cache.norm1.mean, rstd: cache.norm1.rstd,
             eps: norm1.eps, residual: dx1)
-        let dModulation = backend.concat([dShift1, dScale1, dGate1, dShift2, dScale2, dGate2], axis: 1)
-        return (dx, adaLN.backward(dModulation, input: cache.conditioning))
+        return (dx, [dShift1, dScale1, dGate1, dShift2, dScale2, dGate2])
     }
 }
 
 /// DiT's final layer: adaLN (shift, scale) on a non-affine LayerNorm, then a linear map to p·p·C_out per token.
 final class DiTFinalLayer: Layer {
     struct Cache {
-        let conditioning, scale: Tensor
+        let scale: Tensor
         let norm: LayerNorm.Cache, modulated: Tensor
     }
 
@@ -120,22 +120,25 @@ final class DiTFinalLayer: Layer {
                        dtype: dtype, zeroInitialized: true)
     }
 
-    var parameters: [Parameter] { linear.parameters + adaLN.parameters }
+    /// The linear map's (`adaLN` is in the DiT's modulation stack, as the blocks' are).
+    var parameters: [Parameter] { linear.parameters }
 
-    func forward(_ stream: ResidualStream, conditioning: Tensor) -> (Tensor, Cache) {
-        let modulation = backend.chunk(adaLN.forward(conditioning), parts: 2, axis: 1)
+    /// The stream and the two [B, D] modulations (shift, scale) adaLN(SiLU(c)) computes for this layer.
+    func forward(_ stream: ResidualStream, modulation: ArraySlice<Tensor>) -> (Tensor, Cache) {
+        let modulation = Array(modulation)
         let (x, modulated, mean, rstd) = stream.layerNormModulate(backend, shift: modulation[0], scale: modulation[1],
                                                                   eps: norm.eps)
-        let cache = Cache(conditioning: conditioning, scale: modulation[1],
+        let cache = Cache(scale: modulation[1],
                           norm: LayerNorm.Cache(x: x, mean: mean, rstd: rstd), modulated: modulated)
         return (linear.forward(modulated), cache)
     }
 
-    func backward(_ dOut: Tensor, _ cache: Cache) -> (dx: Tensor, dConditioning: Tensor) {
+    /// Returns the gradients of the stream and of the two modulations.
+    func backward(_ dOut: Tensor, _ cache: Cache) -> (dx: Tensor, dModulation: [Tensor]) {
         let dModulated = linear.backward(dOut, input: cache.modulated)
         let (dx, dShift, dScale) = backend.layerNormModulateBackward(
             dModulated, x: cache.norm.x, scale: cache.scale, mean: cache.norm.mean, rstd: cache.norm.rstd, eps: norm.eps,
             residual: nil)
-        return (dx, adaLN.backward(backend.concat([dShift, dScale], axis: 1), input: cache.conditioning))
+        return (dx, [dShift, dScale])
     }
 }
