@@ -109,24 +109,33 @@ extension CUDABackend: LinearAlgebraOps {
         } }
     }
 
-    /// Times the heuristic's candidates on this product's own operands (writing scratch copies of the output and of
-    /// a GELU aux, so nothing the caller holds changes) and keeps the fastest: the heuristic's favourite is often
-    /// not the fastest on Hopper (BENCHMARKS.md). Once per plan, at its first use (a warm-up step).
+    private static let maxTunedOutputBytes = 256 << 20
+
+    /// Times the heuristic's candidates on this product's own operands and keeps the fastest: the heuristic's
+    /// favourite is often not the fastest on Hopper (BENCHMARKS.md). Once per plan, at its first use (a warm-up
+    /// step). A product that overwrites its output (β = 0) is timed in place, since the real call rewrites all of it
+    /// (and of a GELU aux) right after; one that accumulates (β ≠ 0: weight gradients) is timed on a scratch copy of
+    /// the output, so the gradient it adds to is untouched — and only up to `maxTunedOutputBytes`, above which it
+    /// keeps the favourite rather than raise the peak memory by the copy (DiT-XL/2's stacked adaLN weight gradient,
+    /// [195840, 1152] f32, would add 0.54 GiB).
     private func tune(_ plan: MatmulPlan, _ a: Tensor, _ b: Tensor, into c: Tensor, alpha: Double, beta: Double,
                       epilogue: Epilogue) throws {
         plan.tuned = true
-        guard plan.candidates.count > 1 else { return }
-        let scratch = empty(c.shape, dtype: c.dtype)
+        let inPlace = beta == 0
+        guard plan.candidates.count > 1 && (inPlace || c.byteCount <= Self.maxTunedOutputBytes) else { return }
+        let output = inPlace ? c : empty(c.shape, dtype: c.dtype)
         var trial = epilogue
-        if case .geluAux(let bias, let aux) = epilogue { trial = .geluAux(bias: bias, aux: empty(aux.shape, dtype: aux.dtype)) }
+        if !inPlace, case .geluAux(let bias, let aux) = epilogue {
+            trial = .geluAux(bias: bias, aux: empty(aux.shape, dtype: aux.dtype))
+        }
         try setEpilogueOperands(trial, plan: plan, lt: try cublas())
         var best: (seconds: Double, algorithm: [UInt8])?
         for algorithm in plan.candidates {
             // A warm-up run, which also drops a candidate the library refuses; then the best of three.
-            var status = invoke(plan, algorithm: algorithm, a, b, into: scratch, alpha: alpha, beta: beta)
+            var status = invoke(plan, algorithm: algorithm, a, b, into: output, alpha: alpha, beta: beta)
             guard status == 0 else { continue }
             let seconds = (0..<3).map { _ in
-                measureSeconds { status = invoke(plan, algorithm: algorithm, a, b, into: scratch, alpha: alpha, beta: beta) }
+                measureSeconds { status = invoke(plan, algorithm: algorithm, a, b, into: output, alpha: alpha, beta: beta) }
             }.min()!
             if status == 0 && seconds < best?.seconds ?? .infinity { best = (seconds, algorithm) }
         }
