@@ -154,9 +154,10 @@ public final class CUDABackend: @unchecked Sendable {
     }
 
     /// ptxas's report for one kernel file, each element type: registers, spill bytes and shared memory per kernel,
-    /// to tune occupancy without a GPU (`kinema-gpu-check --resources FILE`).
-    public static func kernelResources(file: String, architecture: Int = 90, cacheDirectory: URL) throws -> String {
-        let compiler = try NVRTC(cacheDirectory: cacheDirectory)
+    /// to tune occupancy without a GPU (`kinema-gpu-check --resources FILE`). It compiles past the disk cache (the
+    /// cache would hold no log), so the directory the compiler is given is never touched.
+    public static func kernelResources(file: String, architecture: Int = 90) throws -> String {
+        let compiler = try NVRTC(cacheDirectory: FileManager.default.temporaryDirectory)
         return try elementTypes.map { element in
             let options = NVRTC.options(architecture: architecture, compileOptions(element: element) + ["--ptxas-options=-v"])
             let log = try compiler.compile(source: source(of: file), name: file, options: options).log

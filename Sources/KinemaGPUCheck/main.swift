@@ -23,10 +23,8 @@ if CommandLine.arguments.contains("--compile-only") {
 
 // `--resources FILE`: ptxas's registers / spills / shared memory for each kernel of Kernels/FILE.cu, no GPU needed.
 if let index = CommandLine.arguments.firstIndex(of: "--resources"), index + 1 < CommandLine.arguments.count {
-    // The report compiles without the disk cache, so the directory is never written.
-    let cache = FileManager.default.temporaryDirectory.appendingPathComponent("kinema-resources-\(getpid())")
     do {
-        print(try CUDABackend.kernelResources(file: CommandLine.arguments[index + 1], cacheDirectory: cache))
+        print(try CUDABackend.kernelResources(file: CommandLine.arguments[index + 1]))
         exit(0)
     } catch {
         print("cannot compile: \(error)")

@@ -1,12 +1,12 @@
 import KinemaTensor
 
-/// Linear layers that read one input, run as one: y = x [W₀; W₁; …]ᵀ + [b₀; b₁; …], the layers' outputs side by side
-/// along the last axis. Their weights (and biases) must lie back to back in an arena — the layers' parameters
+/// Linear layers that read one input, run as one: y = x [W₀; W₁; …]ᵀ + [b₀; b₁; …], the layers' outputs side by
+/// side along the last axis. Their weights (and biases) must lie back to back in an arena — the layers' parameters
 /// consecutive in its order, weights first, then biases — so the stacked matrix is a view of the arena, not a copy:
 /// the layers keep their own names and checkpoints, and one product replaces one per layer (DiT's adaLN
 /// modulations: every block reads the same SiLU(c)).
 public struct LinearStack {
-    public let layers: [Linear]
+    let layers: [Linear]
     let backend: any Backend
     let inFeatures: Int
     /// [Σ out, in] and [Σ out] views of the arena's values and gradients.
@@ -32,16 +32,29 @@ public struct LinearStack {
 
     /// One view over tensors that follow each other in one buffer with no gap.
     private static func span(_ parts: [Tensor], shape: [Int]) -> Tensor {
-        for (previous, next) in zip(parts, parts.dropFirst()) {
-            precondition(next.buffer === previous.buffer && next.offset == previous.offset + previous.count,
-                         "LinearStack: the layers' parameters are not back to back in one arena buffer")
+        let view = Tensor(shape: shape, dtype: parts[0].dtype, buffer: parts[0].buffer, offset: parts[0].offset)
+        precondition(isSpanned(by: view, parts),
+                     "LinearStack: the layers' parameters are not back to back in one arena buffer")
+        return view
+    }
+
+    /// Whether `parts` lie back to back from the start of `view`, in its buffer.
+    private static func isSpanned(by view: Tensor, _ parts: [Tensor]) -> Bool {
+        var offset = view.offset
+        for part in parts {
+            guard part.buffer === view.buffer && part.offset == offset else { return false }
+            offset += part.count
         }
-        return Tensor(shape: shape, dtype: parts[0].dtype, buffer: parts[0].buffer, offset: parts[0].offset)
+        return offset == view.offset + view.count
     }
 
     /// x [..., in] → [..., Σ out].
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.shape.last == inFeatures, "LinearStack: input \(x.shape) does not end in \(inFeatures)")
+        precondition(Self.isSpanned(by: weight, layers.map { $0.weight.value })
+                     && bias.map { Self.isSpanned(by: $0, layers.map { $0.bias!.value }) } ?? true,
+                     "LinearStack: a layer's parameter was replaced by a new tensor, which the stacked view does not "
+                     + "see; write new values into the parameter's storage (backend.copy(_:into:)) instead")
         return backend.linear(x, weight: weight, bias: bias, gelu: false).y
     }
 

@@ -117,7 +117,8 @@ public final class DiT {
     public func backward(_ dOut: Tensor, _ cache: Cache) {
         let dTokens = Patches.unpatchifyBackward(dOut.dtype == dtype ? dOut : backend.cast(dOut, to: dtype),
                                                  patchSize: config.patchSize, backend: backend)
-        var (dh, dFinalModulation) = finalLayer.backward(dTokens, cache.finalLayer)
+        let (dFinal, dFinalModulation) = finalLayer.backward(dTokens, cache.finalLayer)
+        var dh = dFinal
         var dModulations: [[Tensor]] = []
         for (block, blockCache) in zip(blocks, cache.blocks).reversed() {
             let (dx, dModulation) = block.backward(dh, blockCache)
