@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""PyTorch's flash attention (scaled_dot_product_attention, bf16, flash backend) timed on the shapes that
-kinema-gpu-check times, printed in the same format, so the two can be compared line by line."""
+"""PyTorch's scaled_dot_product_attention (bf16) timed on the shapes that kinema-gpu-check times, printed in the same
+format, so the two can be compared line by line: its cuDNN backend (NVIDIA's wgmma flash kernels on Hopper, what SDPA
+picks on an H100) and its FlashAttention-2 backend."""
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -28,13 +29,14 @@ def main():
                          for _ in range(4))
         for t in (q, k, v):
             t.requires_grad_(True)
-        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-            forward = milliseconds(lambda: F.scaled_dot_product_attention(q, k, v))
-            both = milliseconds(lambda: F.scaled_dot_product_attention(q, k, v).backward(grad))
-        flops = 4 * batch * heads * tokens * tokens * head_dim
-        print(f"TIME torch sdpa flash B={batch} H={heads} N={tokens} Dh={head_dim}: forward {forward:.3f} ms "
-              f"({flops / forward / 1e9:.1f} TFLOP/s), forward+backward {both:.3f} ms "
-              f"({3.5 * flops / both / 1e9:.1f} TFLOP/s)")
+        for label, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+            with sdpa_kernel(backend):
+                forward = milliseconds(lambda: F.scaled_dot_product_attention(q, k, v))
+                both = milliseconds(lambda: F.scaled_dot_product_attention(q, k, v).backward(grad))
+            flops = 4 * batch * heads * tokens * tokens * head_dim
+            print(f"TIME torch sdpa {label} B={batch} H={heads} N={tokens} Dh={head_dim}: forward {forward:.3f} ms "
+                  f"({flops / forward / 1e9:.1f} TFLOP/s), forward+backward {both:.3f} ms "
+                  f"({3.5 * flops / both / 1e9:.1f} TFLOP/s)")
 
 
 if __name__ == "__main__":
