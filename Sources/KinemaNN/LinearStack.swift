@@ -13,15 +13,15 @@ public struct LinearStack {
     let weight, weightGradient: Tensor
     let bias, biasGradient: Tensor?
 
-    /// `layers` share their input width and all have a bias or none; `arena` holds their parameters in the
-    /// order weights, then biases.
-    public init(_ layers: [Linear], arena: ParameterArena) {
+    /// `layers` share their input width and all have a bias or none; an arena holds their parameters in the
+    /// order weights, then biases (`ParameterArena(packedRuns:)`).
+    public init(_ layers: [Linear], backend: any Backend) {
         precondition(!layers.isEmpty, "LinearStack: no layers")
         let inFeatures = layers[0].inFeatures, hasBias = layers[0].bias != nil
         precondition(layers.allSatisfy { $0.inFeatures == inFeatures && ($0.bias != nil) == hasBias },
                      "LinearStack: the layers must share their input width and all have a bias or none")
         self.layers = layers
-        backend = arena.backend
+        self.backend = backend
         self.inFeatures = inFeatures
         let outFeatures = layers.map(\.outFeatures).reduce(0, +)
         weight = Self.span(layers.map { $0.weight.value }, shape: [outFeatures, inFeatures])
@@ -34,7 +34,8 @@ public struct LinearStack {
     private static func span(_ parts: [Tensor], shape: [Int]) -> Tensor {
         let view = Tensor(shape: shape, dtype: parts[0].dtype, buffer: parts[0].buffer, offset: parts[0].offset)
         precondition(isSpanned(by: view, parts),
-                     "LinearStack: the layers' parameters are not back to back in one arena buffer")
+                     "LinearStack: the parameters of \(parts.count) stacked tensors are not back to back in one arena "
+                     + "buffer; build the model's ParameterArena with the layers' packedRuns")
         return view
     }
 

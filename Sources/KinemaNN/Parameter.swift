@@ -55,6 +55,23 @@ public final class Parameter {
 /// Anything that owns parameters; `parameters` lists them in a fixed order (the checkpoint and optimizer order).
 public protocol Layer: AnyObject {
     var parameters: [Parameter] { get }
+    /// Index ranges of `parameters` that a `ParameterArena` must store back to back (`packedRuns:`), because the
+    /// layer runs them as one `LinearStack` product. Empty by default.
+    var packedRuns: [Range<Int>] { get }
+}
+
+extension Layer {
+    public var packedRuns: [Range<Int>] { [] }
+}
+
+/// The packed runs of layers whose parameters are listed one layer after the other, shifted to that combined list.
+public func packedRuns(of layers: [Layer]) -> [Range<Int>] {
+    var start = 0, runs: [Range<Int>] = []
+    for layer in layers {
+        runs += layer.packedRuns.map { ($0.lowerBound + start)..<($0.upperBound + start) }
+        start += layer.parameters.count
+    }
+    return runs
 }
 
 extension Parameter {

@@ -93,6 +93,65 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    /// Moves a layer with packed runs into an arena (f64) and writes random values through its views.
+    func arranged(_ layer: Layer, seed: UInt64) -> ParameterArena {
+        let arena = ParameterArena(parameters: layer.parameters, computeDType: .f64, backend: cpu,
+                                   packedRuns: layer.packedRuns)
+        for (i, parameter) in layer.parameters.enumerated() {
+            cpu.copy(random(parameter.value.shape, seed &+ UInt64(i), scale: 0.5), into: parameter.value)
+        }
+        return arena
+    }
+
+    /// Every parameter but to_k's bias, whose gradient is zero in exact arithmetic (it adds q·b to every score of
+    /// a query, which the softmax cancels): asserted zero to rounding instead.
+    func checkedParameters(_ attention: MultiHeadAttention) -> [(name: String, tensor: Tensor, analytic: Tensor)] {
+        let keyBias = attention.toK.bias!
+        XCTAssertLessThan(cpu.downloadDouble(keyBias.gradient).map(abs).max()!, 1e-12, "to_k.bias gradient")
+        return parameterChecks(attention).filter { $0.name != keyBias.name }
+    }
+
+    func testMultiHeadSelfAttention() {
+        let attention = MultiHeadAttention(backend: cpu, name: "transformer_blocks.0.attn1", dim: 8, heads: 2,
+                                           bias: true, dtype: .f64)
+        XCTAssertEqual(attention.parameters.map(\.name).map { $0.replacingOccurrences(of: "transformer_blocks.0.attn1.", with: "") },
+                       ["to_q.weight", "to_k.weight", "to_v.weight", "to_q.bias", "to_k.bias", "to_v.bias",
+                        "to_out.0.weight", "to_out.0.bias"])
+        XCTAssertEqual(attention.packedRuns, [0..<3, 3..<6])
+        _ = arranged(attention, seed: 150)
+        let x = random([2, 5, 8], 9), r = random([2, 5, 8], 10)
+        let (y, cache) = attention.forward(x)
+        XCTAssertEqual(y.shape, [2, 5, 8])
+        let (dx, dContext) = attention.backward(r, cache)
+        XCTAssertNil(dContext)
+        checkGradients([("attn1 x", x, dx)] + checkedParameters(attention), backend: cpu) {
+            weightedSum(attention.forward(x).0, r, backend: cpu)
+        }
+    }
+
+    func testMultiHeadCrossAttentionWithKeyMask() {
+        let attention = MultiHeadAttention(backend: cpu, name: "attn2", dim: 8, heads: 2, contextDim: 6, bias: true,
+                                           dtype: .f64)
+        XCTAssertEqual(attention.parameters.map(\.name),
+                       ["attn2.to_q.weight", "attn2.to_q.bias", "attn2.to_k.weight", "attn2.to_v.weight",
+                        "attn2.to_k.bias", "attn2.to_v.bias", "attn2.to_out.0.weight", "attn2.to_out.0.bias"])
+        XCTAssertEqual(attention.packedRuns, [2..<4, 4..<6])
+        _ = arranged(attention, seed: 160)
+        // Sample 0 attends to 3 of its 4 context tokens, sample 1 to all.
+        let x = random([2, 5, 8], 11), context = random([2, 4, 6], 12), r = random([2, 5, 8], 13)
+        let mask = cpu.upload([1, 1, 1, 0, 1, 1, 1, 1] as [Int32], shape: [2, 4])
+        let (y, cache) = attention.forward(x, context: context, keyMask: mask)
+        let (dx, dContext) = attention.backward(r, cache)
+        XCTAssertEqual(dContext?.shape, [2, 4, 6])
+        // A padded token neither changes the output nor receives gradient.
+        XCTAssertEqual(cpu.downloadDouble(dContext!)[18..<24].map(abs).max(), 0)
+        checkGradients([("attn2 x", x, dx), ("attn2 context", context, dContext!)] + checkedParameters(attention),
+                       backend: cpu) {
+            weightedSum(attention.forward(x, context: context, keyMask: mask).0, r, backend: cpu)
+        }
+        XCTAssertEqual(y.shape, [2, 5, 8])
+    }
+
     func testPatchEmbed() {
         let embed = PatchEmbed(backend: cpu, name: "x_embedder", patchSize: 2, inChannels: 3, dim: 5, dtype: .f64)
         XCTAssertEqual(embed.parameters.map(\.name), ["x_embedder.proj.weight", "x_embedder.proj.bias"])

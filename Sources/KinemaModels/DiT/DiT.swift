@@ -65,7 +65,7 @@ public final class DiT {
                                    + finalLayer.parameters,
                                computeDType: dtype, backend: backend, keepsMaster: keepsMaster,
                                packedRuns: [weights, weights.upperBound..<weights.upperBound + adaLN.count])
-        modulation = LinearStack(adaLN, arena: arena)
+        modulation = LinearStack(adaLN, backend: backend)
     }
 
     public var parameters: [Parameter] { arena.parameters }

@@ -55,6 +55,15 @@ public protocol NNOps: AnyObject {
     func packedSelfAttentionBackward(_ dOut: Tensor, qkv: Tensor, out: Tensor, logSumExp: Tensor, heads: Int,
                                      keyMask: Tensor?, scale: Double) -> Tensor
 
+    /// Cross-attention on token-major operands: q [B, N, H·Dh] (one Linear's output) attends to the keys and values
+    /// of kv [B, L, 2·H·Dh], laid out [B, L, 2, H, Dh] as one stacked Linear(C, 2D) makes them. `keyMask` i32 [B, L]
+    /// drops padded context tokens (text). Returns the heads merged back, [B, N, H·Dh], and the log-sum-exp [B, H, N].
+    func packedCrossAttention(_ q: Tensor, kv: Tensor, heads: Int, keyMask: Tensor?,
+                              scale: Double) -> (out: Tensor, logSumExp: Tensor)
+    /// Its backward: the gradients of q [B, N, D] and of the packed kv [B, L, 2D].
+    func packedCrossAttentionBackward(_ dOut: Tensor, q: Tensor, kv: Tensor, out: Tensor, logSumExp: Tensor, heads: Int,
+                                      keyMask: Tensor?, scale: Double) -> (dq: Tensor, dkv: Tensor)
+
     /// Rows of `table` [V, D] picked by `indices` (i32 [B]) → [B, D]; backward accumulates into dTable.
     func embedding(_ table: Tensor, indices: Tensor) -> Tensor
     func embeddingBackward(_ dOut: Tensor, indices: Tensor, into dTable: Tensor)
@@ -84,6 +93,47 @@ extension NNOps where Self: MemoryOps {
                                             keyMask: Tensor?, scale: Double) -> Tensor {
         packedSelfAttentionBackwardByPermutes(dOut, qkv: qkv, out: out, logSumExp: logSumExp, heads: heads,
                                               keyMask: keyMask, scale: scale)
+    }
+
+    public func packedCrossAttention(_ q: Tensor, kv: Tensor, heads: Int, keyMask: Tensor?,
+                                     scale: Double) -> (out: Tensor, logSumExp: Tensor) {
+        let (qHeads, k, v) = crossHeads(q, kv: kv, heads: heads)
+        let (out, logSumExp) = attention(q: qHeads, k: k, v: v, keyMask: keyMask, scale: scale)
+        return (mergeHeads(out), logSumExp)
+    }
+
+    public func packedCrossAttentionBackward(_ dOut: Tensor, q: Tensor, kv: Tensor, out: Tensor, logSumExp: Tensor,
+                                             heads: Int, keyMask: Tensor?, scale: Double) -> (dq: Tensor, dkv: Tensor) {
+        let (qHeads, k, v) = crossHeads(q, kv: kv, heads: heads)
+        let (dq, dk, dv) = attentionBackward(toHeads(dOut, heads: heads), q: qHeads, k: k, v: v,
+                                             out: toHeads(out, heads: heads), logSumExp: logSumExp, keyMask: keyMask,
+                                             scale: scale)
+        // [2, B, H, L, Dh] → [B, L, 2, H, Dh] → [B, L, 2D]: the inverse of the split.
+        let (batch, keys, headDim) = (kv.shape[0], kv.shape[1], q.shape[2] / heads)
+        let headShape = [1, batch, heads, keys, headDim]
+        let stacked = concat([dk.reshaped(headShape), dv.reshaped(headShape)], axis: 0)
+        return (mergeHeads(dq), permute(stacked, [1, 3, 0, 2, 4]).reshaped(kv.shape))
+    }
+
+    /// [B, N, H·Dh] → [B, H, N, Dh].
+    private func toHeads(_ x: Tensor, heads: Int) -> Tensor {
+        permute(x.reshaped([x.shape[0], x.shape[1], heads, x.shape[2] / heads]), [0, 2, 1, 3])
+    }
+
+    /// [B, H, N, Dh] → [B, N, H·Dh].
+    private func mergeHeads(_ x: Tensor) -> Tensor {
+        permute(x, [0, 2, 1, 3]).reshaped([x.shape[0], x.shape[2], x.shape[1] * x.shape[3]])
+    }
+
+    /// q [B, N, D] and kv [B, L, 2D] as contiguous [B, H, N, Dh] and [B, H, L, Dh] tensors.
+    private func crossHeads(_ q: Tensor, kv: Tensor, heads: Int) -> (q: Tensor, k: Tensor, v: Tensor) {
+        precondition(q.rank == 3 && kv.rank == 3 && q.shape[0] == kv.shape[0] && kv.shape[2] == 2 * q.shape[2]
+                     && q.shape[2] % heads == 0,
+                     "packedCrossAttention: q must be [B, N, H·Dh] and kv [B, L, 2·H·Dh] with H = \(heads), "
+                     + "got \(q.shape) and \(kv.shape)")
+        let (batch, keys, headDim) = (kv.shape[0], kv.shape[1], q.shape[2] / heads)
+        let split = permute(kv.reshaped([batch, keys, 2, heads, headDim]), [2, 0, 3, 1, 4])
+        return (toHeads(q, heads: heads), split[0], split[1])
     }
 
     /// [B, N, 3D] → [B, N, 3, H, Dh] → [3, B, H, N, Dh]: q, k and v as contiguous [B, H, N, Dh] tensors.
