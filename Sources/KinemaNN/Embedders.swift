@@ -18,16 +18,19 @@ public final class TimestepEmbedder: Layer {
 
     public var parameters: [Parameter] { linear1.parameters + linear2.parameters }
 
+    /// `layerNames`: the two linears' names under `name` (DiT's "mlp.0"/"mlp.2"; diffusers' TimestepEmbedding
+    /// calls them "linear_1"/"linear_2").
     public init(backend: any Backend, name: String, dim: Int, frequencyDim: Int = 256, maxPeriod: Double = 10000,
-                frequencyShift: Double = 0, dtype: DType, seed: UInt64 = 0) {
+                frequencyShift: Double = 0, layerNames: (String, String) = ("mlp.0", "mlp.2"), dtype: DType,
+                seed: UInt64 = 0) {
         self.backend = backend
         self.frequencyShift = frequencyShift
         self.frequencyDim = frequencyDim
         self.maxPeriod = maxPeriod
         // Built empty (zero) and filled once with DiT's N(0, 0.02²), rather than drawn Xavier and overwritten.
-        linear1 = Linear(backend: backend, name: "\(name).mlp.0", inFeatures: frequencyDim, outFeatures: dim, dtype: dtype,
+        linear1 = Linear(backend: backend, name: "\(name).\(layerNames.0)", inFeatures: frequencyDim, outFeatures: dim, dtype: dtype,
                          zeroInitialized: true)
-        linear2 = Linear(backend: backend, name: "\(name).mlp.2", inFeatures: dim, outFeatures: dim, dtype: dtype,
+        linear2 = Linear(backend: backend, name: "\(name).\(layerNames.1)", inFeatures: dim, outFeatures: dim, dtype: dtype,
                          zeroInitialized: true)
         for weight in [linear1.weight, linear2.weight] {
             weight.value = backend.upload(Initializers.normal(count: weight.value.count, std: 0.02, seed: seed,

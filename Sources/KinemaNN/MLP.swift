@@ -1,6 +1,7 @@
 import KinemaTensor
 
-/// timm's Mlp as DiT configures it: fc1 → GELU (tanh approximation) → fc2.
+/// timm's Mlp as DiT configures it: fc1 → GELU (tanh approximation) → fc2 (also diffusers' FeedForward with
+/// "gelu-approximate" and PixArt's caption projection, under their names).
 public final class MLP: Layer {
     public struct Cache {
         /// The input, fc1's output (GELU's input) and GELU's output (fc2's input).
@@ -13,12 +14,15 @@ public final class MLP: Layer {
 
     public var parameters: [Parameter] { fc1.parameters + fc2.parameters }
 
-    public init(backend: any Backend, name: String, dim: Int, hiddenDim: Int, dtype: DType, seed: UInt64 = 0) {
+    /// dim → hiddenDim → outDim (dim when nil). `layerNames`: the two linears' names under `name` (timm's
+    /// "fc1"/"fc2"; diffusers' FeedForward "net.0.proj"/"net.2", PixArt's caption projection "linear_1"/"linear_2").
+    public init(backend: any Backend, name: String, dim: Int, hiddenDim: Int, outDim: Int? = nil,
+                layerNames: (String, String) = ("fc1", "fc2"), dtype: DType, seed: UInt64 = 0) {
         self.backend = backend
-        fc1 = Linear(backend: backend, name: "\(name).fc1", inFeatures: dim, outFeatures: hiddenDim, dtype: dtype,
-                     seed: seed)
-        fc2 = Linear(backend: backend, name: "\(name).fc2", inFeatures: hiddenDim, outFeatures: dim, dtype: dtype,
-                     seed: seed)
+        fc1 = Linear(backend: backend, name: "\(name).\(layerNames.0)", inFeatures: dim, outFeatures: hiddenDim,
+                     dtype: dtype, seed: seed)
+        fc2 = Linear(backend: backend, name: "\(name).\(layerNames.1)", inFeatures: hiddenDim,
+                     outFeatures: outDim ?? dim, dtype: dtype, seed: seed)
     }
 
     /// GELU runs in fc1's product and its gradient in fc2's input-gradient product (cuBLASLt epilogues on CUDA).

@@ -91,7 +91,7 @@ extension Parameter {
 /// The random stream a parameter's default initial values come from: a stable (FNV-1a) hash of its name, so
 /// every parameter draws independent values that do not depend on construction order. The model overwrites
 /// whatever it initialises differently (DiT's adaLN zeros, its own seed).
-func initializerStream(for name: String) -> UInt64 {
+public func initializerStream(for name: String) -> UInt64 {
     var hash: UInt64 = 0xCBF2_9CE4_8422_2325
     for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
     return hash

@@ -7,7 +7,12 @@ public enum PositionalEmbedding {
     /// MAE builds `meshgrid(grid_w, grid_h)`, whose first plane varies along w, and embeds that plane first
     /// (under the name emb_h). A non-square grid follows the same recipe with arange(gridHeight) and
     /// arange(gridWidth).
-    public static func sinCos2D(dim: Int, gridHeight: Int, gridWidth: Int) -> [Double] {
+    ///
+    /// `baseSize` (diffusers' PatchEmbed, PixArt): positions are scaled to a grid of that size, h · base / (H · i)
+    /// and w · base / (W · i) with i the interpolation scale, so a model trained at one resolution sees the same
+    /// position range at any other; nil keeps integer positions (DiT).
+    public static func sinCos2D(dim: Int, gridHeight: Int, gridWidth: Int, baseSize: Int? = nil,
+                                interpolationScale: Double = 1) -> [Double] {
         precondition(dim > 0 && dim % 4 == 0, "sinCos2D: dim \(dim) must be a positive multiple of 4")
         let quarter = dim / 4
         let omega = (0..<quarter).map { 1 / pow(10000, Double($0) / Double(quarter)) }
@@ -15,7 +20,11 @@ public enum PositionalEmbedding {
         for h in 0..<gridHeight {
             for w in 0..<gridWidth {
                 let base = (h * gridWidth + w) * dim
-                for (half, position) in [Double(w), Double(h)].enumerated() {
+                let positions = baseSize.map { base in
+                    [Double(w) * Double(base) / (Double(gridWidth) * interpolationScale),
+                     Double(h) * Double(base) / (Double(gridHeight) * interpolationScale)]
+                } ?? [Double(w), Double(h)]
+                for (half, position) in positions.enumerated() {
                     let start = base + half * 2 * quarter
                     for i in 0..<quarter {
                         table[start + i] = sin(position * omega[i])

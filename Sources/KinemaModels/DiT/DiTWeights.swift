@@ -17,18 +17,8 @@ extension DiT {
     /// error naming the tensor. `pos_embed` is fixed and recomputed, so it is not read. The tensors go into the full
     /// weights (exactly into a bf16 model's f32 master), and the compute copy is then cast from the master once.
     public func loadParameters(from source: String, _ lookup: (String) throws -> Tensor?) throws {
-        for parameter in parameters {
-            guard let tensor = try lookup(parameter.name) else {
-                throw ModelError.badCheckpoint(path: source, reason: "tensor '\(parameter.name)' is missing; is this a "
-                    + "DiT checkpoint of the same configuration (\(config.hiddenSize) hidden, depth \(config.depth))?")
-            }
-            guard tensor.shape == parameter.value.shape else {
-                throw ModelError.badCheckpoint(path: source, reason: "tensor '\(parameter.name)' has shape "
-                    + "\(tensor.shape), the model expects \(parameter.value.shape)")
-            }
-            backend.copy(tensor, into: parameter.weights)
-        }
-        arena.refreshValuesFromMaster()
+        try arena.loadParameters(from: source, expected: "a DiT checkpoint of the same configuration "
+                                 + "(\(config.hiddenSize) hidden, depth \(config.depth))", lookup)
     }
 }
 

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Golden fixtures for Kinema's text-conditioned transformers, made by diffusers (0.42.1) with random weights on
+small configs, on the CPU in float32:
+
+    pip install torch diffusers safetensors numpy
+    python3 scripts/make_golden_video.py --out Tests/Fixtures
+
+Writes, per model, a diffusers folder (config.json + diffusion_pytorch_model.safetensors, via save_pretrained) and
+an io file with inputs and outputs:
+
+* pixart/ and pixart_io.safetensors: PixArtTransformer2DModel (adaLN-single, cross-attention to projected captions),
+  run at its sample size and at a non-square size it was not built for (the positional embedding is rescaled), with
+  a caption mask that drops trailing tokens.
+
+Every parameter is re-drawn from N(0, 0.05²) (biases and modulation tables included, so no path is zero). The script
+is deterministic (seeded torch.Generator per section) and prints what it wrote.
+"""
+
+import argparse
+import os
+
+import torch
+from safetensors.torch import save_file
+
+PARAM_STD = 0.05
+
+
+def randomize_(module, g):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * PARAM_STD)
+
+
+def make_pixart(out):
+    from diffusers import PixArtTransformer2DModel
+
+    g = torch.Generator().manual_seed(20)
+    model = PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2,
+        cross_attention_dim=16, attention_bias=True, sample_size=8, patch_size=2, activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+        caption_channels=12, use_additional_conditions=False).eval()
+    randomize_(model, g)
+    model.save_pretrained(os.path.join(out, "pixart"), safe_serialization=True)
+    io = {}
+    for label, (h, w) in (("square", (8, 8)), ("wide", (6, 12))):
+        x = torch.randn(2, 4, h, w, generator=g)
+        t = torch.tensor([3.0, 870.0])
+        captions = torch.randn(2, 5, 12, generator=g)
+        mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+        with torch.no_grad():
+            sample = model(x, encoder_hidden_states=captions, timestep=t, encoder_attention_mask=mask,
+                           added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
+        io.update({f"{label}_x": x, f"{label}_t": t, f"{label}_captions": captions,
+                   f"{label}_mask": mask.to(torch.int32), f"{label}_out": sample})
+    save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(out, "pixart_io.safetensors"))
+    print("pixart:", {k: list(v.shape) for k, v in io.items()})
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.set_default_dtype(torch.float32)
+    make_pixart(args.out)
+
+
+if __name__ == "__main__":
+    main()
