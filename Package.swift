@@ -38,7 +38,7 @@ let package = Package(
         ], swiftSettings: swift5),
 
         // Checks every CUDA op against the CPU backend on the GPU machine (scripts/gpu-check runs it there).
-        .executableTarget(name: "kinema-gpu-check", dependencies: ["KinemaTensor", "KinemaCPU", "KinemaCUDA",
+        .executableTarget(name: "kinema-gpu-check", dependencies: ["KinemaTensor", "KinemaCPU", "KinemaCUDA", "KinemaNN",
                                                                    "KinemaModels", "KinemaDiffusion"],
                           path: "Sources/KinemaGPUCheck", swiftSettings: swift5),
         .target(name: "KinemaTestSupport", dependencies: ["KinemaTensor", "KinemaCPU"], path: "Tests/KinemaTestSupport",
