@@ -35,4 +35,10 @@ public final class MLP: Layer {
         let dHidden = fc2.backward(dy, input: cache.activated, geluInput: cache.hidden)
         return fc1.backward(dHidden, input: cache.x)
     }
+
+    /// The parameter half of the backward, for an input that is data (a frozen text encoder's states): no dx.
+    public func accumulateGradients(_ dy: Tensor, _ cache: Cache) {
+        let dHidden = fc2.backward(dy, input: cache.activated, geluInput: cache.hidden)
+        fc1.accumulateGradients(dHidden, input: cache.x)
+    }
 }

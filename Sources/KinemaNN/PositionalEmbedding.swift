@@ -14,25 +14,37 @@ public enum PositionalEmbedding {
     public static func sinCos2D(dim: Int, gridHeight: Int, gridWidth: Int, baseSize: Int? = nil,
                                 interpolationScale: Double = 1) -> [Double] {
         precondition(dim > 0 && dim % 4 == 0, "sinCos2D: dim \(dim) must be a positive multiple of 4")
-        let quarter = dim / 4
-        let omega = (0..<quarter).map { 1 / pow(10000, Double($0) / Double(quarter)) }
         var table = [Double](repeating: 0, count: gridHeight * gridWidth * dim)
         for h in 0..<gridHeight {
             for w in 0..<gridWidth {
-                let base = (h * gridWidth + w) * dim
                 let positions = baseSize.map { base in
                     [Double(w) * Double(base) / (Double(gridWidth) * interpolationScale),
                      Double(h) * Double(base) / (Double(gridHeight) * interpolationScale)]
                 } ?? [Double(w), Double(h)]
                 for (half, position) in positions.enumerated() {
-                    let start = base + half * 2 * quarter
-                    for i in 0..<quarter {
-                        table[start + i] = sin(position * omega[i])
-                        table[start + quarter + i] = cos(position * omega[i])
-                    }
+                    write(position, dim: dim / 2, into: &table, at: (h * gridWidth + w) * dim + half * dim / 2)
                 }
             }
         }
         return table
+    }
+
+    /// The 1D table [positions.count, dim] (diffusers' get_1d_sincos_pos_embed_from_grid; Latte's frame
+    /// positions): [sin(pos·ω), cos(pos·ω)] with ω_i = 1/10000^(i/(dim/2)).
+    public static func sinCos1D(dim: Int, positions: [Double]) -> [Double] {
+        precondition(dim > 0 && dim % 2 == 0, "sinCos1D: dim \(dim) must be a positive multiple of 2")
+        var table = [Double](repeating: 0, count: positions.count * dim)
+        for (index, position) in positions.enumerated() { write(position, dim: dim, into: &table, at: index * dim) }
+        return table
+    }
+
+    /// One position's [sin(pos·ω), cos(pos·ω)], dim wide, at `start`.
+    private static func write(_ position: Double, dim: Int, into table: inout [Double], at start: Int) {
+        let half = dim / 2
+        for i in 0..<half {
+            let angle = position / pow(10000, Double(i) / Double(half))
+            table[start + i] = sin(angle)
+            table[start + half + i] = cos(angle)
+        }
     }
 }

@@ -5,37 +5,29 @@ import KinemaTensor
 /// PixArt-α's text-to-image transformer, forward and backward by hand, with the parameter names of diffusers'
 /// `PixArtTransformer2DModel` (so its checkpoints load by name):
 ///   tokens = pos_embed(x) + 2D sin-cos (scaled to the training grid, so any multiple of the patch runs)
-///   e = adaln_single.emb(t);  t₆ = adaln_single.linear(SiLU(e))     — one [B, 6D] shared by every block
+///   e, t₆ = adaln_single(t)                                          — t₆ [B, 6D] shared by every block
 ///   captions = caption_projection(encoder_hidden_states)            — Linear, GELU (tanh), Linear
-///   blocks (PixArtBlock), then norm_out modulated by scale_shift_table + e, proj_out, unpatchify.
+///   blocks (AdaLNSingleBlock with cross-attention), then the final layer modulated by e, unpatchify.
 public final class PixArt {
     public struct Cache {
         let gridHeight, gridWidth: Int
         let patchEmbed: PatchEmbed.Cache
-        let timestep: TimestepEmbedder.Cache
-        let embedded: Tensor, activated: Tensor
-        let captionInput: Tensor, captions: Tensor, captionProjection: MLP.Cache
-        let blocks: [PixArtBlock.Cache]
-        let final: FinalCache
-    }
-
-    struct FinalCache {
-        let scale: Tensor, norm: LayerNorm.Cache, modulated: Tensor
+        let adaLN: AdaLNSingle.Cache
+        let captions: Tensor, captionProjection: MLP.Cache
+        let blocks: [AdaLNSingleBlock.Cache]
+        let final: AdaLNSingleFinalLayer.Cache
     }
 
     public let config: PixArtConfig
     public let backend: any Backend
     public let dtype: DType
     let posEmbed: PatchEmbed
-    let timestepEmbedder: TimestepEmbedder
-    let adaLN: Linear
+    let adaLN: AdaLNSingle
     let captionProjection: MLP
-    let blocks: [PixArtBlock]
-    let finalTable: Parameter
-    let projOut: Linear
+    let blocks: [AdaLNSingleBlock]
+    let finalLayer: AdaLNSingleFinalLayer
+    let positions: PositionTables
     public let arena: ParameterArena
-    /// Sin-cos tables by patch grid (height, width), flattened [N·D] in the compute dtype.
-    private var positionTables: [[Int]: Tensor] = [:]
 
     /// PixArt's initialisation: Xavier-uniform linears, N(0, 0.02²) timestep and caption embedders and adaLN-single,
     /// zero cross-attention outputs and zero proj_out (an untrained model predicts zero), N(0, 1/D) modulation tables.
@@ -48,33 +40,21 @@ public final class PixArt {
         let d = config.hiddenSize, layerDType: DType = dtype == .f64 ? .f64 : .f32
         posEmbed = PatchEmbed(backend: backend, name: "pos_embed", patchSize: config.patchSize,
                               inChannels: config.inChannels, dim: d, dtype: layerDType, seed: seed)
-        timestepEmbedder = TimestepEmbedder(backend: backend, name: "adaln_single.emb.timestep_embedder", dim: d,
-                                            frequencyShift: 0, layerNames: ("linear_1", "linear_2"),
-                                            dtype: layerDType, seed: seed)
-        adaLN = Linear(backend: backend, name: "adaln_single.linear", inFeatures: d, outFeatures: 6 * d,
-                       dtype: layerDType, seed: seed)
-        captionProjection = MLP(backend: backend, name: "caption_projection", dim: config.captionChannels,
-                                hiddenDim: d, outDim: d, layerNames: ("linear_1", "linear_2"), dtype: layerDType,
-                                seed: seed)
+        adaLN = AdaLNSingle(backend: backend, name: "adaln_single", dim: d, dtype: layerDType, seed: seed)
+        captionProjection = KinemaModels.captionProjection(backend: backend, captionChannels: config.captionChannels,
+                                                           dim: d, dtype: layerDType, seed: seed)
         blocks = (0..<config.depth).map {
-            PixArtBlock(backend: backend, name: "transformer_blocks.\($0)", config: config, dtype: layerDType, seed: seed)
+            AdaLNSingleBlock(backend: backend, name: "transformer_blocks.\($0)", config: config, crossAttention: true,
+                             dtype: layerDType, seed: seed)
         }
-        finalTable = Parameter(name: "scale_shift_table", value: backend.upload(
-            Initializers.normal(count: 2 * d, std: 1 / Double(d).squareRoot(), seed: seed,
-                                stream: initializerStream(for: "scale_shift_table")), shape: [2, d], dtype: layerDType),
-                               backend: backend)
-        projOut = Linear(backend: backend, name: "proj_out", inFeatures: d,
-                         outFeatures: config.patchSize * config.patchSize * config.outChannels, dtype: layerDType,
-                         zeroInitialized: true)
-        for linear in [adaLN, captionProjection.fc1, captionProjection.fc2] {
-            backend.copy(backend.upload(Initializers.normal(count: linear.weight.value.count, std: 0.02, seed: seed,
-                                                            stream: initializerStream(for: linear.weight.name)),
-                                        shape: linear.weight.value.shape, dtype: layerDType), into: linear.weight.value)
-        }
-        let layers: [Layer] = [posEmbed, timestepEmbedder, adaLN, captionProjection] + blocks
-        arena = ParameterArena(parameters: layers.flatMap(\.parameters) + [finalTable] + projOut.parameters,
-                               computeDType: dtype, backend: backend, keepsMaster: keepsMaster,
-                               packedRuns: KinemaNN.packedRuns(of: layers))
+        finalLayer = AdaLNSingleFinalLayer(backend: backend, dim: d,
+                                           outFeatures: config.patchSize * config.patchSize * config.outChannels,
+                                           dtype: layerDType, seed: seed)
+        positions = PositionTables(dim: d, baseSize: config.baseGrid, interpolationScale: config.interpolationScale,
+                                   dtype: dtype, backend: backend)
+        let layers: [Layer] = [posEmbed, adaLN, captionProjection] + blocks + [finalLayer]
+        arena = ParameterArena(parameters: layers.flatMap(\.parameters), computeDType: dtype, backend: backend,
+                               keepsMaster: keepsMaster, packedRuns: KinemaNN.packedRuns(of: layers))
     }
 
     public var parameters: [Parameter] { arena.parameters }
@@ -95,63 +75,40 @@ public final class PixArt {
                      "PixArt expects captions [\(batch), L, \(config.captionChannels)], got \(captionInput.shape)")
         precondition(timesteps.shape == [batch], "PixArt expects timesteps [\(batch)], got \(timesteps.shape)")
         let (patches, patchCache) = posEmbed.forward(compute(x))
-        let tokens = backend.addBias(patches.reshaped([batch, -1]), positionTable(gridHeight, gridWidth))
+        let tokens = backend.addBias(patches.reshaped([batch, -1]),
+                                     positions.table(gridHeight: gridHeight, gridWidth: gridWidth))
             .reshaped([batch, gridHeight * gridWidth, config.hiddenSize])
-        let (embedded, timestepCache) = timestepEmbedder.forward(timesteps)
-        let activated = backend.silu(embedded)
-        let t6 = adaLN.forward(activated)
-        let captionCompute = compute(captionInput)
-        let (captions, captionCache) = captionProjection.forward(captionCompute)
+        let (embedded, t6, adaLNCache) = adaLN.forward(timesteps)
+        let (captions, captionCache) = captionProjection.forward(compute(captionInput))
         var stream = ResidualStream(tokens)
-        var blockCaches: [PixArtBlock.Cache] = []
+        var blockCaches: [AdaLNSingleBlock.Cache] = []
         for block in blocks {
             let (next, cache) = block.forward(stream, t6: t6, captions: captions, captionMask: captionMask)
             stream = next
             blockCaches.append(cache)
         }
-        // norm_out modulated by scale_shift_table + e: shift = table[0] + e, scale = table[1] + e.
-        let d = config.hiddenSize
-        let final = backend.chunk(backend.addBias(backend.concat([embedded, embedded], axis: 1),
-                                                  finalTable.value.reshaped([2 * d])), parts: 2, axis: 1)
-        let (xFinal, modulated, mean, rstd) = stream.layerNormModulate(backend, shift: final[0], scale: final[1],
-                                                                       eps: 1e-6)
-        let out = Patches.unpatchify(projOut.forward(modulated), channels: config.outChannels, patchSize: p,
-                                     gridHeight: gridHeight, gridWidth: gridWidth, backend: backend)
-        let cache = Cache(gridHeight: gridHeight, gridWidth: gridWidth, patchEmbed: patchCache,
-                          timestep: timestepCache, embedded: embedded, activated: activated,
-                          captionInput: captionCompute, captions: captions, captionProjection: captionCache,
-                          blocks: blockCaches,
-                          final: FinalCache(scale: final[1], norm: LayerNorm.Cache(x: xFinal, mean: mean, rstd: rstd),
-                                            modulated: modulated))
+        let (outTokens, finalCache) = finalLayer.forward(stream, embedded: embedded)
+        let out = Patches.unpatchify(outTokens, channels: config.outChannels, patchSize: p, gridHeight: gridHeight,
+                                     gridWidth: gridWidth, backend: backend)
+        let cache = Cache(gridHeight: gridHeight, gridWidth: gridWidth, patchEmbed: patchCache, adaLN: adaLNCache,
+                          captions: captions, captionProjection: captionCache, blocks: blockCaches, final: finalCache)
         return (out.dtype == x.dtype ? out : backend.cast(out, to: x.dtype), cache)
     }
 
     /// Accumulates every parameter's gradient for the output gradient dOut [B, outChannels, H, W]. The caption
     /// states are inputs (a frozen text encoder's), so their gradient is not formed.
     public func backward(_ dOut: Tensor, _ cache: Cache) {
-        let d = config.hiddenSize
         let dTokens = Patches.unpatchifyBackward(compute(dOut), patchSize: config.patchSize, backend: backend)
-        let dModulated = projOut.backward(dTokens, input: cache.final.modulated)
-        let (dStream, dShift, dScale) = backend.layerNormModulateBackward(
-            dModulated, x: cache.final.norm.x, scale: cache.final.scale, mean: cache.final.norm.mean,
-            rstd: cache.final.norm.rstd, eps: 1e-6, residual: nil)
-        let dFinal = backend.concat([dShift, dScale], axis: 1)
-        backend.accumulateBiasGradient(dFinal, into: finalTable.gradient.reshaped([2 * d]))
-        var dEmbedded = backend.add(dShift, dScale)
-        var dx = dStream
-        var dt6: Tensor?, dCaptions: Tensor?
+        let (dStream, dEmbedded) = finalLayer.backward(dTokens, cache.final)
+        var dx = dStream, dt6: Tensor?, dCaptions: Tensor?
         for (block, blockCache) in zip(blocks, cache.blocks).reversed() {
             let (dBlockIn, dBlockT6, dBlockCaptions) = block.backward(dx, blockCache)
             dx = dBlockIn
             dt6 = dt6.map { backend.add($0, dBlockT6) } ?? dBlockT6
-            dCaptions = dCaptions.map { backend.add($0, dBlockCaptions) } ?? dBlockCaptions
+            dCaptions = dCaptions.map { backend.add($0, dBlockCaptions!) } ?? dBlockCaptions
         }
-        let dActivated = adaLN.backward(dt6!, input: cache.activated)
-        dEmbedded = backend.add(dEmbedded, backend.siluBackward(dActivated, x: cache.embedded))
-        timestepEmbedder.backward(dEmbedded, cache.timestep)
-        let dHidden = captionProjection.fc2.backward(dCaptions!, input: cache.captionProjection.activated,
-                                                     geluInput: cache.captionProjection.hidden)
-        captionProjection.fc1.accumulateGradients(dHidden, input: cache.captionInput)
+        adaLN.backward(dEmbedded: dEmbedded, dt6: dt6!, cache.adaLN)
+        captionProjection.accumulateGradients(dCaptions!, cache.captionProjection)
         posEmbed.backward(dx, cache.patchEmbed)
     }
 
@@ -163,22 +120,25 @@ public final class PixArt {
     }
 
     private func compute(_ x: Tensor) -> Tensor { x.dtype == dtype ? x : backend.cast(x, to: dtype) }
-
-    private func positionTable(_ gridHeight: Int, _ gridWidth: Int) -> Tensor {
-        if let table = positionTables[[gridHeight, gridWidth]] { return table }
-        let values = PositionalEmbedding.sinCos2D(dim: config.hiddenSize, gridHeight: gridHeight, gridWidth: gridWidth,
-                                                  baseSize: config.baseGrid,
-                                                  interpolationScale: config.interpolationScale)
-        let table = backend.upload(values, shape: [values.count], dtype: dtype)
-        positionTables[[gridHeight, gridWidth]] = table
-        return table
-    }
 }
 
 /// Loads a diffusers `PixArtTransformer2DModel` folder (config.json + diffusion_pytorch_model.safetensors).
 public enum PixArtCheckpoint {
     public static func load(folder: String, backend: any Backend, dtype: DType = .f32,
                             keepsMaster: Bool = true) throws -> PixArt {
+        let (config, file, weightsPath) = try readDiffusersFolder(folder, className: "PixArtTransformer2DModel")
+        let model = try PixArt(config: config, backend: backend, dtype: dtype, keepsMaster: keepsMaster)
+        try model.arena.loadParameters(from: weightsPath, expected: "a PixArtTransformer2DModel of the same "
+                                       + "configuration") { name in
+            file.contains(name) ? try file.tensor(name, on: backend) : nil
+        }
+        return model
+    }
+
+    /// config.json (as a PixArtConfig, with the feed-forward width read off the weights) and the weights file of a
+    /// diffusers folder of PixArt-style blocks.
+    static func readDiffusersFolder(_ folder: String,
+                                    className: String) throws -> (PixArtConfig, SafetensorsFile, String) {
         let folderURL = URL(fileURLWithPath: folder)
         let configURL = folderURL.appendingPathComponent("config.json")
         let weightsURL = folderURL.appendingPathComponent("diffusion_pytorch_model.safetensors")
@@ -186,14 +146,12 @@ public enum PixArtCheckpoint {
               let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw ModelError.badCheckpoint(path: configURL.path, reason: "missing or unreadable config.json")
         }
+        if let name = json["_class_name"] as? String, name != className {
+            throw ModelError.badCheckpoint(path: configURL.path, reason: "a \(name), not a \(className)")
+        }
         let file = try SafetensorsFile(url: weightsURL)
         let config = try PixArtConfig(diffusersConfig: json, path: configURL.path,
                                       mlpHidden: try file.info("transformer_blocks.0.ff.net.0.proj.weight").shape[0])
-        let model = try PixArt(config: config, backend: backend, dtype: dtype, keepsMaster: keepsMaster)
-        try model.arena.loadParameters(from: weightsURL.path, expected: "a PixArtTransformer2DModel of the same "
-                                       + "configuration") { name in
-            file.contains(name) ? try file.tensor(name, on: backend) : nil
-        }
-        return model
+        return (config, file, weightsURL.path)
     }
 }
