@@ -11,6 +11,9 @@ an io file with inputs and outputs:
 * pixart/ and pixart_io.safetensors: PixArtTransformer2DModel (adaLN-single, cross-attention to projected captions),
   run at its sample size and at a non-square size it was not built for (the positional embedding is rescaled), with
   a caption mask that drops trailing tokens.
+* latte/ and latte_io.safetensors: LatteTransformer3DModel (PixArt's blocks per frame, a temporal block after each),
+  3 frames at the sample size and at a non-square one. No caption mask: diffusers' Latte passes the [B, L] mask to
+  the per-frame blocks without repeating it per frame, so it only runs with one video a batch.
 
 Every parameter is re-drawn from N(0, 0.05²) (biases and modulation tables included, so no path is zero). The script
 is deterministic (seeded torch.Generator per section) and prints what it wrote.
@@ -57,12 +60,36 @@ def make_pixart(out):
     print("pixart:", {k: list(v.shape) for k, v in io.items()})
 
 
+def make_latte(out):
+    from diffusers import LatteTransformer3DModel
+
+    g = torch.Generator().manual_seed(30)
+    model = LatteTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2,
+        cross_attention_dim=16, attention_bias=True, sample_size=8, patch_size=2, activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+        caption_channels=12, video_length=3).eval()
+    randomize_(model, g)
+    model.save_pretrained(os.path.join(out, "latte"), safe_serialization=True)
+    io = {}
+    for label, (h, w) in (("square", (8, 8)), ("wide", (6, 10))):
+        x = torch.randn(2, 4, 3, h, w, generator=g)
+        t = torch.tensor([10.0, 640.0])
+        captions = torch.randn(2, 5, 12, generator=g)
+        with torch.no_grad():
+            sample = model(x, timestep=t, encoder_hidden_states=captions).sample
+        io.update({f"{label}_x": x, f"{label}_t": t, f"{label}_captions": captions, f"{label}_out": sample})
+    save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(out, "latte_io.safetensors"))
+    print("latte:", {k: list(v.shape) for k, v in io.items()})
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     torch.set_default_dtype(torch.float32)
     make_pixart(args.out)
+    make_latte(args.out)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ struct ResidualStream {
     init(_ value: Tensor) { (base, pending) = (value, nil) }
     init(_ base: Tensor, gate: Tensor, branch: Tensor) { (self.base, pending) = (base, (gate, branch)) }
 
+    /// The stream's value, the pending add done (for a layer that reads it other than through a pre-norm).
+    func value(_ backend: any Backend) -> Tensor {
+        pending.map { backend.gatedResidual(base, gate: $0.gate, $0.branch) } ?? base
+    }
+
     /// adaLN's pre-norm of the stream: returns the stream's value x (the pending add done) and modulate(norm(x)).
     func layerNormModulate(_ backend: any Backend, shift: Tensor, scale: Tensor,
                            eps: Double) -> (x: Tensor, y: Tensor, mean: Tensor, rstd: Tensor) {

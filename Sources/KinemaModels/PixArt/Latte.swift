@@ -1,0 +1,200 @@
+import Foundation
+import KinemaNN
+import KinemaTensor
+
+/// Latte's text-to-video transformer (diffusers `LatteTransformer3DModel`, parameter names included): PixArt's
+/// embedders, blocks and output layer on each frame, with a temporal block after every spatial one.
+///   frames [B·F, N, D] = pos_embed(x per frame) + 2D sin-cos;  e, t₆ = adaln_single(t)
+///   for each layer: spatial block (self-attention over a frame's N tokens, cross-attention to the captions)
+///                   → transpose to [B·N, F, D] (+ 1D sin-cos over frames before the first temporal block)
+///                   → temporal block (self-attention over the F frames of one patch; no cross-attention)
+///                   → transpose back
+///   final layer (modulated by e), unpatchify per frame → [B, C_out, F, H, W]
+/// Every block of a video reads the same t₆ and the same captions (repeated per frame or per patch; their
+/// gradients are summed back).
+public final class Latte {
+    public struct Cache {
+        let batch, frames, gridHeight, gridWidth: Int
+        let patchEmbed: PatchEmbed.Cache
+        let adaLN: AdaLNSingle.Cache
+        let captionProjection: MLP.Cache
+        let spatial: [AdaLNSingleBlock.Cache], temporal: [AdaLNSingleBlock.Cache]
+        let final: AdaLNSingleFinalLayer.Cache
+    }
+
+    public let config: PixArtConfig
+    /// diffusers' `video_length`: the frame count it was built for (the temporal positions extend to any other).
+    public let videoLength: Int
+    public let backend: any Backend
+    public let dtype: DType
+    let posEmbed: PatchEmbed
+    let adaLN: AdaLNSingle
+    let captionProjection: MLP
+    let spatialBlocks: [AdaLNSingleBlock]
+    let temporalBlocks: [AdaLNSingleBlock]
+    let finalLayer: AdaLNSingleFinalLayer
+    let positions: PositionTables
+    public let arena: ParameterArena
+
+    public init(config: PixArtConfig, videoLength: Int, backend: any Backend, dtype: DType = .f32, seed: UInt64 = 0,
+                keepsMaster: Bool = true) throws {
+        try config.validate()
+        guard videoLength > 0 else { throw ModelError.invalidConfig("Latte: video length \(videoLength) is not positive") }
+        self.config = config
+        self.videoLength = videoLength
+        self.backend = backend
+        self.dtype = dtype
+        let d = config.hiddenSize, layerDType: DType = dtype == .f64 ? .f64 : .f32
+        posEmbed = PatchEmbed(backend: backend, name: "pos_embed", patchSize: config.patchSize,
+                              inChannels: config.inChannels, dim: d, dtype: layerDType, seed: seed)
+        adaLN = AdaLNSingle(backend: backend, name: "adaln_single", dim: d, dtype: layerDType, seed: seed)
+        captionProjection = KinemaModels.captionProjection(backend: backend, captionChannels: config.captionChannels,
+                                                           dim: d, dtype: layerDType, seed: seed)
+        spatialBlocks = (0..<config.depth).map {
+            AdaLNSingleBlock(backend: backend, name: "transformer_blocks.\($0)", config: config, crossAttention: true,
+                             dtype: layerDType, seed: seed)
+        }
+        temporalBlocks = (0..<config.depth).map {
+            AdaLNSingleBlock(backend: backend, name: "temporal_transformer_blocks.\($0)", config: config,
+                             crossAttention: false, dtype: layerDType, seed: seed)
+        }
+        finalLayer = AdaLNSingleFinalLayer(backend: backend, dim: d,
+                                           outFeatures: config.patchSize * config.patchSize * config.outChannels,
+                                           dtype: layerDType, seed: seed)
+        positions = PositionTables(dim: d, baseSize: config.baseGrid, interpolationScale: config.interpolationScale,
+                                   dtype: dtype, backend: backend)
+        let layers: [Layer] = [posEmbed, adaLN, captionProjection] + spatialBlocks + temporalBlocks + [finalLayer]
+        arena = ParameterArena(parameters: layers.flatMap(\.parameters), computeDType: dtype, backend: backend,
+                               keepsMaster: keepsMaster, packedRuns: KinemaNN.packedRuns(of: layers))
+    }
+
+    public var parameters: [Parameter] { arena.parameters }
+    public var parameterCount: Int { parameters.map(\.value.count).reduce(0, +) }
+    public var ioDType: DType { dtype == .f64 ? .f64 : .f32 }
+
+    /// x [B, C, F, H, W] (H, W multiples of the patch), timesteps [B], caption states [B, L, captionChannels] and
+    /// their mask (i32 [B, L] or nil) → [B, outChannels, F, H, W] in x's dtype.
+    public func forward(_ x: Tensor, timesteps: Tensor, captions captionInput: Tensor,
+                        captionMask: Tensor?) -> (Tensor, Cache) {
+        let p = config.patchSize, d = config.hiddenSize
+        precondition(x.rank == 5 && x.shape[1] == config.inChannels && x.shape[3] % p == 0 && x.shape[4] % p == 0,
+                     "Latte expects [B, \(config.inChannels), F, H, W] with H, W multiples of \(p), got \(x.shape)")
+        let (batch, frames) = (x.shape[0], x.shape[2])
+        let (gridHeight, gridWidth) = (x.shape[3] / p, x.shape[4] / p)
+        let patchesPerFrame = gridHeight * gridWidth
+        precondition(captionInput.rank == 3 && captionInput.shape[0] == batch
+                     && captionInput.shape[2] == config.captionChannels,
+                     "Latte expects captions [\(batch), L, \(config.captionChannels)], got \(captionInput.shape)")
+        precondition(timesteps.shape == [batch], "Latte expects timesteps [\(batch)], got \(timesteps.shape)")
+        let perFrame = backend.permute(compute(x), [0, 2, 1, 3, 4])
+            .reshaped([batch * frames, config.inChannels, x.shape[3], x.shape[4]])
+        let (patches, patchCache) = posEmbed.forward(perFrame)
+        let tokens = backend.addBias(patches.reshaped([batch * frames, -1]),
+                                     positions.table(gridHeight: gridHeight, gridWidth: gridWidth))
+            .reshaped([batch * frames, patchesPerFrame, d])
+        let (embedded, t6, adaLNCache) = adaLN.forward(timesteps)
+        let (captions, captionCache) = captionProjection.forward(compute(captionInput))
+        let frameCaptions = Repeats.interleave(captions, times: frames, backend: backend)
+        let frameMask = captionMask.map { Repeats.interleave($0, times: frames, backend: backend) }
+        let frameT6 = Repeats.interleave(t6, times: frames, backend: backend)
+        let patchT6 = Repeats.interleave(t6, times: patchesPerFrame, backend: backend)
+        var stream = ResidualStream(tokens)
+        var spatialCaches: [AdaLNSingleBlock.Cache] = [], temporalCaches: [AdaLNSingleBlock.Cache] = []
+        for (index, (spatial, temporal)) in zip(spatialBlocks, temporalBlocks).enumerated() {
+            let (afterSpatial, spatialCache) = spatial.forward(stream, t6: frameT6, captions: frameCaptions,
+                                                               captionMask: frameMask)
+            var sequences = regroup(afterSpatial.value(backend), batch: batch, frames, patchesPerFrame)
+            if index == 0 && frames > 1 {
+                sequences = backend.addBias(sequences.reshaped([batch * patchesPerFrame, frames * d]),
+                                            temporalTable(frames)).reshaped([batch * patchesPerFrame, frames, d])
+            }
+            let (afterTemporal, temporalCache) = temporal.forward(ResidualStream(sequences), t6: patchT6)
+            stream = ResidualStream(regroup(afterTemporal.value(backend), batch: batch, patchesPerFrame, frames))
+            spatialCaches.append(spatialCache)
+            temporalCaches.append(temporalCache)
+        }
+        let (outTokens, finalCache) = finalLayer.forward(stream, embedded: Repeats.interleave(embedded, times: frames,
+                                                                                              backend: backend))
+        let images = Patches.unpatchify(outTokens, channels: config.outChannels, patchSize: p, gridHeight: gridHeight,
+                                        gridWidth: gridWidth, backend: backend)
+        let out = backend.permute(images.reshaped([batch, frames, config.outChannels, x.shape[3], x.shape[4]]),
+                                  [0, 2, 1, 3, 4])
+        let cache = Cache(batch: batch, frames: frames, gridHeight: gridHeight, gridWidth: gridWidth,
+                          patchEmbed: patchCache, adaLN: adaLNCache, captionProjection: captionCache,
+                          spatial: spatialCaches, temporal: temporalCaches, final: finalCache)
+        return (out.dtype == x.dtype ? out : backend.cast(out, to: x.dtype), cache)
+    }
+
+    /// Accumulates every parameter's gradient for the output gradient dOut [B, outChannels, F, H, W].
+    public func backward(_ dOut: Tensor, _ cache: Cache) {
+        let (batch, frames) = (cache.batch, cache.frames)
+        let patchesPerFrame = cache.gridHeight * cache.gridWidth
+        let dImages = backend.permute(compute(dOut), [0, 2, 1, 3, 4])
+            .reshaped([batch * frames, config.outChannels, dOut.shape[3], dOut.shape[4]])
+        let dTokens = Patches.unpatchifyBackward(dImages, patchSize: config.patchSize, backend: backend)
+        let (dStream, dFrameEmbedded) = finalLayer.backward(dTokens, cache.final)
+        var dx = dStream
+        var dFrameT6: Tensor?, dPatchT6: Tensor?, dFrameCaptions: Tensor?
+        func accumulate(_ total: inout Tensor?, _ part: Tensor) { total = total.map { backend.add($0, part) } ?? part }
+        for index in (0..<config.depth).reversed() {
+            let dSequences = regroup(dx, batch: batch, frames, patchesPerFrame)
+            let (dTemporalIn, dt6Temporal, _) = temporalBlocks[index].backward(dSequences, cache.temporal[index])
+            accumulate(&dPatchT6, dt6Temporal)
+            let dSpatialOut = regroup(dTemporalIn, batch: batch, patchesPerFrame, frames)
+            let (dSpatialIn, dt6Spatial, dCaptions) = spatialBlocks[index].backward(dSpatialOut, cache.spatial[index])
+            accumulate(&dFrameT6, dt6Spatial)
+            accumulate(&dFrameCaptions, dCaptions!)
+            dx = dSpatialIn
+        }
+        let dt6 = backend.add(Repeats.sumInterleaved(dFrameT6!, times: frames, backend: backend),
+                              Repeats.sumInterleaved(dPatchT6!, times: patchesPerFrame, backend: backend))
+        adaLN.backward(dEmbedded: Repeats.sumInterleaved(dFrameEmbedded, times: frames, backend: backend), dt6: dt6,
+                       cache.adaLN)
+        captionProjection.accumulateGradients(Repeats.sumInterleaved(dFrameCaptions!, times: frames, backend: backend),
+                                              cache.captionProjection)
+        posEmbed.backward(dx, cache.patchEmbed)
+    }
+
+    public func zeroGradients() { arena.zeroGradients() }
+
+    public func stateDict() -> [(name: String, tensor: Tensor)] {
+        parameters.map { ($0.name, $0.weights) }
+    }
+
+    /// [B·A, C, D] → [B·C, A, D] (the rows of each sample regrouped): frames-major [B·F, N, D] to patch sequences
+    /// [B·N, F, D] with (A, C) = (F, N), and back with (N, F).
+    private func regroup(_ x: Tensor, batch: Int, _ a: Int, _ c: Int) -> Tensor {
+        let d = x.shape[x.rank - 1]
+        return backend.permute(x.reshaped([batch, a, c, d]), [0, 2, 1, 3]).reshaped([batch * c, a, d])
+    }
+
+    /// The 1D sin-cos over frame positions 0..<F, flattened [F·D] (Latte's temp_pos_embed for F = video_length).
+    private func temporalTable(_ frames: Int) -> Tensor {
+        backend.upload(PositionalEmbedding.sinCos1D(dim: config.hiddenSize, positions: (0..<frames).map(Double.init)),
+                       shape: [frames * config.hiddenSize], dtype: dtype)
+    }
+
+    private func compute(_ x: Tensor) -> Tensor { x.dtype == dtype ? x : backend.cast(x, to: dtype) }
+}
+
+/// Loads a diffusers `LatteTransformer3DModel` folder (config.json + diffusion_pytorch_model.safetensors).
+public enum LatteCheckpoint {
+    public static func load(folder: String, backend: any Backend, dtype: DType = .f32,
+                            keepsMaster: Bool = true) throws -> Latte {
+        let (config, file, weightsPath) = try PixArtCheckpoint.readDiffusersFolder(folder,
+                                                                                   className: "LatteTransformer3DModel")
+        let configPath = URL(fileURLWithPath: folder).appendingPathComponent("config.json").path
+        guard let data = FileManager.default.contents(atPath: configPath),
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let videoLength = (json["video_length"] as? NSNumber)?.intValue else {
+            throw ModelError.badCheckpoint(path: configPath, reason: "config.json lacks integer 'video_length'")
+        }
+        let model = try Latte(config: config, videoLength: videoLength, backend: backend, dtype: dtype,
+                              keepsMaster: keepsMaster)
+        try model.arena.loadParameters(from: weightsPath, expected: "a LatteTransformer3DModel of the same "
+                                       + "configuration") { name in
+            file.contains(name) ? try file.tensor(name, on: backend) : nil
+        }
+        return model
+    }
+}
