@@ -8,14 +8,17 @@ struct ForwardCommand: ParsableCommand {
         commandName: "forward",
         abstract: "Run one model forward on inputs from a safetensors file and write the output.",
         discussion: """
-        The inputs file holds x [B, C, H, W], t [B] (timesteps, any float or int dtype) and y [B] (class labels, int).
-        The output file holds `out` [B, C_out, H, W] in f32. Use it to check a converted checkpoint against the
-        reference implementation.
+        The inputs use the reference implementations' names. A DiT (original layout, `kinema train` output, or a
+        diffusers DiTTransformer2DModel folder) takes x [B, C, H, W], t [B] (timesteps, any float or int dtype) and
+        y [B] (class labels, int). A diffusers PixArtTransformer2DModel or LatteTransformer3DModel folder takes x
+        ([B, C, H, W], or [B, C, F, H, W] for Latte), t [B], encoder_hidden_states [B, L, C_text] and, optionally,
+        encoder_attention_mask [B, L] (1 = a real token). The output file holds `out` in f32. Use it to check a
+        converted checkpoint against the reference implementation.
         """)
 
     @Option(help: "A .safetensors checkpoint (original layout or `kinema train` output) or a diffusers folder.")
     var checkpoint: String
-    @Option(help: "Safetensors file with x, t and y.") var inputs: String
+    @Option(help: "Safetensors file with the inputs (see above).") var inputs: String
     @Option(help: "Safetensors file to write `out` to.") var output: String
     @Flag(help: "Use the raw training weights instead of their EMA.") var noEma = false
     @Option(help: "Attention heads, when neither the checkpoint's metadata nor its hidden size tells.") var numHeads: Int?
@@ -24,21 +27,44 @@ struct ForwardCommand: ParsableCommand {
     func run() throws {
         let backend = try deviceOptions.backend()
         let dtype = try deviceOptions.dtype()
-        let model = try DiTCheckpoint.load(path: checkpoint, backend: backend, dtype: dtype, preferEMA: !noEma,
-                                           numHeads: numHeads)
         let file = try SafetensorsFile(url: URL(fileURLWithPath: inputs))
-        for name in ["x", "t", "y"] where !file.contains(name) {
-            throw SafetensorsError.missingTensor(file: inputs, tensor: name)
+        func input(_ name: String, as type: DType) throws -> Tensor {
+            guard file.contains(name) else { throw SafetensorsError.missingTensor(file: inputs, tensor: name) }
+            return try file.tensor(name, on: backend, as: type)
         }
-        let x = try file.tensor("x", on: backend, as: dtype)
-        let t = try file.tensor("t", on: backend, as: dtype)
-        let y = try file.tensor("y", on: backend, as: .i32)
-        let batch = x.shape.first ?? 0
-        guard t.shape == [batch], y.shape == [batch] else {
-            throw ValidationError("\(inputs): t \(t.shape) and y \(y.shape) must both be [\(batch)] to match x \(x.shape)")
+        let out: Tensor
+        switch DiffusersFolder.className(checkpoint) {
+        case "PixArtTransformer2DModel", "LatteTransformer3DModel":
+            let x = try input("x", as: .f32), t = try input("t", as: .f32)
+            let captions = try input("encoder_hidden_states", as: .f32)
+            let mask = file.contains("encoder_attention_mask") ? try input("encoder_attention_mask", as: .i32) : nil
+            let batch = x.shape.first ?? 0
+            guard t.shape == [batch], captions.rank == 3, captions.shape[0] == batch,
+                  mask.map({ $0.shape == [batch, captions.shape[1]] }) ?? true else {
+                throw ValidationError("\(inputs): t \(t.shape), encoder_hidden_states \(captions.shape) and "
+                    + "encoder_attention_mask \(mask?.shape ?? []) do not fit x \(x.shape) ([B], [B, L, C], [B, L])")
+            }
+            if DiffusersFolder.className(checkpoint) == "LatteTransformer3DModel" {
+                let model = try LatteCheckpoint.load(folder: checkpoint, backend: backend, dtype: dtype, keepsMaster: false)
+                guard x.rank == 5 else { throw ValidationError("\(inputs): Latte takes x [B, C, F, H, W], got \(x.shape)") }
+                out = model.forward(x, timesteps: t, captions: captions, captionMask: mask).0
+            } else {
+                let model = try PixArtCheckpoint.load(folder: checkpoint, backend: backend, dtype: dtype, keepsMaster: false)
+                guard x.rank == 4 else { throw ValidationError("\(inputs): PixArt takes x [B, C, H, W], got \(x.shape)") }
+                out = model.forward(x, timesteps: t, captions: captions, captionMask: mask).0
+            }
+        default:
+            let model = try DiTCheckpoint.load(path: checkpoint, backend: backend, dtype: dtype, preferEMA: !noEma,
+                                               numHeads: numHeads)
+            let x = try input("x", as: dtype), t = try input("t", as: dtype), y = try input("y", as: .i32)
+            let batch = x.shape.first ?? 0
+            guard t.shape == [batch], y.shape == [batch] else {
+                throw ValidationError("\(inputs): t \(t.shape) and y \(y.shape) must both be [\(batch)] to match x \(x.shape)")
+            }
+            out = model(x, timesteps: t, labels: y)
         }
-        let out = backend.cast(model(x, timesteps: t, labels: y), to: .f32)
-        try SafetensorsWriter.write([(name: "out", tensor: out)], to: URL(fileURLWithPath: output), backend: backend)
-        printError("wrote out \(out.shape) to \(output)")
+        let result = backend.cast(out, to: .f32)
+        try SafetensorsWriter.write([(name: "out", tensor: result)], to: URL(fileURLWithPath: output), backend: backend)
+        printError("wrote out \(result.shape) to \(output)")
     }
 }

@@ -44,17 +44,20 @@ extension GPUCheck {
         }
     }
 
-    /// One PixArt training step with the rectified-flow loss (logit-normal timesteps shifted for the size, the
+    /// One PixArt or Latte training step with the rectified-flow loss (logit-normal timesteps shifted for the size, the
     /// velocity target) on the GPU against the CPU, on a latent grid other than the training one and captions with
     /// padding: loss, output and every parameter's gradient.
-    func checkPixArtTrainingStep(_ name: String, config: PixArtConfig, batch: Int, height: Int, width: Int,
-                                 captionLength: Int, dtype: DType = .f32, tolerance: Double = 1e-4) {
+    /// `frames` nil: PixArt on [B, C, H, W]; a count: Latte on [B, C, F, H, W] (its video length).
+    func checkTextTransformerTrainingStep(_ name: String, config: PixArtConfig, frames: Int? = nil, batch: Int,
+                                          height: Int, width: Int, captionLength: Int, dtype: DType = .f32,
+                                          tolerance: Double = 1e-4) {
         do {
-            let cpuModel = try PixArt(config: config, backend: cpu)
-            let gpuModel = try PixArt(config: config, backend: gpu, dtype: dtype)
+            let cpuModel = try TextTransformer(config: config, frames: frames, backend: cpu, dtype: .f32)
+            let gpuModel = try TextTransformer(config: config, frames: frames, backend: gpu, dtype: dtype)
             loadSameRandomWeights(cpuModel.parameters, gpuModel.parameters, dtype: dtype)
-            let (xStart, gxStart) = pair([batch, config.inChannels, height, width])
-            let (noise, gNoise) = pair([batch, config.inChannels, height, width])
+            let shape = [batch, config.inChannels] + (frames.map { [$0] } ?? []) + [height, width]
+            let (xStart, gxStart) = pair(shape)
+            let (noise, gNoise) = pair(shape)
             let (captions, gCaptions) = pair([batch, captionLength, config.captionChannels])
             let maskValues = (0..<batch).flatMap { b in (0..<captionLength).map { Int32($0 < captionLength - b ? 1 : 0) } }
             let flow = RectifiedFlow()
@@ -62,16 +65,17 @@ extension GPUCheck {
             let timesteps = flow.sampleTimesteps(batch: batch, size: .init(height: 8 * height, width: 8 * width, frames: 1),
                                                  random: &random)
 
-            func step(_ model: PixArt, _ x0: Tensor, _ eps: Tensor, _ text: Tensor) -> (loss: Double, out: Tensor) {
+            func step(_ model: TextTransformer, _ x0: Tensor, _ eps: Tensor, _ text: Tensor) -> (loss: Double, out: Tensor) {
                 let backend = model.backend
                 let xT = flow.interpolate(x0, noise: eps, timesteps: timesteps, backend: backend)
                 model.zeroGradients()
-                let (out, cache) = model.forward(xT, timesteps: backend.upload(timesteps, shape: [batch], dtype: .f32),
-                                                 captions: text,
-                                                 captionMask: backend.upload(maskValues, shape: [batch, captionLength]))
-                let loss = flow.trainingLoss(modelOutput: out, xStart: x0, noise: eps, backend: backend)
-                model.backward(loss.gradient, cache)
-                return (loss.loss, out)
+                let out = model.trainingStep(xT, timesteps: backend.upload(timesteps, shape: [batch], dtype: .f32),
+                                             captions: text,
+                                             captionMask: backend.upload(maskValues, shape: [batch, captionLength])) {
+                    let loss = flow.trainingLoss(modelOutput: $0, xStart: x0, noise: eps, backend: backend)
+                    return (loss.loss, loss.gradient)
+                }
+                return out
             }
             let (cpuLoss, cpuOut) = step(cpuModel, xStart, noise, captions)
             let (gpuLoss, gpuOut) = step(gpuModel, gxStart, gNoise, gCaptions)
@@ -112,5 +116,34 @@ extension GPUCheck {
         }
         record("\(name) every gradient (\(cpuParameters.count) tensors)", worst.error <= tolerance,
                String(format: "worst relative error %.2e in %@", worst.error, worst.name))
+    }
+}
+
+/// PixArt or Latte behind one interface, for the step check.
+struct TextTransformer {
+    let pixArt: PixArt?, latte: Latte?
+
+    init(config: PixArtConfig, frames: Int?, backend: any Backend, dtype: DType) throws {
+        pixArt = frames == nil ? try PixArt(config: config, backend: backend, dtype: dtype) : nil
+        latte = try frames.map { try Latte(config: config, videoLength: $0, backend: backend, dtype: dtype) }
+    }
+
+    var backend: any Backend { pixArt?.backend ?? latte!.backend }
+    var parameters: [Parameter] { pixArt?.parameters ?? latte!.parameters }
+    func zeroGradients() { pixArt?.zeroGradients() ?? latte!.zeroGradients() }
+
+    /// Forward, the loss (given the output: value and gradient), backward; returns the loss and the output.
+    func trainingStep(_ x: Tensor, timesteps: Tensor, captions: Tensor, captionMask: Tensor?,
+                      loss: (Tensor) -> (Double, Tensor)) -> (loss: Double, out: Tensor) {
+        if let pixArt {
+            let (out, cache) = pixArt.forward(x, timesteps: timesteps, captions: captions, captionMask: captionMask)
+            let (value, gradient) = loss(out)
+            pixArt.backward(gradient, cache)
+            return (value, out)
+        }
+        let (out, cache) = latte!.forward(x, timesteps: timesteps, captions: captions, captionMask: captionMask)
+        let (value, gradient) = loss(out)
+        latte!.backward(gradient, cache)
+        return (value, out)
     }
 }

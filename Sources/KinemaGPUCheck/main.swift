@@ -60,11 +60,17 @@ let families: [(name: String, run: () -> Void)] = [
     }),
     ("pixart", {
         let tiny = PixArtConfig(sampleSize: 8, hiddenSize: 64, depth: 2, numHeads: 4, captionChannels: 40)
-        harness.checkPixArtTrainingStep("PixArt tiny step (6 x 10 latents)", config: tiny, batch: 3, height: 6,
-                                        width: 10, captionLength: 7)
+        harness.checkTextTransformerTrainingStep("PixArt tiny step (6 x 10 latents)", config: tiny, batch: 3,
+                                                 height: 6, width: 10, captionLength: 7)
+        harness.checkTextTransformerTrainingStep("Latte tiny step (4 frames of 6 x 10)", config: tiny, frames: 4,
+                                                 batch: 2, height: 6, width: 10, captionLength: 7)
         let small = PixArtConfig(sampleSize: 32, hiddenSize: 384, depth: 2, numHeads: 6, captionChannels: 512)
-        harness.checkPixArtTrainingStep("PixArt-S-like step bf16 vs CPU f32", config: small, batch: 2, height: 32,
-                                        width: 32, captionLength: 20, dtype: .bf16, tolerance: 3e-2)
+        harness.checkTextTransformerTrainingStep("PixArt-S-like step bf16 vs CPU f32", config: small, batch: 2,
+                                                 height: 32, width: 32, captionLength: 20, dtype: .bf16,
+                                                 tolerance: 3e-2)
+        harness.checkTextTransformerTrainingStep("Latte-S-like step bf16 vs CPU f32 (8 frames)", config: small,
+                                                 frames: 8, batch: 1, height: 16, width: 16, captionLength: 20,
+                                                 dtype: .bf16, tolerance: 3e-2)
     }),
 ]
 let arguments = CommandLine.arguments

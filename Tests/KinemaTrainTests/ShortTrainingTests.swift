@@ -1,4 +1,5 @@
 import Foundation
+import KinemaCPU
 import KinemaData
 import KinemaTensor
 import KinemaTestSupport
@@ -80,6 +81,26 @@ final class ForwardCommandTests: XCTestCase {
         let ours = try SafetensorsFile(url: output).floats("out")
         let reference = try SafetensorsFile(url: Fixtures.url("dit_diffusers_io.safetensors")).floats("out")
         XCTAssertLessThan(relativeError(ours, reference), 1e-4)
+    }
+
+    /// PixArt and Latte folders take x, t, encoder_hidden_states and encoder_attention_mask (diffusers' names).
+    func testForwardOnTextConditionedModelsMatchesReference() throws {
+        let backend = CPUBackend()
+        for (model, mask) in [("pixart", true), ("latte", false)] {
+            let io = try SafetensorsFile(url: Fixtures.url("\(model)_io.safetensors"))
+            let directory = Fixtures.temporaryDirectory()
+            let inputs = directory.appendingPathComponent("inputs.safetensors")
+            let output = directory.appendingPathComponent("out.safetensors")
+            var tensors = [(name: "x", tensor: try io.tensor("wide_x", on: backend)),
+                           (name: "t", tensor: try io.tensor("wide_t", on: backend)),
+                           (name: "encoder_hidden_states", tensor: try io.tensor("wide_captions", on: backend))]
+            if mask { tensors.append((name: "encoder_attention_mask", tensor: try io.tensor("wide_mask", on: backend))) }
+            try SafetensorsWriter.write(tensors, to: inputs, backend: backend)
+            _ = try KinemaCLI.run(["forward", "--checkpoint", Fixtures.url(model).path, "--inputs", inputs.path,
+                                   "--output", output.path])
+            let ours = try SafetensorsFile(url: output).floats("out")
+            XCTAssertLessThan(relativeError(ours, try io.floats("wide_out")), 1e-4, model)
+        }
     }
 }
 
