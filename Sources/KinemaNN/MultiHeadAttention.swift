@@ -10,9 +10,11 @@ import KinemaTensor
 /// `packedCrossAttention`. So their parameters must lie back to back in the model's arena: `packedRuns` says which.
 public final class MultiHeadAttention: Layer {
     public struct Cache {
-        /// The input, the context (cross-attention), the packed projections and the merged heads (to_out's input).
+        /// The input, the context (cross-attention), the packed projections (for cross-attention: k and v of each
+        /// query sample, the context's repeated) and the merged heads (to_out's input).
         let x: Tensor, context: Tensor?, q: Tensor?, packed: Tensor, merged: Tensor, keyMask: Tensor?
         let logSumExp: Tensor
+        let contextRepeats: Int
     }
 
     public let toQ, toK, toV, toOut: Linear
@@ -58,22 +60,29 @@ public final class MultiHeadAttention: Layer {
     }
 
     /// x [B, N, D] (and, for cross-attention, context [B, L, C] with keyMask i32 [B, L] or nil) → [B, N, D].
-    public func forward(_ x: Tensor, context: Tensor? = nil, keyMask: Tensor? = nil) -> (Tensor, Cache) {
+    /// `contextRepeats` k: x holds k samples per context sample ([B·k, N, D], a video's frames against its one
+    /// caption): k and v are computed once per context sample and repeated, their gradients summed back.
+    public func forward(_ x: Tensor, context: Tensor? = nil, keyMask: Tensor? = nil,
+                        contextRepeats: Int = 1) -> (Tensor, Cache) {
         precondition(x.rank == 3 && x.shape[2] == dim, "\(toQ.weight.name): input must be [B, N, \(dim)], got \(x.shape)")
         precondition((context == nil) == (contextDim == nil),
                      "\(toQ.weight.name): a context is \(contextDim == nil ? "not taken (self-attention)" : "required")")
         if let context {
-            precondition(context.rank == 3 && context.shape[0] == x.shape[0] && context.shape[2] == contextDim,
-                         "\(toK.weight.name): context must be [\(x.shape[0]), L, \(contextDim!)], got \(context.shape)")
-            let q = toQ.forward(x), kv = stacked.forward(context)
-            let (merged, logSumExp) = backend.packedCrossAttention(q, kv: kv, heads: heads, keyMask: keyMask, scale: scale)
+            precondition(context.rank == 3 && context.shape[0] * contextRepeats == x.shape[0]
+                         && context.shape[2] == contextDim,
+                         "\(toK.weight.name): context must be [\(x.shape[0] / contextRepeats), L, \(contextDim!)] "
+                         + "for \(contextRepeats) query samples each, got \(context.shape)")
+            let q = toQ.forward(x)
+            let kv = Repeats.interleave(stacked.forward(context), times: contextRepeats, backend: backend)
+            let mask = keyMask.map { Repeats.interleave($0, times: contextRepeats, backend: backend) }
+            let (merged, logSumExp) = backend.packedCrossAttention(q, kv: kv, heads: heads, keyMask: mask, scale: scale)
             return (toOut.forward(merged), Cache(x: x, context: context, q: q, packed: kv, merged: merged,
-                                                 keyMask: keyMask, logSumExp: logSumExp))
+                                                 keyMask: mask, logSumExp: logSumExp, contextRepeats: contextRepeats))
         }
         let qkv = stacked.forward(x)
         let (merged, logSumExp) = backend.packedSelfAttention(qkv, heads: heads, keyMask: keyMask, scale: scale)
         return (toOut.forward(merged), Cache(x: x, context: nil, q: nil, packed: qkv, merged: merged, keyMask: keyMask,
-                                             logSumExp: logSumExp))
+                                             logSumExp: logSumExp, contextRepeats: 1))
     }
 
     /// Accumulates the parameter gradients; returns dx and (cross-attention) the context's gradient.
@@ -88,6 +97,7 @@ public final class MultiHeadAttention: Layer {
         let (dq, dkv) = backend.packedCrossAttentionBackward(dMerged, q: q, kv: cache.packed, out: cache.merged,
                                                              logSumExp: cache.logSumExp, heads: heads,
                                                              keyMask: cache.keyMask, scale: scale)
-        return (toQ.backward(dq, input: cache.x), stacked.backward(dkv, input: context))
+        let dContextKV = Repeats.sumInterleaved(dkv, times: cache.contextRepeats, backend: backend)
+        return (toQ.backward(dq, input: cache.x), stacked.backward(dContextKV, input: context))
     }
 }

@@ -111,7 +111,8 @@ public enum Benchmark {
             let (_, scale) = clipGradientNorm(model.arena, maxNorm: 1)
             optimizer.update(learningRate: 1e-4, gradScale: scale, ema: ema)
         }
-        return result("train", name, model, batchSize, timing, steps: steps, warmup: warmup,
+        return result("train", name, dtype: model.dtype, backend: backend, batch: batchSize,
+                      tokensPerSample: config.tokenCount, timing, steps: steps, warmup: warmup,
                       flopsPerSample: 3 * config.forwardFLOPs, device: device)
     }
 
@@ -130,7 +131,8 @@ public enum Benchmark {
         }
         if let failure { throw failure }
         let forwardsPerStep = cfgScale == 1 ? 1.0 : 2.0
-        var result = result("sample", name, model, batchSize, timing, steps: steps, warmup: warmup,
+        var result = result("sample", name, dtype: model.dtype, backend: model.backend, batch: batchSize,
+                            tokensPerSample: model.config.tokenCount, timing, steps: steps, warmup: warmup,
                             flopsPerSample: Double(samplingSteps) * forwardsPerStep * model.config.forwardFLOPs,
                             device: device)
         result.samplingSteps = samplingSteps
@@ -138,16 +140,56 @@ public enum Benchmark {
         return result
     }
 
-    static func result(_ mode: String, _ name: String, _ model: DiT, _ batch: Int, _ timing: Timing, steps: Int,
-                       warmup: Int, flopsPerSample: Double, device: BenchmarkDevice) -> BenchmarkResult {
+    /// A Latte training step as `kinema train` on videos runs it, on random latents [B, 4, F, h, w] and random
+    /// caption states [B, L, captionChannels] (the last quarter of every caption padding, masked): upload, the
+    /// rectified-flow loss (logit-normal timesteps, shifted for the size), forward, backward, gradient-norm clipping,
+    /// AdamW and EMA. A sample is one video; its tokens are F · (h/p) · (w/p).
+    public static func trainLatte(model: Latte, name: String, batchSize: Int, frames: Int, latentSize: Int,
+                                  captionLength: Int, steps: Int, warmup: Int,
+                                  device: BenchmarkDevice) -> BenchmarkResult {
+        let backend = model.backend, config = model.config
+        let shape = [batchSize, config.inChannels, frames, latentSize, latentSize]
+        let latents = backend.download(backend.randomNormal(shape, dtype: .f32, seed: 1, offset: 0))
+        let captionShape = [batchSize, captionLength, config.captionChannels]
+        let captions = backend.download(backend.randomNormal(captionShape, dtype: .f32, seed: 3, offset: 0))
+        let real = captionLength - captionLength / 4
+        let mask = (0..<batchSize * captionLength).map { Int32($0 % captionLength < real ? 1 : 0) }
+        let flow = RectifiedFlow()
+        let size = RectifiedFlow.InputSize(height: 8 * latentSize, width: 8 * latentSize, frames: frames)
+        let optimizer = AdamW(arena: model.arena, hyperparameters: AdamWHyperparameters(learningRate: 1e-4))
+        let ema = ExponentialMovingAverage(arena: model.arena, decay: 0.9999)
+        var random = RandomStream(seed: 2)
+        let timing = time(steps: steps, warmup: warmup, backend: backend, device: device) {
+            let xStart = backend.upload(latents, shape: shape, dtype: model.ioDType)
+            let text = backend.upload(captions, shape: captionShape, dtype: model.ioDType)
+            let textMask = backend.upload(mask, shape: [batchSize, captionLength])
+            let (timesteps, noise, xT) = flow.noisedBatch(xStart, size: size, random: &random, backend: backend)
+            let t = backend.upload(timesteps, shape: [batchSize], dtype: model.ioDType)
+            let (out, cache) = model.forward(xT, timesteps: t, captions: text, captionMask: textMask)
+            let loss = flow.trainingLoss(modelOutput: out, xStart: xStart, noise: noise, backend: backend)
+            model.backward(loss.gradient, cache)
+            let (_, scale) = clipGradientNorm(model.arena, maxNorm: 1)
+            optimizer.update(learningRate: 1e-4, gradScale: scale, ema: ema)
+        }
+        let grid = latentSize / config.patchSize
+        let forward = config.forwardFLOPs(frames: frames, gridHeight: grid, gridWidth: grid,
+                                          captionLength: captionLength, temporal: true)
+        return result("train", name, dtype: model.dtype, backend: backend, batch: batchSize,
+                      tokensPerSample: frames * grid * grid, timing, steps: steps, warmup: warmup,
+                      flopsPerSample: 3 * forward, device: device)
+    }
+
+    static func result(_ mode: String, _ name: String, dtype: DType, backend: any Backend, batch: Int,
+                       tokensPerSample: Int, _ timing: Timing, steps: Int, warmup: Int, flopsPerSample: Double,
+                       device: BenchmarkDevice) -> BenchmarkResult {
         let seconds = timing.medianSeconds
         let teraflops = flopsPerSample * Double(batch) / seconds / 1e12
-        return BenchmarkResult(mode: mode, model: name, dtype: model.dtype.description, device: model.backend.name,
-                               batchSize: batch, tokensPerSample: model.config.tokenCount, timedSteps: steps,
+        return BenchmarkResult(mode: mode, model: name, dtype: dtype.description, device: backend.name,
+                               batchSize: batch, tokensPerSample: tokensPerSample, timedSteps: steps,
                                warmupSteps: warmup, medianStepSeconds: seconds,
                                medianHostSeconds: timing.medianHostSeconds,
                                imagesPerSecond: Double(batch) / seconds,
-                               tokensPerSecond: Double(batch * model.config.tokenCount) / seconds,
+                               tokensPerSecond: Double(batch * tokensPerSample) / seconds,
                                teraflopsPerSecond: teraflops, mfu: teraflops / device.peakTeraflops,
                                peakMemoryBytes: device.peakMemory?(), deviceAllocationsWarm: timing.allocationsWarm,
                                deviceAllocationsDuringTimedSteps: timing.allocationsDuringTimedSteps)

@@ -50,4 +50,24 @@ final class BenchmarkTests: XCTestCase {
         XCTAssertEqual(result.deviceAllocationsWarm, 5)
         XCTAssertEqual(result.deviceAllocationsDuringTimedSteps, 0)
     }
+
+    /// A Latte step counts a video as one sample of frames · grid² tokens, with the temporal blocks in its FLOPs.
+    func testTrainLatteCountsVideoTokens() throws {
+        let config = PixArtConfig(sampleSize: 4, patchSize: 2, inChannels: 4, outChannels: 8, hiddenSize: 32,
+                                  depth: 1, numHeads: 2, captionChannels: 16)
+        let model = try Latte(config: config, videoLength: 3, backend: backend, seed: 5)
+        let result = Benchmark.trainLatte(model: model, name: "tiny", batchSize: 2, frames: 3, latentSize: 4,
+                                          captionLength: 5, steps: 2, warmup: 1,
+                                          device: BenchmarkDevice(peakTeraflops: 1))
+        XCTAssertEqual(result.tokensPerSample, 3 * 2 * 2)
+        XCTAssertEqual(result.tokensPerSecond, 2 * 12 / result.medianStepSeconds, accuracy: 1e-6)
+        let spatialOnly = config.forwardFLOPs(frames: 3, gridHeight: 2, gridWidth: 2, captionLength: 5,
+                                              temporal: false)
+        let withTemporal = config.forwardFLOPs(frames: 3, gridHeight: 2, gridWidth: 2, captionLength: 5,
+                                               temporal: true)
+        XCTAssertGreaterThan(withTemporal, spatialOnly)
+        XCTAssertEqual(result.teraflopsPerSecond, 3 * withTemporal * 2 / result.medianStepSeconds / 1e12,
+                       accuracy: 1e-12)
+        XCTAssertTrue(backend.download(model.arena.weights).allSatisfy { $0.isFinite })
+    }
 }

@@ -49,8 +49,9 @@ final class AdaLNSingleBlock: Layer {
 
     /// The stream, t₆ [B, 6D], and for a block with cross-attention the projected captions [B, L, D] and their key
     /// mask (i32 [B, L] or nil).
-    func forward(_ stream: ResidualStream, t6: Tensor, captions: Tensor? = nil,
-                 captionMask: Tensor? = nil) -> (ResidualStream, Cache) {
+    /// `captionRepeats`: stream samples per caption (a video's frames).
+    func forward(_ stream: ResidualStream, t6: Tensor, captions: Tensor? = nil, captionMask: Tensor? = nil,
+                 captionRepeats: Int = 1) -> (ResidualStream, Cache) {
         let modulation = backend.chunk(backend.addBias(t6, scaleShiftTable.value.reshaped([6 * dim])), parts: 6, axis: 1)
         let (x, normed1, mean1, rstd1) = stream.layerNormModulate(backend, shift: modulation[0], scale: modulation[1],
                                                                   eps: eps)
@@ -59,7 +60,8 @@ final class AdaLNSingleBlock: Layer {
         var x2 = x1, crossCache: MultiHeadAttention.Cache?
         if let attn2 {
             precondition(captions != nil, "\(attn2.toQ.weight.name): this block cross-attends and needs captions")
-            let (crossOut, cache) = attn2.forward(x1, context: captions, keyMask: captionMask)
+            let (crossOut, cache) = attn2.forward(x1, context: captions, keyMask: captionMask,
+                                                  contextRepeats: captionRepeats)
             (x2, crossCache) = (backend.add(x1, crossOut), cache)
         }
         let (normed2, mean2, rstd2) = backend.layerNormModulate(x2, shift: modulation[3], scale: modulation[4], eps: eps)

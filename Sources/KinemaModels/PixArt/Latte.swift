@@ -10,8 +10,8 @@ import KinemaTensor
 ///                   → temporal block (self-attention over the F frames of one patch; no cross-attention)
 ///                   → transpose back
 ///   final layer (modulated by e), unpatchify per frame → [B, C_out, F, H, W]
-/// Every block of a video reads the same t₆ and the same captions (repeated per frame or per patch; their
-/// gradients are summed back).
+/// Every block of a video reads the same t₆ (repeated per frame or per patch) and the same captions (their keys
+/// and values computed once per video, then repeated per frame); the gradients of the copies are summed back.
 public final class Latte {
     public struct Cache {
         let batch, frames, gridHeight, gridWidth: Int
@@ -94,15 +94,13 @@ public final class Latte {
             .reshaped([batch * frames, patchesPerFrame, d])
         let (embedded, t6, adaLNCache) = adaLN.forward(timesteps)
         let (captions, captionCache) = captionProjection.forward(compute(captionInput))
-        let frameCaptions = Repeats.interleave(captions, times: frames, backend: backend)
-        let frameMask = captionMask.map { Repeats.interleave($0, times: frames, backend: backend) }
         let frameT6 = Repeats.interleave(t6, times: frames, backend: backend)
         let patchT6 = Repeats.interleave(t6, times: patchesPerFrame, backend: backend)
         var stream = ResidualStream(tokens)
         var spatialCaches: [AdaLNSingleBlock.Cache] = [], temporalCaches: [AdaLNSingleBlock.Cache] = []
         for (index, (spatial, temporal)) in zip(spatialBlocks, temporalBlocks).enumerated() {
-            let (afterSpatial, spatialCache) = spatial.forward(stream, t6: frameT6, captions: frameCaptions,
-                                                               captionMask: frameMask)
+            let (afterSpatial, spatialCache) = spatial.forward(stream, t6: frameT6, captions: captions,
+                                                               captionMask: captionMask, captionRepeats: frames)
             var sequences = regroup(afterSpatial.value(backend), batch: batch, frames, patchesPerFrame)
             if index == 0 && frames > 1 {
                 sequences = backend.addBias(sequences.reshaped([batch * patchesPerFrame, frames * d]),
@@ -134,24 +132,24 @@ public final class Latte {
         let dTokens = Patches.unpatchifyBackward(dImages, patchSize: config.patchSize, backend: backend)
         let (dStream, dFrameEmbedded) = finalLayer.backward(dTokens, cache.final)
         var dx = dStream
-        var dFrameT6: Tensor?, dPatchT6: Tensor?, dFrameCaptions: Tensor?
+        var dFrameT6: Tensor?, dPatchT6: Tensor?, dCaptions: Tensor?
         func accumulate(_ total: inout Tensor?, _ part: Tensor) { total = total.map { backend.add($0, part) } ?? part }
         for index in (0..<config.depth).reversed() {
             let dSequences = regroup(dx, batch: batch, frames, patchesPerFrame)
             let (dTemporalIn, dt6Temporal, _) = temporalBlocks[index].backward(dSequences, cache.temporal[index])
             accumulate(&dPatchT6, dt6Temporal)
             let dSpatialOut = regroup(dTemporalIn, batch: batch, patchesPerFrame, frames)
-            let (dSpatialIn, dt6Spatial, dCaptions) = spatialBlocks[index].backward(dSpatialOut, cache.spatial[index])
+            let (dSpatialIn, dt6Spatial, dBlockCaptions) = spatialBlocks[index].backward(dSpatialOut,
+                                                                                          cache.spatial[index])
             accumulate(&dFrameT6, dt6Spatial)
-            accumulate(&dFrameCaptions, dCaptions!)
+            accumulate(&dCaptions, dBlockCaptions!)
             dx = dSpatialIn
         }
         let dt6 = backend.add(Repeats.sumInterleaved(dFrameT6!, times: frames, backend: backend),
                               Repeats.sumInterleaved(dPatchT6!, times: patchesPerFrame, backend: backend))
         adaLN.backward(dEmbedded: Repeats.sumInterleaved(dFrameEmbedded, times: frames, backend: backend), dt6: dt6,
                        cache.adaLN)
-        captionProjection.accumulateGradients(Repeats.sumInterleaved(dFrameCaptions!, times: frames, backend: backend),
-                                              cache.captionProjection)
+        captionProjection.accumulateGradients(dCaptions!, cache.captionProjection)
         posEmbed.backward(dx, cache.patchEmbed)
     }
 

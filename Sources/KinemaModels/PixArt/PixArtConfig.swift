@@ -94,3 +94,44 @@ public struct PixArtConfig: Equatable, Sendable {
         try validate()
     }
 }
+
+extension PixArtConfig {
+    /// Latte's sizes (the Latte paper's S/B/L/XL, patch 2; PixArt-α's XL is the same width and depth), with T5-XXL
+    /// caption states (4096 wide) and a learned-sigma output, at latent size `sampleSize`.
+    public static let latteNames = ["Latte-S/2", "Latte-B/2", "Latte-L/2", "Latte-XL/2"]
+
+    public static func latte(_ name: String, sampleSize: Int = 32, captionChannels: Int = 4096) throws -> PixArtConfig {
+        let sizes: [String: (hidden: Int, depth: Int, heads: Int)] = [
+            "Latte-S/2": (384, 12, 6), "Latte-B/2": (768, 12, 12), "Latte-L/2": (1024, 24, 16),
+            "Latte-XL/2": (1152, 28, 16),
+        ]
+        guard let size = sizes[name] else {
+            throw ModelError.invalidConfig("unknown model '\(name)'; Latte models: \(latteNames.joined(separator: ", "))")
+        }
+        let config = PixArtConfig(sampleSize: sampleSize, patchSize: 2, inChannels: 4, outChannels: 8,
+                                  hiddenSize: size.hidden, depth: size.depth, numHeads: size.heads,
+                                  captionChannels: captionChannels)
+        try config.validate()
+        return config
+    }
+
+    /// Counted forward FLOPs of one sample (DESIGN.md: 2 per multiply-add; attention 4·Nq·Nk·D): `frames` frames of
+    /// a `gridHeight` × `gridWidth` patch grid and `captionLength` caption tokens. `temporal` adds Latte's temporal
+    /// block after each spatial one; a PixArt image is frames = 1 without it. The per-frame cross-attention keys
+    /// and values are counted once per video, as they are computed (per video, then repeated).
+    public func forwardFLOPs(frames: Int, gridHeight: Int, gridWidth: Int, captionLength: Int,
+                             temporal: Bool) -> Double {
+        let d = Double(hiddenSize), n = Double(gridHeight * gridWidth), f = Double(frames), l = Double(captionLength)
+        let tokens = f * n
+        let patchEmbed = 2 * tokens * Double(inChannels * patchSize * patchSize) * d
+        let captions = 2 * l * (Double(captionChannels) * d + d * d)
+        let adaLN = 2 * (256 * d + d * d + d * 6 * d)
+        let feedForward = 2 * tokens * 2 * d * Double(mlpHidden)
+        let selfAttention = 2 * tokens * 4 * d * d + 4 * f * n * n * d
+        let crossAttention = 2 * tokens * 2 * d * d + 2 * l * 2 * d * d + 4 * f * n * l * d
+        let temporalBlock = temporal ? 2 * tokens * 4 * d * d + 4 * n * f * f * d + feedForward : 0
+        let finalLayer = 2 * tokens * d * Double(patchSize * patchSize * outChannels)
+        return patchEmbed + captions + adaLN + finalLayer
+            + Double(depth) * (selfAttention + crossAttention + feedForward + temporalBlock)
+    }
+}

@@ -1,11 +1,10 @@
-import KinemaNN
 import KinemaTensor
 
 /// torch's `repeat_interleave(k, dim=0)` and its adjoint: the per-video conditioning of a video model repeated for
 /// each of its frames (or patches), and the gradients of those copies summed back.
-enum Repeats {
+public enum Repeats {
     /// x [B, …] → [B·k, …]: each sample's row k times in a row.
-    static func interleave(_ x: Tensor, times k: Int, backend: any Backend) -> Tensor {
+    public static func interleave(_ x: Tensor, times k: Int, backend: any Backend) -> Tensor {
         if k == 1 { return x }
         let batch = x.shape[0], row = x.count / max(batch, 1)
         let copies = backend.concat([Tensor](repeating: x.reshaped([batch, 1, row]), count: k), axis: 1)
@@ -13,7 +12,7 @@ enum Repeats {
     }
 
     /// dy [B·k, …] → [B, …]: the sum of each sample's k copies, in dy's dtype.
-    static func sumInterleaved(_ dy: Tensor, times k: Int, backend: any Backend) -> Tensor {
+    public static func sumInterleaved(_ dy: Tensor, times k: Int, backend: any Backend) -> Tensor {
         if k == 1 { return dy }
         let batch = dy.shape[0] / k, row = dy.count / max(dy.shape[0], 1)
         let byCopy = backend.permute(dy.reshaped([batch, k, row]), [1, 0, 2]).reshaped([k, batch * row])
