@@ -55,7 +55,8 @@ struct DeviceOptions: ParsableArguments {
 /// The DiT shape for a new model: a paper name or `tiny`, with optional overrides.
 struct ModelOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Model: one of \(DiTConfig.paperNames.joined(separator: ", ")), or tiny (a small "
-        + "DiT for CPU runs: hidden 128, depth 4, 4 heads, patch 2).", valueName: "name"))
+        + "DiT for CPU runs: hidden 128, depth 4, 4 heads, patch 2); for `bench train` also "
+        + "\(PixArtConfig.latteNames.joined(separator: ", ")) (text-to-video).", valueName: "name"))
     var model = "tiny"
 
     @Option(help: "Override the hidden size.") var hiddenSize: Int?
@@ -80,6 +81,21 @@ struct ModelOptions: ParsableArguments {
         config.patchSize = patchSize ?? config.patchSize
         config.mlpRatio = mlpRatio ?? config.mlpRatio
         config.classDropoutProb = classDropout
+        try config.validate()
+        return config
+    }
+
+    /// Whether --model names a Latte video model rather than a DiT.
+    var isLatte: Bool { PixArtConfig.latteNames.contains(model) }
+
+    /// The Latte config of --model at latent size `latentSize`, with the overrides applied.
+    func latteConfig(latentSize: Int) throws -> PixArtConfig {
+        var config = try PixArtConfig.latte(model, sampleSize: latentSize)
+        config.hiddenSize = hiddenSize ?? config.hiddenSize
+        config.depth = depth ?? config.depth
+        config.numHeads = numHeads ?? config.numHeads
+        config.patchSize = patchSize ?? config.patchSize
+        config.mlpHidden = mlpRatio.map { Int($0 * Double(config.hiddenSize)) } ?? 4 * config.hiddenSize
         try config.validate()
         return config
     }

@@ -92,10 +92,10 @@ extension CUDABackend {
     public func packedSelfAttention(_ qkv: Tensor, heads: Int, keyMask: Tensor?,
                                     scale: Double) -> (out: Tensor, logSumExp: Tensor) {
         guard qkv.dtype == .bf16 else { return packedSelfAttentionByPermutes(qkv, heads: heads, keyMask: keyMask, scale: scale) }
-        let (shape, packed, merged, parts) = packedLayout("packedSelfAttention", qkv, heads: heads, keyMask: keyMask)
+        let (shape, packed, merged, inputs) = packedLayout("packedSelfAttention", qkv, heads: heads, keyMask: keyMask)
         let out = empty([qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3], dtype: .bf16)
         let lse = empty([shape.batch, heads, shape.queries], dtype: .f32)
-        flashAttention(shape, q: parts[0], packed, k: parts[1], packed, v: parts[2], packed, keyMask: keyMask,
+        flashAttention(shape, q: inputs[0], packed, k: inputs[1], packed, v: inputs[2], packed, keyMask: keyMask,
                        scale: scale, out: out, merged, logSumExp: lse)
         return (out, lse)
     }
@@ -106,15 +106,65 @@ extension CUDABackend {
             return packedSelfAttentionBackwardByPermutes(dOut, qkv: qkv, out: out, logSumExp: logSumExp, heads: heads,
                                                          keyMask: keyMask, scale: scale)
         }
-        let (shape, packed, merged, parts) = packedLayout("packedSelfAttentionBackward", qkv, heads: heads, keyMask: keyMask)
+        let (shape, packed, merged, inputs) = packedLayout("packedSelfAttentionBackward", qkv, heads: heads, keyMask: keyMask)
         precondition(dOut.shape == out.shape && out.count * 3 == qkv.count && dOut.dtype == .bf16 && out.dtype == .bf16,
                      "packedSelfAttentionBackward: dOut \(dOut.shape) and out \(out.shape) must be bf16 [B, N, D]")
         let dQKV = empty(qkv.shape, dtype: .bf16)
-        let gradients = thirds(of: dQKV, heads: heads)
-        flashAttentionBackward(shape, dOut: dOut, merged, q: parts[0], packed, k: parts[1], packed, v: parts[2], packed,
+        let gradients = parts(of: dQKV, count: 3)
+        flashAttentionBackward(shape, dOut: dOut, merged, q: inputs[0], packed, k: inputs[1], packed, v: inputs[2], packed,
                                out: out, merged, logSumExp: logSumExp, keyMask: keyMask, scale: scale,
                                dq: gradients[0], packed, dk: gradients[1], packed, dv: gradients[2], packed)
         return dQKV
+    }
+
+    /// bf16: flash attention reading the heads of q [B, N, D] and of the packed kv [B, L, 2D] by strides and
+    /// writing the merged heads (no permutes); f32: the exact kernels through permutes.
+    public func packedCrossAttention(_ q: Tensor, kv: Tensor, heads: Int, keyMask: Tensor?,
+                                     scale: Double) -> (out: Tensor, logSumExp: Tensor) {
+        guard q.dtype == .bf16 else { return packedCrossAttentionByPermutes(q, kv: kv, heads: heads, keyMask: keyMask, scale: scale) }
+        let layout = crossLayout("packedCrossAttention", q, kv: kv, heads: heads, keyMask: keyMask)
+        let out = empty(q.shape, dtype: .bf16)
+        let lse = empty([layout.shape.batch, heads, layout.shape.queries], dtype: .f32)
+        let halves = parts(of: kv, count: 2)
+        flashAttention(layout.shape, q: q, layout.merged, k: halves[0], layout.packed, v: halves[1], layout.packed,
+                       keyMask: keyMask, scale: scale, out: out, layout.merged, logSumExp: lse)
+        return (out, lse)
+    }
+
+    public func packedCrossAttentionBackward(_ dOut: Tensor, q: Tensor, kv: Tensor, out: Tensor, logSumExp: Tensor,
+                                             heads: Int, keyMask: Tensor?, scale: Double) -> (dq: Tensor, dkv: Tensor) {
+        guard q.dtype == .bf16 else {
+            return packedCrossAttentionBackwardByPermutes(dOut, q: q, kv: kv, out: out, logSumExp: logSumExp,
+                                                          heads: heads, keyMask: keyMask, scale: scale)
+        }
+        let layout = crossLayout("packedCrossAttentionBackward", q, kv: kv, heads: heads, keyMask: keyMask)
+        precondition(dOut.shape == q.shape && out.shape == q.shape && dOut.dtype == .bf16 && out.dtype == .bf16,
+                     "packedCrossAttentionBackward: dOut \(dOut.shape) and out \(out.shape) must be bf16 \(q.shape)")
+        let dq = empty(q.shape, dtype: .bf16), dkv = empty(kv.shape, dtype: .bf16)
+        let halves = parts(of: kv, count: 2), dHalves = parts(of: dkv, count: 2)
+        flashAttentionBackward(layout.shape, dOut: dOut, layout.merged, q: q, layout.merged, k: halves[0],
+                               layout.packed, v: halves[1], layout.packed, out: out, layout.merged,
+                               logSumExp: logSumExp, keyMask: keyMask, scale: scale, dq: dq, layout.merged,
+                               dk: dHalves[0], layout.packed, dv: dHalves[1], layout.packed)
+        return (dq, dkv)
+    }
+
+    /// The attention shape of q [B, N, H·Dh] against a packed kv [B, L, 2·H·Dh], the strides of q (and of the
+    /// merged output) and of kv's halves.
+    private func crossLayout(_ op: String, _ q: Tensor, kv: Tensor, heads: Int, keyMask: Tensor?)
+        -> (shape: AttentionShape, merged: AttentionStrides, packed: AttentionStrides) {
+        precondition(q.rank == 3 && kv.rank == 3 && q.shape[0] == kv.shape[0] && kv.shape[2] == 2 * q.shape[2]
+                     && heads > 0 && q.shape[2] % heads == 0 && kv.dtype == q.dtype,
+                     "\(op): q must be [B, N, H·Dh] and kv [B, L, 2·H·Dh] of one dtype with H = \(heads), "
+                     + "got \(q.shape) \(q.dtype) and \(kv.shape) \(kv.dtype)")
+        let (batch, queries, keys, width) = (q.shape[0], q.shape[1], kv.shape[1], q.shape[2])
+        if let keyMask {
+            precondition(keyMask.dtype == .i32 && keyMask.shape == [batch, keys],
+                         "\(op): keyMask must be i32 [B, L] = [\(batch), \(keys)], got \(keyMask.dtype) \(keyMask.shape)")
+        }
+        let shape = AttentionShape(op, batch: batch, heads: heads, queries: queries, keys: keys, headDim: width / heads)
+        return (shape, AttentionStrides(batch: queries * width, head: width / heads, row: width),
+                AttentionStrides(batch: keys * 2 * width, head: width / heads, row: 2 * width))
     }
 
     /// The attention shape of a packed qkv [B, N, 3·H·Dh], the strides of its thirds and of the merged
@@ -131,13 +181,14 @@ extension CUDABackend {
         }
         let packed = AttentionStrides(batch: tokens * 3 * width, head: width / heads, row: 3 * width)
         let merged = AttentionStrides(batch: tokens * width, head: width / heads, row: width)
-        return (shape, packed, merged, thirds(of: qkv, heads: heads))
+        return (shape, packed, merged, parts(of: qkv, count: 3))
     }
 
-    /// Views of a packed [B, N, 3, H, Dh] tensor starting at its q, k and v parts (the kernels add the strides).
-    private func thirds(of packed: Tensor, heads: Int) -> [Tensor] {
-        let width = packed.shape[2] / 3
-        return (0..<3).map {
+    /// Views of a packed [B, N, count, H, Dh] tensor starting at each of its parts (q, k, v or k, v; the kernels
+    /// add the strides).
+    private func parts(of packed: Tensor, count: Int) -> [Tensor] {
+        let width = packed.shape[2] / count
+        return (0..<count).map {
             Tensor(shape: [packed.count - $0 * width], dtype: packed.dtype, buffer: packed.buffer,
                    offset: packed.offset + $0 * width)
         }

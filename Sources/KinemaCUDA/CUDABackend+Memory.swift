@@ -132,14 +132,9 @@ extension CUDABackend: MemoryOps {
         let plan = PermutePlan(shape: x.shape, axes: axes)
         let out = empty(plan.outputShape, dtype: x.dtype)
         guard out.count > 0 else { return out }
-        var meta = [Int64](repeating: 1, count: 13)  // [rank, output shape ×6, source strides ×6]
-        meta[0] = Int64(x.rank)
-        for axis in 0..<x.rank {
-            meta[1 + axis] = Int64(plan.outputShape[axis])
-            meta[7 + axis] = Int64(plan.sourceStrides[axis])
-        }
-        let metaTensor = uploadBytes(meta.withUnsafeBytes { Array($0) }, shape: [13], dtype: .i64)
-        launch("permute", count: out.count, [x, out, metaTensor, Int32(x.dtype.byteSize), Int64(out.count)])
+        let meta = PermuteWords(plan, keepsLastAxis: axes.last == x.rank - 1, elementSize: x.dtype.byteSize,
+                                alignment: deviceAddress(x) | deviceAddress(out))
+        launch("permute", count: meta.count, [x, out, meta, Int32(meta.wordSize), Int64(meta.count)])
         return out
     }
 
@@ -223,6 +218,39 @@ extension CUDABackend: MemoryOps {
 struct RowCopy {
     var source, destination: UInt64
     var rows, rowBytes, sourcePitch, destinationPitch: Int64
+}
+
+/// A permutation in the words the kernel moves (Elementwise.cu's PermuteMeta, by value): when the last axis stays
+/// last, its elements travel together as the widest word (16, 8, 4 or 2 bytes) that divides its bytes and both
+/// addresses; otherwise one element is one word.
+struct PermuteWords: KernelArgument {
+    var shape = [Int64](repeating: 1, count: 6), strides = [Int64](repeating: 0, count: 6)
+    let rank: Int, wordSize: Int, count: Int
+
+    init(_ plan: PermutePlan, keepsLastAxis: Bool, elementSize: Int, alignment: UInt64) {
+        rank = plan.outputShape.count
+        precondition(rank <= 6, "permute: rank \(rank) > 6")
+        let lastBytes = keepsLastAxis ? plan.outputShape[rank - 1] * elementSize : elementSize
+        wordSize = [16, 8, 4, 2].first { lastBytes % $0 == 0 && alignment % UInt64($0) == 0 && $0 >= elementSize }
+            ?? elementSize
+        let perWord = wordSize / elementSize  // elements per word (1 unless the last axis is kept)
+        for axis in 0..<rank {
+            let last = axis == rank - 1
+            shape[axis] = Int64(last ? plan.outputShape[axis] / perWord : plan.outputShape[axis])
+            strides[axis] = Int64(last ? plan.sourceStrides[axis] : plan.sourceStrides[axis] / perWord)
+        }
+        count = plan.outputShape.reduce(1, *) / perWord
+    }
+
+    func store(at address: UnsafeMutableRawPointer) -> Int {
+        for axis in 0..<6 {
+            address.storeBytes(of: shape[axis], toByteOffset: 8 * axis, as: Int64.self)
+            address.storeBytes(of: strides[axis], toByteOffset: 48 + 8 * axis, as: Int64.self)
+        }
+        address.storeBytes(of: Int32(rank), toByteOffset: 96, as: Int32.self)
+        address.storeBytes(of: Int32(0), toByteOffset: 100, as: Int32.self)
+        return 104
+    }
 }
 
 /// The kernel's by-value list of up to `capacity` copies (unused slots zero: no rows).

@@ -38,6 +38,17 @@ extension GPUCheck {
             let axes = Array((0..<shape.count).reversed())
             check("permute \(shape) → \(axes)", gpu.download(gpu.permute(gx, axes)), cpu.download(cpu.permute(x, axes)),
                   tolerance: 0)
+            // Keeping the last axis moves it in words of up to 16 bytes: odd, word-sized and wide rows in each dtype.
+            for last in [1, 3, 8, 72] {
+                let kept = Array(shape.dropLast()) + [last]
+                let (k, gk) = pair(kept)
+                let axes = Array((0..<kept.count - 1).reversed()) + [kept.count - 1]
+                for dtype in [DType.f32, .bf16, .f64] {
+                    let ours = gpu.download(gpu.cast(gpu.permute(gpu.cast(gk, to: dtype), axes), to: .f32))
+                    let want = cpu.download(cpu.cast(cpu.permute(cpu.cast(k, to: dtype), axes), to: .f32))
+                    check("permute \(dtype) \(kept) → \(axes)", ours, want, tolerance: 0)
+                }
+            }
             check("narrow \(shape) axis 1", gpu.download(gpu.narrow(gx, axis: 1, start: 1, length: 2)),
                   cpu.download(cpu.narrow(x, axis: 1, start: 1, length: 2)), tolerance: 0)
             check("concat \(shape) axis 1", gpu.download(gpu.concat([gx, gx], axis: 1)),

@@ -148,6 +148,29 @@ extension GPUCheck {
                                                  keyMask: nil, scale: scale))
         }
 
+        // Cross-attention of q [B, N, D] to a packed kv [B, L, 2D] by strides, with a caption mask (each row keeps
+        // at least one key) and without, against the CPU's permutes.
+        for (batch, queries, keys, heads, headDim, masked) in [(2, 77, 120, 4, 72, true), (3, 256, 19, 16, 72, false),
+                                                                (2, 130, 65, 6, 64, true)] {
+            let width = heads * headDim, scale = 1 / Double(headDim).squareRoot()
+            let (q, gq) = pairBF16([batch, queries, width]), (kv, gkv) = pairBF16([batch, keys, 2 * width])
+            let (dOut, gdOut) = pairBF16([batch, queries, width])
+            let mask = (0..<batch * keys).map { Int32($0 % keys < keys - ($0 / keys + 1) * keys / 5 ? 1 : 0) }
+            let cMask = masked ? cpu.upload(mask, shape: [batch, keys]) : nil
+            let gMask = masked ? gpu.upload(mask, shape: [batch, keys]) : nil
+            let tag = "bf16 [\(batch), \(queries)] × [\(batch), \(keys)] \(heads)×\(headDim)\(masked ? " masked" : "")"
+            let c = cpu.packedCrossAttention(q, kv: kv, heads: heads, keyMask: cMask, scale: scale)
+            let g = gpu.packedCrossAttention(gq, kv: gkv, heads: heads, keyMask: gMask, scale: scale)
+            same("packedCrossAttention out \(tag)", g.out, c.out)
+            same("packedCrossAttention logSumExp \(tag)", g.logSumExp, c.logSumExp)
+            let cb = cpu.packedCrossAttentionBackward(dOut, q: q, kv: kv, out: c.out, logSumExp: c.logSumExp,
+                                                      heads: heads, keyMask: cMask, scale: scale)
+            let gb = gpu.packedCrossAttentionBackward(gdOut, q: gq, kv: gkv, out: g.out, logSumExp: g.logSumExp,
+                                                      heads: heads, keyMask: gMask, scale: scale)
+            same("packedCrossAttentionBackward dq \(tag)", gb.dq, cb.dq)
+            same("packedCrossAttentionBackward dkv \(tag)", gb.dkv, cb.dkv)
+        }
+
         // Embedding rows of a bf16 table; the table's gradient accumulates in f32.
         let (table, gtable) = pairBF16([1001, 1152])
         let indices = (0..<64).map { Int32(($0 * 37) % 1001) }

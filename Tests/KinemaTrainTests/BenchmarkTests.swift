@@ -70,4 +70,12 @@ final class BenchmarkTests: XCTestCase {
                        accuracy: 1e-12)
         XCTAssertTrue(backend.download(model.arena.weights).allSatisfy { $0.isFinite })
     }
+
+    /// The count scripts/pytorch_latte_reference.py uses for diffusers' Latte (same formula, written twice on
+    /// purpose: the two sides of the benchmark must agree on the work).
+    func testLatteXLCountMatchesThePyTorchReference() throws {
+        let config = try PixArtConfig.latte("Latte-XL/2")
+        let flops = config.forwardFLOPs(frames: 16, gridHeight: 16, gridWidth: 16, captionLength: 120, temporal: true)
+        XCTAssertEqual(flops / 1e9, 8141.475446784, accuracy: 1e-6)
+    }
 }

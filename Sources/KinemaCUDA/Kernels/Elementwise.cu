@@ -26,26 +26,35 @@ extern "C" __global__ void cast(const void* in, int inType, void* out, int outTy
     GRID_LOOP(i, n) store_as(out, outType, i, load_as(in, inType, i));
 }
 
-// out[i] = in[source offset of output element i] for rank ≤ 6; meta = [rank, outShape[6], inStride[6]]. Elements move
-// as whole 2-, 4- or 8-byte words.
-template <typename W>
-__device__ inline void permute_words(const W* in, W* out, const long long* meta, long long n) {
-    int rank = (int)meta[0];
-    GRID_LOOP(i, n) {
-        long long rest = i, offset = 0;
-        for (int axis = rank - 1; axis >= 0; --axis) {
-            long long extent = meta[1 + axis];
-            offset += (rest % extent) * meta[7 + axis];
+// out[i] = in[source offset of output element i] for rank ≤ 6, in words of 2 to 16 bytes: the host views a kept last
+// axis (the usual case: rows of D elements regrouped) as 16-byte words, so a thread moves 8 bf16 at once and the
+// index arithmetic is paid per word, not per element. 32-bit index arithmetic where every offset fits (div/mod on
+// 64-bit integers is several times slower). Strides are in words.
+struct PermuteMeta { long long shape[6]; long long strides[6]; int rank; };
+
+template <typename W, typename I>
+__device__ inline void permute_words(const W* in, W* out, const PermuteMeta& m, I n) {
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)blockDim.x * gridDim.x) {
+        I rest = i, offset = 0;
+        for (int axis = m.rank - 1; axis >= 0; --axis) {
+            I extent = (I)m.shape[axis];
+            offset += (rest % extent) * (I)m.strides[axis];
             rest /= extent;
         }
         out[i] = in[offset];
     }
 }
-extern "C" __global__ void permute(const void* in, void* out, const long long* meta, int elementSize, long long n) {
-    switch (elementSize) {
-        case 2: permute_words((const u16*)in, (u16*)out, meta, n); break;
-        case 4: permute_words((const u32*)in, (u32*)out, meta, n); break;
-        default: permute_words((const u64*)in, (u64*)out, meta, n); break;
+template <typename W>
+__device__ inline void permute_sized(const void* in, void* out, const PermuteMeta& m, long long n) {
+    if (n < (1LL << 31)) permute_words<W, unsigned>((const W*)in, (W*)out, m, (unsigned)n);
+    else permute_words<W, long long>((const W*)in, (W*)out, m, n);
+}
+extern "C" __global__ void permute(const void* in, void* out, PermuteMeta meta, int wordSize, long long n) {
+    switch (wordSize) {
+        case 2: permute_sized<u16>(in, out, meta, n); break;
+        case 4: permute_sized<u32>(in, out, meta, n); break;
+        case 8: permute_sized<u64>(in, out, meta, n); break;
+        default: permute_sized<uint4>(in, out, meta, n); break;
     }
 }
 

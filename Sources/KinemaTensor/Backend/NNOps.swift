@@ -97,13 +97,26 @@ extension NNOps where Self: MemoryOps {
 
     public func packedCrossAttention(_ q: Tensor, kv: Tensor, heads: Int, keyMask: Tensor?,
                                      scale: Double) -> (out: Tensor, logSumExp: Tensor) {
+        packedCrossAttentionByPermutes(q, kv: kv, heads: heads, keyMask: keyMask, scale: scale)
+    }
+
+    public func packedCrossAttentionBackward(_ dOut: Tensor, q: Tensor, kv: Tensor, out: Tensor, logSumExp: Tensor,
+                                             heads: Int, keyMask: Tensor?, scale: Double) -> (dq: Tensor, dkv: Tensor) {
+        packedCrossAttentionBackwardByPermutes(dOut, q: q, kv: kv, out: out, logSumExp: logSumExp, heads: heads,
+                                               keyMask: keyMask, scale: scale)
+    }
+
+    /// The cross-attention through `attention` and permutes (what a backend without strided kernels runs).
+    public func packedCrossAttentionByPermutes(_ q: Tensor, kv: Tensor, heads: Int, keyMask: Tensor?,
+                                               scale: Double) -> (out: Tensor, logSumExp: Tensor) {
         let (qHeads, k, v) = crossHeads(q, kv: kv, heads: heads)
         let (out, logSumExp) = attention(q: qHeads, k: k, v: v, keyMask: keyMask, scale: scale)
         return (mergeHeads(out), logSumExp)
     }
 
-    public func packedCrossAttentionBackward(_ dOut: Tensor, q: Tensor, kv: Tensor, out: Tensor, logSumExp: Tensor,
-                                             heads: Int, keyMask: Tensor?, scale: Double) -> (dq: Tensor, dkv: Tensor) {
+    public func packedCrossAttentionBackwardByPermutes(_ dOut: Tensor, q: Tensor, kv: Tensor, out: Tensor,
+                                                       logSumExp: Tensor, heads: Int, keyMask: Tensor?,
+                                                       scale: Double) -> (dq: Tensor, dkv: Tensor) {
         let (qHeads, k, v) = crossHeads(q, kv: kv, heads: heads)
         let (dq, dk, dv) = attentionBackward(toHeads(dOut, heads: heads), q: qHeads, k: k, v: v,
                                              out: toHeads(out, heads: heads), logSumExp: logSumExp, keyMask: keyMask,
