@@ -12,8 +12,9 @@ struct ForwardCommand: ParsableCommand {
         diffusers DiTTransformer2DModel folder) takes x [B, C, H, W], t [B] (timesteps, any float or int dtype) and
         y [B] (class labels, int). A diffusers PixArtTransformer2DModel or LatteTransformer3DModel folder takes x
         ([B, C, H, W], or [B, C, F, H, W] for Latte), t [B], encoder_hidden_states [B, L, C_text] and, optionally,
-        encoder_attention_mask [B, L] (1 = a real token). The output file holds `out` in f32. Use it to check a
-        converted checkpoint against the reference implementation.
+        encoder_attention_mask [B, L] (1 = a real token); they write `out` (f32). A transformers BERT folder (e.g.
+        all-MiniLM-L6-v2) takes input_ids [B, L] and optionally attention_mask [B, L] and writes last_hidden_state
+        and pooler_output. Use it to check a converted checkpoint against the reference implementation.
         """)
 
     @Option(help: "A .safetensors checkpoint (original layout or `kinema train` output) or a diffusers folder.")
@@ -34,6 +35,22 @@ struct ForwardCommand: ParsableCommand {
         }
         let out: Tensor
         switch DiffusersFolder.className(checkpoint) {
+        case "BertModel":
+            let model = try BertCheckpoint.load(folder: checkpoint, backend: backend, dtype: dtype)
+            let ids = try input("input_ids", as: .i32)
+            let mask = file.contains("attention_mask") ? try input("attention_mask", as: .i32) : nil
+            guard ids.rank == 2, mask.map({ $0.shape == ids.shape }) ?? true,
+                  ids.shape[1] <= model.config.maxPositions else {
+                throw ValidationError("\(inputs): input_ids \(ids.shape) must be [B, L] with L ≤ "
+                    + "\(model.config.maxPositions), and attention_mask \(mask?.shape ?? []) the same shape")
+            }
+            let vocabulary = model.config.vocabSize
+            guard backend.download(ids).allSatisfy({ $0 >= 0 && Int($0) < vocabulary }) else {
+                throw ValidationError("\(inputs): input_ids must lie in 0..<\(vocabulary) (the vocabulary)")
+            }
+            let (hidden, pooled) = model.forward(inputIDs: ids, attentionMask: mask)
+            try write([("last_hidden_state", hidden), ("pooler_output", pooled)], backend: backend)
+            return
         case "PixArtTransformer2DModel", "LatteTransformer3DModel":
             let x = try input("x", as: .f32), t = try input("t", as: .f32)
             let captions = try input("encoder_hidden_states", as: .f32)
@@ -63,8 +80,12 @@ struct ForwardCommand: ParsableCommand {
             }
             out = model(x, timesteps: t, labels: y)
         }
-        let result = backend.cast(out, to: .f32)
-        try SafetensorsWriter.write([(name: "out", tensor: result)], to: URL(fileURLWithPath: output), backend: backend)
-        printError("wrote out \(result.shape) to \(output)")
+        try write([("out", out)], backend: backend)
+    }
+
+    private func write(_ outputs: [(String, Tensor)], backend: any Backend) throws {
+        let tensors = outputs.map { (name: $0.0, tensor: backend.cast($0.1, to: .f32)) }
+        try SafetensorsWriter.write(tensors, to: URL(fileURLWithPath: output), backend: backend)
+        printError("wrote " + tensors.map { "\($0.name) \($0.tensor.shape)" }.joined(separator: ", ") + " to \(output)")
     }
 }

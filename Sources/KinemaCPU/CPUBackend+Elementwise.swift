@@ -47,6 +47,7 @@ extension CPUBackend: ElementwiseOps {
         case .negate: return -x
         case .tanh: return T.tanh(x)
         case .abs: return Swift.abs(x)
+        case .geluErf: return x * (1 + T.erf(x / T.sqrt(2))) / 2
         }
     }
 

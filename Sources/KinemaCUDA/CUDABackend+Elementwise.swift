@@ -43,6 +43,7 @@ extension CUDABackend: ElementwiseOps {
         case .negate: code = 4
         case .tanh: code = 5
         case .abs: code = 6
+        case .geluErf: code = 7
         }
         let out = empty(x.shape, dtype: element)
         launch("unary", element: element, count: x.count, [x, out, code, Int64(x.count)])

@@ -1,8 +1,21 @@
 import Foundation
 import KinemaTensor
 
-/// diffusers' `Attention` (the attn1 / attn2 of its transformer blocks): to_q, to_k, to_v and to_out.0, heads of
-/// width dim / heads, scale 1/√Dh. Self-attention reads q, k and v from x; cross-attention reads q from x and k, v
+/// The names of an attention layer's four projections under its prefix: diffusers' `Attention` (to_q … to_out.0),
+/// or transformers' BERT (`attention.self.query` … `attention.output.dense`, with the prefix ending in `attention`).
+public struct AttentionNames: Sendable {
+    public var q, k, v, out: String
+
+    public init(q: String, k: String, v: String, out: String) {
+        (self.q, self.k, self.v, self.out) = (q, k, v, out)
+    }
+
+    public static let diffusers = AttentionNames(q: "to_q", k: "to_k", v: "to_v", out: "to_out.0")
+    public static let bert = AttentionNames(q: "self.query", k: "self.key", v: "self.value", out: "output.dense")
+}
+
+/// diffusers' `Attention` (the attn1 / attn2 of its transformer blocks; other layouts by `AttentionNames`): to_q,
+/// to_k, to_v and to_out.0, heads of width dim / heads, scale 1/√Dh. Self-attention reads q, k and v from x; cross-attention reads q from x and k, v
 /// from a context (text states) of its own width, with an optional key mask over the context's padding.
 ///
 /// The products that read one input run as one (`LinearStack`): q, k and v of self-attention give the packed
@@ -30,20 +43,20 @@ public final class MultiHeadAttention: Layer {
 
     /// `bias`: the q, k and v projections' (diffusers' `attention_bias`); to_out always has one.
     public init(backend: any Backend, name: String, dim: Int, heads: Int, contextDim: Int? = nil, bias: Bool,
-                dtype: DType, seed: UInt64 = 0) {
+                names: AttentionNames = .diffusers, dtype: DType, seed: UInt64 = 0) {
         precondition(heads > 0 && dim % heads == 0, "\(name): dim \(dim) is not divisible by \(heads) heads")
         self.backend = backend
         self.dim = dim
         self.heads = heads
         self.contextDim = contextDim
         let kvIn = contextDim ?? dim
-        toQ = Linear(backend: backend, name: "\(name).to_q", inFeatures: dim, outFeatures: dim, bias: bias,
+        toQ = Linear(backend: backend, name: "\(name).\(names.q)", inFeatures: dim, outFeatures: dim, bias: bias,
                      dtype: dtype, seed: seed)
-        toK = Linear(backend: backend, name: "\(name).to_k", inFeatures: kvIn, outFeatures: dim, bias: bias,
+        toK = Linear(backend: backend, name: "\(name).\(names.k)", inFeatures: kvIn, outFeatures: dim, bias: bias,
                      dtype: dtype, seed: seed)
-        toV = Linear(backend: backend, name: "\(name).to_v", inFeatures: kvIn, outFeatures: dim, bias: bias,
+        toV = Linear(backend: backend, name: "\(name).\(names.v)", inFeatures: kvIn, outFeatures: dim, bias: bias,
                      dtype: dtype, seed: seed)
-        toOut = Linear(backend: backend, name: "\(name).to_out.0", inFeatures: dim, outFeatures: dim, dtype: dtype,
+        toOut = Linear(backend: backend, name: "\(name).\(names.out)", inFeatures: dim, outFeatures: dim, dtype: dtype,
                        seed: seed)
     }
 

@@ -104,6 +104,19 @@ final class ForwardCommandTests: XCTestCase {
     }
 }
 
+/// A transformers BERT folder takes input_ids and attention_mask and writes last_hidden_state and pooler_output.
+final class TextEncoderForwardTests: XCTestCase {
+    func testForwardOnBertFolderMatchesTransformers() throws {
+        let output = Fixtures.temporaryDirectory().appendingPathComponent("out.safetensors")
+        _ = try KinemaCLI.run(["forward", "--checkpoint", Fixtures.url("bert").path,
+                               "--inputs", Fixtures.url("bert_io.safetensors").path, "--output", output.path])
+        let ours = try SafetensorsFile(url: output), io = try SafetensorsFile(url: Fixtures.url("bert_io.safetensors"))
+        for name in ["last_hidden_state", "pooler_output"] {
+            XCTAssertLessThan(relativeError(try ours.floats(name), try io.floats(name)), 1e-4, name)
+        }
+    }
+}
+
 /// Training on an image folder through the CLI: a corrupt file is reported with its path and skipped.
 final class ImageFolderTrainingTests: XCTestCase {
     func testTrainsOnFolderAndSkipsUnreadableImage() throws {

@@ -1,5 +1,8 @@
 public enum UnaryOp: Sendable {
     case exp, log, sqrt, square, negate, tanh, abs
+    /// The exact GELU, x·Φ(x) = x·(1 + erf(x/√2))/2 (BERT's and PyTorch's default "gelu"; DiT's MLP uses the tanh
+    /// approximation, `NNOps.gelu`). Forward only: the text encoders that use it are frozen.
+    case geluErf
 }
 
 /// Elementwise arithmetic and whole-tensor reductions. Binary ops take tensors of equal shape.
