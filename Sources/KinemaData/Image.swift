@@ -135,14 +135,19 @@ public struct RGBImage: Equatable, Sendable {
     /// the centred `size`×`size` square — the same framing as DiT's `center_crop_arr`. Only the pixels that survive
     /// the crop are computed.
     public func centerCropResize(to size: Int) -> RGBImage {
-        precondition(size > 0, "crop size must be positive, got \(size)")
+        centerCropResize(width: size, height: size)
+    }
+
+    /// Scaled so it covers `newWidth` × `newHeight` (aspect kept), then the centre cut out at that size.
+    public func centerCropResize(width newWidth: Int, height newHeight: Int) -> RGBImage {
+        precondition(newWidth > 0 && newHeight > 0, "crop size must be positive, got \(newWidth)×\(newHeight)")
         precondition(width > 0 && height > 0, "cannot resize an empty image")
-        let scale = Double(size) / Double(Swift.min(width, height))
-        let scaledWidth = width <= height ? size : Swift.max(size, Int((Double(width) * scale).rounded()))
-        let scaledHeight = height < width ? size : Swift.max(size, Int((Double(height) * scale).rounded()))
-        let left = (scaledWidth - size) / 2, top = (scaledHeight - size) / 2
-        return resampled(columns: Self.axisWeights(from: width, to: scaledWidth, range: left..<(left + size)),
-                         rows: Self.axisWeights(from: height, to: scaledHeight, range: top..<(top + size)))
+        let scale = Swift.max(Double(newWidth) / Double(width), Double(newHeight) / Double(height))
+        let scaledWidth = Swift.max(newWidth, Int((Double(width) * scale).rounded()))
+        let scaledHeight = Swift.max(newHeight, Int((Double(height) * scale).rounded()))
+        let left = (scaledWidth - newWidth) / 2, top = (scaledHeight - newHeight) / 2
+        return resampled(columns: Self.axisWeights(from: width, to: scaledWidth, range: left..<(left + newWidth)),
+                         rows: Self.axisWeights(from: height, to: scaledHeight, range: top..<(top + newHeight)))
     }
 
     /// For each output index in `range` of an axis resampled from `inSize` to `outSize` samples: the source

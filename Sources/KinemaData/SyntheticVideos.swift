@@ -199,3 +199,13 @@ public struct SyntheticVideoClassifier: Sendable {
         return sum > 0 ? (sx / sum, sy / sum) : nil
     }
 }
+
+/// Captioned videos for text-to-video training: batches of [B, 3, F, S, S] floats in [-1, 1] with their captions.
+public protocol VideoDataSource {
+    var count: Int { get }
+    var frames: Int { get }
+    var imageSize: Int { get }
+    func batch(indices: [Int]) -> (videos: [Float], shape: [Int], captions: [String])
+}
+
+extension SyntheticVideos: VideoDataSource {}

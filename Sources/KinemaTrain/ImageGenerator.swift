@@ -66,10 +66,12 @@ public struct ImageGenerator {
 
 public enum GenerationError: Error, CustomStringConvertible {
     case badLabel(Int, classes: Int)
+    case badSize(String)
 
     public var description: String {
         switch self {
         case .badLabel(let label, let classes): return "class \(label) is out of range: the model has classes 0..<\(classes)"
+        case .badSize(let reason): return "cannot generate: \(reason)"
         }
     }
 }

@@ -104,20 +104,29 @@ public final class Trainer {
     /// Trains until `options.steps`, logging every `logEvery` steps and checkpointing to `checkpoint` every
     /// `checkpointEvery` steps and at the end.
     public func run(checkpoint: URL?, log: TrainingLog) throws {
+        try TrainingLoop.run(steps: options.steps, logEvery: options.logEvery,
+                             checkpointEvery: options.checkpointEvery, step: { step }, train: trainStep,
+                             save: checkpoint.map { url in { try self.saveCheckpoint(to: url) } }, log: log)
+    }
+}
+
+/// The loop every trainer runs: steps until `steps`, a log line (the window's mean) every `logEvery` steps,
+/// a checkpoint every `checkpointEvery` steps and at the end.
+enum TrainingLoop {
+    static func run(steps: Int, logEvery: Int, checkpointEvery: Int, step: () -> Int, train: () -> StepMetrics,
+                    save: (() throws -> Void)?, log: TrainingLog) throws {
         var window: [StepMetrics] = []
-        while step < options.steps {
-            let metrics = trainStep()
+        while step() < steps {
+            let metrics = train()
             window.append(metrics)
-            if step % options.logEvery == 0 || step == options.steps {
+            if step() % logEvery == 0 || step() == steps {
                 log.record(StepMetrics.average(window))
                 window.removeAll()
             }
-            log.progress(step: step, total: options.steps, metrics: metrics)
-            if let checkpoint, options.checkpointEvery > 0, step % options.checkpointEvery == 0, step < options.steps {
-                try saveCheckpoint(to: checkpoint)
-            }
+            log.progress(step: step(), total: steps, metrics: metrics)
+            if let save, checkpointEvery > 0, step() % checkpointEvery == 0, step() < steps { try save() }
         }
-        if let checkpoint { try saveCheckpoint(to: checkpoint) }
+        try save?()
         log.finish()
     }
 }

@@ -25,6 +25,67 @@ public struct TrainingState: Codable, Equatable, Sendable {
     }
 }
 
+/// What a training checkpoint needs of a model: its full-precision weights by name, the header entries that
+/// describe it (its config, so loaders rebuild it), a check that a saved header describes this model, and loading
+/// weights back by name.
+public protocol CheckpointableModel: AnyObject {
+    var backend: any Backend { get }
+    func stateDict() -> [(name: String, tensor: Tensor)]
+    var checkpointMetadata: [String: String] { get }
+    /// Throws when `metadata` (a saved header) describes another model than this one.
+    func checkSavedMetadata(_ metadata: [String: String], path: String) throws
+    func loadParameters(from source: String, _ lookup: (String) throws -> Tensor?) throws
+}
+
+extension DiT: CheckpointableModel {
+    public var checkpointMetadata: [String: String] { ["config": config.json] }
+
+    public func checkSavedMetadata(_ metadata: [String: String], path: String) throws {
+        if let saved = metadata["config"], try DiTConfig(json: saved) != config {
+            throw TrainingError.checkpoint(path: path, reason: "its model config (\(saved)) differs from this run's")
+        }
+    }
+}
+
+extension Latte: CheckpointableModel {
+    public static let modelKind = "latte"
+
+    /// `kinema_model` = "latte", the config as JSON and the frame count it was built for.
+    public var checkpointMetadata: [String: String] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return ["kinema_model": Self.modelKind, "config": String(decoding: try! encoder.encode(config), as: UTF8.self),
+                "video_length": "\(videoLength)"]
+    }
+
+    public func checkSavedMetadata(_ metadata: [String: String], path: String) throws {
+        guard metadata["kinema_model"] == Self.modelKind, let saved = metadata["config"],
+              let config = try? JSONDecoder().decode(PixArtConfig.self, from: Data(saved.utf8)) else {
+            throw TrainingError.checkpoint(path: path, reason: "not a Latte checkpoint of `kinema train`")
+        }
+        guard config == self.config else {
+            throw TrainingError.checkpoint(path: path, reason: "its model config (\(saved)) differs from this run's")
+        }
+    }
+
+    /// A Latte from a `kinema train` checkpoint: the config from its header, the EMA weights (or the raw ones).
+    public static func loadTrainingCheckpoint(_ url: URL, backend: any Backend, dtype: DType = .f32,
+                                              preferEMA: Bool = true) throws -> (Latte, [String: String]) {
+        let file = try SafetensorsFile(url: url)
+        guard file.metadata["kinema_model"] == modelKind, let saved = file.metadata["config"],
+              let config = try? JSONDecoder().decode(PixArtConfig.self, from: Data(saved.utf8)),
+              let length = file.metadata["video_length"].flatMap(Int.init) else {
+            throw TrainingError.checkpoint(path: url.path, reason: "not a Latte checkpoint written by `kinema train`")
+        }
+        let model = try Latte(config: config, videoLength: length, backend: backend, dtype: dtype, keepsMaster: false)
+        let prefix = preferEMA && file.names.contains { $0.hasPrefix("ema.") } ? "ema." : "model."
+        try model.loadParameters(from: url.path) { name in
+            file.contains(prefix + name) ? try file.tensor(prefix + name, on: backend) : nil
+        }
+        return (model, file.metadata)
+    }
+}
+
 /// A training checkpoint: one safetensors file with the model (`model.`), its EMA (`ema.`), the AdamW moments
 /// (`optimizer.exp_avg.` / `optimizer.exp_avg_sq.`), and in the header the model config (so `kinema sample` and
 /// `DiTCheckpoint` read it like any original-layout file) and the training state. The model's weights are its
@@ -35,14 +96,14 @@ public enum TrainingCheckpoint {
 
     /// Writes to a temporary name, flushes and renames (SafetensorsWriter does that), so a crash mid-write leaves
     /// the previous checkpoint intact.
-    public static func save(to url: URL, model: DiT, ema: ExponentialMovingAverage, optimizer: AdamW,
-                            state: TrainingState) throws {
+    public static func save(to url: URL, model: some CheckpointableModel, ema: ExponentialMovingAverage,
+                            optimizer: AdamW, state: TrainingState, metadata: [String: String] = [:]) throws {
         let tensors = model.stateDict().map { ("model.\($0.name)", $0.tensor) } + ema.stateDict() + optimizer.stateDict()
         let stateJSON = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         try SafetensorsWriter.write(tensors.map { (name: $0.0, tensor: $0.1) },
-                                    metadata: ["config": model.config.json, stateKey: stateJSON,
-                                               "format": "kinema-training-checkpoint-1"],
+                                    metadata: model.checkpointMetadata.merging(metadata) { $1 }.merging(
+                                        [stateKey: stateJSON, "format": "kinema-training-checkpoint-1"]) { $1 },
                                     to: url, backend: model.backend)
     }
 
@@ -60,12 +121,11 @@ public enum TrainingCheckpoint {
 
     /// Restores weights (into the master, then the compute copy from it), EMA and optimizer moments in place and
     /// returns the saved state.
-    public static func restore(from url: URL, model: DiT, ema: ExponentialMovingAverage, optimizer: AdamW) throws -> TrainingState {
+    public static func restore(from url: URL, model: some CheckpointableModel, ema: ExponentialMovingAverage,
+                               optimizer: AdamW) throws -> TrainingState {
         let file = try SafetensorsFile(url: url)
         let state = try readState(file)
-        if let saved = file.metadata["config"], try DiTConfig(json: saved) != model.config {
-            throw TrainingError.checkpoint(path: url.path, reason: "its model config (\(saved)) differs from this run's")
-        }
+        try model.checkSavedMetadata(file.metadata, path: url.path)
         let backend = model.backend
         func lookup(_ name: String) throws -> Tensor {
             guard file.contains(name) else { throw SafetensorsError.missingTensor(file: url.path, tensor: name) }

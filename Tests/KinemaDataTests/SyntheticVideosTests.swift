@@ -1,4 +1,6 @@
+import Foundation
 import KinemaData
+import KinemaTestSupport
 import XCTest
 
 /// The bundled captioned videos: deterministic, every prompt reachable, the whole path inside the frame, and the
@@ -42,5 +44,39 @@ final class SyntheticVideosTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(rightDirection, 297, "direction right on \(rightDirection)/300")
         XCTAssertGreaterThanOrEqual(right, 280, "prompt right on \(right)/300")
+    }
+}
+
+/// Clips through ffmpeg: H.264 mp4 and GIF out, every frame back in, close to what was written.
+final class VideoFileTests: XCTestCase {
+    func testWriteAndDecodeVideo() throws {
+        let frames = SyntheticVideos(frames: 6, imageSize: 16, count: 10, seed: 1).video(at: 2)
+        let folder = Fixtures.temporaryDirectory("kinema-video")
+        for name in ["clip.mp4", "clip.gif"] {
+            let path = folder.appendingPathComponent(name).path
+            try FFmpeg.writeVideo(frames, fps: 8, scale: 4, toPath: path)
+            let decoded = try FFmpeg.decodeVideo(atPath: path)
+            XCTAssertEqual(decoded.count, 6, name)
+            XCTAssertEqual(decoded[0].width, 64, name)
+            // Back to 16 × 16 by picking each 4 × 4 block's centre: close to the original despite the codec.
+            for (original, frame) in zip(frames, decoded) {
+                var error = 0.0
+                for y in 0..<16 {
+                    for x in 0..<16 {
+                        let (a, b) = (original[x, y], frame[4 * x + 2, 4 * y + 2])
+                        error += abs(Double(a.0) - Double(b.0)) + abs(Double(a.1) - Double(b.1))
+                            + abs(Double(a.2) - Double(b.2))
+                    }
+                }
+                XCTAssertLessThan(error / (16 * 16 * 3), 12, "\(name): mean absolute error per channel")
+            }
+        }
+        XCTAssertEqual(try FFmpeg.decodeVideo(atPath: folder.appendingPathComponent("clip.mp4").path, maxFrames: 2).count, 2)
+        XCTAssertThrowsError(try FFmpeg.decodeVideo(atPath: folder.appendingPathComponent("missing.mp4").path))
+        let corrupt = folder.appendingPathComponent("corrupt.mp4")
+        try Data("not a video".utf8).write(to: corrupt)
+        XCTAssertThrowsError(try FFmpeg.decodeVideo(atPath: corrupt.path)) { error in
+            XCTAssertTrue("\(error)".contains(corrupt.path), "\(error)")
+        }
     }
 }

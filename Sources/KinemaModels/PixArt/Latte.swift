@@ -155,6 +155,11 @@ public final class Latte {
 
     public func zeroGradients() { arena.zeroGradients() }
 
+    /// Loads every parameter by name (full precision into the master, then the compute copy).
+    public func loadParameters(from source: String, _ lookup: (String) throws -> Tensor?) throws {
+        try arena.loadParameters(from: source, expected: "a Latte of the same configuration", lookup)
+    }
+
     public func stateDict() -> [(name: String, tensor: Tensor)] {
         parameters.map { ($0.name, $0.weights) }
     }

@@ -3,7 +3,7 @@ import Foundation
 /// The shape of a PixArt-α style text-to-image transformer (diffusers `PixArtTransformer2DModel` with
 /// `norm_type="ada_norm_single"`): adaLN-single timestep conditioning, self-attention, cross-attention to projected
 /// caption states, and a GELU (tanh) feed-forward in every block.
-public struct PixArtConfig: Equatable, Sendable {
+public struct PixArtConfig: Codable, Equatable, Sendable {
     /// The latent size the model was trained at (diffusers' `sample_size`): it fixes the positional embedding's base
     /// grid; any other size (a multiple of the patch) also runs.
     public var sampleSize: Int

@@ -1,0 +1,70 @@
+import Foundation
+import KinemaCPU
+import KinemaData
+import KinemaDiffusion
+import KinemaModels
+import KinemaTensor
+import KinemaTestSupport
+import KinemaTrain
+import XCTest
+
+/// The text-to-video loop on a tiny Latte with the random-weight BERT fixture as its text encoder.
+final class VideoTrainerTests: XCTestCase {
+    let backend = CPUBackend()
+
+    func makeTrainer(steps: Int) throws -> VideoTrainer {
+        let text = try TextConditioner(folder: Fixtures.url("bert").path, backend: backend, length: 8)
+        let config = PixArtConfig(sampleSize: 8, patchSize: 4, inChannels: 3, outChannels: 3, hiddenSize: 32, depth: 1,
+                                  numHeads: 2, captionChannels: text.width)
+        let model = try Latte(config: config, videoLength: 3, backend: backend, seed: 4)
+        let options = TrainingOptions(batchSize: 4, steps: steps, learningRate: 1e-3, warmupSteps: 1, seed: 9,
+                                      checkpointEvery: 0, logEvery: 1)
+        return try VideoTrainer(model: model, text: text, data: SyntheticVideos(frames: 3, imageSize: 8, count: 64),
+                                flow: RectifiedFlow(shift: nil), options: options, captionDropout: 0.3,
+                                firstFrameProbability: 0.5)
+    }
+
+    /// Two steps, a checkpoint, a fresh trainer resuming for two more: the same weights, EMA and loss as four
+    /// steps straight.
+    func testResumeIsBitExact() throws {
+        let straight = try makeTrainer(steps: 4)
+        var losses: [Double] = []
+        for _ in 0..<4 { losses.append(straight.trainStep().loss) }
+        XCTAssertTrue(losses.allSatisfy(\.isFinite))
+        let first = try makeTrainer(steps: 4)
+        for _ in 0..<2 { _ = first.trainStep() }
+        let url = Fixtures.temporaryDirectory("kinema-video-resume").appendingPathComponent("checkpoint.safetensors")
+        try first.saveCheckpoint(to: url)
+        let resumed = try makeTrainer(steps: 4)
+        try resumed.resume(from: url)
+        XCTAssertEqual(resumed.step, 2)
+        var resumedLosses: [Double] = []
+        for _ in 0..<2 { resumedLosses.append(resumed.trainStep().loss) }
+        XCTAssertEqual(resumedLosses, Array(losses[2...]))
+        XCTAssertEqual(backend.download(resumed.model.arena.weights), backend.download(straight.model.arena.weights))
+        let file = try SafetensorsFile(url: url)
+        XCTAssertEqual(file.metadata["kinema_model"], "latte")
+        XCTAssertEqual(file.metadata["frames"], "3")
+        XCTAssertEqual(file.metadata["timestep_shift"], "none")
+    }
+
+    /// A checkpoint samples back as clips of the trained size; a given first frame is the clip's first frame.
+    func testGeneratorSamplesClipsAndKeepsTheFirstFrame() throws {
+        let trainer = try makeTrainer(steps: 1)
+        _ = trainer.trainStep()
+        let url = Fixtures.temporaryDirectory("kinema-video-sample").appendingPathComponent("checkpoint.safetensors")
+        try trainer.saveCheckpoint(to: url)
+        let (generator, frames, size) = try VideoGenerator.load(checkpoint: url, backend: backend, steps: 3, cfgScale: 3)
+        XCTAssertEqual(frames, 3)
+        XCTAssertEqual(size, 8)
+        let first = SyntheticVideos(frames: 3, imageSize: 8, count: 4).video(at: 1)[0].chwFloats()
+        let samples = try generator.generate(prompts: ["a red square moving left", "a blue circle moving up"],
+                                             frames: 3, height: 8, width: 8, seed: 5, firstFrames: [first, nil])
+        XCTAssertEqual(samples.shape, [2, 3, 3, 8, 8])
+        let clips = generator.videos(samples)
+        XCTAssertEqual(clips.count, 2)
+        XCTAssertEqual(clips[0].count, 3)
+        XCTAssertEqual(clips[0][0], RGBImage(chwFloats: first, width: 8, height: 8))
+        XCTAssertThrowsError(try generator.generate(prompts: ["x"], frames: 3, height: 6, width: 8, seed: 1))
+    }
+}
