@@ -4,7 +4,7 @@ KINEMA := .build/release/kinema
 DEMO_DIR ?= out/demo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build demo test clean
+.PHONY: deps build demo demo-video minilm test clean
 
 # Installs what is missing: ffmpeg (image/video decode and encode) and OpenBLAS (CPU matrix products).
 deps:
@@ -27,6 +27,20 @@ demo: build
 	$(KINEMA) sample --checkpoint $(DEMO_DIR)/checkpoint.safetensors --class all --per-class 8 --steps 50 \
 	  --sampler ddim --cfg-scale 3 --output $(DEMO_DIR)/samples.png
 	$(KINEMA) eval-synthetic --checkpoint $(DEMO_DIR)/checkpoint.safetensors --per-class 16 --steps 50 --cfg-scale 3
+
+# all-MiniLM-L6-v2, the default text encoder, into the model cache (~/.cache/kinema; once).
+minilm:
+	scripts/fetch-minilm
+
+# Text-to-video on the bundled captioned clips ("a red square moving left"): a tiny Latte (patch 4, 2.1M
+# parameters) with MiniLM captions, 2000 steps on the CPU (~9 min on 2 cores), then a clip and the video score.
+demo-video: build minilm
+	$(KINEMA) train --data synthetic-video --image-size 16 --num-frames 8 --patch-size 4 --steps 2000 \
+	  --batch-size 16 --lr 1e-3 --log-every 250 --output $(DEMO_DIR)-video
+	$(KINEMA) sample --checkpoint $(DEMO_DIR)-video/checkpoint.safetensors --prompt "a red square moving left" \
+	  --steps 30 --out $(DEMO_DIR)-video/clip.mp4
+	$(KINEMA) eval-synthetic --checkpoint $(DEMO_DIR)-video/checkpoint.safetensors --per-class 2 --steps 30 \
+	  --grid $(DEMO_DIR)-video/all-prompts.mp4
 
 test: deps
 	$(SWIFT) build -c release

@@ -32,11 +32,11 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
         case .ffmpegLaunchFailed(let executable, let reason):
             return "could not run \(executable): \(reason)"
         case .decodeFailed(let path, let reason):
-            return "cannot decode image \(path): \(reason)"
+            return "cannot decode \(path): \(reason)"
         case .encodeFailed(let path, let reason):
-            return "cannot write image \(path): \(reason)"
+            return "cannot write \(path): \(reason)"
         case .fileNotFound(let path):
-            return "no such image file: \(path)"
+            return "no such file: \(path)"
         case .rootNotFound(let path):
             return "dataset folder \(path) does not exist (expected one subfolder of images per class)"
         case .emptyDataset(let path, let reason):
