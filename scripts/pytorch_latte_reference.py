@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from pytorch_reference import attention_ops, attention_processors, emit, free_memory, gib, measure, peak_memory
+from pytorch_reference import attention_processors, emit, free_memory, gib, time_training
 
 SIZES = {"Latte-S/2": (12, 384, 6), "Latte-B/2": (12, 768, 12), "Latte-L/2": (24, 1024, 16),
          "Latte-XL/2": (28, 1152, 16), "tiny": (2, 64, 2)}  # depth, hidden, heads
@@ -105,12 +105,7 @@ def bench_train(args, device, env, variant):
             torch._foreach_lerp_(ema, params, 1.0 - 0.9999)
         return loss.detach()
 
-    warmup_seconds, times, losses = measure(device, step, args.warmup, args.steps)
-    peak = peak_memory(device)
-    losses = torch.stack(losses).float().cpu()
-    if not torch.isfinite(losses).all():
-        raise RuntimeError(f"train {variant}: non-finite loss {losses.tolist()}")
-    ops = attention_ops(device, step) if args.profile_attention else []
+    warmup_seconds, times, losses, peak, ops = time_training(device, step, args, variant)
     depth, hidden, heads = SIZES[args.model]
     grid = latent // PATCH
     tokens = args.frames * grid * grid

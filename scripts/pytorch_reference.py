@@ -278,6 +278,18 @@ def measure(device, body, warmup, count):
     return warmup_seconds, times, values
 
 
+def time_training(device, step, args, variant):
+    """The timed training steps of one mode: (warm-up seconds, step times, losses, peak memory, attention ops);
+    a non-finite loss fails the mode."""
+    warmup_seconds, times, losses = measure(device, step, args.warmup, args.steps)
+    peak = peak_memory(device)
+    losses = torch.stack(losses).float().cpu()
+    if not torch.isfinite(losses).all():
+        raise RuntimeError(f"train {variant}: non-finite loss {losses.tolist()}")
+    ops = attention_ops(device, step) if args.profile_attention else []
+    return warmup_seconds, times, losses, peak, ops
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -385,12 +397,7 @@ def bench_train(args, device, env, variant):
                 torch._foreach_lerp_(ema, params, 1.0 - args.ema_decay)  # ema = d·ema + (1 − d)·θ
         return loss.detach()
 
-    warmup_seconds, times, losses = measure(device, step, args.warmup, args.steps)
-    peak = peak_memory(device)
-    losses = torch.stack(losses).float().cpu()
-    if not torch.isfinite(losses).all():
-        raise RuntimeError(f"train {variant}: non-finite loss {losses.tolist()}")
-    ops = attention_ops(device, step) if args.profile_attention else []
+    warmup_seconds, times, losses, peak, ops = time_training(device, step, args, variant)
     median = statistics.median(times)
     flops = 3 * forward_flops(*_flop_args(args))
     extra = dict(parameters=n_params, timedSteps=len(times), warmupSteps=args.warmup,

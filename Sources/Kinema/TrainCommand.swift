@@ -56,18 +56,22 @@ struct TrainCommand: ParsableCommand {
         let trainer = try Trainer(model: model, data: dataset, options: try trainingOptions())
         let folder = URL(fileURLWithPath: output)
         let checkpoint = folder.appendingPathComponent("checkpoint.safetensors")
-        if resume {
-            guard FileManager.default.fileExists(atPath: checkpoint.path) else {
-                throw ValidationError("--resume: no checkpoint at \(checkpoint.path); train without --resume first")
-            }
-            try trainer.resume(from: checkpoint)
-            printError("resumed from \(checkpoint.path) at step \(trainer.step)")
-        }
+        try resumeIfAsked(checkpoint, resume: trainer.resume) { trainer.step }
         printError("training \(model.parameterCount) parameters (\(config.hiddenSize) hidden, depth \(config.depth), "
             + "\(config.tokenCount) tokens) on \(dataset.count) images of \(dataset.numClasses) classes, \(backend.name)")
         try trainer.run(checkpoint: checkpoint,
                         log: try TrainingLog(jsonLinesFile: folder.appendingPathComponent("log.jsonl")))
         printError("saved \(checkpoint.path)")
+    }
+
+    /// With --resume, continues from `checkpoint` (which must exist).
+    func resumeIfAsked(_ checkpoint: URL, resume load: (URL) throws -> Void, step: () -> Int) throws {
+        guard resume else { return }
+        guard FileManager.default.fileExists(atPath: checkpoint.path) else {
+            throw ValidationError("--resume: no checkpoint at \(checkpoint.path); train without --resume first")
+        }
+        try load(checkpoint)
+        printError("resumed from \(checkpoint.path) at step \(step())")
     }
 
     func trainingOptions() throws -> TrainingOptions {
@@ -97,13 +101,7 @@ struct TrainCommand: ParsableCommand {
                                        firstFrameProbability: video.firstFrameProb)
         let folder = URL(fileURLWithPath: output)
         let checkpoint = folder.appendingPathComponent("checkpoint.safetensors")
-        if resume {
-            guard FileManager.default.fileExists(atPath: checkpoint.path) else {
-                throw ValidationError("--resume: no checkpoint at \(checkpoint.path); train without --resume first")
-            }
-            try trainer.resume(from: checkpoint)
-            printError("resumed from \(checkpoint.path) at step \(trainer.step)")
-        }
+        try resumeIfAsked(checkpoint, resume: trainer.resume) { trainer.step }
         let tokens = video.numFrames * (imageSize / config.patchSize) * (imageSize / config.patchSize)
         printError("training a Latte of \(model.parameterCount) parameters (\(config.hiddenSize) hidden, depth "
             + "\(config.depth) + \(config.depth) temporal, \(tokens) tokens a clip) on synthetic clips of "

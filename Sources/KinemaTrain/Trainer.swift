@@ -21,17 +21,14 @@ public struct StepMetrics: Codable, Equatable, Sendable {
 public final class Trainer {
     public let model: DiT
     public let diffusion: GaussianDiffusion
-    public let options: TrainingOptions
-    public let optimizer: AdamW
-    public let ema: ExponentialMovingAverage
     let data: any DataSource
-    let schedule: LearningRateSchedule
-    var sampler: EpochSampler
-    var random: RandomStream
+    let training: TrainingRun
     var backend: any Backend { model.backend }
+    public var options: TrainingOptions { training.options }
+    public var optimizer: AdamW { training.optimizer }
+    public var ema: ExponentialMovingAverage { training.ema }
 
     public init(model: DiT, data: any DataSource, options: TrainingOptions) throws {
-        try options.validate()
         guard data.numClasses <= model.config.numClasses else {
             throw TrainingError.options("the data has \(data.numClasses) classes but the model only \(model.config.numClasses)")
         }
@@ -39,37 +36,18 @@ public final class Trainer {
             throw TrainingError.options("the model takes \(model.config.inChannels)×\(model.config.inputSize)² inputs "
                 + "but the data gives 3×\(data.imageSize)² images")
         }
-        guard data.count >= options.batchSize else {
-            throw TrainingError.options("the data has \(data.count) samples, fewer than one batch of \(options.batchSize)")
-        }
         self.model = model
         self.data = data
-        self.options = options
+        training = try TrainingRun(arena: model.arena, dataCount: data.count, options: options)
         diffusion = GaussianDiffusion(schedule: .dit(), learnSigma: model.config.learnSigma)
-        optimizer = AdamW(arena: model.arena,
-                          hyperparameters: AdamWHyperparameters(learningRate: options.learningRate, beta1: 0.9,
-                                                                beta2: 0.999, epsilon: 1e-8,
-                                                                weightDecay: options.weightDecay))
-        ema = ExponentialMovingAverage(arena: model.arena, decay: options.emaDecay)
-        schedule = LearningRateSchedule(baseRate: options.learningRate, warmupSteps: options.warmupSteps,
-                                        decay: options.learningRateDecay, totalSteps: options.steps)
-        sampler = EpochSampler(count: data.count, batchSize: options.batchSize, seed: options.seed)
-        random = RandomStream(seed: options.seed)
     }
 
-    public var step: Int { optimizer.step }
-
-    public var state: TrainingState {
-        TrainingState(step: step, randomSeed: random.seed, randomPosition: random.position,
-                      samplerEpoch: sampler.epoch, samplerPosition: sampler.position, options: options)
-    }
+    public var step: Int { training.step }
+    public var state: TrainingState { training.state }
 
     /// Restores weights, EMA, optimizer, random streams and data position from a checkpoint of this run.
     public func resume(from url: URL) throws {
-        let saved = try TrainingCheckpoint.restore(from: url, model: model, ema: ema, optimizer: optimizer)
-        random = RandomStream(seed: saved.randomSeed, position: saved.randomPosition)
-        sampler = EpochSampler(count: data.count, batchSize: options.batchSize, seed: options.seed,
-                               state: .init(epoch: saved.samplerEpoch, position: saved.samplerPosition))
+        try training.resume(from: url, model: model)
     }
 
     public func saveCheckpoint(to url: URL) throws {
@@ -79,10 +57,10 @@ public final class Trainer {
     /// One optimisation step on the next batch.
     public func trainStep() -> StepMetrics {
         let start = DispatchTime.now().uptimeNanoseconds
-        let batch = data.batch(indices: sampler.nextBatch(), random: &random)
+        let batch = data.batch(indices: training.sampler.nextBatch(), random: &training.random)
         let xStart = backend.upload(batch.images, shape: batch.shape, dtype: model.ioDType)
-        let labels = backend.upload(model.dropLabels(batch.labels, random: &random), shape: [batch.count])
-        let (timesteps, noise, xT) = diffusion.noisedBatch(xStart, random: &random, backend: backend)
+        let labels = backend.upload(model.dropLabels(batch.labels, random: &training.random), shape: [batch.count])
+        let (timesteps, noise, xT) = diffusion.noisedBatch(xStart, random: &training.random, backend: backend)
         let timestepTensor = backend.upload(timesteps.map(Double.init), shape: [batch.count], dtype: model.ioDType)
 
         // The gradients are zero: the arena starts so and every optimizer update consumes them.
@@ -90,9 +68,7 @@ public final class Trainer {
         let loss = diffusion.trainingLoss(modelOutput: output, xStart: xStart, xT: xT, noise: noise,
                                           timesteps: timesteps, backend: backend)
         model.backward(loss.gradient, cache)
-        let (norm, scale) = clipGradientNorm(model.arena, maxNorm: options.maxGradNorm)
-        let rate = schedule.rate(at: optimizer.step + 1)
-        optimizer.update(learningRate: rate, gradScale: scale, ema: ema)
+        let (norm, rate) = training.update(model.arena)
         backend.synchronize()
 
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9

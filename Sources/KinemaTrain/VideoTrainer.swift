@@ -14,20 +14,15 @@ public final class VideoTrainer {
     public let model: Latte
     public let text: TextConditioner
     public let flow: RectifiedFlow
-    public let options: TrainingOptions
     public let captionDropout: Double
     public let firstFrameProbability: Double
-    public let optimizer: AdamW
-    public let ema: ExponentialMovingAverage
     let data: any VideoDataSource
-    let schedule: LearningRateSchedule
-    var sampler: EpochSampler
-    var random: RandomStream
+    let training: TrainingRun
     var backend: any Backend { model.backend }
+    public var options: TrainingOptions { training.options }
 
     public init(model: Latte, text: TextConditioner, data: any VideoDataSource, flow: RectifiedFlow,
                 options: TrainingOptions, captionDropout: Double = 0.1, firstFrameProbability: Double = 0) throws {
-        try options.validate()
         guard model.config.inChannels == 3, model.config.captionChannels == text.width else {
             throw TrainingError.options("the model takes \(model.config.inChannels) channels and captions "
                 + "\(model.config.captionChannels) wide; the data gives RGB and the text encoder \(text.width)")
@@ -36,9 +31,6 @@ public final class VideoTrainer {
             throw TrainingError.options("image size \(data.imageSize) is not a multiple of the patch size "
                 + "\(model.config.patchSize)")
         }
-        guard data.count >= options.batchSize else {
-            throw TrainingError.options("the data has \(data.count) videos, fewer than one batch of \(options.batchSize)")
-        }
         guard (0...1).contains(captionDropout), (0...1).contains(firstFrameProbability) else {
             throw TrainingError.options("caption dropout and first-frame probability must lie in 0...1")
         }
@@ -46,26 +38,13 @@ public final class VideoTrainer {
         self.text = text
         self.data = data
         self.flow = flow
-        self.options = options
         self.captionDropout = captionDropout
         self.firstFrameProbability = firstFrameProbability
-        optimizer = AdamW(arena: model.arena,
-                          hyperparameters: AdamWHyperparameters(learningRate: options.learningRate, beta1: 0.9,
-                                                                beta2: 0.999, epsilon: 1e-8,
-                                                                weightDecay: options.weightDecay))
-        ema = ExponentialMovingAverage(arena: model.arena, decay: options.emaDecay)
-        schedule = LearningRateSchedule(baseRate: options.learningRate, warmupSteps: options.warmupSteps,
-                                        decay: options.learningRateDecay, totalSteps: options.steps)
-        sampler = EpochSampler(count: data.count, batchSize: options.batchSize, seed: options.seed)
-        random = RandomStream(seed: options.seed)
+        training = try TrainingRun(arena: model.arena, dataCount: data.count, options: options)
     }
 
-    public var step: Int { optimizer.step }
-
-    public var state: TrainingState {
-        TrainingState(step: step, randomSeed: random.seed, randomPosition: random.position,
-                      samplerEpoch: sampler.epoch, samplerPosition: sampler.position, options: options)
-    }
+    public var step: Int { training.step }
+    public var state: TrainingState { training.state }
 
     /// What `kinema sample` needs besides the model: the text encoder, the caption length, the clip size and the
     /// timestep shift it was trained with.
@@ -75,46 +54,41 @@ public final class VideoTrainer {
     }
 
     public func resume(from url: URL) throws {
-        let saved = try TrainingCheckpoint.restore(from: url, model: model, ema: ema, optimizer: optimizer)
-        random = RandomStream(seed: saved.randomSeed, position: saved.randomPosition)
-        sampler = EpochSampler(count: data.count, batchSize: options.batchSize, seed: options.seed,
-                               state: .init(epoch: saved.samplerEpoch, position: saved.samplerPosition))
+        try training.resume(from: url, model: model)
     }
 
     public func saveCheckpoint(to url: URL) throws {
-        try TrainingCheckpoint.save(to: url, model: model, ema: ema, optimizer: optimizer, state: state,
+        try TrainingCheckpoint.save(to: url, model: model, ema: training.ema, optimizer: training.optimizer, state: state,
                                     metadata: runMetadata)
     }
 
     /// One optimisation step on the next batch; `imagesPerSecond` counts videos.
     public func trainStep() -> StepMetrics {
         let start = DispatchTime.now().uptimeNanoseconds
-        let batch = data.batch(indices: sampler.nextBatch())
+        let batch = data.batch(indices: training.sampler.nextBatch())
         let count = batch.shape[0], frames = batch.shape[2]
         let xStart = backend.upload(batch.videos, shape: batch.shape, dtype: model.ioDType)
-        let captions = batch.captions.map { random.nextUniform() < Float(captionDropout) ? "" : $0 }
+        let captions = batch.captions.map { training.random.nextUniform() < Float(captionDropout) ? "" : $0 }
         let (states, mask) = text.encode(captions)
         var frameMask: [[Bool]]?
         if firstFrameProbability > 0 {
             frameMask = (0..<count).map { _ in
-                let conditioned = random.nextUniform() < Float(firstFrameProbability)
+                let conditioned = training.random.nextUniform() < Float(firstFrameProbability)
                 return (0..<frames).map { !(conditioned && $0 == 0) }
             }
         }
         let size = RectifiedFlow.InputSize(height: batch.shape[3], width: batch.shape[4], frames: frames)
-        let (timesteps, noise, xT) = flow.noisedBatch(xStart, size: size, frameMask: frameMask, random: &random,
+        let (timesteps, noise, xT) = flow.noisedBatch(xStart, size: size, frameMask: frameMask, random: &training.random,
                                                       backend: backend)
         let t = backend.upload(timesteps, shape: [count], dtype: model.ioDType)
         let (output, cache) = model.forward(xT, timesteps: t, captions: states, captionMask: mask)
         let loss = flow.trainingLoss(modelOutput: output, xStart: xStart, noise: noise, frameMask: frameMask,
                                      backend: backend)
         model.backward(loss.gradient, cache)
-        let (norm, scale) = clipGradientNorm(model.arena, maxNorm: options.maxGradNorm)
-        let rate = schedule.rate(at: optimizer.step + 1)
-        optimizer.update(learningRate: rate, gradScale: scale, ema: ema)
+        let (norm, rate) = training.update(model.arena)
         backend.synchronize()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return StepMetrics(step: optimizer.step, loss: loss.loss, mse: loss.loss, vb: nil, gradNorm: norm, lr: rate,
+        return StepMetrics(step: training.step, loss: loss.loss, mse: loss.loss, vb: nil, gradNorm: norm, lr: rate,
                            imagesPerSecond: Double(count) / seconds)
     }
 
