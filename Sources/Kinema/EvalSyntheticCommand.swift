@@ -43,6 +43,11 @@ struct EvalSyntheticCommand: ParsableCommand {
             FileHandle.standardError.write(Data("\rsampled \(done)/\(total)".utf8))
         }
         FileHandle.standardError.write(Data("\n".utf8))
+        let ways = SyntheticVideos.Direction.allCases
+        print("direction asked → seen (" + ways.map(\.description).joined(separator: ", ") + ", none):")
+        for (way, row) in zip(ways, result.directionCounts) {
+            print("  \(way.description.padding(toLength: 6, withPad: " ", startingAt: 0)) " + row.map { String(format: "%4d", $0) }.joined())
+        }
         print(String(format: "colour accuracy %.1f%%, shape accuracy %.1f%%, direction accuracy %.1f%%",
                      result.colourAccuracy * 100, result.shapeAccuracy * 100, result.directionAccuracy * 100))
         print(String(format: "eval-synthetic video accuracy: %.1f%% (colour, shape and direction all right; %d clips, "

@@ -95,7 +95,7 @@ struct TrainCommand: ParsableCommand {
         let config = try modelOptions.videoConfig(imageSize: imageSize, captionChannels: text.width)
         let model = try Latte(config: config, videoLength: video.numFrames, backend: backend,
                               dtype: try deviceOptions.dtype(), seed: seed)
-        let flow = RectifiedFlow(shift: video.resolutionShift ? RectifiedFlow.ResolutionShift() : nil)
+        let flow = RectifiedFlow(shift: try video.shift(imageSize: imageSize))
         let trainer = try VideoTrainer(model: model, text: text, data: clips, flow: flow, options: try trainingOptions(),
                                        captionDropout: video.captionDropout,
                                        firstFrameProbability: video.firstFrameProb)
@@ -121,6 +121,22 @@ struct VideoTrainingOptions: ParsableArguments {
     @Option(help: "Probability of training on the empty caption (for classifier-free guidance).") var captionDropout = 0.1
     @Option(help: "Probability of keeping a clip's first frame clean and out of the loss (image-to-video).")
     var firstFrameProb = 0.2
-    @Flag(help: "Shift timesteps by resolution and length as Open-Sora 1.2 does (for latent models at its sizes).")
-    var resolutionShift = false
+    @Option(help: ArgumentHelp("Timestep shift t ↦ r·t/(1 + (r − 1)·t): none; open-sora (r by resolution and length "
+        + "as Open-Sora 1.2, for latent models at its sizes); or a constant r > 0 (r > 1 trains and samples more "
+        + "near the noise end, where the layout and motion of a clip are decided).", valueName: "none|open-sora|r"))
+    var timestepShift = "none"
+
+    func shift(imageSize: Int) throws -> RectifiedFlow.ResolutionShift? {
+        switch timestepShift {
+        case "none": return nil
+        case "open-sora": return RectifiedFlow.ResolutionShift()
+        default:
+            guard let ratio = Double(timestepShift), ratio > 0 else {
+                throw ValidationError("--timestep-shift '\(timestepShift)': use none, open-sora or a positive number")
+            }
+            // The clip's own size as the base: the ratio is r itself.
+            return RectifiedFlow.ResolutionShift(basePixels: Double(imageSize * imageSize), baseFrames: Double(numFrames),
+                                                 scale: ratio)
+        }
+    }
 }

@@ -26,7 +26,7 @@ public struct RectifiedFlow: Sendable, Equatable {
     /// √(frames / baseFrames) · scale, which spends more of training and sampling near the noise end as inputs
     /// grow. `pixels` is the video's height × width; `frames` the latent frame count (Open-Sora passes its VAE's:
     /// 1 for an image, num_frames / 17 · 5 for a video; with a per-frame VAE it is the frame count itself).
-    public struct ResolutionShift: Sendable, Equatable {
+    public struct ResolutionShift: Codable, Sendable, Equatable {
         public var basePixels: Double
         public var baseFrames: Double
         public var scale: Double

@@ -33,7 +33,10 @@ public struct VideoGenerator {
             throw TrainingError.checkpoint(path: checkpoint.path, reason: "no text encoder or caption length recorded")
         }
         let text = try TextConditioner(folder: folder, backend: backend, length: length)
-        let flow = RectifiedFlow(shift: metadata["timestep_shift"] == "none" ? nil : RectifiedFlow.ResolutionShift())
+        let shift = metadata["timestep_shift"].flatMap {
+            try? JSONDecoder().decode(RectifiedFlow.ResolutionShift.self, from: Data($0.utf8))
+        }
+        let flow = RectifiedFlow(shift: shift)
         return (VideoGenerator(model: model, text: text, flow: flow, steps: steps, cfgScale: cfgScale),
                 metadata["frames"].flatMap(Int.init) ?? model.videoLength,
                 metadata["image_size"].flatMap(Int.init) ?? model.config.sampleSize * model.config.patchSize)
@@ -110,6 +113,9 @@ public struct SyntheticVideoEvaluation {
         public var accuracy, colourAccuracy, shapeAccuracy, directionAccuracy: Double
         public var clips: [[RGBImage]]
         public var prompts: [SyntheticVideos.Prompt]
+        /// directionCounts[asked][seen]: how often a clip asked to move one way was seen moving each way (the last
+        /// column: no object found).
+        public var directionCounts: [[Int]]
     }
 
     public static func run(generator: VideoGenerator, perPrompt: Int, frames: Int, imageSize: Int, seed: UInt64,
@@ -125,7 +131,10 @@ public struct SyntheticVideoEvaluation {
         }
         let classifier = SyntheticVideoClassifier()
         var all = 0, colours = 0, shapes = 0, directions = 0
+        let ways = SyntheticVideos.Direction.allCases.count
+        var counts = [[Int]](repeating: [Int](repeating: 0, count: ways + 1), count: ways)
         for (clip, prompt) in zip(clips, asked) {
+            counts[prompt.direction.rawValue][classifier.direction(clip)?.rawValue ?? ways] += 1
             guard let seen = classifier.predict(clip) else { continue }
             colours += seen.colour == prompt.colour ? 1 : 0
             shapes += seen.shape == prompt.shape ? 1 : 0
@@ -134,6 +143,7 @@ public struct SyntheticVideoEvaluation {
         }
         let n = Double(asked.count)
         return Result(accuracy: Double(all) / n, colourAccuracy: Double(colours) / n, shapeAccuracy: Double(shapes) / n,
-                      directionAccuracy: Double(directions) / n, clips: clips, prompts: asked)
+                      directionAccuracy: Double(directions) / n, clips: clips, prompts: asked,
+                      directionCounts: counts)
     }
 }

@@ -50,7 +50,8 @@ public final class VideoTrainer {
     /// timestep shift it was trained with.
     public var runMetadata: [String: String] {
         ["text_encoder": text.folder, "caption_length": "\(text.length)", "frames": "\(data.frames)",
-         "image_size": "\(data.imageSize)", "timestep_shift": flow.shift == nil ? "none" : "open-sora"]
+         "image_size": "\(data.imageSize)",
+         "timestep_shift": flow.shift.flatMap { try? String(decoding: JSONEncoder().encode($0), as: UTF8.self) } ?? "none"]
     }
 
     public func resume(from url: URL) throws {
