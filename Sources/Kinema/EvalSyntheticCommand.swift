@@ -53,6 +53,11 @@ struct EvalSyntheticCommand: ParsableCommand {
         print(String(format: "eval-synthetic video accuracy: %.1f%% (colour, shape and direction all right; %d clips, "
                      + "chance %.1f%%)", result.accuracy * 100, result.prompts.count,
                      100.0 / Double(SyntheticVideos.Prompt.all.count)))
+        if let heldOut = result.heldOutAccuracy, let seen = result.seenAccuracy {
+            let names = generator.heldOutPrompts.map(\.description).sorted().joined(separator: "; ")
+            print(String(format: "held-out prompts (never in training: %@): %.1f%%; the other prompts: %.1f%%",
+                         names, heldOut * 100, seen * 100))
+        }
         if let grid {
             let sheets = (0..<frames).map { f in makeGrid(images: result.clips.map { $0[f] }, columns: perClass) }
             try FFmpeg.writeVideo(sheets, fps: 8, scale: 2, toPath: grid)

@@ -91,7 +91,11 @@ struct TrainCommand: ParsableCommand {
         let backend = try deviceOptions.backend()
         let text = try TextConditioner(folder: video.textEncoder ?? TextConditioner.defaultFolder, backend: backend,
                                        length: video.captionLength)
-        let clips = SyntheticVideos(frames: video.numFrames, imageSize: imageSize, count: 50_000, seed: seed)
+        guard video.holdOut == "default" || video.holdOut == "none" else {
+            throw ValidationError("--hold-out '\(video.holdOut)': use default or none")
+        }
+        let clips = SyntheticVideos(frames: video.numFrames, imageSize: imageSize, count: 50_000, seed: seed,
+                                    heldOut: video.holdOut == "default" ? SyntheticVideos.defaultHeldOut : [])
         let config = try modelOptions.videoConfig(imageSize: imageSize, captionChannels: text.width)
         let model = try Latte(config: config, videoLength: video.numFrames, backend: backend,
                               dtype: try deviceOptions.dtype(), seed: seed)
@@ -118,6 +122,10 @@ struct VideoTrainingOptions: ParsableArguments {
     @Option(help: "Text encoder folder (BERT layout with its tokenizer); default all-MiniLM-L6-v2 in the model cache.")
     var textEncoder: String?
     @Option(help: "Caption tokens (padded or cut).") var captionLength = 16
+    @Option(help: ArgumentHelp("Prompts kept out of the synthetic clips so eval-synthetic can score unseen "
+        + "combinations: default (a yellow triangle moving up, a red circle moving right, a green square moving down, "
+        + "a blue triangle moving left) or none.", valueName: "default|none"))
+    var holdOut = "default"
     @Option(help: "Probability of training on the empty caption (for classifier-free guidance).") var captionDropout = 0.1
     @Option(help: "Probability of keeping a clip's first frame clean and out of the loss (image-to-video).")
     var firstFrameProb = 0.2

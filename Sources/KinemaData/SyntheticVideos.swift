@@ -5,6 +5,10 @@ import KinemaTensor
 /// drawing) moving in a straight line across a dark, noisy background, captioned "a red square moving left".
 /// 48 prompts = 3 shapes × 4 colours × 4 directions.
 ///
+/// Prompts in `heldOut` never appear in the data (a video that would draw one draws again), so a model can be
+/// scored on combinations it has never seen — `defaultHeldOut` keeps one prompt per direction, each colour, shape
+/// and direction still seen in other combinations.
+///
 /// Video `i` is a pure function of (seed, i): the shape, colour and direction, the shape's size (45–60 % of the
 /// side), the distance it travels (60–100 % of the room it has along its direction), where it starts (so the whole
 /// path stays inside the frame), the tint and the background; every frame has fresh background noise.
@@ -61,19 +65,31 @@ public struct SyntheticVideos: Sendable {
         }
     }
 
+    /// Four combinations left out of training by default, one per direction.
+    public static let defaultHeldOut: Set<Prompt> = [
+        Prompt(shape: .triangle, colour: .yellow, direction: .up), Prompt(shape: .circle, colour: .red, direction: .right),
+        Prompt(shape: .square, colour: .green, direction: .down), Prompt(shape: .triangle, colour: .blue, direction: .left),
+    ]
+
     public let frames: Int
     public let imageSize: Int
     public let count: Int
     public let seed: UInt64
+    public let heldOut: Set<Prompt>
+    /// Draws for redrawn videos continue past `count`; the shapes' index range covers them.
     let shapes: SyntheticShapes
+    static let maxRedraws = 64
 
-    public init(frames: Int = 8, imageSize: Int = 16, count: Int = 50_000, seed: UInt64 = 0) {
+    public init(frames: Int = 8, imageSize: Int = 16, count: Int = 50_000, seed: UInt64 = 0,
+                heldOut: Set<Prompt> = []) {
         precondition(frames >= 2, "synthetic videos need at least 2 frames to move, got \(frames)")
+        precondition(heldOut.count < Prompt.all.count, "at least one prompt must stay in the data")
         self.frames = frames
         self.imageSize = imageSize
         self.count = count
         self.seed = seed
-        shapes = SyntheticShapes(imageSize: imageSize, count: count, seed: seed)
+        self.heldOut = heldOut
+        shapes = SyntheticShapes(imageSize: imageSize, count: count * (Self.maxRedraws + 1), seed: seed)
     }
 
     private static let motionStream: UInt64 = 0x5356_0000_0000_0001
@@ -81,6 +97,15 @@ public struct SyntheticVideos: Sendable {
     /// The prompt of video `index` and the shape's parameters in each frame.
     public func parameters(at index: Int) -> (prompt: Prompt, frames: [SyntheticShapes.Parameters]) {
         precondition(index >= 0 && index < count, "video index \(index) out of range 0..<\(count)")
+        for redraw in 0...Self.maxRedraws {
+            let drawn = draw(index + redraw * count)
+            if !heldOut.contains(drawn.prompt) { return drawn }
+        }
+        preconditionFailure("video \(index): \(Self.maxRedraws) draws in a row were held-out prompts")
+    }
+
+    /// The video drawn with counter `index` (no hold-out).
+    private func draw(_ index: Int) -> (prompt: Prompt, frames: [SyntheticShapes.Parameters]) {
         var first = shapes.parameters(at: index)
         let philox = Philox4x32(seed: seed)
         let draw = philox.block(counter: UInt64(index), stream: Self.motionStream)
@@ -206,6 +231,10 @@ public protocol VideoDataSource {
     var frames: Int { get }
     var imageSize: Int { get }
     func batch(indices: [Int]) -> (videos: [Float], shape: [Int], captions: [String])
+    /// Captions the data leaves out on purpose (to score a model on them), sorted.
+    var heldOutCaptions: [String] { get }
 }
 
-extension SyntheticVideos: VideoDataSource {}
+extension SyntheticVideos: VideoDataSource {
+    public var heldOutCaptions: [String] { heldOut.map(\.description).sorted() }
+}

@@ -13,13 +13,23 @@ public struct VideoGenerator {
     public var flow: RectifiedFlow
     public var steps: Int
     public var cfgScale: Double
+    /// The header of the checkpoint it was loaded from (empty otherwise).
+    public var metadata: [String: String]
 
-    public init(model: Latte, text: TextConditioner, flow: RectifiedFlow, steps: Int = 30, cfgScale: Double = 4) {
+    public init(model: Latte, text: TextConditioner, flow: RectifiedFlow, steps: Int = 30, cfgScale: Double = 4,
+                metadata: [String: String] = [:]) {
         self.model = model
         self.text = text
         self.flow = flow
         self.steps = steps
         self.cfgScale = cfgScale
+        self.metadata = metadata
+    }
+
+    /// The prompts its training data left out (`held_out_prompts` in the checkpoint).
+    public var heldOutPrompts: Set<SyntheticVideos.Prompt> {
+        let captions = metadata["held_out_prompts"].flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }
+        return Set((captions ?? []).compactMap(SyntheticVideos.Prompt.init(caption:)))
     }
 
     /// Loads a `kinema train` video checkpoint (EMA weights unless `preferEMA` is false) with the text encoder and
@@ -37,7 +47,7 @@ public struct VideoGenerator {
             try? JSONDecoder().decode(RectifiedFlow.ResolutionShift.self, from: Data($0.utf8))
         }
         let flow = RectifiedFlow(shift: shift)
-        return (VideoGenerator(model: model, text: text, flow: flow, steps: steps, cfgScale: cfgScale),
+        return (VideoGenerator(model: model, text: text, flow: flow, steps: steps, cfgScale: cfgScale, metadata: metadata),
                 metadata["frames"].flatMap(Int.init) ?? model.videoLength,
                 metadata["image_size"].flatMap(Int.init) ?? model.config.sampleSize * model.config.patchSize)
     }
@@ -116,6 +126,8 @@ public struct SyntheticVideoEvaluation {
         /// directionCounts[asked][seen]: how often a clip asked to move one way was seen moving each way (the last
         /// column: no object found).
         public var directionCounts: [[Int]]
+        /// The accuracy (all three right) on the generator's held-out prompts and on the others; nil without any.
+        public var heldOutAccuracy: Double?, seenAccuracy: Double?
     }
 
     public static func run(generator: VideoGenerator, perPrompt: Int, frames: Int, imageSize: Int, seed: UInt64,
@@ -131,19 +143,27 @@ public struct SyntheticVideoEvaluation {
         }
         let classifier = SyntheticVideoClassifier()
         var all = 0, colours = 0, shapes = 0, directions = 0
+        let heldOut = generator.heldOutPrompts
+        var heldOutRight = 0, heldOutCount = 0
         let ways = SyntheticVideos.Direction.allCases.count
         var counts = [[Int]](repeating: [Int](repeating: 0, count: ways + 1), count: ways)
         for (clip, prompt) in zip(clips, asked) {
             counts[prompt.direction.rawValue][classifier.direction(clip)?.rawValue ?? ways] += 1
+            let isHeldOut = heldOut.contains(prompt)
+            heldOutCount += isHeldOut ? 1 : 0
             guard let seen = classifier.predict(clip) else { continue }
+            heldOutRight += isHeldOut && seen == prompt ? 1 : 0
             colours += seen.colour == prompt.colour ? 1 : 0
             shapes += seen.shape == prompt.shape ? 1 : 0
             directions += seen.direction == prompt.direction ? 1 : 0
             all += seen == prompt ? 1 : 0
         }
-        let n = Double(asked.count)
+        let n = Double(asked.count), seenCount = asked.count - heldOutCount
         return Result(accuracy: Double(all) / n, colourAccuracy: Double(colours) / n, shapeAccuracy: Double(shapes) / n,
                       directionAccuracy: Double(directions) / n, clips: clips, prompts: asked,
-                      directionCounts: counts)
+                      directionCounts: counts,
+                      heldOutAccuracy: heldOutCount == 0 ? nil : Double(heldOutRight) / Double(heldOutCount),
+                      seenAccuracy: heldOutCount == 0 || seenCount == 0 ? nil
+                        : Double(all - heldOutRight) / Double(seenCount))
     }
 }

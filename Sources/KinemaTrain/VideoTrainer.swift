@@ -51,6 +51,7 @@ public final class VideoTrainer {
     public var runMetadata: [String: String] {
         ["text_encoder": text.folder, "caption_length": "\(text.length)", "frames": "\(data.frames)",
          "image_size": "\(data.imageSize)",
+         "held_out_prompts": String(decoding: try! JSONEncoder().encode(data.heldOutCaptions), as: UTF8.self),
          "timestep_shift": flow.shift.flatMap { try? String(decoding: JSONEncoder().encode($0), as: UTF8.self) } ?? "none"]
     }
 

@@ -32,6 +32,24 @@ final class SyntheticVideosTests: XCTestCase {
         XCTAssertEqual(Array(batch.videos[(3 * 8 * 256 + 2 * 256)..<(3 * 8 * 256 + 3 * 256)]), Array(frame[0..<256]))
     }
 
+    /// Held-out prompts never appear; the other videos are exactly those of the data without a hold-out.
+    func testHeldOutPromptsNeverAppear() {
+        let plain = SyntheticVideos(frames: 4, imageSize: 16, count: 400, seed: 5)
+        let data = SyntheticVideos(frames: 4, imageSize: 16, count: 400, seed: 5, heldOut: SyntheticVideos.defaultHeldOut)
+        XCTAssertEqual(data.heldOutCaptions.count, 4)
+        var kept = 0
+        for index in 0..<400 {
+            let prompt = data.parameters(at: index).prompt
+            XCTAssertFalse(SyntheticVideos.defaultHeldOut.contains(prompt))
+            if !SyntheticVideos.defaultHeldOut.contains(plain.parameters(at: index).prompt) {
+                XCTAssertEqual(data.video(at: index), plain.video(at: index))
+                kept += 1
+            }
+        }
+        XCTAssertGreaterThan(kept, 300)
+        XCTAssertEqual(Set((0..<400).map { data.parameters(at: $0).prompt }).count, 44)
+    }
+
     func testClassifierReadsTheRealVideos() {
         let data = SyntheticVideos(frames: 8, imageSize: 16, count: 300, seed: 11)
         let classifier = SyntheticVideoClassifier()
