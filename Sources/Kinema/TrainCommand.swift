@@ -15,7 +15,9 @@ struct TrainCommand: ParsableCommand {
         (model, EMA, AdamW state, step, random state, config) every --checkpoint-every steps and at the end; each save
         goes to a temporary file that is flushed and renamed, so an interrupted save never damages the last one.
 
-        With --data synthetic-video (bundled captioned clips: "a red square moving left") the model is a Latte
+        With --data synthetic-video (bundled captioned clips: "a red square moving left") or a CSV of captioned
+        videos (decoded through ffmpeg, --frame-interval apart, resized and centre-cropped to --image-size; an
+        undecodable video is reported and skipped) the model is a Latte
         (--model tiny: hidden 128, depth 4, 4 heads, patch 2; or Latte-S/2 … Latte-XL/2) on RGB clips of
         --num-frames frames, conditioned on captions that a frozen text encoder turns into states (--text-encoder,
         default all-MiniLM-L6-v2 from the model cache: scripts/fetch-minilm installs it). Captions are dropped to
@@ -24,8 +26,9 @@ struct TrainCommand: ParsableCommand {
         """)
 
     @Option(help: ArgumentHelp("Training data: 'synthetic' (bundled coloured shapes, 12 classes), 'synthetic-video' "
-        + "(bundled captioned clips, 48 prompts) or a folder with one subfolder of PNG/JPEG images per class.",
-        valueName: "synthetic|synthetic-video|folder"))
+        + "(bundled captioned clips, 48 prompts), a CSV of captioned videos (path,text[,num_frames,height,width,fps], "
+        + "as Open-Sora lays it out) or a folder with one subfolder of PNG/JPEG images per class.",
+        valueName: "synthetic|synthetic-video|videos.csv|folder"))
     var data = "synthetic"
     @OptionGroup var video: VideoTrainingOptions
 
@@ -48,7 +51,7 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var deviceOptions: DeviceOptions
 
     func run() throws {
-        if data == "synthetic-video" { return try runVideo() }
+        if data == "synthetic-video" || data.lowercased().hasSuffix(".csv") { return try runVideo() }
         let backend = try deviceOptions.backend()
         let dataset = try openDataset(data, imageSize: imageSize, seed: seed)
         let config = try modelOptions.config(imageSize: imageSize, channels: 3, classes: dataset.numClasses)
@@ -94,8 +97,12 @@ struct TrainCommand: ParsableCommand {
         guard video.holdOut == "default" || video.holdOut == "none" else {
             throw ValidationError("--hold-out '\(video.holdOut)': use default or none")
         }
-        let clips = SyntheticVideos(frames: video.numFrames, imageSize: imageSize, count: 50_000, seed: seed,
-                                    heldOut: video.holdOut == "default" ? SyntheticVideos.defaultHeldOut : [])
+        guard video.frameInterval >= 1 else { throw ValidationError("--frame-interval must be at least 1") }
+        let clips: any VideoDataSource = data == "synthetic-video"
+            ? SyntheticVideos(frames: video.numFrames, imageSize: imageSize, count: 50_000, seed: seed,
+                              heldOut: video.holdOut == "default" ? SyntheticVideos.defaultHeldOut : [])
+            : try VideoCSVDataset(csv: data, frames: video.numFrames, frameInterval: video.frameInterval,
+                                  imageSize: imageSize)
         let config = try modelOptions.videoConfig(imageSize: imageSize, captionChannels: text.width)
         let model = try Latte(config: config, videoLength: video.numFrames, backend: backend,
                               dtype: try deviceOptions.dtype(), seed: seed)
@@ -108,8 +115,8 @@ struct TrainCommand: ParsableCommand {
         try resumeIfAsked(checkpoint, resume: trainer.resume) { trainer.step }
         let tokens = video.numFrames * (imageSize / config.patchSize) * (imageSize / config.patchSize)
         printError("training a Latte of \(model.parameterCount) parameters (\(config.hiddenSize) hidden, depth "
-            + "\(config.depth) + \(config.depth) temporal, \(tokens) tokens a clip) on synthetic clips of "
-            + "\(video.numFrames)×\(imageSize)², captions by \(text.folder), \(backend.name)")
+            + "\(config.depth) + \(config.depth) temporal, \(tokens) tokens a clip) on \(clips.count) clips of "
+            + "\(video.numFrames)×\(imageSize)² (\(data)), captions by \(text.folder), \(backend.name)")
         try trainer.run(checkpoint: checkpoint,
                         log: try TrainingLog(jsonLinesFile: folder.appendingPathComponent("log.jsonl")))
         printError("saved \(checkpoint.path)")
@@ -119,6 +126,7 @@ struct TrainCommand: ParsableCommand {
 /// The options of text-to-video training.
 struct VideoTrainingOptions: ParsableArguments {
     @Option(help: "Frames per clip (video data).") var numFrames = 8
+    @Option(help: "Take every N-th frame of a CSV dataset's videos.") var frameInterval = 1
     @Option(help: "Text encoder folder (BERT layout with its tokenizer); default all-MiniLM-L6-v2 in the model cache.")
     var textEncoder: String?
     @Option(help: "Caption tokens (padded or cut).") var captionLength = 16

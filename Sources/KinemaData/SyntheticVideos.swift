@@ -230,11 +230,18 @@ public protocol VideoDataSource {
     var count: Int { get }
     var frames: Int { get }
     var imageSize: Int { get }
-    func batch(indices: [Int]) -> (videos: [Float], shape: [Int], captions: [String])
+    /// The samples at `indices`; `random` drives the choices a sample may involve (a temporal crop, the
+    /// replacement of an unreadable video), so a run is reproducible from the stream's state.
+    func batch(indices: [Int], random: inout RandomStream) -> (videos: [Float], shape: [Int], captions: [String])
     /// Captions the data leaves out on purpose (to score a model on them), sorted.
     var heldOutCaptions: [String] { get }
 }
 
 extension SyntheticVideos: VideoDataSource {
     public var heldOutCaptions: [String] { heldOut.map(\.description).sorted() }
+
+    /// `VideoDataSource` conformance: the same as `batch(indices:)` (nothing random to choose).
+    public func batch(indices: [Int], random: inout RandomStream) -> (videos: [Float], shape: [Int], captions: [String]) {
+        batch(indices: indices)
+    }
 }

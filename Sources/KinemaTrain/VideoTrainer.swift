@@ -67,7 +67,7 @@ public final class VideoTrainer {
     /// One optimisation step on the next batch; `imagesPerSecond` counts videos.
     public func trainStep() -> StepMetrics {
         let start = DispatchTime.now().uptimeNanoseconds
-        let batch = data.batch(indices: training.sampler.nextBatch())
+        let batch = data.batch(indices: training.sampler.nextBatch(), random: &training.random)
         let count = batch.shape[0], frames = batch.shape[2]
         let xStart = backend.upload(batch.videos, shape: batch.shape, dtype: model.ioDType)
         let captions = batch.captions.map { training.random.nextUniform() < Float(captionDropout) ? "" : $0 }

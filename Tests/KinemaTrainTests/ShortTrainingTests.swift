@@ -99,6 +99,33 @@ final class ShortVideoTrainingTests: XCTestCase {
     }
 }
 
+/// `kinema train --data videos.csv`: Open-Sora's CSV layout through the CLI; a broken video is reported by path.
+final class VideoCSVTrainingTests: XCTestCase {
+    func testTrainsOnACSVAndSkipsABrokenVideo() throws {
+        let folder = Fixtures.temporaryDirectory("kinema-csv-train")
+        let source = SyntheticVideos(frames: 6, imageSize: 16, count: 4, seed: 1)
+        var lines = ["path,text"]
+        for index in 0..<3 {
+            try FFmpeg.writeVideo(source.video(at: index), fps: 8, toPath: folder.appendingPathComponent("\(index).mp4").path)
+            lines.append("\(index).mp4,\(source.caption(at: index))")
+        }
+        try Data("garbage".utf8).write(to: folder.appendingPathComponent("broken.mp4"))
+        lines.append("broken.mp4,\"a clip, that does not decode\"")
+        let csv = folder.appendingPathComponent("videos.csv")
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: csv)
+        var errors = ""
+        _ = try KinemaCLI.run(["train", "--data", csv.path, "--text-encoder", Fixtures.url("bert").path,
+                               "--image-size", "8", "--num-frames", "3", "--frame-interval", "2", "--patch-size", "4",
+                               "--hidden-size", "32", "--depth", "1", "--num-heads", "2", "--steps", "4",
+                               "--batch-size", "4", "--log-every", "2", "--output", folder.appendingPathComponent("run").path],
+                              errors: &errors)
+        XCTAssertTrue(errors.contains("skipping video \(folder.appendingPathComponent("broken.mp4").path)"), errors)
+        XCTAssertTrue(errors.contains("on 4 clips of 3×8²"), errors)
+        let checkpoint = try SafetensorsFile(url: folder.appendingPathComponent("run/checkpoint.safetensors"))
+        XCTAssertEqual(checkpoint.metadata["frames"], "3")
+    }
+}
+
 /// `kinema forward` on the golden diffusers checkpoint reproduces the reference output.
 final class ForwardCommandTests: XCTestCase {
     func testForwardOnDiffusersFolderMatchesReference() throws {
