@@ -15,7 +15,11 @@ an io file with inputs and outputs:
   3 frames at the sample size and at a non-square one. No caption mask: diffusers' Latte passes the [B, L] mask to
   the per-frame blocks without repeating it per frame, so it only runs with one video a batch.
 
-Every parameter is re-drawn from N(0, 0.05²) (biases and modulation tables included, so no path is zero). The script
+* vae/ and vae_io.safetensors: AutoencoderKL (SD-VAE blocks, 2 levels of 32/64 channels, 8 groups), encoding images
+  (latent mean and log-variance) and decoding latents, at 16×16 and 16×24 (every parameter redrawn: N(0, 0.1²), norm
+  weights 1 + N(0, 0.05²)).
+
+Every parameter of the transformers is re-drawn from N(0, 0.05²) (biases and modulation tables included, so no path is zero). The script
 is deterministic (seeded torch.Generator per section) and prints what it wrote.
 """
 
@@ -83,6 +87,32 @@ def make_latte(out):
     print("latte:", {k: list(v.shape) for k, v in io.items()})
 
 
+def make_vae(out):
+    from diffusers import AutoencoderKL
+
+    g = torch.Generator().manual_seed(22)
+    model = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                          up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), layers_per_block=1,
+                          latent_channels=4, norm_num_groups=8, sample_size=16).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            base = 1.0 if ("norm" in name and name.endswith("weight")) else 0.0
+            p.copy_(base + torch.randn(p.shape, generator=g) * (0.1 if base == 0 else 0.05))
+    model.save_pretrained(os.path.join(out, "vae"), safe_serialization=True)
+    io = {}
+    for label, (h, w) in (("square", (16, 16)), ("wide", (16, 24))):
+        image = torch.rand(2, 3, h, w, generator=g) * 2 - 1
+        latent = torch.randn(2, 4, h // 2, w // 2, generator=g)
+        with torch.no_grad():
+            dist = model.encode(image).latent_dist
+            decoded = model.decode(latent).sample
+        io.update({f"{label}_image": image, f"{label}_latent_mean": dist.mean.contiguous(),
+                   f"{label}_latent_logvar": dist.logvar.contiguous(), f"{label}_latent": latent,
+                   f"{label}_decoded": decoded.contiguous()})
+    save_file(io, os.path.join(out, "vae_io.safetensors"))
+    print(f"vae: {sum(p.numel() for p in model.parameters())} parameters, square and wide images")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -90,6 +120,7 @@ def main():
     torch.set_default_dtype(torch.float32)
     make_pixart(args.out)
     make_latte(args.out)
+    make_vae(args.out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ struct ForwardCommand: ParsableCommand {
         ([B, C, H, W], or [B, C, F, H, W] for Latte), t [B], encoder_hidden_states [B, L, C_text] and, optionally,
         encoder_attention_mask [B, L] (1 = a real token); they write `out` (f32). A transformers BERT folder (e.g.
         all-MiniLM-L6-v2) takes input_ids [B, L] and optionally attention_mask [B, L] and writes last_hidden_state
-        and pooler_output. Use it to check a converted checkpoint against the reference implementation.
+        and pooler_output. A diffusers AutoencoderKL folder takes image [B, C, H, W] (writes latent_mean and
+        latent_logvar) and/or latent [B, 4, h, w] (writes decoded; unscaled latents: divide by the config's
+        scaling_factor first). Use it to check a converted checkpoint against the reference implementation.
         """)
 
     @Option(help: "A .safetensors checkpoint (original layout or `kinema train` output) or a diffusers folder.")
@@ -35,6 +37,31 @@ struct ForwardCommand: ParsableCommand {
         }
         let out: Tensor
         switch DiffusersFolder.className(checkpoint) {
+        case "AutoencoderKL":
+            let vae = try AutoencoderKLCheckpoint.load(folder: checkpoint, backend: backend, dtype: dtype)
+            guard file.contains("image") || file.contains("latent") else {
+                throw ValidationError("\(inputs): an AutoencoderKL takes `image` [B, C, H, W] and/or `latent` [B, 4, h, w]")
+            }
+            var outputs: [(String, Tensor)] = []
+            if file.contains("image") {
+                let image = try input("image", as: .f32), f = vae.config.downsampling
+                guard image.rank == 4, image.shape[1] == vae.config.inChannels, image.shape[2] % f == 0,
+                      image.shape[3] % f == 0 else {
+                    throw ValidationError("\(inputs): image \(image.shape) must be [B, \(vae.config.inChannels), H, W] "
+                        + "with H and W multiples of \(f)")
+                }
+                let (mean, logVariance) = vae.encode(image)
+                outputs += [("latent_mean", mean), ("latent_logvar", logVariance)]
+            }
+            if file.contains("latent") {
+                let latent = try input("latent", as: .f32)
+                guard latent.rank == 4, latent.shape[1] == vae.config.latentChannels else {
+                    throw ValidationError("\(inputs): latent \(latent.shape) must be [B, \(vae.config.latentChannels), h, w]")
+                }
+                outputs.append(("decoded", vae.decode(latent)))
+            }
+            try write(outputs, backend: backend)
+            return
         case "BertModel":
             let model = try BertCheckpoint.load(folder: checkpoint, backend: backend, dtype: dtype)
             let ids = try input("input_ids", as: .i32)

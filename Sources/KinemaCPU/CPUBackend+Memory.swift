@@ -146,6 +146,34 @@ extension CPUBackend: MemoryOps {
         }
     }
 
+    public func im2col(_ x: Tensor, _ plan: Im2ColPlan) -> Tensor {
+        precondition(x.shape == [plan.batch, plan.channels, plan.height, plan.width],
+                     "im2col: input \(x.shape) does not match the plan")
+        let out = empty(plan.outputShape, dtype: x.dtype)
+        let size = x.dtype.byteSize, source = x.address, destination = out.address
+        let (oh, ow, k) = (plan.outputHeight, plan.outputWidth, plan.kernelHeight * plan.kernelWidth)
+        parallelFor(plan.batch * oh * ow, grain: Swift.max(1, 4096 / Swift.max(1, plan.columnCount))) { range in
+            for row in range {
+                let b = row / (oh * ow), oy = (row / ow) % oh, ox = row % ow
+                var target = destination + row * plan.columnCount * size
+                for c in 0..<plan.channels {
+                    for tap in 0..<k {
+                        let y = oy * plan.stride + tap / plan.kernelWidth - plan.padTop
+                        let xx = ox * plan.stride + tap % plan.kernelWidth - plan.padLeft
+                        if y >= 0 && y < plan.height && xx >= 0 && xx < plan.width {
+                            let offset = ((b * plan.channels + c) * plan.height + y) * plan.width + xx
+                            target.copyMemory(from: source + offset * size, byteCount: size)
+                        } else {
+                            target.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+                        }
+                        target += size
+                    }
+                }
+            }
+        }
+        return out
+    }
+
     public func permute(_ x: Tensor, _ axes: [Int]) -> Tensor {
         let plan = PermutePlan(shape: x.shape, axes: axes)
         let outShape = plan.outputShape, strides = plan.sourceStrides

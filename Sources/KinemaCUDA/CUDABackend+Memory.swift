@@ -128,6 +128,18 @@ extension CUDABackend: MemoryOps {
         return out
     }
 
+    public func im2col(_ x: Tensor, _ plan: Im2ColPlan) -> Tensor {
+        precondition(x.shape == [plan.batch, plan.channels, plan.height, plan.width],
+                     "im2col: input \(x.shape) does not match the plan")
+        let out = empty(plan.outputShape, dtype: x.dtype)
+        guard out.count > 0 else { return out }
+        let sizes = [plan.batch, plan.channels, plan.height, plan.width, plan.kernelHeight, plan.kernelWidth,
+                     plan.stride, plan.padTop, plan.padLeft, plan.outputHeight, plan.outputWidth].map { Int32($0) }
+        launch("im2col", count: out.count, [x, out, Int32(x.dtype.byteSize)] + sizes.map { $0 as any KernelArgument }
+               + [Int64(out.count)])
+        return out
+    }
+
     public func permute(_ x: Tensor, _ axes: [Int]) -> Tensor {
         let plan = PermutePlan(shape: x.shape, axes: axes)
         let out = empty(plan.outputShape, dtype: x.dtype)

@@ -92,7 +92,7 @@ extension GPUCheck {
 
     /// The same random weights (N(0, 0.05²)) on both models. The bf16 model's master holds the values rounded to
     /// bf16, as the f32 CPU model's weights do, so the two differ only in the precision they compute in.
-    private func loadSameRandomWeights(_ cpuParameters: [Parameter], _ gpuParameters: [Parameter], dtype: DType) {
+    func loadSameRandomWeights(_ cpuParameters: [Parameter], _ gpuParameters: [Parameter], dtype: DType) {
         for (c, g) in zip(cpuParameters, gpuParameters) {
             var (values, _) = pair(c.value.shape, scale: 0.05)
             if dtype != .f32 { values = cpu.cast(cpu.cast(values, to: dtype), to: .f32) }

@@ -158,6 +158,27 @@ final class ForwardCommandTests: XCTestCase {
     }
 }
 
+/// A diffusers AutoencoderKL folder takes image and latent and writes latent_mean, latent_logvar and decoded.
+final class VAEForwardTests: XCTestCase {
+    func testForwardOnAutoencoderFolderMatchesDiffusers() throws {
+        let backend = CPUBackend()
+        let io = try SafetensorsFile(url: Fixtures.url("vae_io.safetensors"))
+        let directory = Fixtures.temporaryDirectory()
+        let inputs = directory.appendingPathComponent("inputs.safetensors")
+        let output = directory.appendingPathComponent("out.safetensors")
+        try SafetensorsWriter.write([(name: "image", tensor: try io.tensor("wide_image", on: backend)),
+                                     (name: "latent", tensor: try io.tensor("wide_latent", on: backend))],
+                                    to: inputs, backend: backend)
+        _ = try KinemaCLI.run(["forward", "--checkpoint", Fixtures.url("vae").path, "--inputs", inputs.path,
+                               "--output", output.path])
+        let ours = try SafetensorsFile(url: output)
+        for (name, reference) in [("latent_mean", "wide_latent_mean"), ("latent_logvar", "wide_latent_logvar"),
+                                  ("decoded", "wide_decoded")] {
+            XCTAssertLessThan(relativeError(try ours.floats(name), try io.floats(reference)), 1e-4, name)
+        }
+    }
+}
+
 /// A transformers BERT folder takes input_ids and attention_mask and writes last_hidden_state and pooler_output.
 final class TextEncoderForwardTests: XCTestCase {
     func testForwardOnBertFolderMatchesTransformers() throws {

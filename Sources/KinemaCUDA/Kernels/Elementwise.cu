@@ -58,6 +58,30 @@ extern "C" __global__ void permute(const void* in, void* out, PermuteMeta meta, 
     }
 }
 
+// Convolution patches: out[(b, oy, ox), (c, ky, kx)] = x[b, c, oy·s + ky − padTop, ox·s + kx − padLeft], zero
+// outside the input. One thread per output element, any element size.
+template <typename W>
+__device__ inline void im2col_words(const W* x, W* out, int B, int C, int H, int Wd, int kh, int kw, int s, int pt,
+                                    int pl, int oh, int ow, long long n) {
+    long long columns = (long long)C * kh * kw;
+    GRID_LOOP(i, n) {
+        long long row = i / columns;
+        int col = (int)(i % columns);
+        int b = (int)(row / ((long long)oh * ow)), oy = (int)((row / ow) % oh), ox = (int)(row % ow);
+        int c = col / (kh * kw), tap = col % (kh * kw);
+        int y = oy * s + tap / kw - pt, xx = ox * s + tap % kw - pl;
+        out[i] = (y >= 0 && y < H && xx >= 0 && xx < Wd) ? x[(((long long)b * C + c) * H + y) * Wd + xx] : (W)0;
+    }
+}
+extern "C" __global__ void im2col(const void* x, void* out, int elementSize, int B, int C, int H, int Wd, int kh,
+                                  int kw, int s, int pt, int pl, int oh, int ow, long long n) {
+    switch (elementSize) {
+        case 2: im2col_words((const u16*)x, (u16*)out, B, C, H, Wd, kh, kw, s, pt, pl, oh, ow, n); break;
+        case 4: im2col_words((const u32*)x, (u32*)out, B, C, H, Wd, kh, kw, s, pt, pl, oh, ow, n); break;
+        default: im2col_words((const u64*)x, (u64*)out, B, C, H, Wd, kh, kw, s, pt, pl, oh, ow, n); break;
+    }
+}
+
 // Pitched row copies, up to 8 per launch (blockIdx.y picks one): `rows` rows of `rowBytes` bytes each. Every
 // narrow, concat and chunk is one launch (a launch per row would be thousands of copies a step; one per part still
 // twelve per DiT block for adaLN's six chunks and the six-way concat of their gradients).

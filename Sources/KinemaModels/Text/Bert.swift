@@ -154,15 +154,8 @@ public final class BertEncoder {
 /// Loads a transformers BERT folder: config.json and model.safetensors (names with or without a "bert." prefix).
 public enum BertCheckpoint {
     public static func load(folder: String, backend: any Backend, dtype: DType = .f32) throws -> BertEncoder {
-        let url = URL(fileURLWithPath: folder)
-        let configPath = url.appendingPathComponent("config.json").path
-        guard let data = FileManager.default.contents(atPath: configPath),
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw ModelError.badCheckpoint(path: configPath, reason: "missing or unreadable config.json")
-        }
+        let (json, configPath, file, weightsPath) = try DiffusersFolder.open(folder, weights: "model.safetensors")
         let config = try BertConfig(json: json, path: configPath)
-        let weightsPath = url.appendingPathComponent("model.safetensors").path
-        let file = try SafetensorsFile(url: URL(fileURLWithPath: weightsPath))
         let model = BertEncoder(config: config, backend: backend, dtype: dtype)
         try model.arena.loadParameters(from: weightsPath, expected: "a BertModel of this config.json") { name in
             if file.contains(name) { return try file.tensor(name, on: backend) }

@@ -105,3 +105,28 @@ public struct MatmulShape: Sendable {
         strideC = m * n
     }
 }
+
+/// The patches a 2D convolution reads, laid out for one matrix product: x [B, C, H, W] → columns
+/// [B·Ho·Wo, C·kh·kw] (row (b, oy, ox), column (c, ky, kx); zero where the window leaves the padded input), so
+/// conv2d(x, W [O, C, kh, kw]) = columns · W.reshaped([O, C·kh·kw])ᵀ.
+public struct Im2ColPlan: Equatable, Sendable {
+    public let batch, channels, height, width: Int
+    public let kernelHeight, kernelWidth, stride: Int
+    /// Zero padding on each side (diffusers' downsampler pads only bottom and right).
+    public let padTop, padLeft, padBottom, padRight: Int
+
+    public init(inputShape: [Int], kernel: (Int, Int), stride: Int = 1, padding: (top: Int, left: Int, bottom: Int, right: Int)) {
+        precondition(inputShape.count == 4, "im2col: input must be [B, C, H, W], got \(inputShape)")
+        precondition(kernel.0 > 0 && kernel.1 > 0 && stride > 0 && [padding.top, padding.left, padding.bottom,
+                     padding.right].allSatisfy { $0 >= 0 }, "im2col: bad kernel \(kernel), stride \(stride) or padding")
+        (batch, channels, height, width) = (inputShape[0], inputShape[1], inputShape[2], inputShape[3])
+        (kernelHeight, kernelWidth, self.stride) = (kernel.0, kernel.1, stride)
+        (padTop, padLeft, padBottom, padRight) = (padding.top, padding.left, padding.bottom, padding.right)
+        precondition(outputHeight > 0 && outputWidth > 0, "im2col: the kernel is larger than the padded input \(inputShape)")
+    }
+
+    public var outputHeight: Int { (height + padTop + padBottom - kernelHeight) / stride + 1 }
+    public var outputWidth: Int { (width + padLeft + padRight - kernelWidth) / stride + 1 }
+    public var columnCount: Int { channels * kernelHeight * kernelWidth }
+    public var outputShape: [Int] { [batch * outputHeight * outputWidth, columnCount] }
+}

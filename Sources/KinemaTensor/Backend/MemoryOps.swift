@@ -28,6 +28,8 @@ public protocol MemoryOps: AnyObject {
     /// A new tensor of `shape` assembled from byte blocks of `inputs` (the plans of `narrow` and `concat`, made once
     /// for every backend by `BlockCopies`).
     func copyBlocks(_ copies: [BlockCopy], from inputs: [Tensor], shape: [Int], dtype: DType) -> Tensor
+    /// The convolution patches of x [B, C, H, W] as [B·Ho·Wo, C·kh·kw] (see `Im2ColPlan`), any dtype.
+    func im2col(_ x: Tensor, _ plan: Im2ColPlan) -> Tensor
     /// `parts` equal pieces along `axis`, each a new contiguous tensor (default: a narrow per piece).
     func chunk(_ x: Tensor, parts: Int, axis: Int) -> [Tensor]
 
