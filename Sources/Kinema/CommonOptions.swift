@@ -85,20 +85,21 @@ struct ModelOptions: ParsableArguments {
         return config
     }
 
-    /// The Latte of --model for RGB clips of `imageSize` (tiny: hidden 128, depth 4, 4 heads, patch 2), predicting
-    /// the velocity only (no learned variance), with captions `captionChannels` wide.
-    func videoConfig(imageSize: Int, captionChannels: Int) throws -> PixArtConfig {
+    /// The Latte of --model for clips of `imageSize` × `channels` (RGB, or the latents of a VAE: pass its latent side
+    /// and channel count) (tiny: hidden 128, depth 4, 4 heads, patch 2), predicting the velocity only (no learned
+    /// variance), with captions `captionChannels` wide.
+    func videoConfig(imageSize: Int, channels: Int = 3, captionChannels: Int) throws -> PixArtConfig {
         let patch = patchSize ?? 2
         guard imageSize % patch == 0 else {
             throw ValidationError("--image-size \(imageSize) must be a multiple of the patch size \(patch)")
         }
         var config = model == "tiny"
-            ? PixArtConfig(sampleSize: imageSize, patchSize: patch, inChannels: 3, outChannels: 3,
+            ? PixArtConfig(sampleSize: imageSize, patchSize: patch, inChannels: channels, outChannels: channels,
                            hiddenSize: hiddenSize ?? 128, depth: depth ?? 4, numHeads: numHeads ?? 4,
                            captionChannels: captionChannels)
             : try latteConfig(latentSize: imageSize)
-        config.inChannels = 3
-        config.outChannels = 3
+        config.inChannels = channels
+        config.outChannels = channels
         config.captionChannels = captionChannels
         if let mlpRatio { config.mlpHidden = Int(mlpRatio * Double(config.hiddenSize)) }
         config.captionDropoutProb = 0

@@ -103,17 +103,23 @@ struct TrainCommand: ParsableCommand {
                               heldOut: video.holdOut == "default" ? SyntheticVideos.defaultHeldOut : [])
             : try VideoCSVDataset(csv: data, frames: video.numFrames, frameInterval: video.frameInterval,
                                   imageSize: imageSize)
-        let config = try modelOptions.videoConfig(imageSize: imageSize, captionChannels: text.width)
+        let vae = try video.vae.map { try AutoencoderKLCheckpoint.load(folder: $0, backend: backend) }
+        let factor = vae?.config.downsampling ?? 1
+        guard imageSize % factor == 0 else {
+            throw ValidationError("--image-size \(imageSize) must be a multiple of the VAE's downsampling \(factor)")
+        }
+        let config = try modelOptions.videoConfig(imageSize: imageSize / factor, channels: vae?.config.latentChannels ?? 3,
+                                                  captionChannels: text.width)
         let model = try Latte(config: config, videoLength: video.numFrames, backend: backend,
                               dtype: try deviceOptions.dtype(), seed: seed)
         let flow = RectifiedFlow(shift: try video.shift(imageSize: imageSize))
         let trainer = try VideoTrainer(model: model, text: text, data: clips, flow: flow, options: try trainingOptions(),
                                        captionDropout: video.captionDropout,
-                                       firstFrameProbability: video.firstFrameProb)
+                                       firstFrameProbability: video.firstFrameProb, vae: vae)
         let folder = URL(fileURLWithPath: output)
         let checkpoint = folder.appendingPathComponent("checkpoint.safetensors")
         try resumeIfAsked(checkpoint, resume: trainer.resume) { trainer.step }
-        let tokens = video.numFrames * (imageSize / config.patchSize) * (imageSize / config.patchSize)
+        let side = imageSize / factor / config.patchSize, tokens = video.numFrames * side * side
         printError("training a Latte of \(model.parameterCount) parameters (\(config.hiddenSize) hidden, depth "
             + "\(config.depth) + \(config.depth) temporal, \(tokens) tokens a clip) on \(clips.count) clips of "
             + "\(video.numFrames)×\(imageSize)² (\(data)), captions by \(text.folder), \(backend.name)")
@@ -130,6 +136,8 @@ struct VideoTrainingOptions: ParsableArguments {
     @Option(help: "Text encoder folder (BERT layout with its tokenizer); default all-MiniLM-L6-v2 in the model cache.")
     var textEncoder: String?
     @Option(help: "Caption tokens (padded or cut).") var captionLength = 16
+    @Option(help: "A diffusers AutoencoderKL folder: train on its latents of the clips (frame by frame) instead of pixels.")
+    var vae: String?
     @Option(help: ArgumentHelp("Prompts kept out of the synthetic clips so eval-synthetic can score unseen "
         + "combinations: default (a yellow triangle moving up, a red circle moving right, a green square moving down, "
         + "a blue triangle moving left) or none.", valueName: "default|none"))

@@ -15,15 +15,18 @@ public struct VideoGenerator {
     public var cfgScale: Double
     /// The header of the checkpoint it was loaded from (empty otherwise).
     public var metadata: [String: String]
+    /// The VAE of a latent model: clips are sampled as latents and decoded (nil: the model works on pixels).
+    public var vae: AutoencoderKL?
 
     public init(model: Latte, text: TextConditioner, flow: RectifiedFlow, steps: Int = 30, cfgScale: Double = 4,
-                metadata: [String: String] = [:]) {
+                metadata: [String: String] = [:], vae: AutoencoderKL? = nil) {
         self.model = model
         self.text = text
         self.flow = flow
         self.steps = steps
         self.cfgScale = cfgScale
         self.metadata = metadata
+        self.vae = vae
     }
 
     /// The prompts its training data left out (`held_out_prompts` in the checkpoint).
@@ -47,20 +50,27 @@ public struct VideoGenerator {
             try? JSONDecoder().decode(RectifiedFlow.ResolutionShift.self, from: Data($0.utf8))
         }
         let flow = RectifiedFlow(shift: shift)
-        return (VideoGenerator(model: model, text: text, flow: flow, steps: steps, cfgScale: cfgScale, metadata: metadata),
+        let vae = try metadata["vae"].flatMap { $0.isEmpty ? nil : $0 }.map {
+            try AutoencoderKLCheckpoint.load(folder: $0, backend: backend, dtype: dtype)
+        }
+        return (VideoGenerator(model: model, text: text, flow: flow, steps: steps, cfgScale: cfgScale, metadata: metadata,
+                               vae: vae),
                 metadata["frames"].flatMap(Int.init) ?? model.videoLength,
                 metadata["image_size"].flatMap(Int.init) ?? model.config.sampleSize * model.config.patchSize)
     }
 
-    /// One clip per prompt, [B, C, F, H, W] in the model's io dtype, from noise drawn with `seed`. `firstFrames`
-    /// (per prompt, CHW floats in [-1, 1] of H × W, or nil) are kept as the clips' first frames.
-    public func generate(prompts: [String], frames: Int, height: Int, width: Int, seed: UInt64,
+    /// One clip per prompt of `height` × `width` pixels, [B, C, F, H, W] in the model's io dtype (latents
+    /// [B, 4, F, H/f, W/f] for a latent model: `videos` decodes them), from noise drawn with `seed`. `firstFrames`
+    /// (per prompt, RGB CHW floats in [-1, 1] of H × W, or nil) are kept as the clips' first frames.
+    public func generate(prompts: [String], frames: Int, height pixelHeight: Int, width pixelWidth: Int, seed: UInt64,
                          firstFrames: [[Float]?]? = nil, progress: SamplingProgress? = nil) throws -> Tensor {
         let config = model.config, backend = model.backend, batch = prompts.count
-        guard batch > 0, frames >= 1, height % config.patchSize == 0, width % config.patchSize == 0 else {
+        let factor = vae?.config.downsampling ?? 1, unit = factor * config.patchSize
+        guard batch > 0, frames >= 1, pixelHeight % unit == 0, pixelWidth % unit == 0 else {
             throw GenerationError.badSize("need at least one prompt and frame, and a size that is a multiple of "
-                + "the patch \(config.patchSize) (got \(height)×\(width))")
+                + "\(unit) (got \(pixelHeight)×\(pixelWidth))")
         }
+        let (height, width) = (pixelHeight / factor, pixelWidth / factor)
         let shape = [batch, config.inChannels, frames, height, width]
         let noise = backend.randomNormal(shape, dtype: model.ioDType, seed: seed, offset: 0)
         let (cond, condMask) = text.encode(prompts)
@@ -77,13 +87,18 @@ public struct VideoGenerator {
         var condition: (latents: Tensor, frameMask: [[Bool]])?
         if let firstFrames {
             guard firstFrames.count == batch else { throw GenerationError.badSize("one first frame (or nil) per prompt") }
+            guard firstFrames.allSatisfy({ ($0?.count ?? 3 * pixelHeight * pixelWidth) == 3 * pixelHeight * pixelWidth }) else {
+                throw GenerationError.badSize("a first frame must hold 3 × \(pixelHeight) × \(pixelWidth) values")
+            }
             let perFrame = config.inChannels * height * width
             var clean = [Float](repeating: 0, count: batch * perFrame * frames)
-            for (b, frame) in firstFrames.enumerated() {
-                guard let frame else { continue }
-                guard frame.count == perFrame else {
-                    throw GenerationError.badSize("a first frame has \(frame.count) values, not \(perFrame)")
-                }
+            for (b, pixels) in firstFrames.enumerated() {
+                guard let pixels else { continue }
+                // A latent model keeps the frame's latents: the VAE's view of the image.
+                let frame = vae.map { vae in
+                    backend.download(backend.cast(vae.encodeVideo(backend.upload(pixels, shape: [1, 3, 1, pixelHeight, pixelWidth],
+                                                                                 dtype: .f32)), to: .f32))
+                } ?? pixels
                 for c in 0..<config.inChannels {
                     let source = c * height * width, target = ((b * config.inChannels + c) * frames) * height * width
                     clean.replaceSubrange(target..<(target + height * width), with: frame[source..<(source + height * width)])
@@ -92,13 +107,14 @@ public struct VideoGenerator {
             condition = (backend.upload(clean, shape: shape, dtype: model.ioDType),
                          firstFrames.map { frame in (0..<frames).map { !(frame != nil && $0 == 0) } })
         }
-        let size = RectifiedFlow.InputSize(height: height, width: width, frames: frames)
+        let size = RectifiedFlow.InputSize(height: pixelHeight, width: pixelWidth, frames: frames)
         return flow.sample(noise: noise, steps: steps, size: size, model: velocity, condition: condition,
                            backend: backend, progress: progress)
     }
 
-    /// Pixel-space clips in [-1, 1] as 8-bit frames, one array of frames per clip.
-    public func videos(_ samples: Tensor) -> [[RGBImage]] {
+    /// Clips in [-1, 1] (decoded first for a latent model) as 8-bit frames, one array of frames per clip.
+    public func videos(_ generated: Tensor) -> [[RGBImage]] {
+        let samples = vae.map { $0.decodeVideo(generated) } ?? generated
         precondition(samples.rank == 5 && samples.shape[1] == 3, "videos: samples must be RGB [B, 3, F, H, W]")
         let values = model.backend.download(model.backend.cast(samples, to: .f32))
         let (batch, frames, height, width) = (samples.shape[0], samples.shape[2], samples.shape[3], samples.shape[4])

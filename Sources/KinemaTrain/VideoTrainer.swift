@@ -16,21 +16,27 @@ public final class VideoTrainer {
     public let flow: RectifiedFlow
     public let captionDropout: Double
     public let firstFrameProbability: Double
+    /// The frozen VAE that turns clips into the latents the model learns (nil: the model works on pixels).
+    public let vae: AutoencoderKL?
     let data: any VideoDataSource
     let training: TrainingRun
     var backend: any Backend { model.backend }
     public var options: TrainingOptions { training.options }
 
     public init(model: Latte, text: TextConditioner, data: any VideoDataSource, flow: RectifiedFlow,
-                options: TrainingOptions, captionDropout: Double = 0.1, firstFrameProbability: Double = 0) throws {
-        guard model.config.inChannels == 3, model.config.captionChannels == text.width else {
+                options: TrainingOptions, captionDropout: Double = 0.1, firstFrameProbability: Double = 0,
+                vae: AutoencoderKL? = nil) throws {
+        let channels = vae?.config.latentChannels ?? 3, factor = vae?.config.downsampling ?? 1
+        guard model.config.inChannels == channels, model.config.captionChannels == text.width else {
             throw TrainingError.options("the model takes \(model.config.inChannels) channels and captions "
-                + "\(model.config.captionChannels) wide; the data gives RGB and the text encoder \(text.width)")
+                + "\(model.config.captionChannels) wide; the data gives \(channels) (\(vae == nil ? "RGB" : "VAE latents")) "
+                + "and the text encoder \(text.width)")
         }
-        guard data.imageSize % model.config.patchSize == 0 else {
+        guard data.imageSize % (factor * model.config.patchSize) == 0 else {
             throw TrainingError.options("image size \(data.imageSize) is not a multiple of the patch size "
-                + "\(model.config.patchSize)")
+                + "\(model.config.patchSize)\(vae == nil ? "" : " times the VAE's downsampling \(factor)")")
         }
+        self.vae = vae
         guard (0...1).contains(captionDropout), (0...1).contains(firstFrameProbability) else {
             throw TrainingError.options("caption dropout and first-frame probability must lie in 0...1")
         }
@@ -52,6 +58,7 @@ public final class VideoTrainer {
         ["text_encoder": text.folder, "caption_length": "\(text.length)", "frames": "\(data.frames)",
          "image_size": "\(data.imageSize)",
          "held_out_prompts": String(decoding: try! JSONEncoder().encode(data.heldOutCaptions), as: UTF8.self),
+         "vae": vae?.folder ?? "",
          "timestep_shift": flow.shift.flatMap { try? String(decoding: JSONEncoder().encode($0), as: UTF8.self) } ?? "none"]
     }
 
@@ -69,7 +76,8 @@ public final class VideoTrainer {
         let start = DispatchTime.now().uptimeNanoseconds
         let batch = data.batch(indices: training.sampler.nextBatch(), random: &training.random)
         let count = batch.shape[0], frames = batch.shape[2]
-        let xStart = backend.upload(batch.videos, shape: batch.shape, dtype: model.ioDType)
+        let pixels = backend.upload(batch.videos, shape: batch.shape, dtype: model.ioDType)
+        let xStart = vae.map { backend.cast($0.encodeVideo(pixels), to: model.ioDType) } ?? pixels
         let captions = batch.captions.map { training.random.nextUniform() < Float(captionDropout) ? "" : $0 }
         let (states, mask) = text.encode(captions)
         var frameMask: [[Bool]]?
@@ -79,7 +87,7 @@ public final class VideoTrainer {
                 return (0..<frames).map { !(conditioned && $0 == 0) }
             }
         }
-        let size = RectifiedFlow.InputSize(height: batch.shape[3], width: batch.shape[4], frames: frames)
+        let size = RectifiedFlow.InputSize(height: batch.shape[3], width: batch.shape[4], frames: frames)  // pixels
         let (timesteps, noise, xT) = flow.noisedBatch(xStart, size: size, frameMask: frameMask, random: &training.random,
                                                       backend: backend)
         let t = backend.upload(timesteps, shape: [count], dtype: model.ioDType)

@@ -67,4 +67,35 @@ final class VideoTrainerTests: XCTestCase {
         XCTAssertEqual(clips[0][0], RGBImage(chwFloats: first, width: 8, height: 8))
         XCTAssertThrowsError(try generator.generate(prompts: ["x"], frames: 3, height: 6, width: 8, seed: 1))
     }
+
+    /// With a VAE the model learns and samples the clips' latents; sampling decodes them back to frames.
+    func testLatentTrainingAndSamplingThroughTheVAE() throws {
+        let text = try TextConditioner(folder: Fixtures.url("bert").path, backend: backend, length: 8)
+        let vae = try AutoencoderKLCheckpoint.load(folder: Fixtures.url("vae").path, backend: backend)
+        let config = PixArtConfig(sampleSize: 4, patchSize: 2, inChannels: 4, outChannels: 4, hiddenSize: 32, depth: 1,
+                                  numHeads: 2, captionChannels: text.width)
+        let model = try Latte(config: config, videoLength: 3, backend: backend, seed: 4)
+        let options = TrainingOptions(batchSize: 2, steps: 2, learningRate: 1e-3, seed: 9, checkpointEvery: 0, logEvery: 1)
+        let trainer = try VideoTrainer(model: model, text: text, data: SyntheticVideos(frames: 3, imageSize: 8, count: 8),
+                                       flow: RectifiedFlow(shift: nil), options: options, firstFrameProbability: 0.5,
+                                       vae: vae)
+        XCTAssertTrue(trainer.trainStep().loss.isFinite)
+        let url = Fixtures.temporaryDirectory("kinema-latent-video").appendingPathComponent("checkpoint.safetensors")
+        try trainer.saveCheckpoint(to: url)
+        let (generator, frames, size) = try VideoGenerator.load(checkpoint: url, backend: backend, steps: 2, cfgScale: 2)
+        XCTAssertNotNil(generator.vae)
+        XCTAssertEqual(frames, 3)
+        let first = SyntheticVideos(frames: 3, imageSize: 8, count: 2).video(at: 0)[0].chwFloats()
+        let latents = try generator.generate(prompts: ["a red square moving left"], frames: frames, height: 8, width: 8,
+                                             seed: 1, firstFrames: [first])
+        XCTAssertEqual(latents.shape, [1, 4, 3, 4, 4])
+        let clips = generator.videos(latents)
+        XCTAssertEqual(clips[0].count, 3)
+        XCTAssertEqual(clips[0][0].width, 8)
+        XCTAssertEqual(size, 8, "the clip size is recorded in pixels")
+        // The first frame's latents are exactly the VAE's encoding of the given image.
+        let encoded = backend.download(vae.encodeVideo(backend.upload(first, shape: [1, 3, 1, 8, 8], dtype: .f32)))
+        let kept = backend.download(backend.narrow(latents, axis: 2, start: 0, length: 1))
+        XCTAssertEqual(kept, encoded)
+    }
 }

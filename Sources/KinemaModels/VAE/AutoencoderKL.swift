@@ -60,6 +60,8 @@ public final class AutoencoderKL {
     let encoder: Coder, decoder: Coder
     let quantConv, postQuantConv: Conv2d?
     public let arena: ParameterArena
+    /// The folder it was loaded from (nil for a model made in code).
+    public internal(set) var folder: String?
 
     public init(config: AutoencoderKLConfig, backend: any Backend, dtype: DType = .f32, seed: UInt64 = 0) {
         self.config = config
@@ -110,6 +112,25 @@ public final class AutoencoderKL {
     /// Latents [N, 4, h, w] decoded `framesPerCall` at a time.
     public func decodeFrames(_ latents: Tensor, framesPerCall: Int = 8) -> Tensor {
         perGroup(latents, framesPerCall) { decode($0) }
+    }
+
+    /// Clips [B, C, F, H, W] in [-1, 1] → scaled latents [B, 4, F, H/f, W/f] (the latent means × the scaling
+    /// factor: what a latent video model trains on), `framesPerCall` frames at a time.
+    public func encodeVideo(_ clips: Tensor, framesPerCall: Int = 8) -> Tensor {
+        let (b, c, f, h, w) = (clips.shape[0], clips.shape[1], clips.shape[2], clips.shape[3], clips.shape[4])
+        let frames = backend.permute(clips, [0, 2, 1, 3, 4]).reshaped([b * f, c, h, w])
+        let means = encodeFrames(frames, framesPerCall: framesPerCall)
+        let scaled = backend.affine(means, scale: config.scalingFactor, shift: 0)
+        return backend.permute(scaled.reshaped([b, f] + Array(scaled.shape.dropFirst())), [0, 2, 1, 3, 4])
+    }
+
+    /// Scaled latents [B, 4, F, h, w] → clips [B, C, F, h·f, w·f].
+    public func decodeVideo(_ latents: Tensor, framesPerCall: Int = 8) -> Tensor {
+        let (b, c, f, h, w) = (latents.shape[0], latents.shape[1], latents.shape[2], latents.shape[3], latents.shape[4])
+        let frames = backend.affine(backend.permute(latents, [0, 2, 1, 3, 4]).reshaped([b * f, c, h, w]),
+                                    scale: 1 / config.scalingFactor, shift: 0)
+        let images = decodeFrames(frames, framesPerCall: framesPerCall)
+        return backend.permute(images.reshaped([b, f] + Array(images.shape.dropFirst())), [0, 2, 1, 3, 4])
     }
 
     private func perGroup(_ x: Tensor, _ size: Int, _ body: (Tensor) -> Tensor) -> Tensor {
@@ -286,6 +307,7 @@ public enum AutoencoderKLCheckpoint {
         try model.arena.loadParameters(from: weightsPath, expected: "an AutoencoderKL of this config.json") { name in
             file.contains(name) ? try file.tensor(name, on: backend) : nil
         }
+        model.folder = folder
         return model
     }
 }
