@@ -17,7 +17,7 @@ an io file with inputs and outputs:
 
 * vae/ and vae_io.safetensors: AutoencoderKL (SD-VAE blocks, 2 levels of 32/64 channels, 8 groups), encoding images
   (latent mean and log-variance) and decoding latents, at 16×16 and 16×24 (every parameter redrawn: N(0, 0.1²), norm
-  weights 1 + N(0, 0.05²)).
+  weights 1 + N(0, 0.05²)); and tiled decoding (enable_tiling) of 12×20 latents in 8×8 tiles.
 
 Every parameter of the transformers is re-drawn from N(0, 0.05²) (biases and modulation tables included, so no path is zero). The script
 is deterministic (seeded torch.Generator per section) and prints what it wrote.
@@ -109,6 +109,11 @@ def make_vae(out):
         io.update({f"{label}_image": image, f"{label}_latent_mean": dist.mean.contiguous(),
                    f"{label}_latent_logvar": dist.logvar.contiguous(), f"{label}_latent": latent,
                    f"{label}_decoded": decoded.contiguous()})
+    # Tiled decoding (diffusers' enable_tiling): latents bigger than a tile (sample_size 16 / 2 = 8), 2 × 4 tiles.
+    latent = torch.randn(1, 4, 12, 20, generator=g)
+    model.enable_tiling()
+    with torch.no_grad():
+        io.update({"tiled_latent": latent, "tiled_decoded": model.decode(latent).sample.contiguous()})
     save_file(io, os.path.join(out, "vae_io.safetensors"))
     print(f"vae: {sum(p.numel() for p in model.parameters())} parameters, square and wide images")
 

@@ -80,6 +80,8 @@ struct SampleCommand: ParsableCommand {
     @Option(help: "Scale the written clip up this many times (nearest neighbour), so tiny clips can be seen.")
     var upscale = 8
     @Option(help: "Text encoder folder, instead of the one the checkpoint names.") var textEncoder: String?
+    @Flag(help: "Decode a latent model's frames in overlapping tiles (diffusers' enable_tiling): bounded memory for large frames.")
+    var tiledVae = false
 
     func run() throws {
         if sampling.isVideoCheckpoint { return try runVideo() }
@@ -120,6 +122,7 @@ struct SampleCommand: ParsableCommand {
             throw ValidationError("--fps must be positive and --upscale in 1...32")
         }
         let (generator, trainedFrames, trainedSize) = try sampling.videoGenerator(textEncoder: textEncoder)
+        generator.vae?.tiling = tiledVae
         let frames = numFrames ?? trainedFrames, clipHeight = height ?? trainedSize, clipWidth = width ?? trainedSize
         guard frames >= 1, clipHeight >= 1, clipWidth >= 1 else {
             throw ValidationError("--num-frames, --height and --width must be positive")

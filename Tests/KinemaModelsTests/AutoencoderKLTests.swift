@@ -31,6 +31,20 @@ final class AutoencoderKLTests: XCTestCase {
         }
     }
 
+    /// Tiled decoding (diffusers' enable_tiling) of latents larger than a tile: overlapping tiles blended as diffusers
+    /// blends them; untiled decoding of the same latents differs (the tiles do not see each other).
+    func testTiledDecodeMatchesDiffusers() throws {
+        let vae = try AutoencoderKLCheckpoint.load(folder: Fixtures.url("vae").path, backend: backend)
+        let io = try SafetensorsFile(url: Fixtures.url("vae_io.safetensors"))
+        let latent = try io.tensor("tiled_latent", on: backend)
+        vae.tiling = true
+        let tiled = vae.decode(latent)
+        XCTAssertEqual(tiled.shape, [1, 3, 24, 40])
+        XCTAssertLessThan(relativeError(backend.download(tiled), try io.floats("tiled_decoded")), 1e-4)
+        vae.tiling = false
+        XCTAssertGreaterThan(relativeError(backend.download(vae.decode(latent)), try io.floats("tiled_decoded")), 1e-3)
+    }
+
     /// Conv2d with uneven padding and a stride against the definition, in f64.
     func testConvolutionMatchesTheDefinition() {
         let conv = Conv2d(backend: backend, name: "c", inChannels: 3, outChannels: 2, kernelSize: 3, stride: 2,

@@ -10,15 +10,18 @@ public struct AutoencoderKLConfig: Equatable, Sendable {
     public var layersPerBlock, normGroups: Int
     public var scalingFactor: Double
     public var useQuantConv, usePostQuantConv, midBlockAttention: Bool
+    /// diffusers' `sample_size`: the side of a tile in tiled decoding (its latent tiles are this / downsampling).
+    public var sampleSize: Int
 
     public init(inChannels: Int = 3, outChannels: Int = 3, latentChannels: Int = 4,
                 blockOutChannels: [Int] = [128, 256, 512, 512], layersPerBlock: Int = 2, normGroups: Int = 32,
                 scalingFactor: Double = 0.18215, useQuantConv: Bool = true, usePostQuantConv: Bool = true,
-                midBlockAttention: Bool = true) {
+                midBlockAttention: Bool = true, sampleSize: Int = 512) {
         (self.inChannels, self.outChannels, self.latentChannels) = (inChannels, outChannels, latentChannels)
         (self.blockOutChannels, self.layersPerBlock, self.normGroups) = (blockOutChannels, layersPerBlock, normGroups)
         (self.scalingFactor, self.useQuantConv, self.usePostQuantConv) = (scalingFactor, useQuantConv, usePostQuantConv)
         self.midBlockAttention = midBlockAttention
+        self.sampleSize = sampleSize
     }
 
     /// From diffusers' config.json: only the SD-VAE's down/up block types and SiLU are supported.
@@ -40,7 +43,8 @@ public struct AutoencoderKLConfig: Equatable, Sendable {
                   scalingFactor: (json["scaling_factor"] as? NSNumber)?.doubleValue ?? 0.18215,
                   useQuantConv: json["use_quant_conv"] as? Bool ?? true,
                   usePostQuantConv: json["use_post_quant_conv"] as? Bool ?? true,
-                  midBlockAttention: json["mid_block_add_attention"] as? Bool ?? true)
+                  midBlockAttention: json["mid_block_add_attention"] as? Bool ?? true,
+                  sampleSize: (json["sample_size"] as? NSNumber)?.intValue ?? 512)
         guard blockOutChannels.allSatisfy({ $0 % normGroups == 0 }), layersPerBlock > 0 else {
             throw bad("every block's channels must be divisible by \(normGroups) groups")
         }
@@ -94,13 +98,97 @@ public final class AutoencoderKL {
         return (halves[0], backend.clamp(halves[1], min: -30, max: 20))  // diffusers' DiagonalGaussianDistribution
     }
 
+    /// Decode latents larger than a tile in overlapping tiles (diffusers' `enable_tiling`): the memory of one tile,
+    /// whatever the image size.
+    public var tiling = false
+
     /// Latents [B, 4, h, w] (unscaled: divide by `scalingFactor` first) → images [B, C, h·f, w·f].
     public func decode(_ latents: Tensor) -> Tensor {
         precondition(latents.rank == 4 && latents.shape[1] == config.latentChannels,
                      "AutoencoderKL.decode expects [B, \(config.latentChannels), h, w], got \(latents.shape)")
+        let tile = config.sampleSize / config.downsampling
+        if tiling && (latents.shape[2] > tile || latents.shape[3] > tile) { return decodeTiled(latents) }
         var z = compute(latents)
         if let postQuantConv { z = postQuantConv.forward(z) }
         return decoder.forward(z)
+    }
+
+    /// diffusers' `tiled_decode`: latent tiles of sampleSize/f with a quarter overlap, each decoded alone; every
+    /// tile's top and left edges (a quarter of a decoded tile) blended linearly with the tile above and the one to
+    /// its left (already blended), then each cut to its first 3/4 and the pieces joined. Blending runs on the host.
+    func decodeTiled(_ latents: Tensor) -> Tensor {
+        let tile = config.sampleSize / config.downsampling
+        let step = Int(Double(tile) * 0.75), extent = Int(Double(config.sampleSize) * 0.25)
+        let limit = config.sampleSize - extent
+        let (batch, height, width) = (latents.shape[0], latents.shape[2], latents.shape[3])
+        let channels = config.outChannels
+        var rows: [[Plane]] = []
+        for top in stride(from: 0, to: height, by: step) {
+            var row: [Plane] = []
+            for left in stride(from: 0, to: width, by: step) {
+                let part = backend.narrow(backend.narrow(latents, axis: 2, start: top, length: min(tile, height - top)),
+                                          axis: 3, start: left, length: min(tile, width - left))
+                var z = compute(part)
+                if let postQuantConv { z = postQuantConv.forward(z) }
+                let decoded = decoder.forward(z)
+                var plane = Plane(values: backend.download(backend.cast(decoded, to: .f32)), planes: batch * channels,
+                                  height: decoded.shape[2], width: decoded.shape[3])
+                if let above = rows.last?[row.count] { plane.blend(from: above, extent: extent, vertical: true) }
+                if let previous = row.last { plane.blend(from: previous, extent: extent, vertical: false) }
+                row.append(plane)
+            }
+            rows.append(row)
+        }
+        // Join the cut tiles: each keeps at most `limit` rows and columns.
+        let outHeight = rows.map { min(limit, $0[0].height) }.reduce(0, +)
+        let outWidth = rows[0].map { min(limit, $0.width) }.reduce(0, +)
+        var out = [Float](repeating: 0, count: batch * channels * outHeight * outWidth)
+        var y0 = 0
+        for row in rows {
+            var x0 = 0
+            let keptHeight = min(limit, row[0].height)
+            for plane in row {
+                let keptWidth = min(limit, plane.width)
+                for p in 0..<plane.planes {
+                    for y in 0..<keptHeight {
+                        let source = (p * plane.height + y) * plane.width, target = (p * outHeight + y0 + y) * outWidth + x0
+                        out.replaceSubrange(target..<(target + keptWidth), with: plane.values[source..<(source + keptWidth)])
+                    }
+                }
+                x0 += keptWidth
+            }
+            y0 += keptHeight
+        }
+        return backend.cast(backend.upload(out, shape: [batch, channels, outHeight, outWidth], dtype: .f32), to: dtype)
+    }
+
+    /// A decoded tile on the host: `planes` images of height × width.
+    struct Plane {
+        var values: [Float]
+        let planes, height, width: Int
+
+        /// diffusers' blend_v / blend_h: the first `extent` rows (columns) fade from `other`'s last ones into ours.
+        mutating func blend(from other: Plane, extent requested: Int, vertical: Bool) {
+            let extent = vertical ? min(other.height, height, requested) : min(other.width, width, requested)
+            for p in 0..<planes {
+                for k in 0..<extent {
+                    let weight = Float(k) / Float(extent)
+                    if vertical {
+                        for x in 0..<width {
+                            let mine = (p * height + k) * width + x
+                            let theirs = (p * other.height + other.height - extent + k) * other.width + x
+                            values[mine] = other.values[theirs] * (1 - weight) + values[mine] * weight
+                        }
+                    } else {
+                        for y in 0..<height {
+                            let mine = (p * height + y) * width + k
+                            let theirs = (p * other.height + y) * other.width + other.width - extent + k
+                            values[mine] = other.values[theirs] * (1 - weight) + values[mine] * weight
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Frames [N, C, H, W] (a video's frames, any count) encoded `framesPerCall` at a time: the latent means
