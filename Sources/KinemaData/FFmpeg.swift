@@ -157,6 +157,32 @@ public enum FFmpeg {
         }
     }
 
+    /// What a video file holds: frame count (packets read), size and frame rate, through ffprobe (installed with
+    /// ffmpeg, found beside it).
+    public struct VideoInfo: Equatable, Sendable {
+        public var frames, width, height: Int
+        public var fps: Double
+    }
+
+    public static func probeVideo(atPath path: String) throws -> VideoInfo {
+        guard FileManager.default.fileExists(atPath: path) else { throw DataError.fileNotFound(path: path) }
+        let ffprobe = URL(fileURLWithPath: try executable()).deletingLastPathComponent().appendingPathComponent("ffprobe").path
+        guard FileManager.default.isExecutableFile(atPath: ffprobe) else {
+            throw DataError.ffmpegNotFound(detail: "no ffprobe beside ffmpeg (\(ffprobe))")
+        }
+        let result = try run(executable: ffprobe, arguments: [
+            "-v", "error", "-select_streams", "v:0", "-count_packets",
+            "-show_entries", "stream=width,height,r_frame_rate,nb_read_packets", "-of", "csv=p=0", "file:" + path])
+        let fields = String(decoding: result.output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            .split(separator: ",").map(String.init)
+        let rate = fields.count == 4 ? fields[2].split(separator: "/").compactMap { Double($0) } : []
+        guard result.status == 0, fields.count == 4, let width = Int(fields[0]), let height = Int(fields[1]),
+              let frames = Int(fields[3]), frames > 0, rate.count == 2, rate[1] > 0 else {
+            throw DataError.decodeFailed(path: path, reason: result.errorText(or: "no video stream"))
+        }
+        return VideoInfo(frames: frames, width: width, height: height, fps: rate[0] / rate[1])
+    }
+
     // Paths go to ffmpeg as `file:PATH` so a name with a colon (or a leading dash) is never read as a protocol or
     // an option.
 
@@ -181,9 +207,9 @@ public enum FFmpeg {
 
     /// Runs ffmpeg with `arguments`, feeding `input` to its stdin from a background thread while stderr is drained
     /// on another and stdout is read here to the end, so no pipe can fill up and deadlock.
-    static func run(arguments: [String], input: Data? = nil) throws -> ProcessResult {
+    static func run(executable path: String? = nil, arguments: [String], input: Data? = nil) throws -> ProcessResult {
         _ = ignoreSIGPIPE
-        let executable = try executable()
+        let executable = try path ?? executable()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments

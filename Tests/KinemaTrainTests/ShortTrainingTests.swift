@@ -126,6 +126,45 @@ final class VideoCSVTrainingTests: XCTestCase {
     }
 }
 
+/// `kinema preprocess`: class folders (UCF101) and captioned videos to the CSV that training reads; unreadable or
+/// uncaptioned videos are reported by path and left out.
+final class PreprocessCommandTests: XCTestCase {
+    func testIndexesClassFoldersAndCaptionedVideos() throws {
+        let root = Fixtures.temporaryDirectory("kinema-preprocess")
+        let source = SyntheticVideos(frames: 5, imageSize: 16, count: 4, seed: 3)
+        let classes = root.appendingPathComponent("ucf")
+        for (index, name) in ["ApplyEyeMakeup", "brush_hair"].enumerated() {
+            let folder = classes.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try FFmpeg.writeVideo(source.video(at: index), fps: 10, toPath: folder.appendingPathComponent("v\(index).mp4").path)
+        }
+        let broken = classes.appendingPathComponent("brush_hair/broken.avi")
+        try Data("junk".utf8).write(to: broken)
+        let csv = classes.appendingPathComponent("index.csv")
+        var errors = ""
+        _ = try KinemaCLI.run(["preprocess", "--input", classes.path, "--output", csv.path], errors: &errors)
+        XCTAssertTrue(errors.contains("skipping video \(broken.path)"), errors)
+        let data = try VideoCSVDataset(csv: csv.path, frames: 4, imageSize: 8)
+        XCTAssertEqual(data.rows.map(\.text), ["apply eye makeup", "brush hair"])
+        XCTAssertEqual(data.rows.map(\.numFrames), [5, 5])
+        XCTAssertEqual(data.rows[0].width, 16)
+        XCTAssertEqual(data.rows[0].fps, 10)
+        XCTAssertEqual(data.rows[0].path, classes.appendingPathComponent("ApplyEyeMakeup/v0.mp4").path)
+
+        let captioned = root.appendingPathComponent("captioned")
+        try FileManager.default.createDirectory(at: captioned, withIntermediateDirectories: true)
+        for index in 0..<2 {
+            try FFmpeg.writeVideo(source.video(at: index), fps: 8, toPath: captioned.appendingPathComponent("c\(index).mp4").path)
+        }
+        try Data("a clip, with \"quotes\"\n".utf8).write(to: captioned.appendingPathComponent("c0.txt"))
+        let captionsCSV = root.appendingPathComponent("captions.csv")
+        _ = try KinemaCLI.run(["preprocess", "--input", captioned.path, "--output", captionsCSV.path], errors: &errors)
+        XCTAssertTrue(errors.contains("no caption in \(captioned.appendingPathComponent("c1.txt").path)"), errors)
+        let rows = try VideoCSVDataset(csv: captionsCSV.path, frames: 2, imageSize: 8).rows
+        XCTAssertEqual(rows.map(\.text), ["a clip, with \"quotes\""])
+    }
+}
+
 /// `kinema forward` on the golden diffusers checkpoint reproduces the reference output.
 final class ForwardCommandTests: XCTestCase {
     func testForwardOnDiffusersFolderMatchesReference() throws {
