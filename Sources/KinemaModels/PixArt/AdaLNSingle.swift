@@ -131,3 +131,80 @@ final class PositionTables {
         return table
     }
 }
+
+/// What PixArt and Latte share around their blocks: the patch embedding with 2D sin-cos positions, adaLN-single,
+/// the caption projection, and the final layer with unpatchify — forward and backward. A model lays its parameters
+/// out as `inputLayers`, its blocks, then `finalLayer` (diffusers' order).
+final class AdaLNSingleStem {
+    struct Cache {
+        let gridHeight, gridWidth: Int
+        let patchEmbed: PatchEmbed.Cache
+        let adaLN: AdaLNSingle.Cache
+        let captionProjection: MLP.Cache
+    }
+
+    let config: PixArtConfig
+    let backend: any Backend
+    let posEmbed: PatchEmbed
+    let adaLN: AdaLNSingle
+    let captionProjection: MLP
+    let finalLayer: AdaLNSingleFinalLayer
+    let positions: PositionTables
+
+    /// PixArt's initialisation: Xavier-uniform patch embedding, N(0, 0.02²) timestep and caption embedders and
+    /// adaLN-single, zero proj_out (an untrained model predicts zero), N(0, 1/D) modulation table.
+    init(config: PixArtConfig, backend: any Backend, dtype: DType, layerDType: DType, seed: UInt64) {
+        self.config = config
+        self.backend = backend
+        let d = config.hiddenSize
+        posEmbed = PatchEmbed(backend: backend, name: "pos_embed", patchSize: config.patchSize,
+                              inChannels: config.inChannels, dim: d, dtype: layerDType, seed: seed)
+        adaLN = AdaLNSingle(backend: backend, name: "adaln_single", dim: d, dtype: layerDType, seed: seed)
+        captionProjection = KinemaModels.captionProjection(backend: backend, captionChannels: config.captionChannels,
+                                                           dim: d, dtype: layerDType, seed: seed)
+        finalLayer = AdaLNSingleFinalLayer(backend: backend, dim: d,
+                                           outFeatures: config.patchSize * config.patchSize * config.outChannels,
+                                           dtype: layerDType, seed: seed)
+        positions = PositionTables(dim: d, baseSize: config.baseGrid, interpolationScale: config.interpolationScale,
+                                   dtype: dtype, backend: backend)
+    }
+
+    var inputLayers: [Layer] { [posEmbed, adaLN, captionProjection] }
+
+    /// Images [N, C, H, W] (the compute dtype) → tokens [N, h·w, D] with positions; timesteps [B] → e [B, D] and
+    /// t₆ [B, 6D]; caption states [B, L, C_text] → projected captions [B, L, D].
+    func embed(_ images: Tensor, timesteps: Tensor, captions: Tensor)
+        -> (tokens: Tensor, embedded: Tensor, t6: Tensor, captions: Tensor, Cache) {
+        let p = config.patchSize, count = images.shape[0]
+        let (gridHeight, gridWidth) = (images.shape[2] / p, images.shape[3] / p)
+        let (patches, patchCache) = posEmbed.forward(images)
+        let tokens = backend.addBias(patches.reshaped([count, -1]),
+                                     positions.table(gridHeight: gridHeight, gridWidth: gridWidth))
+            .reshaped([count, gridHeight * gridWidth, config.hiddenSize])
+        let (embedded, t6, adaLNCache) = adaLN.forward(timesteps)
+        let (projected, captionCache) = captionProjection.forward(captions)
+        return (tokens, embedded, t6, projected,
+                Cache(gridHeight: gridHeight, gridWidth: gridWidth, patchEmbed: patchCache, adaLN: adaLNCache,
+                      captionProjection: captionCache))
+    }
+
+    /// The final layer (modulated by e, one row per stream sample) and unpatchify → images [N, C_out, H, W].
+    func output(_ stream: ResidualStream, embedded: Tensor, _ cache: Cache) -> (Tensor, AdaLNSingleFinalLayer.Cache) {
+        let (tokens, finalCache) = finalLayer.forward(stream, embedded: embedded)
+        return (Patches.unpatchify(tokens, channels: config.outChannels, patchSize: config.patchSize,
+                                   gridHeight: cache.gridHeight, gridWidth: cache.gridWidth, backend: backend),
+                finalCache)
+    }
+
+    /// From the gradient of the output images: the gradients of the stream and of e.
+    func outputBackward(_ dImages: Tensor, _ cache: AdaLNSingleFinalLayer.Cache) -> (dx: Tensor, dEmbedded: Tensor) {
+        finalLayer.backward(Patches.unpatchifyBackward(dImages, patchSize: config.patchSize, backend: backend), cache)
+    }
+
+    /// The embedders' gradients from those of the tokens, e, t₆ and the projected captions.
+    func embedBackward(dTokens: Tensor, dEmbedded: Tensor, dt6: Tensor, dCaptions: Tensor, _ cache: Cache) {
+        adaLN.backward(dEmbedded: dEmbedded, dt6: dt6, cache.adaLN)
+        captionProjection.accumulateGradients(dCaptions, cache.captionProjection)
+        posEmbed.backward(dTokens, cache.patchEmbed)
+    }
+}

@@ -14,10 +14,8 @@ import KinemaTensor
 /// and values computed once per video, then repeated per frame); the gradients of the copies are summed back.
 public final class Latte {
     public struct Cache {
-        let batch, frames, gridHeight, gridWidth: Int
-        let patchEmbed: PatchEmbed.Cache
-        let adaLN: AdaLNSingle.Cache
-        let captionProjection: MLP.Cache
+        let batch, frames: Int
+        let stem: AdaLNSingleStem.Cache
         let spatial: [AdaLNSingleBlock.Cache], temporal: [AdaLNSingleBlock.Cache]
         let final: AdaLNSingleFinalLayer.Cache
     }
@@ -27,13 +25,11 @@ public final class Latte {
     public let videoLength: Int
     public let backend: any Backend
     public let dtype: DType
-    let posEmbed: PatchEmbed
-    let adaLN: AdaLNSingle
-    let captionProjection: MLP
+    let stem: AdaLNSingleStem
     let spatialBlocks: [AdaLNSingleBlock]
     let temporalBlocks: [AdaLNSingleBlock]
-    let finalLayer: AdaLNSingleFinalLayer
-    let positions: PositionTables
+    /// The 1D sin-cos over frame positions, flattened [F·D], per frame count (made once each).
+    private var temporalTables: [Int: Tensor] = [:]
     public let arena: ParameterArena
 
     public init(config: PixArtConfig, videoLength: Int, backend: any Backend, dtype: DType = .f32, seed: UInt64 = 0,
@@ -44,12 +40,8 @@ public final class Latte {
         self.videoLength = videoLength
         self.backend = backend
         self.dtype = dtype
-        let d = config.hiddenSize, layerDType: DType = dtype == .f64 ? .f64 : .f32
-        posEmbed = PatchEmbed(backend: backend, name: "pos_embed", patchSize: config.patchSize,
-                              inChannels: config.inChannels, dim: d, dtype: layerDType, seed: seed)
-        adaLN = AdaLNSingle(backend: backend, name: "adaln_single", dim: d, dtype: layerDType, seed: seed)
-        captionProjection = KinemaModels.captionProjection(backend: backend, captionChannels: config.captionChannels,
-                                                           dim: d, dtype: layerDType, seed: seed)
+        let layerDType: DType = dtype == .f64 ? .f64 : .f32
+        stem = AdaLNSingleStem(config: config, backend: backend, dtype: dtype, layerDType: layerDType, seed: seed)
         spatialBlocks = (0..<config.depth).map {
             AdaLNSingleBlock(backend: backend, name: "transformer_blocks.\($0)", config: config, crossAttention: true,
                              dtype: layerDType, seed: seed)
@@ -58,12 +50,7 @@ public final class Latte {
             AdaLNSingleBlock(backend: backend, name: "temporal_transformer_blocks.\($0)", config: config,
                              crossAttention: false, dtype: layerDType, seed: seed)
         }
-        finalLayer = AdaLNSingleFinalLayer(backend: backend, dim: d,
-                                           outFeatures: config.patchSize * config.patchSize * config.outChannels,
-                                           dtype: layerDType, seed: seed)
-        positions = PositionTables(dim: d, baseSize: config.baseGrid, interpolationScale: config.interpolationScale,
-                                   dtype: dtype, backend: backend)
-        let layers: [Layer] = [posEmbed, adaLN, captionProjection] + spatialBlocks + temporalBlocks + [finalLayer]
+        let layers: [Layer] = stem.inputLayers + spatialBlocks + temporalBlocks + [stem.finalLayer]
         arena = ParameterArena(parameters: layers.flatMap(\.parameters), computeDType: dtype, backend: backend,
                                keepsMaster: keepsMaster, packedRuns: KinemaNN.packedRuns(of: layers))
     }
@@ -80,20 +67,15 @@ public final class Latte {
         precondition(x.rank == 5 && x.shape[1] == config.inChannels && x.shape[3] % p == 0 && x.shape[4] % p == 0,
                      "Latte expects [B, \(config.inChannels), F, H, W] with H, W multiples of \(p), got \(x.shape)")
         let (batch, frames) = (x.shape[0], x.shape[2])
-        let (gridHeight, gridWidth) = (x.shape[3] / p, x.shape[4] / p)
-        let patchesPerFrame = gridHeight * gridWidth
+        let patchesPerFrame = (x.shape[3] / p) * (x.shape[4] / p)
         precondition(captionInput.rank == 3 && captionInput.shape[0] == batch
                      && captionInput.shape[2] == config.captionChannels,
                      "Latte expects captions [\(batch), L, \(config.captionChannels)], got \(captionInput.shape)")
         precondition(timesteps.shape == [batch], "Latte expects timesteps [\(batch)], got \(timesteps.shape)")
         let perFrame = backend.permute(compute(x), [0, 2, 1, 3, 4])
             .reshaped([batch * frames, config.inChannels, x.shape[3], x.shape[4]])
-        let (patches, patchCache) = posEmbed.forward(perFrame)
-        let tokens = backend.addBias(patches.reshaped([batch * frames, -1]),
-                                     positions.table(gridHeight: gridHeight, gridWidth: gridWidth))
-            .reshaped([batch * frames, patchesPerFrame, d])
-        let (embedded, t6, adaLNCache) = adaLN.forward(timesteps)
-        let (captions, captionCache) = captionProjection.forward(compute(captionInput))
+        let (tokens, embedded, t6, captions, stemCache) = stem.embed(perFrame, timesteps: timesteps,
+                                                                     captions: compute(captionInput))
         let frameT6 = Repeats.interleave(t6, times: frames, backend: backend)
         let patchT6 = Repeats.interleave(t6, times: patchesPerFrame, backend: backend)
         var stream = ResidualStream(tokens)
@@ -111,26 +93,22 @@ public final class Latte {
             spatialCaches.append(spatialCache)
             temporalCaches.append(temporalCache)
         }
-        let (outTokens, finalCache) = finalLayer.forward(stream, embedded: Repeats.interleave(embedded, times: frames,
-                                                                                              backend: backend))
-        let images = Patches.unpatchify(outTokens, channels: config.outChannels, patchSize: p, gridHeight: gridHeight,
-                                        gridWidth: gridWidth, backend: backend)
+        let (images, finalCache) = stem.output(stream, embedded: Repeats.interleave(embedded, times: frames,
+                                                                                    backend: backend), stemCache)
         let out = backend.permute(images.reshaped([batch, frames, config.outChannels, x.shape[3], x.shape[4]]),
                                   [0, 2, 1, 3, 4])
-        let cache = Cache(batch: batch, frames: frames, gridHeight: gridHeight, gridWidth: gridWidth,
-                          patchEmbed: patchCache, adaLN: adaLNCache, captionProjection: captionCache,
-                          spatial: spatialCaches, temporal: temporalCaches, final: finalCache)
+        let cache = Cache(batch: batch, frames: frames, stem: stemCache, spatial: spatialCaches,
+                          temporal: temporalCaches, final: finalCache)
         return (out.dtype == x.dtype ? out : backend.cast(out, to: x.dtype), cache)
     }
 
     /// Accumulates every parameter's gradient for the output gradient dOut [B, outChannels, F, H, W].
     public func backward(_ dOut: Tensor, _ cache: Cache) {
         let (batch, frames) = (cache.batch, cache.frames)
-        let patchesPerFrame = cache.gridHeight * cache.gridWidth
+        let patchesPerFrame = cache.stem.gridHeight * cache.stem.gridWidth
         let dImages = backend.permute(compute(dOut), [0, 2, 1, 3, 4])
             .reshaped([batch * frames, config.outChannels, dOut.shape[3], dOut.shape[4]])
-        let dTokens = Patches.unpatchifyBackward(dImages, patchSize: config.patchSize, backend: backend)
-        let (dStream, dFrameEmbedded) = finalLayer.backward(dTokens, cache.final)
+        let (dStream, dFrameEmbedded) = stem.outputBackward(dImages, cache.final)
         var dx = dStream
         var dFrameT6: Tensor?, dPatchT6: Tensor?, dCaptions: Tensor?
         func accumulate(_ total: inout Tensor?, _ part: Tensor) { total = total.map { backend.add($0, part) } ?? part }
@@ -147,10 +125,8 @@ public final class Latte {
         }
         let dt6 = backend.add(Repeats.sumInterleaved(dFrameT6!, times: frames, backend: backend),
                               Repeats.sumInterleaved(dPatchT6!, times: patchesPerFrame, backend: backend))
-        adaLN.backward(dEmbedded: Repeats.sumInterleaved(dFrameEmbedded, times: frames, backend: backend), dt6: dt6,
-                       cache.adaLN)
-        captionProjection.accumulateGradients(dCaptions!, cache.captionProjection)
-        posEmbed.backward(dx, cache.patchEmbed)
+        stem.embedBackward(dTokens: dx, dEmbedded: Repeats.sumInterleaved(dFrameEmbedded, times: frames, backend: backend),
+                           dt6: dt6, dCaptions: dCaptions!, cache.stem)
     }
 
     public func zeroGradients() { arena.zeroGradients() }
@@ -173,8 +149,12 @@ public final class Latte {
 
     /// The 1D sin-cos over frame positions 0..<F, flattened [F·D] (Latte's temp_pos_embed for F = video_length).
     private func temporalTable(_ frames: Int) -> Tensor {
-        backend.upload(PositionalEmbedding.sinCos1D(dim: config.hiddenSize, positions: (0..<frames).map(Double.init)),
-                       shape: [frames * config.hiddenSize], dtype: dtype)
+        if let table = temporalTables[frames] { return table }
+        let table = backend.upload(PositionalEmbedding.sinCos1D(dim: config.hiddenSize,
+                                                                positions: (0..<frames).map(Double.init)),
+                                   shape: [frames * config.hiddenSize], dtype: dtype)
+        temporalTables[frames] = table
+        return table
     }
 
     private func compute(_ x: Tensor) -> Tensor { x.dtype == dtype ? x : backend.cast(x, to: dtype) }
@@ -184,13 +164,11 @@ public final class Latte {
 public enum LatteCheckpoint {
     public static func load(folder: String, backend: any Backend, dtype: DType = .f32,
                             keepsMaster: Bool = true) throws -> Latte {
-        let (config, file, weightsPath) = try PixArtCheckpoint.readDiffusersFolder(folder,
-                                                                                   className: "LatteTransformer3DModel")
-        let configPath = URL(fileURLWithPath: folder).appendingPathComponent("config.json").path
-        guard let data = FileManager.default.contents(atPath: configPath),
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let videoLength = (json["video_length"] as? NSNumber)?.intValue else {
-            throw ModelError.badCheckpoint(path: configPath, reason: "config.json lacks integer 'video_length'")
+        let (config, json, file, weightsPath) = try PixArtCheckpoint.readDiffusersFolder(
+            folder, className: "LatteTransformer3DModel")
+        guard let videoLength = (json["video_length"] as? NSNumber)?.intValue else {
+            throw ModelError.badCheckpoint(path: URL(fileURLWithPath: folder).appendingPathComponent("config.json").path,
+                                           reason: "config.json lacks integer 'video_length'")
         }
         let model = try Latte(config: config, videoLength: videoLength, backend: backend, dtype: dtype,
                               keepsMaster: keepsMaster)

@@ -10,10 +10,7 @@ import KinemaTensor
 ///   blocks (AdaLNSingleBlock with cross-attention), then the final layer modulated by e, unpatchify.
 public final class PixArt {
     public struct Cache {
-        let gridHeight, gridWidth: Int
-        let patchEmbed: PatchEmbed.Cache
-        let adaLN: AdaLNSingle.Cache
-        let captions: Tensor, captionProjection: MLP.Cache
+        let stem: AdaLNSingleStem.Cache
         let blocks: [AdaLNSingleBlock.Cache]
         let final: AdaLNSingleFinalLayer.Cache
     }
@@ -21,38 +18,25 @@ public final class PixArt {
     public let config: PixArtConfig
     public let backend: any Backend
     public let dtype: DType
-    let posEmbed: PatchEmbed
-    let adaLN: AdaLNSingle
-    let captionProjection: MLP
+    let stem: AdaLNSingleStem
     let blocks: [AdaLNSingleBlock]
-    let finalLayer: AdaLNSingleFinalLayer
-    let positions: PositionTables
     public let arena: ParameterArena
 
-    /// PixArt's initialisation: Xavier-uniform linears, N(0, 0.02²) timestep and caption embedders and adaLN-single,
-    /// zero cross-attention outputs and zero proj_out (an untrained model predicts zero), N(0, 1/D) modulation tables.
+    /// PixArt's initialisation (see `AdaLNSingleStem`), with zero cross-attention outputs and N(0, 1/D) block
+    /// modulation tables.
     public init(config: PixArtConfig, backend: any Backend, dtype: DType = .f32, seed: UInt64 = 0,
                 keepsMaster: Bool = true) throws {
         try config.validate()
         self.config = config
         self.backend = backend
         self.dtype = dtype
-        let d = config.hiddenSize, layerDType: DType = dtype == .f64 ? .f64 : .f32
-        posEmbed = PatchEmbed(backend: backend, name: "pos_embed", patchSize: config.patchSize,
-                              inChannels: config.inChannels, dim: d, dtype: layerDType, seed: seed)
-        adaLN = AdaLNSingle(backend: backend, name: "adaln_single", dim: d, dtype: layerDType, seed: seed)
-        captionProjection = KinemaModels.captionProjection(backend: backend, captionChannels: config.captionChannels,
-                                                           dim: d, dtype: layerDType, seed: seed)
+        let layerDType: DType = dtype == .f64 ? .f64 : .f32
+        stem = AdaLNSingleStem(config: config, backend: backend, dtype: dtype, layerDType: layerDType, seed: seed)
         blocks = (0..<config.depth).map {
             AdaLNSingleBlock(backend: backend, name: "transformer_blocks.\($0)", config: config, crossAttention: true,
                              dtype: layerDType, seed: seed)
         }
-        finalLayer = AdaLNSingleFinalLayer(backend: backend, dim: d,
-                                           outFeatures: config.patchSize * config.patchSize * config.outChannels,
-                                           dtype: layerDType, seed: seed)
-        positions = PositionTables(dim: d, baseSize: config.baseGrid, interpolationScale: config.interpolationScale,
-                                   dtype: dtype, backend: backend)
-        let layers: [Layer] = [posEmbed, adaLN, captionProjection] + blocks + [finalLayer]
+        let layers: [Layer] = stem.inputLayers + blocks + [stem.finalLayer]
         arena = ParameterArena(parameters: layers.flatMap(\.parameters), computeDType: dtype, backend: backend,
                                keepsMaster: keepsMaster, packedRuns: KinemaNN.packedRuns(of: layers))
     }
@@ -69,17 +53,13 @@ public final class PixArt {
         let p = config.patchSize
         precondition(x.rank == 4 && x.shape[1] == config.inChannels && x.shape[2] % p == 0 && x.shape[3] % p == 0,
                      "PixArt expects [B, \(config.inChannels), H, W] with H, W multiples of \(p), got \(x.shape)")
-        let batch = x.shape[0], gridHeight = x.shape[2] / p, gridWidth = x.shape[3] / p
+        let batch = x.shape[0]
         precondition(captionInput.rank == 3 && captionInput.shape[0] == batch
                      && captionInput.shape[2] == config.captionChannels,
                      "PixArt expects captions [\(batch), L, \(config.captionChannels)], got \(captionInput.shape)")
         precondition(timesteps.shape == [batch], "PixArt expects timesteps [\(batch)], got \(timesteps.shape)")
-        let (patches, patchCache) = posEmbed.forward(compute(x))
-        let tokens = backend.addBias(patches.reshaped([batch, -1]),
-                                     positions.table(gridHeight: gridHeight, gridWidth: gridWidth))
-            .reshaped([batch, gridHeight * gridWidth, config.hiddenSize])
-        let (embedded, t6, adaLNCache) = adaLN.forward(timesteps)
-        let (captions, captionCache) = captionProjection.forward(compute(captionInput))
+        let (tokens, embedded, t6, captions, stemCache) = stem.embed(compute(x), timesteps: timesteps,
+                                                                     captions: compute(captionInput))
         var stream = ResidualStream(tokens)
         var blockCaches: [AdaLNSingleBlock.Cache] = []
         for block in blocks {
@@ -87,19 +67,15 @@ public final class PixArt {
             stream = next
             blockCaches.append(cache)
         }
-        let (outTokens, finalCache) = finalLayer.forward(stream, embedded: embedded)
-        let out = Patches.unpatchify(outTokens, channels: config.outChannels, patchSize: p, gridHeight: gridHeight,
-                                     gridWidth: gridWidth, backend: backend)
-        let cache = Cache(gridHeight: gridHeight, gridWidth: gridWidth, patchEmbed: patchCache, adaLN: adaLNCache,
-                          captions: captions, captionProjection: captionCache, blocks: blockCaches, final: finalCache)
-        return (out.dtype == x.dtype ? out : backend.cast(out, to: x.dtype), cache)
+        let (out, finalCache) = stem.output(stream, embedded: embedded, stemCache)
+        return (out.dtype == x.dtype ? out : backend.cast(out, to: x.dtype),
+                Cache(stem: stemCache, blocks: blockCaches, final: finalCache))
     }
 
     /// Accumulates every parameter's gradient for the output gradient dOut [B, outChannels, H, W]. The caption
     /// states are inputs (a frozen text encoder's), so their gradient is not formed.
     public func backward(_ dOut: Tensor, _ cache: Cache) {
-        let dTokens = Patches.unpatchifyBackward(compute(dOut), patchSize: config.patchSize, backend: backend)
-        let (dStream, dEmbedded) = finalLayer.backward(dTokens, cache.final)
+        let (dStream, dEmbedded) = stem.outputBackward(compute(dOut), cache.final)
         var dx = dStream, dt6: Tensor?, dCaptions: Tensor?
         for (block, blockCache) in zip(blocks, cache.blocks).reversed() {
             let (dBlockIn, dBlockT6, dBlockCaptions) = block.backward(dx, blockCache)
@@ -107,9 +83,7 @@ public final class PixArt {
             dt6 = dt6.map { backend.add($0, dBlockT6) } ?? dBlockT6
             dCaptions = dCaptions.map { backend.add($0, dBlockCaptions!) } ?? dBlockCaptions
         }
-        adaLN.backward(dEmbedded: dEmbedded, dt6: dt6!, cache.adaLN)
-        captionProjection.accumulateGradients(dCaptions!, cache.captionProjection)
-        posEmbed.backward(dx, cache.patchEmbed)
+        stem.embedBackward(dTokens: dx, dEmbedded: dEmbedded, dt6: dt6!, dCaptions: dCaptions!, cache.stem)
     }
 
     public func zeroGradients() { arena.zeroGradients() }
@@ -126,7 +100,7 @@ public final class PixArt {
 public enum PixArtCheckpoint {
     public static func load(folder: String, backend: any Backend, dtype: DType = .f32,
                             keepsMaster: Bool = true) throws -> PixArt {
-        let (config, file, weightsPath) = try readDiffusersFolder(folder, className: "PixArtTransformer2DModel")
+        let (config, _, file, weightsPath) = try readDiffusersFolder(folder, className: "PixArtTransformer2DModel")
         let model = try PixArt(config: config, backend: backend, dtype: dtype, keepsMaster: keepsMaster)
         try model.arena.loadParameters(from: weightsPath, expected: "a PixArtTransformer2DModel of the same "
                                        + "configuration") { name in
@@ -135,23 +109,17 @@ public enum PixArtCheckpoint {
         return model
     }
 
-    /// config.json (as a PixArtConfig, with the feed-forward width read off the weights) and the weights file of a
-    /// diffusers folder of PixArt-style blocks.
-    static func readDiffusersFolder(_ folder: String,
-                                    className: String) throws -> (PixArtConfig, SafetensorsFile, String) {
-        let folderURL = URL(fileURLWithPath: folder)
-        let configURL = folderURL.appendingPathComponent("config.json")
-        let weightsURL = folderURL.appendingPathComponent("diffusion_pytorch_model.safetensors")
-        guard let data = FileManager.default.contents(atPath: configURL.path),
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw ModelError.badCheckpoint(path: configURL.path, reason: "missing or unreadable config.json")
-        }
+    /// config.json (as a PixArtConfig, with the feed-forward width read off the weights, and as JSON), the weights
+    /// file and its path, of a diffusers folder of PixArt-style blocks.
+    static func readDiffusersFolder(_ folder: String, className: String) throws
+        -> (PixArtConfig, json: [String: Any], SafetensorsFile, String) {
+        let (json, configPath, file, weightsPath) = try DiffusersFolder.open(folder,
+                                                                             weights: "diffusion_pytorch_model.safetensors")
         if let name = json["_class_name"] as? String, name != className {
-            throw ModelError.badCheckpoint(path: configURL.path, reason: "a \(name), not a \(className)")
+            throw ModelError.badCheckpoint(path: configPath, reason: "a \(name), not a \(className)")
         }
-        let file = try SafetensorsFile(url: weightsURL)
-        let config = try PixArtConfig(diffusersConfig: json, path: configURL.path,
+        let config = try PixArtConfig(diffusersConfig: json, path: configPath,
                                       mlpHidden: try file.info("transformer_blocks.0.ff.net.0.proj.weight").shape[0])
-        return (config, file, weightsURL.path)
+        return (config, json, file, weightsPath)
     }
 }
