@@ -34,7 +34,7 @@ minilm:
 
 # Text-to-video on the bundled captioned clips ("a red square moving left"): a tiny Latte (hidden 128, depth 4,
 # patch 2, 2.1M parameters) with MiniLM captions and timesteps shifted toward the noise end (where the direction of
-# motion is decided), 4000 steps (about 70 min on 2 CPU cores; add DEVICE=cuda for a GPU), then a clip and the score.
+# motion is decided), 4000 steps (≈ 72 min on 2 CPU cores by estimate; add DEVICE=cuda for a GPU), then a clip and the score.
 DEVICE ?= cpu
 demo-video: build minilm
 	$(KINEMA) train --data synthetic-video --image-size 16 --num-frames 8 --patch-size 2 --timestep-shift 3 \

@@ -32,6 +32,13 @@ from safetensors.torch import save_file
 PARAM_STD = 0.05
 
 
+# The shape PixArt's and Latte's fixtures share: 2 layers of 2 heads × 8, patch 2, captions 12 wide, learned sigma.
+TINY_BLOCKS = dict(
+    num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2, cross_attention_dim=16,
+    attention_bias=True, sample_size=8, patch_size=2, activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
+    norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=12)
+
+
 def randomize_(module, g):
     with torch.no_grad():
         for p in module.parameters():
@@ -42,11 +49,7 @@ def make_pixart(out):
     from diffusers import PixArtTransformer2DModel
 
     g = torch.Generator().manual_seed(20)
-    model = PixArtTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2,
-        cross_attention_dim=16, attention_bias=True, sample_size=8, patch_size=2, activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
-        caption_channels=12, use_additional_conditions=False).eval()
+    model = PixArtTransformer2DModel(**TINY_BLOCKS, use_additional_conditions=False).eval()
     randomize_(model, g)
     model.save_pretrained(os.path.join(out, "pixart"), safe_serialization=True)
     io = {}
@@ -68,11 +71,7 @@ def make_latte(out):
     from diffusers import LatteTransformer3DModel
 
     g = torch.Generator().manual_seed(30)
-    model = LatteTransformer3DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2,
-        cross_attention_dim=16, attention_bias=True, sample_size=8, patch_size=2, activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
-        caption_channels=12, video_length=3).eval()
+    model = LatteTransformer3DModel(**TINY_BLOCKS, video_length=3).eval()
     randomize_(model, g)
     model.save_pretrained(os.path.join(out, "latte"), safe_serialization=True)
     io = {}
