@@ -118,7 +118,7 @@ struct SampleCommand: ParsableCommand {
         guard ["mp4", "mkv", "mov", "gif"].contains(url.pathExtension.lowercased()) else {
             throw ValidationError("--out \(output): write a clip as .mp4, .mkv, .mov or .gif")
         }
-        guard fps > 0, upscale >= 1, (1...32).contains(upscale) else {
+        guard fps > 0, (1...32).contains(upscale) else {
             throw ValidationError("--fps must be positive and --upscale in 1...32")
         }
         let (generator, trainedFrames, trainedSize) = try sampling.videoGenerator(textEncoder: textEncoder)

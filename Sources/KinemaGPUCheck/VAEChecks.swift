@@ -5,7 +5,7 @@ import KinemaTensor
 
 extension GPUCheck {
     /// im2col (exact, every dtype, strides and uneven padding) and the SD-VAE's encode and decode on the GPU
-    /// against the CPU: f32 to 1e-5; bf16 weights and activations against the CPU in f32 to 3e-2.
+    /// against the CPU: f32 to 1e-5; bf16 weights and activations against the CPU in f32 to 1e-2 (the bf16 op bound).
     func checkVAE() {
         for (shape, kernel, stride, padding) in [([2, 3, 7, 9], 3, 1, (1, 1, 1, 1)), ([1, 5, 8, 6], 3, 2, (0, 0, 1, 1)),
                                                   ([3, 2, 5, 5], 1, 1, (0, 0, 0, 0))] {
@@ -18,7 +18,7 @@ extension GPUCheck {
             }
         }
         let config = AutoencoderKLConfig(blockOutChannels: [32, 64], layersPerBlock: 1, normGroups: 8)
-        for (dtype, tolerance) in [(DType.f32, 1e-5), (.bf16, 3e-2)] {
+        for (dtype, tolerance) in [(DType.f32, 1e-5), (.bf16, 1e-2)] {
             let cpuVAE = AutoencoderKL(config: config, backend: cpu)
             let gpuVAE = AutoencoderKL(config: config, backend: gpu, dtype: dtype)
             loadSameRandomWeights(cpuVAE.parameters, gpuVAE.parameters, dtype: dtype)

@@ -86,6 +86,12 @@ public final class AutoencoderKL {
 
     public var parameters: [Parameter] { arena.parameters }
 
+    /// Loads every parameter by name (see `ParameterArena.loadParameters`); the GroupNorms re-read their affine.
+    public func loadParameters(from source: String, _ lookup: (String) throws -> Tensor?) throws {
+        try arena.loadParameters(from: source, expected: "an AutoencoderKL of this config.json", lookup)
+        for norm in encoder.groupNorms + decoder.groupNorms { norm.weightsChanged() }
+    }
+
     /// Images [B, C, H, W] (H, W multiples of the downsampling) → latent mean and log-variance [B, 4, H/f, W/f].
     public func encode(_ images: Tensor) -> (mean: Tensor, logVariance: Tensor) {
         let f = config.downsampling
@@ -356,6 +362,10 @@ final class Coder: Layer {
 
     var parameters: [Parameter] { layers.flatMap(\.parameters) }
     var packedRuns: [Range<Int>] { KinemaNN.packedRuns(of: layers) }
+    var groupNorms: [GroupNorm] {
+        levels.flatMap { $0.resnets }.flatMap { [$0.norm1, $0.norm2] } + midResnets.flatMap { [$0.norm1, $0.norm2] }
+            + [midAttention?.norm].compactMap { $0 } + [normOut]
+    }
 
     func forward(_ x: Tensor) -> Tensor {
         var h = convIn.forward(x)
@@ -392,7 +402,7 @@ public enum AutoencoderKLCheckpoint {
         }
         let config = try AutoencoderKLConfig(json: json, path: configPath)
         let model = AutoencoderKL(config: config, backend: backend, dtype: dtype)
-        try model.arena.loadParameters(from: weightsPath, expected: "an AutoencoderKL of this config.json") { name in
+        try model.loadParameters(from: weightsPath) { name in
             file.contains(name) ? try file.tensor(name, on: backend) : nil
         }
         model.folder = folder
