@@ -169,7 +169,19 @@ final class AdaLNSingleStem {
                                    dtype: dtype, backend: backend)
     }
 
-    var inputLayers: [Layer] { [posEmbed, adaLN, captionProjection] }
+    /// The model's parameters in diffusers' order: the embedders, `blocks`, the final layer.
+    func makeArena(blocks: [Layer], dtype: DType, keepsMaster: Bool) -> ParameterArena {
+        let layers: [Layer] = [posEmbed, adaLN, captionProjection] + blocks + [finalLayer]
+        return ParameterArena(parameters: layers.flatMap(\.parameters), computeDType: dtype, backend: backend,
+                              keepsMaster: keepsMaster, packedRuns: KinemaNN.packedRuns(of: layers))
+    }
+
+    /// Stops with a message unless timesteps are [B] and caption states [B, L, captionChannels].
+    func checkConditions(_ model: String, batch: Int, timesteps: Tensor, captions: Tensor) {
+        precondition(captions.rank == 3 && captions.shape[0] == batch && captions.shape[2] == config.captionChannels,
+                     "\(model) expects captions [\(batch), L, \(config.captionChannels)], got \(captions.shape)")
+        precondition(timesteps.shape == [batch], "\(model) expects timesteps [\(batch)], got \(timesteps.shape)")
+    }
 
     /// Images [N, C, H, W] (the compute dtype) → tokens [N, h·w, D] with positions; timesteps [B] → e [B, D] and
     /// t₆ [B, 6D]; caption states [B, L, C_text] → projected captions [B, L, D].

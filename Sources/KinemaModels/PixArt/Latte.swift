@@ -50,9 +50,7 @@ public final class Latte {
             AdaLNSingleBlock(backend: backend, name: "temporal_transformer_blocks.\($0)", config: config,
                              crossAttention: false, dtype: layerDType, seed: seed)
         }
-        let layers: [Layer] = stem.inputLayers + spatialBlocks + temporalBlocks + [stem.finalLayer]
-        arena = ParameterArena(parameters: layers.flatMap(\.parameters), computeDType: dtype, backend: backend,
-                               keepsMaster: keepsMaster, packedRuns: KinemaNN.packedRuns(of: layers))
+        arena = stem.makeArena(blocks: spatialBlocks + temporalBlocks, dtype: dtype, keepsMaster: keepsMaster)
     }
 
     public var parameters: [Parameter] { arena.parameters }
@@ -68,10 +66,7 @@ public final class Latte {
                      "Latte expects [B, \(config.inChannels), F, H, W] with H, W multiples of \(p), got \(x.shape)")
         let (batch, frames) = (x.shape[0], x.shape[2])
         let patchesPerFrame = (x.shape[3] / p) * (x.shape[4] / p)
-        precondition(captionInput.rank == 3 && captionInput.shape[0] == batch
-                     && captionInput.shape[2] == config.captionChannels,
-                     "Latte expects captions [\(batch), L, \(config.captionChannels)], got \(captionInput.shape)")
-        precondition(timesteps.shape == [batch], "Latte expects timesteps [\(batch)], got \(timesteps.shape)")
+        stem.checkConditions("Latte", batch: batch, timesteps: timesteps, captions: captionInput)
         let perFrame = backend.permute(compute(x), [0, 2, 1, 3, 4])
             .reshaped([batch * frames, config.inChannels, x.shape[3], x.shape[4]])
         let (tokens, embedded, t6, captions, stemCache) = stem.embed(perFrame, timesteps: timesteps,

@@ -36,9 +36,7 @@ public final class PixArt {
             AdaLNSingleBlock(backend: backend, name: "transformer_blocks.\($0)", config: config, crossAttention: true,
                              dtype: layerDType, seed: seed)
         }
-        let layers: [Layer] = stem.inputLayers + blocks + [stem.finalLayer]
-        arena = ParameterArena(parameters: layers.flatMap(\.parameters), computeDType: dtype, backend: backend,
-                               keepsMaster: keepsMaster, packedRuns: KinemaNN.packedRuns(of: layers))
+        arena = stem.makeArena(blocks: blocks, dtype: dtype, keepsMaster: keepsMaster)
     }
 
     public var parameters: [Parameter] { arena.parameters }
@@ -54,10 +52,7 @@ public final class PixArt {
         precondition(x.rank == 4 && x.shape[1] == config.inChannels && x.shape[2] % p == 0 && x.shape[3] % p == 0,
                      "PixArt expects [B, \(config.inChannels), H, W] with H, W multiples of \(p), got \(x.shape)")
         let batch = x.shape[0]
-        precondition(captionInput.rank == 3 && captionInput.shape[0] == batch
-                     && captionInput.shape[2] == config.captionChannels,
-                     "PixArt expects captions [\(batch), L, \(config.captionChannels)], got \(captionInput.shape)")
-        precondition(timesteps.shape == [batch], "PixArt expects timesteps [\(batch)], got \(timesteps.shape)")
+        stem.checkConditions("PixArt", batch: batch, timesteps: timesteps, captions: captionInput)
         let (tokens, embedded, t6, captions, stemCache) = stem.embed(compute(x), timesteps: timesteps,
                                                                      captions: compute(captionInput))
         var stream = ResidualStream(tokens)
