@@ -11,26 +11,46 @@ import RealModule
 extension CPUBackend {
     public func attention(q: Tensor, k: Tensor, v: Tensor, keyMask: Tensor?,
                           scale: Double) -> (out: Tensor, logSumExp: Tensor) {
-        let shape = AttentionShape("attention", q: q, k: k, v: v, keyMask: keyMask)
+        attentionForward("attention", q: q, k: k, v: v, bias: nil, keyMask: keyMask, causal: false, scale: scale)
+    }
+
+    public func biasedAttention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor?, keyMask: Tensor?, causal: Bool,
+                                scale: Double) -> Tensor {
+        attentionForward("biasedAttention", q: q, k: k, v: v, bias: bias, keyMask: keyMask, causal: causal,
+                         scale: scale).out
+    }
+
+    private func attentionForward(_ op: String, q: Tensor, k: Tensor, v: Tensor, bias: Tensor?, keyMask: Tensor?,
+                                  causal: Bool, scale: Double) -> (out: Tensor, logSumExp: Tensor) {
+        let shape = AttentionShape(op, q: q, k: k, v: v, keyMask: keyMask)
         let (nq, nk, dh) = (shape.queries, shape.keys, shape.headDim)
+        if let bias {
+            precondition(bias.shape == [shape.heads, nq, nk] && bias.dtype == q.dtype,
+                         "\(op): bias must be \(q.dtype) [H, Nq, Nk] = \([shape.heads, nq, nk]), got \(bias.dtype) \(bias.shape)")
+        }
         let attended = attendedKeys(keyMask, shape)
         func run<T: CPUScalar>(_: T.Type) -> (Tensor, Tensor) {
             let out = empty(q.shape, dtype: q.dtype)
             let lse = empty(Array(q.shape.dropLast()), dtype: q.dtype)
             let qs = q.elements(T.self), ks = k.elements(T.self), vs = v.elements(T.self)
             let os = out.elements(T.self), ls = lse.elements(T.self)
+            let bs = bias?.elements(T.self)
             parallelFor(shape.pairs, grain: 1) { range in
                 let p = UnsafeMutablePointer<T>.allocate(capacity: nq * nk)
                 defer { p.deallocate() }
                 for pair in range {
                     let qOffset = pair * nq * dh, kOffset = pair * nk * dh
-                    let keyAttended = attended(pair / shape.heads)
-                    // S = scale · q kᵀ, then P = softmax(S) over the attended keys row by row, shifted by the row
-                    // max for stability; masked keys get probability 0.
+                    let batchAttended = attended(pair / shape.heads)
+                    // S = scale · q kᵀ (+ bias), then P = softmax(S) over the attended keys row by row, shifted by
+                    // the row max for stability; masked keys (and, when causal, keys after the query) get 0.
+                    if let bs {
+                        p.update(from: bs + (pair % shape.heads) * nq * nk, count: nq * nk)
+                    }
                     gemm(false, true, m: nq, n: nk, k: dh, alpha: T(scale), qs + qOffset, lda: dh, ks + kOffset, ldb: dh,
-                         beta: 0, p, ldc: nk)
+                         beta: bs == nil ? 0 : 1, p, ldc: nk)
                     for i in 0..<nq {
                         let row = p + i * nk
+                        let keyAttended = { (j: Int) in batchAttended(j) && (!causal || j <= i) }
                         var maximum = -T.infinity
                         for j in 0..<nk where keyAttended(j) { maximum = Swift.max(maximum, row[j]) }
                         guard maximum > -T.infinity else {
@@ -55,8 +75,7 @@ extension CPUBackend {
             }
             return (out, lse)
         }
-        let (out, lse) = floatSwitch(q.dtype, "attention", f32: { run(Float.self) }, f64: { run(Double.self) })
-        return (out, lse)
+        return floatSwitch(q.dtype, op, f32: { run(Float.self) }, f64: { run(Double.self) })
     }
 
     public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, logSumExp: Tensor,

@@ -48,6 +48,8 @@ extension CPUBackend: ElementwiseOps {
         case .tanh: return T.tanh(x)
         case .abs: return Swift.abs(x)
         case .geluErf: return x * (1 + T.erf(x / T.sqrt(2))) / 2
+        case .relu: return Swift.max(x, 0)
+        case .quickGelu: return x / (1 + T.exp(-1.702 * x))
         }
     }
 

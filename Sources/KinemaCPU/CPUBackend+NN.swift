@@ -12,27 +12,39 @@ extension CPUBackend: NNOps {
 
     public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?,
                           eps: Double) -> (y: Tensor, mean: Tensor, rstd: Tensor) {
+        let (y, mean, rstd) = normalizeRows("layerNorm", x, weight: weight, bias: bias, eps: eps, centered: true)
+        return (y, mean!, rstd)
+    }
+
+    public func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Double) -> (y: Tensor, rstd: Tensor) {
+        let (y, _, rstd) = normalizeRows("rmsNorm", x, weight: weight, bias: nil, eps: eps, centered: false)
+        return (y, rstd)
+    }
+
+    /// LayerNorm (`centered`: around the row mean, which it returns) or RMSNorm (around 0, no mean).
+    private func normalizeRows(_ op: String, _ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Double,
+                               centered: Bool) -> (y: Tensor, mean: Tensor?, rstd: Tensor) {
         let width = x.shape.last ?? 0
-        requireRowParameter("layerNorm", x, weight, bias)
+        requireRowParameter(op, x, weight, bias)
         let rows = x.count / Swift.max(width, 1)
-        func run<T: CPUScalar>(_: T.Type) -> (Tensor, Tensor, Tensor) {
+        func run<T: CPUScalar>(_: T.Type) -> (Tensor, Tensor?, Tensor) {
             let y = empty(x.shape, dtype: x.dtype)
-            let mean = empty(Array(x.shape.dropLast()), dtype: x.dtype)
+            let mean = centered ? empty(Array(x.shape.dropLast()), dtype: x.dtype) : nil
             let rstd = empty(Array(x.shape.dropLast()), dtype: x.dtype)
             let source = x.elements(T.self), target = y.elements(T.self)
-            let means = mean.elements(T.self), rstds = rstd.elements(T.self)
+            let means = mean?.elements(T.self), rstds = rstd.elements(T.self)
             let w = weight?.elements(T.self), b = bias?.elements(T.self)
             parallelFor(rows, grain: Swift.max(1, 16_384 / Swift.max(width, 1))) { range in
                 for row in range {
                     let base = row * width
                     // Two passes in f64 (mean, then the biased variance around it): exact enough for any width.
                     var total = 0.0
-                    for j in 0..<width { total += Double(source[base + j]) }
+                    if centered { for j in 0..<width { total += Double(source[base + j]) } }
                     let mu = total / Double(width)
                     var squares = 0.0
                     for j in 0..<width { let d = Double(source[base + j]) - mu; squares += d * d }
                     let r = 1 / Double.sqrt(squares / Double(width) + eps)
-                    means[row] = T(mu)
+                    means?[row] = T(mu)
                     rstds[row] = T(r)
                     let m = T(mu), s = T(r), row = source + base, out = target + base
                     // One loop per affine case keeps the inner loops branch-free (and vectorisable).
@@ -46,33 +58,47 @@ extension CPUBackend: NNOps {
             }
             return (y, mean, rstd)
         }
-        let (y, mean, rstd) = floatSwitch(x.dtype, "layerNorm", f32: { run(Float.self) }, f64: { run(Double.self) })
-        return (y, mean, rstd)
+        return floatSwitch(x.dtype, op, f32: { run(Float.self) }, f64: { run(Double.self) })
     }
 
     public func layerNormBackward(_ dy: Tensor, x: Tensor, weight: Tensor?, mean: Tensor, rstd: Tensor,
                                   dWeight: Tensor?, dBias: Tensor?) -> Tensor {
-        requireSameShape("layerNormBackward", dy, x)
-        requireRowParameter("layerNormBackward", x, weight, dWeight, dBias)
-        precondition(dWeight == nil || weight != nil, "layerNormBackward: dWeight given without a weight")
+        normalizeRowsBackward("layerNormBackward", dy, x: x, weight: weight, mean: mean, rstd: rstd, dWeight: dWeight,
+                              dBias: dBias)
+    }
+
+    public func rmsNormBackward(_ dy: Tensor, x: Tensor, weight: Tensor?, rstd: Tensor, dWeight: Tensor?) -> Tensor {
+        normalizeRowsBackward("rmsNormBackward", dy, x: x, weight: weight, mean: nil, rstd: rstd, dWeight: dWeight,
+                              dBias: nil)
+    }
+
+    /// The backward of `normalizeRows`; a nil mean is RMSNorm's (x̂ = x · rstd, and no mean(ĝ) term).
+    private func normalizeRowsBackward(_ op: String, _ dy: Tensor, x: Tensor, weight: Tensor?, mean: Tensor?,
+                                       rstd: Tensor, dWeight: Tensor?, dBias: Tensor?) -> Tensor {
+        requireSameShape(op, dy, x)
+        requireRowParameter(op, x, weight, dWeight, dBias)
+        precondition(dWeight == nil || weight != nil, "\(op): dWeight given without a weight")
         let width = x.shape.last ?? 0, rows = x.count / Swift.max(width, 1)
-        precondition(mean.count == rows && rstd.count == rows && mean.dtype == x.dtype && rstd.dtype == x.dtype,
-                     "layerNormBackward: mean \(mean.shape) \(mean.dtype) / rstd \(rstd.shape) \(rstd.dtype) do not fit \(x.shape) \(x.dtype)")
+        precondition(mean.map { $0.count == rows && $0.dtype == x.dtype } ?? true && rstd.count == rows
+                        && rstd.dtype == x.dtype,
+                     "\(op): mean \(mean?.shape ?? []) / rstd \(rstd.shape) \(rstd.dtype) do not fit \(x.shape) \(x.dtype)")
         func run<T: CPUScalar>(_: T.Type) -> Tensor {
             let dx = empty(x.shape, dtype: x.dtype)
             let g = dy.elements(T.self), source = x.elements(T.self), target = dx.elements(T.self)
-            let means = mean.elements(T.self), rstds = rstd.elements(T.self), w = weight?.elements(T.self)
-            // dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)) with ĝ = dy ⊙ weight, x̂ the normalised input.
+            let means = mean?.elements(T.self), rstds = rstd.elements(T.self), w = weight?.elements(T.self)
+            let centered = mean != nil
+            // dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)) with ĝ = dy ⊙ weight, x̂ the normalised input (RMSNorm:
+            // without the mean(ĝ) term).
             parallelFor(rows, grain: Swift.max(1, 16_384 / Swift.max(width, 1))) { range in
                 for row in range {
-                    let base = row * width, m = means[row], s = rstds[row]
+                    let base = row * width, m = means?[row] ?? 0, s = rstds[row]
                     var sumG = 0.0, sumGX = 0.0
                     for j in 0..<width {
                         let gj = w.map { g[base + j] * $0[j] } ?? g[base + j]
                         sumG += Double(gj)
                         sumGX += Double(gj * (source[base + j] - m) * s)
                     }
-                    let meanG = T(sumG / Double(width)), meanGX = T(sumGX / Double(width))
+                    let meanG = centered ? T(sumG / Double(width)) : 0, meanGX = T(sumGX / Double(width))
                     for j in 0..<width {
                         let gj = w.map { g[base + j] * $0[j] } ?? g[base + j]
                         let xhat = (source[base + j] - m) * s
@@ -83,14 +109,14 @@ extension CPUBackend: NNOps {
             if dWeight != nil || dBias != nil {
                 let (sumDyX, sumDy) = columnSums(groups: 1, rows: rows, width: width) { i, row in
                     let d = Double(g[i])
-                    return (d * Double((source[i] - means[row]) * rstds[row]), d)
+                    return (d * Double((source[i] - (means?[row] ?? 0)) * rstds[row]), d)
                 }
                 if let dWeight { accumulate(sumDyX, into: dWeight, T.self) }
                 if let dBias { accumulate(sumDy, into: dBias, T.self) }
             }
             return dx
         }
-        return floatSwitch(x.dtype, "layerNormBackward", f32: { run(Float.self) }, f64: { run(Double.self) })
+        return floatSwitch(x.dtype, op, f32: { run(Float.self) }, f64: { run(Double.self) })
     }
 
     // MARK: adaLN modulation and gated residual

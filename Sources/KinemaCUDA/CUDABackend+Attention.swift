@@ -39,15 +39,40 @@ extension CUDABackend {
             flashAttention(shape, q: q, strides, k: k, keyStrides, v: v, keyStrides, keyMask: keyMask, scale: scale,
                            out: out, strides, logSumExp: lse)
         case .f32:
-            let rows = shape.pairs * shape.queries
-            guard rows > 0 else { break }
-            launch("attention_forward_f32", in: "Attention", count: rows, blocks: rowBlocks(rows), threads: 128,
-                   [q, k, v, argument(keyMask), out, lse, Int32(shape.queries), Int32(shape.keys), Int32(shape.headDim),
-                    Int32(shape.heads), Float(scale), Int64(rows)])
+            exactAttention(shape, q: q, k: k, v: v, bias: nil, keyMask: keyMask, causal: false, scale: scale, out: out,
+                           logSumExp: lse)
         default:
             unsupported("attention", q.dtype)
         }
         return (out, lse)
+    }
+
+    /// The exact f32 kernel for every dtype it serves: a frozen text encoder runs once per caption, so bf16 inputs
+    /// are widened rather than given a flash kernel with a bias operand.
+    public func biasedAttention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor?, keyMask: Tensor?, causal: Bool,
+                                scale: Double) -> Tensor {
+        let shape = AttentionShape("biasedAttention", q: q, k: k, v: v, keyMask: keyMask)
+        if let bias {
+            precondition(bias.shape == [shape.heads, shape.queries, shape.keys] && bias.dtype == q.dtype,
+                         "biasedAttention: bias must be \(q.dtype) [H, Nq, Nk] = \([shape.heads, shape.queries, shape.keys]), "
+                         + "got \(bias.dtype) \(bias.shape)")
+        }
+        guard q.dtype == .f32 || q.dtype == .bf16 else { unsupported("biasedAttention", q.dtype) }
+        let wide = { (x: Tensor) in x.dtype == .f32 ? x : self.cast(x, to: .f32) }
+        let out = empty(q.shape, dtype: .f32), lse = empty(Array(q.shape.dropLast()), dtype: .f32)
+        exactAttention(shape, q: wide(q), k: wide(k), v: wide(v), bias: bias.map(wide), keyMask: keyMask, causal: causal,
+                       scale: scale, out: out, logSumExp: lse)
+        return q.dtype == .f32 ? out : cast(out, to: q.dtype)
+    }
+
+    private func exactAttention(_ shape: AttentionShape, q: Tensor, k: Tensor, v: Tensor, bias: Tensor?, keyMask: Tensor?,
+                                causal: Bool, scale: Double, out: Tensor, logSumExp: Tensor) {
+        let rows = shape.pairs * shape.queries
+        guard rows > 0 else { return }
+        launch("attention_forward_f32", in: "Attention", count: rows, blocks: rowBlocks(rows), threads: 128,
+               [q, k, v, argument(keyMask), argument(bias), Int32(causal ? 1 : 0), out, logSumExp,
+                Int32(shape.queries), Int32(shape.keys), Int32(shape.headDim), Int32(shape.heads), Float(scale),
+                Int64(rows)])
     }
 
     public func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, logSumExp: Tensor,

@@ -44,6 +44,8 @@ extension CUDABackend: ElementwiseOps {
         case .tanh: code = 5
         case .abs: code = 6
         case .geluErf: code = 7
+        case .relu: code = 8
+        case .quickGelu: code = 9
         }
         let out = empty(x.shape, dtype: element)
         launch("unary", element: element, count: x.count, [x, out, code, Int64(x.count)])

@@ -70,13 +70,17 @@ extension CUDABackend: NNOps {
     public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Double) -> (y: Tensor, mean: Tensor, rstd: Tensor) {
         let element = requireElement("layerNorm", x, weight, bias)
         let width = requireRowParameter("layerNorm", x, weight, bias)
-        return layerNormForward(x, weight, bias, eps: eps, tokens: 1, modulation: false, element: element, width: width)
+        let (y, mean, rstd) = layerNormForward(x, weight, bias, eps: eps, tokens: 1, modulation: false, element: element,
+                                               width: width)
+        return (y, mean!, rstd)
     }
 
     public func layerNormModulate(_ x: Tensor, shift: Tensor, scale: Tensor, eps: Double) -> (y: Tensor, mean: Tensor, rstd: Tensor) {
         let element = requireElement("layerNormModulate", x, shift, scale)
         let (_, tokens, width) = tokenLayout("layerNormModulate", x, shift, scale)
-        return layerNormForward(x, scale, shift, eps: eps, tokens: tokens, modulation: true, element: element, width: width)
+        let (y, mean, rstd) = layerNormForward(x, scale, shift, eps: eps, tokens: tokens, modulation: true,
+                                               element: element, width: width)
+        return (y, mean!, rstd)
     }
 
     public func gatedResidualLayerNormModulate(_ x: Tensor, gate: Tensor, _ y: Tensor, shift: Tensor, scale: Tensor,
@@ -87,23 +91,34 @@ extension CUDABackend: NNOps {
         let sum = empty(x.shape, dtype: element)
         let (normed, mean, rstd) = layerNormForward(x, scale, shift, eps: eps, tokens: tokens, modulation: true,
                                                     element: element, width: width, gated: (gate, y, sum))
-        return (sum, normed, mean, rstd)
+        return (sum, normed, mean!, rstd)
+    }
+
+    public func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Double) -> (y: Tensor, rstd: Tensor) {
+        let element = requireElement("rmsNorm", x, weight)
+        let width = requireRowParameter("rmsNorm", x, weight)
+        let (y, _, rstd) = layerNormForward(x, weight, nil, eps: eps, tokens: 1, modulation: false, element: element,
+                                            width: width, centered: false)
+        return (y, rstd)
     }
 
     /// The one LayerNorm kernel: per-row (a, b) = (weight, bias), or per-sample (1 + scale, shift) when `modulation`;
-    /// with `gated`, of the gated residual x + gate ⊙ branch, which it also writes to `sum`.
+    /// with `gated`, of the gated residual x + gate ⊙ branch, which it also writes to `sum`. Not `centered`: RMSNorm
+    /// (the kernel is given no mean to write, and none is returned).
     private func layerNormForward(_ x: Tensor, _ a: Tensor?, _ b: Tensor?, eps: Double, tokens: Int, modulation: Bool,
-                                  element: DType, width: Int, gated: (gate: Tensor, branch: Tensor, sum: Tensor)? = nil)
-        -> (y: Tensor, mean: Tensor, rstd: Tensor) {
+                                  element: DType, width: Int, gated: (gate: Tensor, branch: Tensor, sum: Tensor)? = nil,
+                                  centered: Bool = true)
+        -> (y: Tensor, mean: Tensor?, rstd: Tensor) {
         let rows = x.count / Swift.max(width, 1)
         let y = empty(x.shape, dtype: element)
-        let mean = empty(Array(x.shape.dropLast()), dtype: .f32), rstd = empty(Array(x.shape.dropLast()), dtype: .f32)
+        let mean = centered ? empty(Array(x.shape.dropLast()), dtype: .f32) : nil
+        let rstd = empty(Array(x.shape.dropLast()), dtype: .f32)
         if rows > 0 && width > 0 {
             // One warp per row, 8 per block.
             launch(rowKernel("layernorm_forward", width: width), in: "NN", element: element, count: rows * 32,
                    blocks: Swift.max(1, Swift.min((rows + 7) / 8, 65_535 * 4)), threads: 256,
                    [x, argument(gated?.branch), argument(gated?.gate), argument(gated?.sum), argument(a), argument(b),
-                    y, mean, rstd, Int64(rows), Int32(width), eps, Int64(tokens), Int32(modulation ? 1 : 0),
+                    y, argument(mean), rstd, Int64(rows), Int32(width), eps, Int64(tokens), Int32(modulation ? 1 : 0),
                     packs(width: width, x, gated?.branch, gated?.gate, gated?.sum, a, b, y)])
         }
         return (y, mean, rstd)
@@ -111,19 +126,31 @@ extension CUDABackend: NNOps {
 
     public func layerNormBackward(_ dy: Tensor, x: Tensor, weight: Tensor?, mean: Tensor, rstd: Tensor,
                                   dWeight: Tensor?, dBias: Tensor?) -> Tensor {
-        let element = requireElement("layerNormBackward", dy, x, weight)
-        requireF32("layerNormBackward", mean, rstd, dWeight, dBias)
-        sameShape("layerNormBackward", dy, x)
-        let width = requireRowParameter("layerNormBackward", x, weight, dWeight, dBias)
-        precondition(dWeight == nil || weight != nil, "layerNormBackward: dWeight given without a weight")
+        normalizeRowsBackward("layerNormBackward", dy, x: x, weight: weight, mean: mean, rstd: rstd, dWeight: dWeight,
+                              dBias: dBias)
+    }
+
+    public func rmsNormBackward(_ dy: Tensor, x: Tensor, weight: Tensor?, rstd: Tensor, dWeight: Tensor?) -> Tensor {
+        normalizeRowsBackward("rmsNormBackward", dy, x: x, weight: weight, mean: nil, rstd: rstd, dWeight: dWeight,
+                              dBias: nil)
+    }
+
+    /// LayerNorm's backward kernel, or RMSNorm's when given no mean.
+    private func normalizeRowsBackward(_ op: String, _ dy: Tensor, x: Tensor, weight: Tensor?, mean: Tensor?,
+                                       rstd: Tensor, dWeight: Tensor?, dBias: Tensor?) -> Tensor {
+        let element = requireElement(op, dy, x, weight)
+        requireF32(op, mean, rstd, dWeight, dBias)
+        sameShape(op, dy, x)
+        let width = requireRowParameter(op, x, weight, dWeight, dBias)
+        precondition(dWeight == nil || weight != nil, "\(op): dWeight given without a weight")
         let rows = x.count / Swift.max(width, 1)
-        precondition(mean.count == rows && rstd.count == rows,
-                     "layerNormBackward: mean \(mean.shape) / rstd \(rstd.shape) do not fit \(x.shape)")
+        precondition((mean?.count ?? rows) == rows && rstd.count == rows,
+                     "\(op): mean \(mean?.shape ?? []) / rstd \(rstd.shape) do not fit \(x.shape)")
         let dx = empty(x.shape, dtype: element)
         // dBias = Σ_rows dy, dWeight = Σ_rows dy · x̂, accumulated: every row one "sample".
         launchTokenRuns("layernorm_backward", element: element, segments: 1, tokens: rows, width: width,
                         first: dBias, second: dWeight, accumulate: true,
-                        [dy, x, argument(weight), mean, rstd, Self.null, dx],
+                        [dy, x, argument(weight), argument(mean), rstd, Self.null, dx],
                         then: [Int32(0), packs(width: width, dy, x, weight, dx)])
         return dx
     }

@@ -6,6 +6,7 @@ extension GPUCheck {
     /// against CPU f64 on the same bf16-rounded inputs (1e-2), both with and without a key mask; then timings.
     func checkAttention() {
         checkExactAttention()
+        checkBiasedAttention()
         checkFlashAttention()
         for (batch, heads, tokens, headDim) in [(64, 16, 256, 72), (64, 16, 256, 64), (64, 8, 256, 128),
                                                 (8, 16, 1024, 72)] {
@@ -80,6 +81,27 @@ extension GPUCheck {
                 let mask = masked ? keyMaskFlags(batch: qShape[0], keys: kShape[2]) : nil
                 compareAttention("f32 q \(qShape) k \(kShape)\(masked ? " mask" : "")", q: q, k: k, v: v, dOut: dOut,
                                  mask: mask, tolerance: 1e-5)
+            }
+        }
+    }
+
+    /// The text encoders' forward-only attention (T5's score bias, CLIP's causal mask, with a key mask): f32 against
+    /// CPU f32, and bf16 (widened to the f32 kernel) against CPU f64 on the same bf16-rounded inputs.
+    private func checkBiasedAttention() {
+        let (batch, heads, tokens, headDim) = (2, 3, 77, 64)
+        let shape = [batch, heads, tokens, headDim]
+        let flags = keyMaskFlags(batch: batch, keys: tokens)
+        let cpuMask = cpu.upload(flags, shape: [batch, tokens]), gpuMask = gpu.upload(flags, shape: [batch, tokens])
+        for bf16 in [false, true] {
+            let make = { (s: [Int]) in bf16 ? self.bf16Pair(s) : self.pair(s) }
+            let (q, k, v, bias) = (make(shape), make(shape), make(shape), make([heads, tokens, tokens]))
+            for (withBias, causal) in [(true, false), (false, true), (true, true)] {
+                let c = cpu.biasedAttention(q: q.cpu, k: k.cpu, v: v.cpu, bias: withBias ? bias.cpu : nil, keyMask: cpuMask,
+                                            causal: causal, scale: 0.125)
+                let g = gpu.biasedAttention(q: q.gpu, k: k.gpu, v: v.gpu, bias: withBias ? bias.gpu : nil, keyMask: gpuMask,
+                                            causal: causal, scale: 0.125)
+                compare("biasedAttention \(bf16 ? "bf16" : "f32") bias \(withBias) causal \(causal)",
+                        gpu.downloadDouble(g), cpu.downloadDouble(c), tolerance: bf16 ? 1e-2 : 1e-5)
             }
         }
     }

@@ -11,7 +11,7 @@ extension GPUCheck {
             check("mul n=\(count)", gpu.download(gpu.mul(ga, gb)), cpu.download(cpu.mul(a, b)))
             check("affine n=\(count)", gpu.download(gpu.affine(ga, scale: 0.3, shift: -2)),
                   cpu.download(cpu.affine(a, scale: 0.3, shift: -2)))
-            for op in [UnaryOp.exp, .square, .negate, .tanh, .abs, .geluErf] {
+            for op in [UnaryOp.exp, .square, .negate, .tanh, .abs, .geluErf, .relu, .quickGelu] {
                 check("unary \(op) n=\(count)", gpu.download(gpu.unary(op, ga)), cpu.download(cpu.unary(op, a)))
             }
             for op in [UnaryOp.log, .sqrt] {

@@ -31,6 +31,21 @@ extension GPUCheck {
                 if biasGradient { same("layerNormBackward dBias \(tag)", gdB, dB) }
             }
 
+            // RMSNorm (T5's LayerNorm), with and without a weight.
+            for weighted in [true, false] {
+                let tag = "\(shape)\(weighted ? "" : " no weight")"
+                let c = cpu.rmsNorm(x, weight: weighted ? w : nil, eps: 1e-6)
+                let g = gpu.rmsNorm(gx, weight: weighted ? gw : nil, eps: 1e-6)
+                same("rmsNorm y \(tag)", g.y, c.y)
+                same("rmsNorm rstd \(tag)", g.rstd, c.rstd)
+                let (dW, gdW) = pair([width])
+                let cdx = cpu.rmsNormBackward(dy, x: x, weight: weighted ? w : nil, rstd: c.rstd, dWeight: weighted ? dW : nil)
+                let gdx = gpu.rmsNormBackward(gdy, x: gx, weight: weighted ? gw : nil, rstd: g.rstd,
+                                              dWeight: weighted ? gdW : nil)
+                same("rmsNormBackward dx \(tag)", gdx, cdx)
+                if weighted { same("rmsNormBackward dWeight \(tag)", gdW, dW) }
+            }
+
             // adaLN modulate and gated residual.
             let (shift, gshift) = pair([batch, width]), (scale, gscale) = pair([batch, width])
             same("modulate \(shape)", gpu.modulate(gx, shift: gshift, scale: gscale), cpu.modulate(x, shift: shift, scale: scale))

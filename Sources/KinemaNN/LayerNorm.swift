@@ -39,3 +39,31 @@ public final class LayerNorm: Layer {
                                   dWeight: weight?.gradient, dBias: bias?.gradient)
     }
 }
+
+/// RMSNorm over the last axis with a weight (ones): T5's "LayerNorm" (T5LayerNorm), which scales by the root mean
+/// square and neither centres nor shifts.
+public final class RMSNorm: Layer {
+    public let weight: Parameter
+    public let dim: Int
+    public let eps: Double
+    let backend: any Backend
+
+    public var parameters: [Parameter] { [weight] }
+
+    public init(backend: any Backend, name: String, dim: Int, eps: Double, dtype: DType) {
+        self.backend = backend
+        self.dim = dim
+        self.eps = eps
+        weight = Parameter(name: "\(name).weight", shape: [dim], constant: 1, dtype: dtype, backend: backend)
+    }
+
+    /// y and what the backward needs: x and 1/rms per row.
+    public func forward(_ x: Tensor) -> (Tensor, (x: Tensor, rstd: Tensor)) {
+        let (y, rstd) = backend.rmsNorm(x, weight: weight.value, eps: eps)
+        return (y, (x, rstd))
+    }
+
+    public func backward(_ dy: Tensor, _ cache: (x: Tensor, rstd: Tensor)) -> Tensor {
+        backend.rmsNormBackward(dy, x: cache.x, weight: weight.value, rstd: cache.rstd, dWeight: weight.gradient)
+    }
+}

@@ -139,6 +139,51 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    func testBiasedCausalAttentionMatchesExplicitSoftmax() {
+        // softmax(scale · q kᵀ + bias[h]) v over the kept keys j (≤ i when causal), written out in f64. Batch row 1
+        // drops key 0, so with the causal mask its query 0 has no key left and must output zeros.
+        let n = 5
+        let keepsKey = { (b: Int, j: Int) in !(b == 1 && j == 0) }
+        let mask = cpu.upload((0..<batch).flatMap { b in (0..<n).map { Int32(keepsKey(b, $0) ? 1 : 0) } }, shape: [batch, n])
+        for (dtype, tolerance) in [(DType.f32, 2e-5), (.f64, 1e-12)] {
+            let q = randomTensor([batch, heads, n, dh], dtype: dtype, seed: 11, backend: cpu, scale: 2)
+            let k = randomTensor([batch, heads, n, dh], dtype: dtype, seed: 12, backend: cpu, scale: 2)
+            let v = randomTensor([batch, heads, n, dh], dtype: dtype, seed: 13, backend: cpu)
+            let bias = randomTensor([heads, n, n], dtype: dtype, seed: 14, backend: cpu, scale: 3)
+            let (qs, ks, vs, bs) = (cpu.downloadDouble(q), cpu.downloadDouble(k), cpu.downloadDouble(v), cpu.downloadDouble(bias))
+            for (causal, withBias) in [(false, true), (true, false), (true, true)] {
+                let out = cpu.biasedAttention(q: q, k: k, v: v, bias: withBias ? bias : nil, keyMask: mask, causal: causal,
+                                              scale: 0.7)
+                var expected = [Double]()
+                for pair in 0..<(batch * heads) {
+                    let (b, h) = (pair / heads, pair % heads), base = pair * n * dh
+                    for i in 0..<n {
+                        let keys = (0..<n).filter { keepsKey(b, $0) && (!causal || $0 <= i) }
+                        let scores = keys.map { j -> Double in
+                            var dot = 0.0
+                            for d in 0..<dh { dot += qs[base + i * dh + d] * ks[base + j * dh + d] }
+                            let added: Double = withBias ? bs[(h * n + i) * n + j] : 0
+                            return 0.7 * dot + added
+                        }
+                        let top = scores.max() ?? 0, weights = scores.map { exp($0 - top) }
+                        let total = weights.reduce(0, +)
+                        for d in 0..<dh {
+                            var value = 0.0
+                            for (j, weight) in zip(keys, weights) { value += vs[base + j * dh + d] * weight / total }
+                            expected.append(value)
+                        }
+                    }
+                }
+                assertClose(cpu.downloadDouble(out), expected, relativeTolerance: tolerance,
+                            "biasedAttention causal \(causal) bias \(withBias) \(dtype)")
+            }
+            // No bias, no causal mask: the training attention's output.
+            let plain = cpu.biasedAttention(q: q, k: k, v: v, bias: nil, keyMask: mask, causal: false, scale: 0.7)
+            XCTAssertEqual(cpu.downloadDouble(plain),
+                           cpu.downloadDouble(cpu.attention(q: q, k: k, v: v, keyMask: mask, scale: 0.7).out))
+        }
+    }
+
     func testAttentionIsStableForLargeScores() {
         // Scores of ±1e3 overflow a naive exp; the max shift keeps the output a convex combination of v.
         let q = cpu.upload([Double](repeating: 1, count: 4), shape: [1, 1, 1, 4], dtype: .f32)

@@ -80,5 +80,9 @@ final class TextEncoderTests: XCTestCase {
         let want = [-0.004049694, -0.154268769, 0, 0.841344746, 2.484475837]
         let got = backend.downloadDouble(backend.unary(.geluErf, x))
         for (a, b) in zip(got, want) { XCTAssertEqual(a, b, accuracy: 1e-8) }
+        // ReLU and CLIP's quick GELU, x·σ(1.702x), on the same points.
+        XCTAssertEqual(backend.downloadDouble(backend.unary(.relu, x)), [0, 0, 0, 1, 2.5])
+        let quick = [-0.018071310, -0.149611563, 0, 0.845795766, 2.465013835]
+        for (a, b) in zip(backend.downloadDouble(backend.unary(.quickGelu, x)), quick) { XCTAssertEqual(a, b, accuracy: 1e-8) }
     }
 }

@@ -66,6 +66,17 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    func testRMSNorm() {
+        let norm = RMSNorm(backend: cpu, name: "layer_norm", dim: 7, eps: 1e-6, dtype: .f64)
+        XCTAssertEqual(norm.parameters.map(\.name), ["layer_norm.weight"])
+        randomize(norm, seed: 121)
+        let x = random([2, 5, 7], 7, scale: 2), r = random([2, 5, 7], 8)
+        let dx = norm.backward(r, norm.forward(x).1)
+        checkGradients([("rmsNorm x", x, dx)] + parameterChecks(norm), backend: cpu) {
+            weightedSum(norm.forward(x).0, r, backend: cpu)
+        }
+    }
+
     func testMLP() {
         let mlp = MLP(backend: cpu, name: "mlp", dim: 6, hiddenDim: 10, dtype: .f64)
         XCTAssertEqual(mlp.parameters.map(\.name), ["mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"])

@@ -29,6 +29,29 @@ final class OpGradientTests: XCTestCase {
         }
     }
 
+    func testRMSNorm() {
+        for weighted in [false, true] {
+            let x = random([batch, tokens, width], 1, scale: 2), w = weighted ? random([width], 2) : nil
+            let r = random(x.shape, 4)
+            let (_, rstd) = cpu.rmsNorm(x, weight: w, eps: 1e-5)
+            let dW = weighted ? cpu.zeros([width], dtype: .f64) : nil
+            let dx = cpu.rmsNormBackward(r, x: x, weight: w, rstd: rstd, dWeight: dW)
+            var checks = [(name: "rmsNorm x", tensor: x, analytic: dx)]
+            if let w, let dW { checks.append(("rmsNorm weight", w, dW)) }
+            checkGradients(checks, backend: cpu) { weightedSum(cpu.rmsNorm(x, weight: w, eps: 1e-5).y, r, backend: cpu) }
+        }
+        // The forward itself: x / √(mean(x²) + eps) · w, row by row.
+        let x = random([3, width], 9), w = random([width], 10)
+        let xs = cpu.downloadDouble(x), ws = cpu.downloadDouble(w)
+        let expected = (0..<3).flatMap { row -> [Double] in
+            let values = Array(xs[(row * width)..<((row + 1) * width)])
+            let r = 1 / (values.map { $0 * $0 }.reduce(0, +) / Double(width) + 1e-5).squareRoot()
+            return values.enumerated().map { $0.element * r * ws[$0.offset] }
+        }
+        assertClose(cpu.downloadDouble(cpu.rmsNorm(x, weight: w, eps: 1e-5).y), expected, relativeTolerance: 1e-13,
+                    "rmsNorm forward")
+    }
+
     func testModulate() {
         let x = random([batch, tokens, width], 5), shift = random([batch, width], 6), scale = random([batch, width], 7)
         let r = random(x.shape, 8)

@@ -39,9 +39,11 @@ __device__ inline float probability(bool attended, float s, float l) {
 
 // One block per (pair, query row): the row max and log-sum-exp of the scaled scores over the attended keys, then
 // the output in chunks of keys, each thread owning output dimensions d ≡ tid (mod blockDim).
+// bias (f32 [heads, nq, nk], shared by the batch rows, or null) is added to the scaled scores; with `causal`, query i
+// attends to keys j ≤ i only. The training path passes neither (NNOps.biasedAttention is forward-only).
 extern "C" __global__ void attention_forward_f32(const float* q, const float* k, const float* v, const int* mask,
-                                                 float* out, float* lse, int nq, int nk, int dh, int heads,
-                                                 float scale, long long rows) {
+                                                 const float* bias, int causal, float* out, float* lse, int nq,
+                                                 int nk, int dh, int heads, float scale, long long rows) {
     __shared__ float qRow[MAX_HEAD_DIM];
     __shared__ float probabilities[KEY_CHUNK];
     __shared__ float maxShared[MAX_THREADS];
@@ -49,29 +51,31 @@ extern "C" __global__ void attention_forward_f32(const float* q, const float* k,
     const float negativeInfinity = -__int_as_float(0x7f800000);
     BLOCK_LOOP(row, rows) {
         long long pair = row / nq, batch = pair / heads;
+        int i = (int)(row % nq);
         const float* keys = k + pair * (long long)nk * dh;
         const float* values = v + pair * (long long)nk * dh;
+        const float* biasRow = bias == nullptr ? nullptr : bias + ((pair % heads) * nq + i) * (long long)nk;
+        auto attended = [&](int j) { return key_attended(mask, batch, nk, j) && (!causal || j <= i); };
+        auto score = [&](int j) {
+            return scale * dot_row(qRow, keys + (long long)j * dh, dh) + (biasRow == nullptr ? 0.0f : biasRow[j]);
+        };
         for (int d = threadIdx.x; d < dh; d += blockDim.x) qRow[d] = q[row * dh + d];
         __syncthreads();
         float localMax = negativeInfinity;
         for (int j = threadIdx.x; j < nk; j += blockDim.x)
-            if (key_attended(mask, batch, nk, j))
-                localMax = fmaxf(localMax, scale * dot_row(qRow, keys + (long long)j * dh, dh));
+            if (attended(j)) localMax = fmaxf(localMax, score(j));
         float maximum = block_max(localMax, maxShared);
         double localSum = 0;
         if (maximum != negativeInfinity)
             for (int j = threadIdx.x; j < nk; j += blockDim.x)
-                if (key_attended(mask, batch, nk, j))
-                    localSum += (double)expf(scale * dot_row(qRow, keys + (long long)j * dh, dh) - maximum);
+                if (attended(j)) localSum += (double)expf(score(j) - maximum);
         double total = block_sum(localSum, sumShared);
         float l = maximum == negativeInfinity ? negativeInfinity : maximum + logf((float)total);
         if (threadIdx.x == 0) lse[row] = l;
         float accumulator0 = 0, accumulator1 = 0;  // dims tid and tid + blockDim (dh ≤ 2 · blockDim)
         for (int chunk = 0; chunk < nk; chunk += KEY_CHUNK) {
             int j = chunk + threadIdx.x;
-            if (threadIdx.x < KEY_CHUNK && j < nk)
-                probabilities[threadIdx.x] = probability(key_attended(mask, batch, nk, j),
-                                                         scale * dot_row(qRow, keys + (long long)j * dh, dh), l);
+            if (threadIdx.x < KEY_CHUNK && j < nk) probabilities[threadIdx.x] = probability(attended(j), score(j), l);
             __syncthreads();
             int count = min(KEY_CHUNK, nk - chunk);
             for (int jj = 0; jj < count; ++jj) {

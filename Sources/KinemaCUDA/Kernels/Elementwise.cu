@@ -117,7 +117,8 @@ extern "C" __global__ void binary(const T* a, const T* b, T* out, int op, long l
 extern "C" __global__ void affine(const T* a, T* out, float scale, float shift, long long n) {
     GRID_LOOP(i, n) st(out, i, ld(a, i) * scale + shift);
 }
-// Unary ops, in the order of KinemaTensor.UnaryOp: exp, log, sqrt, square, negate, tanh, abs, exact GELU.
+// Unary ops, in the order of KinemaTensor.UnaryOp: exp, log, sqrt, square, negate, tanh, abs, exact GELU, ReLU,
+// quick GELU.
 extern "C" __global__ void unary(const T* a, T* out, int op, long long n) {
     GRID_LOOP(i, n) {
         float x = ld(a, i);
@@ -130,7 +131,9 @@ extern "C" __global__ void unary(const T* a, T* out, int op, long long n) {
             case 4: y = -x; break;
             case 5: y = tanhf(x); break;
             case 6: y = fabsf(x); break;
-            default: y = 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); break;
+            case 7: y = 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); break;
+            case 8: y = fmaxf(x, 0.0f); break;
+            default: y = x / (1.0f + expf(-1.702f * x)); break;
         }
         st(out, i, y);
     }

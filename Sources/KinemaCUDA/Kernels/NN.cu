@@ -139,7 +139,8 @@ __device__ inline void run_finish(TokenRun run, const float* sums, RunSums out, 
 
 // MARK: LayerNorm, alone, fused with adaLN modulation, and fused with the gated residual before it
 
-// LayerNorm over rows (mean and 1/σ: biased variance, two passes in f32), then y = x̂ · a + b with a, b chosen per
+// LayerNorm over rows (mean and 1/σ: biased variance, two passes in f32; RMSNorm when `mean` is null: 1/rms
+// around 0), then y = x̂ · a + b with a, b chosen per
 // row: (weight, bias) for a plain LayerNorm (either may be null), or (1 + scale[sample], shift[sample]) for the
 // adaLN-fused form (modulation != 0, `tokens` rows per sample). With `branch` (else null, as gate and sum), the row
 // is the gated residual x + gate[sample] ⊙ branch, rounded to T as it is written to `sum`: the residual add and the
@@ -173,13 +174,13 @@ template <int P> __device__ inline void layernorm_forward(LAYERNORM_FORWARD_PARA
         }
         float total = 0, squares = 0, e[8];
         ROW_LOOP(p, j) { unpack8(v.p[p], e); for (int k = 0; k < 8; ++k) total += e[k]; }  // zeros past the end
-        float mu = warp_sum(total) / (float)width;
+        float mu = mean ? warp_sum(total) / (float)width : 0.0f;  // a null mean: RMSNorm, around 0
         ROW_LOOP(p, j) {
             unpack8(v.p[p], e);
             for (int k = 0; k < 8; ++k) if (j + k < width) squares += (e[k] - mu) * (e[k] - mu);
         }
         float s = (float)(1.0 / sqrt((double)(warp_sum(squares) / (float)width) + eps));
-        if ((threadIdx.x & 31) == 0) { mean[row] = mu; rstd[row] = s; }
+        if ((threadIdx.x & 31) == 0) { if (mean) mean[row] = mu; rstd[row] = s; }
         const T* a = modulation ? weight + sample * width : weight;  // scale (1 + a) or weight a
         const T* b = modulation ? bias + sample * width : bias;
         ROW_LOOP(p, j) {
@@ -194,7 +195,8 @@ template <int P> __device__ inline void layernorm_forward(LAYERNORM_FORWARD_PARA
     }
 }
 
-// LayerNorm's backward by token runs: dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)) (+ residual), ĝ = dy ⊙ a with
+// LayerNorm's backward by token runs: dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)) (+ residual; RMSNorm's, without
+// mean(ĝ), when `mean` is null), ĝ = dy ⊙ a with
 // a = weight (null: 1) or, in the adaLN-fused form, 1 + scale[sample]; `residual` (may be null) is the skip
 // connection's gradient, added in the same pass so the block's backward needs no separate add. From the same read
 // of dy and x, the column sums of the parameters' gradients: Σ dy (first: dShift or dBias) and Σ dy ⊙ x̂
@@ -216,7 +218,7 @@ template <int P> __device__ inline void layernorm_backward(LAYERNORM_BACKWARD_PA
         Row<P> g, xr;
         load_row(g, dy + row * width, width, packed);
         load_row(xr, x + row * width, width, packed);
-        float m = mean[row], s = rstd[row], sumG = 0, sumGX = 0;
+        float m = mean ? mean[row] : 0.0f, s = rstd[row], sumG = 0, sumGX = 0;
         ROW_LOOP(p, j) {
             if (j >= width) continue;
             float gv[8], xh[8], av[8];
@@ -231,7 +233,7 @@ template <int P> __device__ inline void layernorm_backward(LAYERNORM_BACKWARD_PA
             if (run.first) run_add8(run.first, j, width, gv);
             if (run.second) { for (int k = 0; k < 8; ++k) xh[k] *= gv[k]; run_add8(run.second, j, width, xh); }
         }
-        float meanG = warp_sum(sumG) / (float)width, meanGX = warp_sum(sumGX) / (float)width;
+        float meanG = mean ? warp_sum(sumG) / (float)width : 0.0f, meanGX = warp_sum(sumGX) / (float)width;
         ROW_LOOP(p, j) {
             if (j >= width) continue;
             float gv[8], xh[8], av[8], o[8];

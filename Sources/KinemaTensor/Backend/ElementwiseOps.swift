@@ -3,6 +3,8 @@ public enum UnaryOp: Sendable {
     /// The exact GELU, x·Φ(x) = x·(1 + erf(x/√2))/2 (BERT's and PyTorch's default "gelu"; DiT's MLP uses the tanh
     /// approximation, `NNOps.gelu`). Forward only: the text encoders that use it are frozen.
     case geluErf
+    /// max(x, 0) (T5's feed-forward) and CLIP's "quick_gelu", x·σ(1.702·x); forward only, like `geluErf`.
+    case relu, quickGelu
 }
 
 /// Elementwise arithmetic and whole-tensor reductions. Binary ops take tensors of equal shape.

@@ -8,6 +8,12 @@ public protocol NNOps: AnyObject {
     func layerNormBackward(_ dy: Tensor, x: Tensor, weight: Tensor?, mean: Tensor, rstd: Tensor,
                            dWeight: Tensor?, dBias: Tensor?) -> Tensor
 
+    /// RMSNorm over the last axis (T5's LayerNorm, the qk-norm of newer DiTs): y = x · rstd · weight with
+    /// rstd = 1/√(mean(x²) + eps), a LayerNorm that does not subtract the mean. Returns y and rstd (as `layerNorm`).
+    func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Double) -> (y: Tensor, rstd: Tensor)
+    /// Returns dx = rstd · (ĝ − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ weight; accumulates Σ dy ⊙ x̂ into dWeight when given.
+    func rmsNormBackward(_ dy: Tensor, x: Tensor, weight: Tensor?, rstd: Tensor, dWeight: Tensor?) -> Tensor
+
     /// adaLN-zero's pre-norm in one pass: y = LayerNorm(x) · (1 + scale) + shift (LayerNorm without affine
     /// parameters; shift and scale [B, D] per sample). Returns y and the per-row statistics, as `layerNorm` does.
     func layerNormModulate(_ x: Tensor, shift: Tensor, scale: Tensor, eps: Double) -> (y: Tensor, mean: Tensor, rstd: Tensor)
@@ -46,6 +52,13 @@ public protocol NNOps: AnyObject {
     func attention(q: Tensor, k: Tensor, v: Tensor, keyMask: Tensor?, scale: Double) -> (out: Tensor, logSumExp: Tensor)
     func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, logSumExp: Tensor,
                            keyMask: Tensor?, scale: Double) -> (dq: Tensor, dk: Tensor, dv: Tensor)
+
+    /// Attention with an additive score bias and a causal mask, forward only, for frozen text encoders (T5's relative
+    /// position bias, CLIP's causal mask): softmax(q kᵀ · scale + bias[h]) v over the keys `keyMask` keeps and, when
+    /// `causal`, the keys j ≤ i of query i. `bias` ([H, Nq, Nk] in q's dtype, shared by the batch rows) may be nil.
+    /// A query with no attended key outputs zeros, as in `attention`.
+    func biasedAttention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor?, keyMask: Tensor?, causal: Bool,
+                         scale: Double) -> Tensor
 
     /// Self-attention on a packed qkv [B, N, 3·H·Dh], laid out [B, N, 3, H, Dh] as one Linear(D, 3D) makes it (timm's
     /// split): returns the heads merged back token-major, [B, N, H·Dh] (the projection's input), and the
