@@ -12,9 +12,9 @@ struct ForwardCommand: ParsableCommand {
         diffusers DiTTransformer2DModel folder) takes x [B, C, H, W], t [B] (timesteps, any float or int dtype) and
         y [B] (class labels, int). A diffusers PixArtTransformer2DModel or LatteTransformer3DModel folder takes x
         ([B, C, H, W], or [B, C, F, H, W] for Latte), t [B], encoder_hidden_states [B, L, C_text] and, optionally,
-        encoder_attention_mask [B, L] (1 = a real token); they write `out` (f32). A transformers BERT folder (e.g.
-        all-MiniLM-L6-v2) takes input_ids [B, L] and optionally attention_mask [B, L] and writes last_hidden_state
-        and pooler_output. A diffusers AutoencoderKL folder takes image [B, C, H, W] (writes latent_mean and
+        encoder_attention_mask [B, L] (1 = a real token); they write `out` (f32). A transformers text encoder folder
+        (BERT such as all-MiniLM-L6-v2, T5EncoderModel, CLIPTextModel) takes input_ids [B, L] and optionally
+        attention_mask [B, L] and writes last_hidden_state, and pooler_output for BERT and CLIP. A diffusers AutoencoderKL folder takes image [B, C, H, W] (writes latent_mean and
         latent_logvar) and/or latent [B, 4, h, w] (writes decoded; unscaled latents: divide by the config's
         scaling_factor first). Use it to check a converted checkpoint against the reference implementation.
         """)
@@ -62,21 +62,21 @@ struct ForwardCommand: ParsableCommand {
             }
             try write(outputs, backend: backend)
             return
-        case "BertModel":
-            let model = try BertCheckpoint.load(folder: checkpoint, backend: backend, dtype: dtype)
+        case "BertModel", "T5EncoderModel", "CLIPTextModel":
+            let encoder = try TextEncoder(folder: checkpoint, backend: backend, dtype: dtype)
             let ids = try input("input_ids", as: .i32)
             let mask = file.contains("attention_mask") ? try input("attention_mask", as: .i32) : nil
-            guard ids.rank == 2, mask.map({ $0.shape == ids.shape }) ?? true,
-                  ids.shape[1] <= model.config.maxPositions else {
+            guard ids.rank == 2, mask.map({ $0.shape == ids.shape }) ?? true, ids.shape[1] <= encoder.maxPositions else {
                 throw ValidationError("\(inputs): input_ids \(ids.shape) must be [B, L] with L ≤ "
-                    + "\(model.config.maxPositions), and attention_mask \(mask?.shape ?? []) the same shape")
+                    + "\(encoder.maxPositions), and attention_mask \(mask?.shape ?? []) the same shape")
             }
-            let vocabulary = model.config.vocabSize
-            guard backend.download(ids).allSatisfy({ $0 >= 0 && Int($0) < vocabulary }) else {
+            let hostIDs = backend.download(ids).map { Int32($0) }
+            let vocabulary = encoder.vocabularySize
+            guard hostIDs.allSatisfy({ $0 >= 0 && Int($0) < vocabulary }) else {
                 throw ValidationError("\(inputs): input_ids must lie in 0..<\(vocabulary) (the vocabulary)")
             }
-            let (hidden, pooled) = model.forward(inputIDs: ids, attentionMask: mask)
-            try write([("last_hidden_state", hidden), ("pooler_output", pooled)], backend: backend)
+            let (hidden, pooled) = encoder.forward(inputIDs: ids, hostIDs: hostIDs, attentionMask: mask)
+            try write([("last_hidden_state", hidden)] + (pooled.map { [("pooler_output", $0)] } ?? []), backend: backend)
             return
         case "PixArtTransformer2DModel", "LatteTransformer3DModel":
             let x = try input("x", as: .f32), t = try input("t", as: .f32)

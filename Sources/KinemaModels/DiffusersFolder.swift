@@ -24,7 +24,8 @@ public enum DiffusersFolder {
         guard let data = FileManager.default.contents(atPath: config.path),
               let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
         if let name = json["_class_name"] as? String { return name }
-        let encoders = ["bert": "BertModel"]
+        let encoders = ["bert": "BertModel", "t5": "T5EncoderModel", "mt5": "T5EncoderModel", "umt5": "T5EncoderModel",
+                        "clip_text_model": "CLIPTextModel", "clip": "CLIPTextModel"]
         return (json["model_type"] as? String).flatMap { encoders[$0] } ?? (json["architectures"] as? [String])?.first
     }
 }

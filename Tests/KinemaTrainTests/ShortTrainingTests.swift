@@ -218,15 +218,36 @@ final class VAEForwardTests: XCTestCase {
     }
 }
 
-/// A transformers BERT folder takes input_ids and attention_mask and writes last_hidden_state and pooler_output.
+/// A transformers text encoder folder (BERT, T5, CLIP) takes input_ids and attention_mask and writes
+/// last_hidden_state, and pooler_output where the model has one.
 final class TextEncoderForwardTests: XCTestCase {
-    func testForwardOnBertFolderMatchesTransformers() throws {
-        let output = Fixtures.temporaryDirectory().appendingPathComponent("out.safetensors")
-        _ = try KinemaCLI.run(["forward", "--checkpoint", Fixtures.url("bert").path,
-                               "--inputs", Fixtures.url("bert_io.safetensors").path, "--output", output.path])
-        let ours = try SafetensorsFile(url: output), io = try SafetensorsFile(url: Fixtures.url("bert_io.safetensors"))
-        for name in ["last_hidden_state", "pooler_output"] {
-            XCTAssertLessThan(relativeError(try ours.floats(name), try io.floats(name)), 1e-4, name)
+    func testForwardOnTextEncoderFoldersMatchesTransformers() throws {
+        for (folder, outputs) in [("bert", ["last_hidden_state", "pooler_output"]), ("t5", ["last_hidden_state"]),
+                                  ("clip", ["last_hidden_state", "pooler_output"])] {
+            let output = Fixtures.temporaryDirectory().appendingPathComponent("out.safetensors")
+            let io = Fixtures.url("\(folder)_io.safetensors")
+            _ = try KinemaCLI.run(["forward", "--checkpoint", Fixtures.url(folder).path, "--inputs", io.path,
+                                   "--output", output.path])
+            let ours = try SafetensorsFile(url: output), reference = try SafetensorsFile(url: io)
+            XCTAssertEqual(ours.contains("pooler_output"), outputs.contains("pooler_output"), folder)
+            for name in outputs {
+                XCTAssertLessThan(relativeError(try ours.floats(name), try reference.floats(name)), 1e-4, "\(folder) \(name)")
+            }
+        }
+    }
+
+    /// T5 and CLIP folders condition a text-to-video run like BERT's: two steps each, then a sampled clip.
+    func testTrainsAndSamplesWithT5AndCLIPTextEncoders() throws {
+        for encoder in ["t5", "clip"] {
+            let folder = Fixtures.temporaryDirectory("kinema-\(encoder)-video")
+            _ = try KinemaCLI.run(["train", "--data", "synthetic-video", "--text-encoder", Fixtures.url(encoder).path,
+                                   "--image-size", "16", "--num-frames", "4", "--patch-size", "4", "--steps", "2",
+                                   "--batch-size", "4", "--caption-length", "12", "--log-every", "1",
+                                   "--output", folder.path])
+            let clip = folder.appendingPathComponent("clip.gif").path
+            _ = try KinemaCLI.run(["sample", "--checkpoint", folder.appendingPathComponent("checkpoint.safetensors").path,
+                                   "--prompt", "a red square moving left", "--steps", "2", "--out", clip])
+            XCTAssertEqual(try FFmpeg.decodeVideo(atPath: clip).count, 4, encoder)
         }
     }
 }

@@ -1,17 +1,17 @@
 import Foundation
 import KinemaTensor
 
-/// Caption states for a text-conditioned model: a WordPiece tokenizer and a frozen BERT encoder from one folder
-/// (all-MiniLM-L6-v2 by default), every caption padded or cut to `length` tokens so batches stack. Encoded captions
-/// are kept on the host, so a training run encodes each distinct caption once. The empty caption is the null
-/// caption of classifier-free guidance (what diffusers' pipelines pass as the default negative prompt).
+/// Caption states for a text-conditioned model: a frozen text encoder and its tokenizer from one folder (BERT, T5 or
+/// CLIP; all-MiniLM-L6-v2 by default), every caption padded or cut to `length` tokens so batches stack. Encoded
+/// captions are kept on the host, so a training run encodes each distinct caption once. The empty caption is the
+/// null caption of classifier-free guidance (what diffusers' pipelines pass as the default negative prompt).
 public final class TextConditioner {
     public let folder: String
-    public let tokenizer: WordPieceTokenizer
-    public let encoder: BertEncoder
+    public let encoder: TextEncoder
     public let length: Int
-    public var width: Int { encoder.config.hiddenSize }
-    var backend: any Backend { encoder.backend }
+    public var tokenizer: any CaptionTokenizer { encoder.tokenizer }
+    public var width: Int { encoder.width }
+    let backend: any Backend
     private var cache: [String: (states: [Float], mask: [Int32])] = [:]
 
     /// The model cache: `KINEMA_CACHE`, else ~/.cache/kinema.
@@ -24,25 +24,14 @@ public final class TextConditioner {
     public static var defaultFolder: String { cacheDirectory().appendingPathComponent("all-MiniLM-L6-v2").path }
 
     public init(folder: String, backend: any Backend, length: Int) throws {
-        guard FileManager.default.fileExists(atPath: URL(fileURLWithPath: folder).appendingPathComponent("config.json").path) else {
-            throw ModelError.badCheckpoint(path: folder, reason: "no text encoder here (config.json is missing). The "
-                + "default, all-MiniLM-L6-v2, is installed by `scripts/fetch-minilm` (make demo runs it); or pass "
-                + "--text-encoder with a BERT folder (config.json, model.safetensors, vocab.txt or tokenizer.json)")
+        let encoder = try TextEncoder(folder: folder, backend: backend)
+        guard length >= 2 && length <= encoder.maxPositions else {
+            throw ModelError.invalidConfig("caption length \(length) must be in 2...\(encoder.maxPositions)")
         }
-        let base = try WordPieceTokenizer(folder: folder)
-        let encoder = try BertCheckpoint.load(folder: folder, backend: backend)
-        let config = encoder.config
-        guard length >= 2 && length <= config.maxPositions else {
-            throw ModelError.invalidConfig("caption length \(length) must be in 2...\(config.maxPositions)")
-        }
-        guard base.vocabulary.values.allSatisfy({ Int($0) < config.vocabSize }) else {
-            throw ModelError.badCheckpoint(path: folder, reason: "the tokenizer's ids exceed the encoder's vocabulary "
-                                           + "of \(config.vocabSize)")
-        }
+        encoder.tokenizer.template.maxLength = length
+        encoder.tokenizer.template.padsToMaxLength = true
         self.encoder = encoder
-        tokenizer = try WordPieceTokenizer(vocabulary: base.vocabulary, lowercase: base.lowercase,
-                                           stripAccents: base.stripAccents, maxLength: length, padsToMaxLength: true,
-                                           maxCharactersPerWord: base.maxCharactersPerWord)
+        self.backend = backend
         self.folder = folder
         self.length = length
     }
@@ -52,10 +41,11 @@ public final class TextConditioner {
         let missing = Array(Set(captions.filter { cache[$0] == nil }))
         if !missing.isEmpty {
             let encoded = missing.map(tokenizer.encode)
-            let ids = backend.upload(encoded.flatMap(\.ids), shape: [missing.count, length])
+            let hostIDs = encoded.flatMap(\.ids)
+            let ids = backend.upload(hostIDs, shape: [missing.count, length])
             let mask = backend.upload(encoded.flatMap(\.mask), shape: [missing.count, length])
-            let states = backend.download(backend.cast(encoder.forward(inputIDs: ids, attentionMask: mask).lastHiddenState,
-                                                       to: .f32))
+            let states = backend.download(backend.cast(encoder.forward(inputIDs: ids, hostIDs: hostIDs,
+                                                                       attentionMask: mask).lastHiddenState, to: .f32))
             let stride = length * width
             for (row, caption) in missing.enumerated() {
                 cache[caption] = (Array(states[(row * stride)..<((row + 1) * stride)]), encoded[row].mask)

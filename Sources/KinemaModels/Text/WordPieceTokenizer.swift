@@ -9,15 +9,17 @@ import Foundation
 ///   4. WordPiece: the longest vocabulary prefix, then "##"-continued pieces; a word that does not split (or has
 ///      more than 100 characters) is one [UNK];
 ///   5. truncate to `maxLength` − 2, add [CLS] and [SEP], pad with [PAD] to `maxLength` when `padsToMaxLength`.
-public struct WordPieceTokenizer: Sendable {
+public struct WordPieceTokenizer: CaptionTokenizer {
     public let vocabulary: [String: Int32]
     public let lowercase: Bool
     public let stripAccents: Bool
-    public let maxLength: Int
-    public let padsToMaxLength: Bool
+    public var template: SequenceTemplate
     public let maxCharactersPerWord: Int
-    public let classToken: Int32, separatorToken: Int32, padToken: Int32, unknownToken: Int32
-    let specialTokens: [String: Int32]
+    public let unknownToken: Int32
+    let specials: SpecialTokenSplitter
+
+    public var maxLength: Int { template.maxLength }
+    public var padsToMaxLength: Bool { template.padsToMaxLength }
 
     public init(vocabulary: [String: Int32], lowercase: Bool = true, stripAccents: Bool? = nil, maxLength: Int = 512,
                 padsToMaxLength: Bool = false, maxCharactersPerWord: Int = 100) throws {
@@ -31,15 +33,12 @@ public struct WordPieceTokenizer: Sendable {
         self.vocabulary = vocabulary
         self.lowercase = lowercase
         self.stripAccents = stripAccents ?? lowercase  // BERT: accents go with case unless said otherwise
-        self.maxLength = maxLength
-        self.padsToMaxLength = padsToMaxLength
         self.maxCharactersPerWord = maxCharactersPerWord
-        classToken = try id("[CLS]")
-        separatorToken = try id("[SEP]")
-        padToken = try id("[PAD]")
+        template = SequenceTemplate(prefix: try id("[CLS]"), suffix: try id("[SEP]"), pad: try id("[PAD]"),
+                                    maxLength: maxLength, padsToMaxLength: padsToMaxLength)
         unknownToken = try id("[UNK]")
-        specialTokens = Dictionary(uniqueKeysWithValues: ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"]
-            .compactMap { token in vocabulary[token].map { (token, $0) } })
+        specials = SpecialTokenSplitter(Dictionary(uniqueKeysWithValues: ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"]
+            .compactMap { token in vocabulary[token].map { (token, $0) } }))
     }
 
     /// Reads `tokenizer.json` (its normalizer, WordPiece vocabulary, truncation and padding) when the folder has
@@ -87,57 +86,19 @@ public struct WordPieceTokenizer: Sendable {
 
     /// Token ids and attention mask (1 for a token, 0 for padding) of one text.
     public func encode(_ text: String) -> (ids: [Int32], mask: [Int32]) {
-        var ids = [classToken]
-        for piece in splitOnSpecialTokens(text) {
+        var ids: [Int32] = []
+        for piece in specials.split(text) {
             switch piece {
             case .special(let id): ids.append(id)
             case .text(let text): for word in words(normalize(text)) { ids += wordPieces(word) }
             }
-            if ids.count >= maxLength - 1 { break }
+            if ids.count >= template.capacity { break }
         }
-        ids = Array(ids.prefix(maxLength - 1)) + [separatorToken]
-        var mask = [Int32](repeating: 1, count: ids.count)
-        if padsToMaxLength && ids.count < maxLength {
-            mask += [Int32](repeating: 0, count: maxLength - ids.count)
-            ids += [Int32](repeating: padToken, count: maxLength - ids.count)
-        }
-        return (ids, mask)
-    }
-
-    /// A batch padded to its longest text (or to `maxLength` when `padsToMaxLength`): ids and mask, row-major [B, L].
-    public func encode(batch texts: [String]) -> (ids: [Int32], mask: [Int32], length: Int) {
-        let encoded = texts.map(encode)
-        let length = encoded.map(\.ids.count).max() ?? 2
-        var ids: [Int32] = [], mask: [Int32] = []
-        for (rowIDs, rowMask) in encoded {
-            ids += rowIDs + [Int32](repeating: padToken, count: length - rowIDs.count)
-            mask += rowMask + [Int32](repeating: 0, count: length - rowMask.count)
-        }
-        return (ids, mask, length)
-    }
-
-    enum Piece { case special(Int32), text(Substring) }
-
-    /// The text split around the special tokens written in it (matched before any normalisation, as
-    /// `tokenizers` matches its added tokens).
-    func splitOnSpecialTokens(_ text: String) -> [Piece] {
-        var pieces: [Piece] = [], rest = text[...]
-        while let open = rest.firstIndex(of: "[") {
-            if let (token, id) = specialTokens.first(where: { rest[open...].hasPrefix($0.key) }) {
-                pieces.append(.text(rest[..<open]))
-                pieces.append(.special(id))
-                rest = rest[rest.index(open, offsetBy: token.count)...]
-            } else {
-                pieces.append(.text(rest[...open]))
-                rest = rest[rest.index(after: open)...]
-            }
-        }
-        pieces.append(.text(rest))
-        return pieces
+        return template.apply(ids)
     }
 
     /// BertNormalizer: clean, space out CJK ideographs, strip accents, lowercase (per scalar, as `tokenizers` does).
-    func normalize(_ text: Substring) -> [Unicode.Scalar] {
+    func normalize(_ text: String) -> [Unicode.Scalar] {
         var cleaned: [Unicode.Scalar] = []
         for scalar in text.unicodeScalars {
             if scalar.value == 0 || scalar.value == 0xFFFD || Self.isControl(scalar) { continue }
