@@ -43,7 +43,8 @@ gpu.poisonsNewTensors = true  // every output starts as NaN: an element a kernel
 print("device: \(gpu.name)")
 
 let harness = GPUCheck(gpu: gpu)
-// `--only FAMILY` (memory, linear-algebra, training, nn, mixed-precision, attention, dit, vae, pixart) runs one family; the default runs all.
+// `--only FAMILY` (memory, linear-algebra, training, nn, mixed-precision, attention, dit, vae, text, pixart) runs one
+// family; the default runs all.
 let families: [(name: String, run: () -> Void)] = [
     ("memory", harness.checkMemoryAndElementwise),
     ("linear-algebra", harness.checkLinearAlgebra),
@@ -59,6 +60,7 @@ let families: [(name: String, run: () -> Void)] = [
                                      dtype: .bf16, tolerance: 3e-2)
     }),
     ("vae", harness.checkVAE),
+    ("text", harness.checkTextEncoders),
     ("pixart", {
         let tiny = PixArtConfig(sampleSize: 8, hiddenSize: 64, depth: 2, numHeads: 4, captionChannels: 40)
         harness.checkTextTransformerTrainingStep("PixArt tiny step (6 x 10 latents)", config: tiny, batch: 3,
