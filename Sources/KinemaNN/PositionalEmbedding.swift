@@ -10,7 +10,7 @@ public enum PositionalEmbedding {
     ///
     /// `baseSize` (diffusers' PatchEmbed, PixArt): positions are scaled to a grid of that size, h · base / (H · i)
     /// and w · base / (W · i) with i the interpolation scale, so a model trained at one resolution sees the same
-    /// position range at any other; nil keeps integer positions (DiT).
+    /// position range at any other; nil keeps the positions h / i and w / i (DiT: i = 1; Open-Sora's space_scale).
     public static func sinCos2D(dim: Int, gridHeight: Int, gridWidth: Int, baseSize: Int? = nil,
                                 interpolationScale: Double = 1) -> [Double] {
         precondition(dim > 0 && dim % 4 == 0, "sinCos2D: dim \(dim) must be a positive multiple of 4")
@@ -20,7 +20,7 @@ public enum PositionalEmbedding {
                 let positions = baseSize.map { base in
                     [Double(w) * Double(base) / (Double(gridWidth) * interpolationScale),
                      Double(h) * Double(base) / (Double(gridHeight) * interpolationScale)]
-                } ?? [Double(w), Double(h)]
+                } ?? [Double(w) / interpolationScale, Double(h) / interpolationScale]
                 for (half, position) in positions.enumerated() {
                     write(position, dim: dim / 2, into: &table, at: (h * gridWidth + w) * dim + half * dim / 2)
                 }

@@ -1,9 +1,31 @@
 import KinemaNN
 import KinemaTensor
 
+/// The parameter names of the adaLN-single stem: diffusers' (PixArt, Latte) or Open-Sora's (STDiT), whose
+/// checkpoints hold the same tensors under other names.
+struct StemNames {
+    var patchEmbed, timestepEmbedder: String
+    var timestepLayers: (String, String)
+    var timestepBlock, captionProjection: String
+    var captionLayers: (String, String)
+    var finalTable, finalLinear: String
+    /// Whether positions are scaled to the training grid (diffusers' base_size) or stay integer (Open-Sora).
+    var scalesToBaseGrid: Bool
+
+    static let diffusers = StemNames(patchEmbed: "pos_embed", timestepEmbedder: "adaln_single.emb.timestep_embedder",
+                                     timestepLayers: ("linear_1", "linear_2"), timestepBlock: "adaln_single.linear",
+                                     captionProjection: "caption_projection", captionLayers: ("linear_1", "linear_2"),
+                                     finalTable: "scale_shift_table", finalLinear: "proj_out", scalesToBaseGrid: true)
+    static let openSora = StemNames(patchEmbed: "x_embedder", timestepEmbedder: "t_embedder",
+                                    timestepLayers: ("mlp.0", "mlp.2"), timestepBlock: "t_block.1",
+                                    captionProjection: "y_embedder.y_proj", captionLayers: ("fc1", "fc2"),
+                                    finalTable: "final_layer.scale_shift_table", finalLinear: "final_layer.linear",
+                                    scalesToBaseGrid: false)
+}
+
 /// diffusers' AdaLayerNormSingle without the resolution and aspect-ratio conditions (PixArt-α at 256/512 px,
-/// Latte): e = emb.timestep_embedder(t), t₆ = linear(SiLU(e)). Every block adds its own table to t₆; the final
-/// layer modulates with e itself.
+/// Latte; Open-Sora's t_embedder and t_block): e = timestep_embedder(t), t₆ = linear(SiLU(e)). Every block adds its
+/// own table to t₆; the final layer modulates with e itself.
 final class AdaLNSingle: Layer {
     struct Cache {
         let timestep: TimestepEmbedder.Cache
@@ -15,12 +37,11 @@ final class AdaLNSingle: Layer {
     let linear: Linear
 
     /// N(0, 0.02²) weights, zero biases (PixArt's t_embedder and t_block).
-    init(backend: any Backend, name: String, dim: Int, dtype: DType, seed: UInt64) {
+    init(backend: any Backend, names: StemNames, dim: Int, dtype: DType, seed: UInt64) {
         self.backend = backend
-        timestepEmbedder = TimestepEmbedder(backend: backend, name: "\(name).emb.timestep_embedder", dim: dim,
-                                            frequencyShift: 0, layerNames: ("linear_1", "linear_2"), dtype: dtype,
-                                            seed: seed)
-        linear = Linear(backend: backend, name: "\(name).linear", inFeatures: dim, outFeatures: 6 * dim, dtype: dtype)
+        timestepEmbedder = TimestepEmbedder(backend: backend, name: names.timestepEmbedder, dim: dim,
+                                            frequencyShift: 0, layerNames: names.timestepLayers, dtype: dtype, seed: seed)
+        linear = Linear(backend: backend, name: names.timestepBlock, inFeatures: dim, outFeatures: 6 * dim, dtype: dtype)
         initializeNormal(linear, std: 0.02, seed: seed, backend: backend)
     }
 
@@ -55,13 +76,13 @@ final class AdaLNSingleFinalLayer: Layer {
     let scaleShiftTable: Parameter
     let projOut: Linear
 
-    init(backend: any Backend, dim: Int, outFeatures: Int, dtype: DType, seed: UInt64) {
+    init(backend: any Backend, names: StemNames, dim: Int, outFeatures: Int, dtype: DType, seed: UInt64) {
         self.backend = backend
         self.dim = dim
-        scaleShiftTable = modulationTable(name: "scale_shift_table", rows: 2, dim: dim, dtype: dtype, seed: seed,
+        scaleShiftTable = modulationTable(name: names.finalTable, rows: 2, dim: dim, dtype: dtype, seed: seed,
                                           backend: backend)
-        projOut = Linear(backend: backend, name: "proj_out", inFeatures: dim, outFeatures: outFeatures, dtype: dtype,
-                         zeroInitialized: true)
+        projOut = Linear(backend: backend, name: names.finalLinear, inFeatures: dim, outFeatures: outFeatures,
+                         dtype: dtype, zeroInitialized: true)
     }
 
     var parameters: [Parameter] { [scaleShiftTable] + projOut.parameters }
@@ -88,10 +109,12 @@ final class AdaLNSingleFinalLayer: Layer {
     }
 }
 
-/// PixArt's caption projection (caption_projection.linear_1, GELU (tanh), linear_2), N(0, 0.02²) weights.
-func captionProjection(backend: any Backend, captionChannels: Int, dim: Int, dtype: DType, seed: UInt64) -> MLP {
-    let mlp = MLP(backend: backend, name: "caption_projection", dim: captionChannels, hiddenDim: dim, outDim: dim,
-                  layerNames: ("linear_1", "linear_2"), dtype: dtype, seed: seed)
+/// PixArt's caption projection (caption_projection.linear_1, GELU (tanh), linear_2; Open-Sora's y_embedder.y_proj),
+/// N(0, 0.02²) weights.
+func captionProjection(backend: any Backend, names: StemNames, captionChannels: Int, dim: Int, dtype: DType,
+                       seed: UInt64) -> MLP {
+    let mlp = MLP(backend: backend, name: names.captionProjection, dim: captionChannels, hiddenDim: dim, outDim: dim,
+                  layerNames: names.captionLayers, dtype: dtype, seed: seed)
     for linear in [mlp.fc1, mlp.fc2] { initializeNormal(linear, std: 0.02, seed: seed, backend: backend) }
     return mlp
 }
@@ -113,11 +136,11 @@ func initializeNormal(_ linear: Linear, std: Double, seed: UInt64, backend: any 
 
 /// The 2D sin-cos tables a model adds to its patch tokens, one per patch grid, made once (flattened [N·D]).
 final class PositionTables {
-    let dim: Int, baseSize: Int, interpolationScale: Double, dtype: DType
+    let dim: Int, baseSize: Int?, interpolationScale: Double, dtype: DType
     let backend: any Backend
     private var tables: [[Int]: Tensor] = [:]
 
-    init(dim: Int, baseSize: Int, interpolationScale: Double, dtype: DType, backend: any Backend) {
+    init(dim: Int, baseSize: Int?, interpolationScale: Double, dtype: DType, backend: any Backend) {
         (self.dim, self.baseSize, self.interpolationScale, self.dtype, self.backend) =
             (dim, baseSize, interpolationScale, dtype, backend)
     }
@@ -132,9 +155,9 @@ final class PositionTables {
     }
 }
 
-/// What PixArt and Latte share around their blocks: the patch embedding with 2D sin-cos positions, adaLN-single,
-/// the caption projection, and the final layer with unpatchify — forward and backward. A model lays its parameters
-/// out as `inputLayers`, its blocks, then `finalLayer` (diffusers' order).
+/// What PixArt, Latte and STDiT share around their blocks: the patch embedding with 2D sin-cos positions,
+/// adaLN-single, the caption projection, and the final layer with unpatchify — forward and backward. A model lays
+/// its parameters out as `inputLayers`, its blocks, then `finalLayer` (diffusers' order).
 final class AdaLNSingleStem {
     struct Cache {
         let gridHeight, gridWidth: Int
@@ -153,20 +176,22 @@ final class AdaLNSingleStem {
 
     /// PixArt's initialisation: Xavier-uniform patch embedding, N(0, 0.02²) timestep and caption embedders and
     /// adaLN-single, zero proj_out (an untrained model predicts zero), N(0, 1/D) modulation table.
-    init(config: PixArtConfig, backend: any Backend, dtype: DType, layerDType: DType, seed: UInt64) {
+    init(config: PixArtConfig, names: StemNames = .diffusers, backend: any Backend, dtype: DType, layerDType: DType,
+         seed: UInt64) {
         self.config = config
         self.backend = backend
         let d = config.hiddenSize
-        posEmbed = PatchEmbed(backend: backend, name: "pos_embed", patchSize: config.patchSize,
+        posEmbed = PatchEmbed(backend: backend, name: names.patchEmbed, patchSize: config.patchSize,
                               inChannels: config.inChannels, dim: d, dtype: layerDType, seed: seed)
-        adaLN = AdaLNSingle(backend: backend, name: "adaln_single", dim: d, dtype: layerDType, seed: seed)
-        captionProjection = KinemaModels.captionProjection(backend: backend, captionChannels: config.captionChannels,
-                                                           dim: d, dtype: layerDType, seed: seed)
-        finalLayer = AdaLNSingleFinalLayer(backend: backend, dim: d,
+        adaLN = AdaLNSingle(backend: backend, names: names, dim: d, dtype: layerDType, seed: seed)
+        captionProjection = KinemaModels.captionProjection(backend: backend, names: names,
+                                                           captionChannels: config.captionChannels, dim: d,
+                                                           dtype: layerDType, seed: seed)
+        finalLayer = AdaLNSingleFinalLayer(backend: backend, names: names, dim: d,
                                            outFeatures: config.patchSize * config.patchSize * config.outChannels,
                                            dtype: layerDType, seed: seed)
-        positions = PositionTables(dim: d, baseSize: config.baseGrid, interpolationScale: config.interpolationScale,
-                                   dtype: dtype, backend: backend)
+        positions = PositionTables(dim: d, baseSize: names.scalesToBaseGrid ? config.baseGrid : nil,
+                                   interpolationScale: config.interpolationScale, dtype: dtype, backend: backend)
     }
 
     /// The model's parameters in diffusers' order: the embedders, `blocks`, the final layer.
@@ -200,9 +225,12 @@ final class AdaLNSingleStem {
                       captionProjection: captionCache))
     }
 
-    /// The final layer (modulated by e, one row per stream sample) and unpatchify → images [N, C_out, H, W].
+    /// The final layer (modulated by e, one row per stream sample) and unpatchify → images [N, C_out, H, W], where
+    /// a stream sample may hold several images' tokens back to back (STDiT's frames).
     func output(_ stream: ResidualStream, embedded: Tensor, _ cache: Cache) -> (Tensor, AdaLNSingleFinalLayer.Cache) {
-        let (tokens, finalCache) = finalLayer.forward(stream, embedded: embedded)
+        let (streamTokens, finalCache) = finalLayer.forward(stream, embedded: embedded)
+        let grid = cache.gridHeight * cache.gridWidth, width = streamTokens.shape[streamTokens.rank - 1]
+        let tokens = streamTokens.reshaped([streamTokens.count / (grid * width), grid, width])
         return (Patches.unpatchify(tokens, channels: config.outChannels, patchSize: config.patchSize,
                                    gridHeight: cache.gridHeight, gridWidth: cache.gridWidth, backend: backend),
                 finalCache)
@@ -210,7 +238,8 @@ final class AdaLNSingleStem {
 
     /// From the gradient of the output images: the gradients of the stream and of e.
     func outputBackward(_ dImages: Tensor, _ cache: AdaLNSingleFinalLayer.Cache) -> (dx: Tensor, dEmbedded: Tensor) {
-        finalLayer.backward(Patches.unpatchifyBackward(dImages, patchSize: config.patchSize, backend: backend), cache)
+        let dTokens = Patches.unpatchifyBackward(dImages, patchSize: config.patchSize, backend: backend)
+        return finalLayer.backward(dTokens.reshaped(Array(cache.modulated.shape.dropLast()) + [dTokens.shape[2]]), cache)
     }
 
     /// The embedders' gradients from those of the tokens, e, t₆ and the projected captions.
