@@ -16,7 +16,10 @@ struct ForwardCommand: ParsableCommand {
         (BERT such as all-MiniLM-L6-v2, T5EncoderModel, CLIPTextModel) takes input_ids [B, L] and optionally
         attention_mask [B, L] and writes last_hidden_state, and pooler_output for BERT and CLIP. A diffusers AutoencoderKL folder takes image [B, C, H, W] (writes latent_mean and
         latent_logvar) and/or latent [B, 4, h, w] (writes decoded; unscaled latents: divide by the config's
-        scaling_factor first). Use it to check a converted checkpoint against the reference implementation.
+        scaling_factor first). An Open-Sora STDiT state dict (.safetensors; its config read off the tensors' shapes,
+        with --num-heads, --space-scale and --time-scale for what no shape tells) takes x [B, C, T, H, W], t,
+        encoder_hidden_states and encoder_attention_mask as Latte does. Use it to check a converted checkpoint
+        against the reference implementation.
         """)
 
     @Option(help: "A .safetensors checkpoint (original layout or `kinema train` output) or a diffusers folder.")
@@ -25,6 +28,8 @@ struct ForwardCommand: ParsableCommand {
     @Option(help: "Safetensors file to write `out` to.") var output: String
     @Flag(help: "Use the raw training weights instead of their EMA.") var noEma = false
     @Option(help: "Attention heads, when neither the checkpoint's metadata nor its hidden size tells.") var numHeads: Int?
+    @Option(help: "An Open-Sora STDiT's space_scale (0.5 for its 256 px release, 1 at 512 px).") var spaceScale = 1.0
+    @Option(help: "An Open-Sora STDiT's time_scale.") var timeScale = 1.0
     @OptionGroup var deviceOptions: DeviceOptions
 
     func run() throws {
@@ -97,6 +102,23 @@ struct ForwardCommand: ParsableCommand {
                 guard x.rank == 4 else { throw ValidationError("\(inputs): PixArt takes x [B, C, H, W], got \(x.shape)") }
                 out = model.forward(x, timesteps: t, captions: captions, captionMask: mask).0
             }
+        case _ where (try? SafetensorsFile(url: URL(fileURLWithPath: checkpoint))).map({
+            STDiTCheckpoint.isOpenSoraSTDiT($0) }) ?? false:
+            let model = try STDiTCheckpoint.load(checkpoint, numHeads: numHeads, spaceScale: spaceScale,
+                                                 timeScale: timeScale, backend: backend, dtype: dtype, keepsMaster: false)
+            let (x, t) = (try input("x", as: .f32), try input("t", as: .f32))
+            let captions = try input("encoder_hidden_states", as: .f32)
+            let mask = file.contains("encoder_attention_mask") ? try input("encoder_attention_mask", as: .i32) : nil
+            let batch = x.shape.first ?? 0, p = model.config.patchSize
+            guard x.rank == 5, x.shape[1] == model.config.inChannels, x.shape[3] % p == 0, x.shape[4] % p == 0,
+                  t.shape == [batch], captions.rank == 3, captions.shape[0] == batch,
+                  captions.shape[2] == model.config.captionChannels,
+                  mask.map({ $0.shape == [batch, captions.shape[1]] }) ?? true else {
+                throw ValidationError("\(inputs): STDiT takes x [B, \(model.config.inChannels), T, H, W] (H, W multiples "
+                    + "of \(p)), t [B], encoder_hidden_states [B, L, \(model.config.captionChannels)] and "
+                    + "encoder_attention_mask [B, L]; got \(x.shape), \(t.shape), \(captions.shape), \(mask?.shape ?? [])")
+            }
+            out = model.forward(x, timesteps: t, captions: captions, captionMask: mask).0
         default:
             let model = try DiTCheckpoint.load(path: checkpoint, backend: backend, dtype: dtype, preferEMA: !noEma,
                                                numHeads: numHeads)

@@ -35,11 +35,11 @@ struct SamplingOptions: ParsableArguments {
         if let cfgScale, cfgScale < 1 { throw ValidationError("--cfg-scale must be ≥ 1, got \(cfgScale)") }
     }
 
-    /// Whether --checkpoint is a text-to-video checkpoint of `kinema train` (a Latte).
+    /// Whether --checkpoint is a text-to-video checkpoint of `kinema train` (a Latte or an STDiT).
     var isVideoCheckpoint: Bool {
         guard !FileManager.default.fileExists(atPath: URL(fileURLWithPath: checkpoint).appendingPathComponent("config.json").path),
               let file = try? SafetensorsFile(url: URL(fileURLWithPath: checkpoint)) else { return false }
-        return file.metadata["kinema_model"] == Latte.modelKind
+        return VideoModelCheckpoint.kinds.contains { $0 == file.metadata["kinema_model"] }
     }
 
     /// The text-to-video sampler of a video checkpoint (rectified-flow Euler steps, guidance default 4), with the

@@ -17,8 +17,9 @@ struct TrainCommand: ParsableCommand {
 
         With --data synthetic-video (bundled captioned clips: "a red square moving left") or a CSV of captioned
         videos (decoded through ffmpeg, --frame-interval apart, resized and centre-cropped to --image-size; an
-        undecodable video is reported and skipped) the model is a Latte
-        (--model tiny: hidden 128, depth 4, 4 heads, patch 2; or Latte-S/2 … Latte-XL/2) on RGB clips of
+        undecodable video is reported and skipped) the model is a Latte (alternating spatial and temporal blocks) or,
+        with --video-model stdit, an STDiT (Open-Sora 1.0: spatial, temporal and cross-attention in each block)
+        (--model tiny: hidden 128, depth 4, 4 heads, patch 2; or Latte-S/2 … Latte-XL/2, STDiT-XL/2) on RGB clips of
         --num-frames frames, conditioned on captions that a frozen text encoder turns into states (--text-encoder,
         default all-MiniLM-L6-v2 from the model cache: scripts/fetch-minilm installs it). Captions are dropped to
         the empty caption with --caption-dropout (for classifier-free guidance), and with --first-frame-prob a
@@ -110,8 +111,10 @@ struct TrainCommand: ParsableCommand {
         }
         let config = try modelOptions.videoConfig(imageSize: imageSize / factor, channels: vae?.config.latentChannels ?? 3,
                                                   captionChannels: text.width)
-        let model = try Latte(config: config, videoLength: video.numFrames, backend: backend,
-                              dtype: try deviceOptions.dtype(), seed: seed)
+        let model: any CheckpointableVideoModel = try video.architecture(modelOptions.model) == STDiT.modelKind
+            ? STDiT(config: config, backend: backend, dtype: try deviceOptions.dtype(), seed: seed)
+            : Latte(config: config, videoLength: video.numFrames, backend: backend, dtype: try deviceOptions.dtype(),
+                    seed: seed)
         let flow = RectifiedFlow(shift: try video.shift(imageSize: imageSize))
         let trainer = try VideoTrainer(model: model, text: text, data: clips, flow: flow, options: try trainingOptions(),
                                        captionDropout: video.captionDropout,
@@ -120,8 +123,8 @@ struct TrainCommand: ParsableCommand {
         let checkpoint = folder.appendingPathComponent("checkpoint.safetensors")
         try resumeIfAsked(checkpoint, resume: trainer.resume) { trainer.step }
         let side = imageSize / factor / config.patchSize, tokens = video.numFrames * side * side
-        printError("training a Latte of \(model.parameterCount) parameters (\(config.hiddenSize) hidden, depth "
-            + "\(config.depth) + \(config.depth) temporal, \(tokens) tokens a clip) on \(clips.count) clips of "
+        printError("training \(model is STDiT ? "an STDiT" : "a Latte") of \(model.parameterCount) parameters "
+            + "(\(config.hiddenSize) hidden, depth \(config.depth), \(tokens) tokens a clip) on \(clips.count) clips of "
             + "\(video.numFrames)×\(imageSize)² (\(data)), captions by \(text.folder), \(backend.name)")
         try trainer.run(checkpoint: checkpoint,
                         log: try TrainingLog(jsonLinesFile: folder.appendingPathComponent("log.jsonl")))
@@ -131,6 +134,17 @@ struct TrainCommand: ParsableCommand {
 
 /// The options of text-to-video training.
 struct VideoTrainingOptions: ParsableArguments {
+    @Option(help: "The text-to-video architecture: latte or stdit (an STDiT-XL/2 --model implies stdit).")
+    var videoModel = "latte"
+
+    /// latte or stdit, from --video-model and --model.
+    func architecture(_ model: String) throws -> String {
+        guard [Latte.modelKind, STDiT.modelKind].contains(videoModel) else {
+            throw ValidationError("--video-model '\(videoModel)': use latte or stdit")
+        }
+        return model.hasPrefix("STDiT") ? STDiT.modelKind : videoModel
+    }
+
     @Option(help: "Frames per clip (video data).") var numFrames = 8
     @Option(help: "Take every N-th frame of a CSV dataset's videos.") var frameInterval = 1
     @Option(help: "Text encoder folder (BERT layout with its tokenizer); default all-MiniLM-L6-v2 in the model cache.")

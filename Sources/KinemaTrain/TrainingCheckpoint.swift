@@ -47,37 +47,85 @@ extension DiT: CheckpointableModel {
     }
 }
 
-extension Latte: CheckpointableModel {
-    public static let modelKind = "latte"
+/// A text-to-video model in a `kinema train` checkpoint: `kinema_model` names its kind, `config` holds its
+/// PixArtConfig as JSON, and the kind adds what else rebuilds it.
+public protocol CheckpointableVideoModel: TextConditionedVideoModel, CheckpointableModel {
+    static var modelKind: String { get }
+    /// Header entries besides the kind and the config (Latte: video_length; STDiT: time_scale).
+    var extraMetadata: [String: String] { get }
+    /// The model a saved header describes (its config decoded, its own entries read).
+    static func rebuild(config: PixArtConfig, metadata: [String: String], backend: any Backend, dtype: DType,
+                        keepsMaster: Bool) throws -> Self
+}
 
-    /// `kinema_model` = "latte", the config as JSON and the frame count it was built for.
+extension CheckpointableVideoModel {
     public var checkpointMetadata: [String: String] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
-        return ["kinema_model": Self.modelKind, "config": String(decoding: try! encoder.encode(config), as: UTF8.self),
-                "video_length": "\(videoLength)"]
+        return ["kinema_model": Self.modelKind, "config": String(decoding: try! encoder.encode(config), as: UTF8.self)]
+            .merging(extraMetadata) { $1 }
     }
 
     public func checkSavedMetadata(_ metadata: [String: String], path: String) throws {
         guard metadata["kinema_model"] == Self.modelKind, let saved = metadata["config"],
               let config = try? JSONDecoder().decode(PixArtConfig.self, from: Data(saved.utf8)) else {
-            throw TrainingError.checkpoint(path: path, reason: "not a Latte checkpoint of `kinema train`")
+            throw TrainingError.checkpoint(path: path, reason: "not a \(Self.modelKind) checkpoint of `kinema train`")
         }
-        guard config == self.config else {
-            throw TrainingError.checkpoint(path: path, reason: "its model config (\(saved)) differs from this run's")
+        guard config == self.config, extraMetadata.allSatisfy({ metadata[$0.key] == $0.value }) else {
+            throw TrainingError.checkpoint(path: path, reason: "its model (\(saved)) differs from this run's")
         }
     }
+}
 
-    /// A Latte from a `kinema train` checkpoint: the config from its header, the EMA weights (or the raw ones).
-    public static func loadTrainingCheckpoint(_ url: URL, backend: any Backend, dtype: DType = .f32,
-                                              preferEMA: Bool = true) throws -> (Latte, [String: String]) {
-        let file = try SafetensorsFile(url: url)
-        guard file.metadata["kinema_model"] == modelKind, let saved = file.metadata["config"],
-              let config = try? JSONDecoder().decode(PixArtConfig.self, from: Data(saved.utf8)),
-              let length = file.metadata["video_length"].flatMap(Int.init) else {
-            throw TrainingError.checkpoint(path: url.path, reason: "not a Latte checkpoint written by `kinema train`")
+extension Latte: CheckpointableVideoModel {
+    public static let modelKind = "latte"
+    public var extraMetadata: [String: String] { ["video_length": "\(videoLength)"] }
+
+    public static func rebuild(config: PixArtConfig, metadata: [String: String], backend: any Backend, dtype: DType,
+                               keepsMaster: Bool) throws -> Latte {
+        guard let length = metadata["video_length"].flatMap(Int.init) else {
+            throw ModelError.invalidConfig("a Latte checkpoint without video_length")
         }
-        let model = try Latte(config: config, videoLength: length, backend: backend, dtype: dtype, keepsMaster: false)
+        return try Latte(config: config, videoLength: length, backend: backend, dtype: dtype, keepsMaster: keepsMaster)
+    }
+}
+
+extension STDiT: CheckpointableVideoModel {
+    public static let modelKind = "stdit"
+    public var extraMetadata: [String: String] { ["time_scale": "\(timeScale)"] }
+
+    public static func rebuild(config: PixArtConfig, metadata: [String: String], backend: any Backend, dtype: DType,
+                               keepsMaster: Bool) throws -> STDiT {
+        try STDiT(config: config, timeScale: metadata["time_scale"].flatMap(Double.init) ?? 1, backend: backend,
+                  dtype: dtype, keepsMaster: keepsMaster)
+    }
+}
+
+/// Text-to-video models from `kinema train` checkpoints.
+public enum VideoModelCheckpoint {
+    public static let kinds = [Latte.modelKind, STDiT.modelKind]
+
+    /// The model a checkpoint's header describes, with its EMA weights (or the raw ones), and the header.
+    public static func load(_ url: URL, backend: any Backend, dtype: DType = .f32,
+                            preferEMA: Bool = true) throws -> (any CheckpointableVideoModel, [String: String]) {
+        let file = try SafetensorsFile(url: url)
+        guard let saved = file.metadata["config"],
+              let config = try? JSONDecoder().decode(PixArtConfig.self, from: Data(saved.utf8)) else {
+            throw TrainingError.checkpoint(path: url.path, reason: "not a text-to-video checkpoint written by "
+                                           + "`kinema train` (no model config in its header)")
+        }
+        let model: any CheckpointableVideoModel
+        switch file.metadata["kinema_model"] {
+        case Latte.modelKind:
+            model = try Latte.rebuild(config: config, metadata: file.metadata, backend: backend, dtype: dtype,
+                                      keepsMaster: false)
+        case STDiT.modelKind:
+            model = try STDiT.rebuild(config: config, metadata: file.metadata, backend: backend, dtype: dtype,
+                                      keepsMaster: false)
+        case let other:
+            throw TrainingError.checkpoint(path: url.path, reason: "kinema_model '\(other ?? "none")' is not a "
+                                           + "text-to-video model (\(kinds.joined(separator: ", ")))")
+        }
         let prefix = preferEMA && file.names.contains { $0.hasPrefix("ema.") } ? "ema." : "model."
         try model.loadParameters(from: url.path) { name in
             file.contains(prefix + name) ? try file.tensor(prefix + name, on: backend) : nil

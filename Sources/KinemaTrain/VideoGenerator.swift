@@ -4,11 +4,11 @@ import KinemaDiffusion
 import KinemaModels
 import KinemaTensor
 
-/// Text-to-video (and image-to-video) sampling from a Latte: the rectified-flow Euler sampler with classifier-free
+/// Text-to-video (and image-to-video) sampling from a Latte or an STDiT: the rectified-flow Euler sampler with classifier-free
 /// guidance on the caption (v = v_∅ + s·(v_c − v_∅), the empty caption as ∅, both halves in one doubled batch).
 /// With first frames given, they stay clean through sampling (the conditioning of Open-Sora's masks).
 public struct VideoGenerator {
-    public var model: Latte
+    public var model: any TextConditionedVideoModel
     public var text: TextConditioner
     public var flow: RectifiedFlow
     public var steps: Int
@@ -18,7 +18,7 @@ public struct VideoGenerator {
     /// The VAE of a latent model: clips are sampled as latents and decoded (nil: the model works on pixels).
     public var vae: AutoencoderKL?
 
-    public init(model: Latte, text: TextConditioner, flow: RectifiedFlow, steps: Int = 30, cfgScale: Double = 4,
+    public init(model: any TextConditionedVideoModel, text: TextConditioner, flow: RectifiedFlow, steps: Int = 30, cfgScale: Double = 4,
                 metadata: [String: String] = [:], vae: AutoencoderKL? = nil) {
         self.model = model
         self.text = text
@@ -39,11 +39,13 @@ public struct VideoGenerator {
     /// timestep shift it was trained with; `textEncoder` overrides the encoder's folder.
     public static func load(checkpoint: URL, backend: any Backend, dtype: DType = .f32, preferEMA: Bool = true,
                             textEncoder: String? = nil, steps: Int, cfgScale: Double) throws -> (VideoGenerator, frames: Int, imageSize: Int) {
-        let (model, metadata) = try Latte.loadTrainingCheckpoint(checkpoint, backend: backend, dtype: dtype,
-                                                                 preferEMA: preferEMA)
+        let (model, metadata) = try VideoModelCheckpoint.load(checkpoint, backend: backend, dtype: dtype,
+                                                              preferEMA: preferEMA)
         guard let folder = textEncoder ?? metadata["text_encoder"],
-              let length = metadata["caption_length"].flatMap(Int.init) else {
-            throw TrainingError.checkpoint(path: checkpoint.path, reason: "no text encoder or caption length recorded")
+              let length = metadata["caption_length"].flatMap(Int.init),
+              let frames = metadata["frames"].flatMap(Int.init) else {
+            throw TrainingError.checkpoint(path: checkpoint.path, reason: "no text encoder, caption length or frame "
+                                           + "count recorded")
         }
         let text = try TextConditioner(folder: folder, backend: backend, length: length)
         let shift = metadata["timestep_shift"].flatMap {
@@ -55,7 +57,7 @@ public struct VideoGenerator {
         }
         return (VideoGenerator(model: model, text: text, flow: flow, steps: steps, cfgScale: cfgScale, metadata: metadata,
                                vae: vae),
-                metadata["frames"].flatMap(Int.init) ?? model.videoLength,
+                frames,
                 metadata["image_size"].flatMap(Int.init) ?? model.config.sampleSize * model.config.patchSize)
     }
 
@@ -80,7 +82,7 @@ public struct VideoGenerator {
         let velocity: VelocityModel = { x, timesteps in
             let doubled = backend.concat([x, x], axis: 0)
             let t = backend.upload(timesteps + timesteps, shape: [2 * batch], dtype: model.ioDType)
-            let out = model.forward(doubled, timesteps: t, captions: captions, captionMask: masks).0
+            let out = model.predict(doubled, timesteps: t, captions: captions, captionMask: masks)
             let halves = backend.chunk(out, parts: 2, axis: 0)
             return backend.add(halves[1], backend.affine(backend.sub(halves[0], halves[1]), scale: scale, shift: 0))
         }

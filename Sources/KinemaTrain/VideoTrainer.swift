@@ -5,13 +5,13 @@ import KinemaModels
 import KinemaNN
 import KinemaTensor
 
-/// The text-to-video training loop: Latte on captioned videos with the rectified-flow loss, captions encoded by a
+/// The text-to-video training loop: a Latte or an STDiT on captioned videos with the rectified-flow loss, captions encoded by a
 /// frozen text encoder (dropped to the empty caption with `captionDropout`, for classifier-free guidance), and
 /// Open-Sora's first-frame conditioning: with `firstFrameProbability` a video's first frame stays clean in x_t and
 /// leaves the loss, so the model also learns to continue a given image (image-to-video). Clipped AdamW, EMA,
 /// JSON-lines logging and atomic checkpoints that resume bit-exactly, as the DiT trainer.
 public final class VideoTrainer {
-    public let model: Latte
+    public let model: any CheckpointableVideoModel
     public let text: TextConditioner
     public let flow: RectifiedFlow
     public let captionDropout: Double
@@ -23,7 +23,7 @@ public final class VideoTrainer {
     var backend: any Backend { model.backend }
     public var options: TrainingOptions { training.options }
 
-    public init(model: Latte, text: TextConditioner, data: any VideoDataSource, flow: RectifiedFlow,
+    public init(model: any CheckpointableVideoModel, text: TextConditioner, data: any VideoDataSource, flow: RectifiedFlow,
                 options: TrainingOptions, captionDropout: Double = 0.1, firstFrameProbability: Double = 0,
                 vae: AutoencoderKL? = nil) throws {
         let channels = vae?.config.latentChannels ?? 3, factor = vae?.config.downsampling ?? 1
@@ -91,14 +91,15 @@ public final class VideoTrainer {
         let (timesteps, noise, xT) = flow.noisedBatch(xStart, size: size, frameMask: frameMask, random: &training.random,
                                                       backend: backend)
         let t = backend.upload(timesteps, shape: [count], dtype: model.ioDType)
-        let (output, cache) = model.forward(xT, timesteps: t, captions: states, captionMask: mask)
-        let loss = flow.trainingLoss(modelOutput: output, xStart: xStart, noise: noise, frameMask: frameMask,
-                                     backend: backend)
-        model.backward(loss.gradient, cache)
+        let (lossValue, _) = model.trainingStep(xT, timesteps: t, captions: states, captionMask: mask) { output in
+            let loss = flow.trainingLoss(modelOutput: output, xStart: xStart, noise: noise, frameMask: frameMask,
+                                         backend: backend)
+            return (loss.loss, loss.gradient)
+        }
         let (norm, rate) = training.update(model.arena)
         backend.synchronize()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return StepMetrics(step: training.step, loss: loss.loss, mse: loss.loss, vb: nil, gradNorm: norm, lr: rate,
+        return StepMetrics(step: training.step, loss: lossValue, mse: lossValue, vb: nil, gradNorm: norm, lr: rate,
                            imagesPerSecond: Double(count) / seconds)
     }
 

@@ -236,11 +236,13 @@ final class TextEncoderForwardTests: XCTestCase {
         }
     }
 
-    /// T5 and CLIP folders condition a text-to-video run like BERT's: two steps each, then a sampled clip.
+    /// T5 and CLIP folders condition a text-to-video run like BERT's (a Latte with T5, an STDiT with CLIP): two
+    /// steps each, then a sampled clip.
     func testTrainsAndSamplesWithT5AndCLIPTextEncoders() throws {
-        for encoder in ["t5", "clip"] {
+        for (encoder, architecture) in [("t5", "latte"), ("clip", "stdit")] {
             let folder = Fixtures.temporaryDirectory("kinema-\(encoder)-video")
-            _ = try KinemaCLI.run(["train", "--data", "synthetic-video", "--text-encoder", Fixtures.url(encoder).path,
+            _ = try KinemaCLI.run(["train", "--data", "synthetic-video", "--video-model", architecture,
+                                   "--text-encoder", Fixtures.url(encoder).path,
                                    "--image-size", "16", "--num-frames", "4", "--patch-size", "4", "--steps", "2",
                                    "--batch-size", "4", "--caption-length", "12", "--log-every", "1",
                                    "--output", folder.path])
@@ -273,5 +275,29 @@ final class ImageFolderTrainingTests: XCTestCase {
                                "--output", output.path], errors: &errors)
         XCTAssertTrue(errors.contains(corrupt.path), "the unreadable image is not reported:\n\(errors)")
         XCTAssertTrue(FileManager.default.fileExists(atPath: output.appendingPathComponent("checkpoint.safetensors").path))
+    }
+}
+
+/// `kinema forward` on an Open-Sora STDiT state dict: the config read off the tensors' shapes, the output as
+/// Open-Sora's (the fixture of scripts/make_golden_stdit.py, its weights saved as Open-Sora names them).
+final class STDiTForwardTests: XCTestCase {
+    func testForwardOnOpenSoraStateDictMatchesOpenSora() throws {
+        let backend = CPUBackend()
+        let io = try SafetensorsFile(url: Fixtures.url("stdit_io.safetensors"))
+        let directory = Fixtures.temporaryDirectory("kinema-stdit-forward")
+        let weights = directory.appendingPathComponent("stdit.safetensors")
+        try SafetensorsWriter.write(try io.names.filter { $0.hasPrefix("weights.") }.map {
+            (name: String($0.dropFirst("weights.".count)), tensor: try io.tensor($0, on: backend))
+        }, to: weights, backend: backend)
+        let inputs = directory.appendingPathComponent("inputs.safetensors")
+        try SafetensorsWriter.write([("x", "x"), ("t", "t"), ("encoder_hidden_states", "y"),
+                                     ("encoder_attention_mask", "mask")].map {
+            (name: $0.0, tensor: try io.tensor($0.1, on: backend))
+        }, to: inputs, backend: backend)
+        let output = directory.appendingPathComponent("out.safetensors")
+        _ = try KinemaCLI.run(["forward", "--checkpoint", weights.path, "--inputs", inputs.path, "--output", output.path,
+                               "--num-heads", "4", "--space-scale", "0.5", "--time-scale", "2"])
+        let error = relativeError(try SafetensorsFile(url: output).floats("out"), try io.floats("out"))
+        XCTAssertLessThan(error, 1e-4, "kinema forward on the STDiT state dict differs from Open-Sora by \(error)")
     }
 }

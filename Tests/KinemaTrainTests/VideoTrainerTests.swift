@@ -8,15 +8,16 @@ import KinemaTestSupport
 import KinemaTrain
 import XCTest
 
-/// The text-to-video loop on a tiny Latte with the random-weight BERT fixture as its text encoder.
+/// The text-to-video loop on a tiny Latte (and STDiT) with the random-weight BERT fixture as its text encoder.
 final class VideoTrainerTests: XCTestCase {
     let backend = CPUBackend()
 
-    func makeTrainer(steps: Int) throws -> VideoTrainer {
+    func makeTrainer(steps: Int, stdit: Bool = false) throws -> VideoTrainer {
         let text = try TextConditioner(folder: Fixtures.url("bert").path, backend: backend, length: 8)
         let config = PixArtConfig(sampleSize: 8, patchSize: 4, inChannels: 3, outChannels: 3, hiddenSize: 32, depth: 1,
                                   numHeads: 2, captionChannels: text.width)
-        let model = try Latte(config: config, videoLength: 3, backend: backend, seed: 4)
+        let model: any CheckpointableVideoModel = stdit ? try STDiT(config: config, backend: backend, seed: 4)
+                                                        : try Latte(config: config, videoLength: 3, backend: backend, seed: 4)
         let options = TrainingOptions(batchSize: 4, steps: steps, learningRate: 1e-3, warmupSteps: 1, seed: 9,
                                       checkpointEvery: 0, logEvery: 1)
         return try VideoTrainer(model: model, text: text, data: SyntheticVideos(frames: 3, imageSize: 8, count: 64),
@@ -25,27 +26,32 @@ final class VideoTrainerTests: XCTestCase {
     }
 
     /// Two steps, a checkpoint, a fresh trainer resuming for two more: the same weights, EMA and loss as four
-    /// steps straight.
+    /// steps straight; for Latte and STDiT. A checkpoint of one does not resume the other.
     func testResumeIsBitExact() throws {
-        let straight = try makeTrainer(steps: 4)
-        var losses: [Double] = []
-        for _ in 0..<4 { losses.append(straight.trainStep().loss) }
-        XCTAssertTrue(losses.allSatisfy(\.isFinite))
-        let first = try makeTrainer(steps: 4)
-        for _ in 0..<2 { _ = first.trainStep() }
-        let url = Fixtures.temporaryDirectory("kinema-video-resume").appendingPathComponent("checkpoint.safetensors")
-        try first.saveCheckpoint(to: url)
-        let resumed = try makeTrainer(steps: 4)
-        try resumed.resume(from: url)
-        XCTAssertEqual(resumed.step, 2)
-        var resumedLosses: [Double] = []
-        for _ in 0..<2 { resumedLosses.append(resumed.trainStep().loss) }
-        XCTAssertEqual(resumedLosses, Array(losses[2...]))
-        XCTAssertEqual(backend.download(resumed.model.arena.weights), backend.download(straight.model.arena.weights))
-        let file = try SafetensorsFile(url: url)
-        XCTAssertEqual(file.metadata["kinema_model"], "latte")
-        XCTAssertEqual(file.metadata["frames"], "3")
-        XCTAssertEqual(file.metadata["timestep_shift"], "none")
+        for stdit in [false, true] {
+            let straight = try makeTrainer(steps: 4, stdit: stdit)
+            var losses: [Double] = []
+            for _ in 0..<4 { losses.append(straight.trainStep().loss) }
+            XCTAssertTrue(losses.allSatisfy(\.isFinite))
+            let first = try makeTrainer(steps: 4, stdit: stdit)
+            for _ in 0..<2 { _ = first.trainStep() }
+            let url = Fixtures.temporaryDirectory("kinema-video-resume").appendingPathComponent("checkpoint.safetensors")
+            try first.saveCheckpoint(to: url)
+            let resumed = try makeTrainer(steps: 4, stdit: stdit)
+            try resumed.resume(from: url)
+            XCTAssertEqual(resumed.step, 2)
+            var resumedLosses: [Double] = []
+            for _ in 0..<2 { resumedLosses.append(resumed.trainStep().loss) }
+            XCTAssertEqual(resumedLosses, Array(losses[2...]))
+            XCTAssertEqual(backend.download(resumed.model.arena.weights), backend.download(straight.model.arena.weights))
+            let file = try SafetensorsFile(url: url)
+            XCTAssertEqual(file.metadata["kinema_model"], stdit ? "stdit" : "latte")
+            XCTAssertEqual(file.metadata["frames"], "3")
+            XCTAssertEqual(file.metadata["timestep_shift"], "none")
+            XCTAssertThrowsError(try makeTrainer(steps: 4, stdit: !stdit).resume(from: url))
+            let (loaded, _) = try VideoModelCheckpoint.load(url, backend: backend)
+            XCTAssertEqual(loaded is STDiT, stdit)
+        }
     }
 
     /// A checkpoint samples back as clips of the trained size; a given first frame is the clip's first frame.
@@ -68,13 +74,13 @@ final class VideoTrainerTests: XCTestCase {
         XCTAssertThrowsError(try generator.generate(prompts: ["x"], frames: 3, height: 6, width: 8, seed: 1))
     }
 
-    /// With a VAE the model learns and samples the clips' latents; sampling decodes them back to frames.
+    /// With a VAE the model (an STDiT) learns and samples the clips' latents; sampling decodes them back to frames.
     func testLatentTrainingAndSamplingThroughTheVAE() throws {
         let text = try TextConditioner(folder: Fixtures.url("bert").path, backend: backend, length: 8)
         let vae = try AutoencoderKLCheckpoint.load(folder: Fixtures.url("vae").path, backend: backend)
         let config = PixArtConfig(sampleSize: 4, patchSize: 2, inChannels: 4, outChannels: 4, hiddenSize: 32, depth: 1,
                                   numHeads: 2, captionChannels: text.width)
-        let model = try Latte(config: config, videoLength: 3, backend: backend, seed: 4)
+        let model = try STDiT(config: config, backend: backend, seed: 4)  // STDiT here; Latte in the tests above
         let options = TrainingOptions(batchSize: 2, steps: 2, learningRate: 1e-3, seed: 9, checkpointEvery: 0, logEvery: 1)
         let trainer = try VideoTrainer(model: model, text: text, data: SyntheticVideos(frames: 3, imageSize: 8, count: 8),
                                        flow: RectifiedFlow(shift: nil), options: options, firstFrameProbability: 0.5,

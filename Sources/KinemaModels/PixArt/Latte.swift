@@ -54,8 +54,6 @@ public final class Latte {
     }
 
     public var parameters: [Parameter] { arena.parameters }
-    public var parameterCount: Int { parameters.map(\.value.count).reduce(0, +) }
-    public var ioDType: DType { dtype == .f64 ? .f64 : .f32 }
 
     /// x [B, C, F, H, W] (H, W multiples of the patch), timesteps [B], caption states [B, L, captionChannels] and
     /// their mask (i32 [B, L] or nil) → [B, outChannels, F, H, W] in x's dtype.

@@ -99,14 +99,17 @@ extension PixArtConfig {
     /// Latte's sizes (the Latte paper's S/B/L/XL, patch 2; PixArt-α's XL is the same width and depth), with T5-XXL
     /// caption states (4096 wide) and a learned-sigma output, at latent size `sampleSize`.
     public static let latteNames = ["Latte-S/2", "Latte-B/2", "Latte-L/2", "Latte-XL/2"]
+    /// Open-Sora 1.0's one size (its STDiT-XL/2 is Latte-XL/2's width and depth).
+    public static let stditNames = ["STDiT-XL/2"]
 
     public static func latte(_ name: String, sampleSize: Int = 32, captionChannels: Int = 4096) throws -> PixArtConfig {
         let sizes: [String: (hidden: Int, depth: Int, heads: Int)] = [
             "Latte-S/2": (384, 12, 6), "Latte-B/2": (768, 12, 12), "Latte-L/2": (1024, 24, 16),
-            "Latte-XL/2": (1152, 28, 16),
+            "Latte-XL/2": (1152, 28, 16), "STDiT-XL/2": (1152, 28, 16),
         ]
         guard let size = sizes[name] else {
-            throw ModelError.invalidConfig("unknown model '\(name)'; Latte models: \(latteNames.joined(separator: ", "))")
+            throw ModelError.invalidConfig("unknown model '\(name)'; video models: "
+                                           + (latteNames + stditNames).joined(separator: ", "))
         }
         let config = PixArtConfig(sampleSize: sampleSize, patchSize: 2, inChannels: 4, outChannels: 8,
                                   hiddenSize: size.hidden, depth: size.depth, numHeads: size.heads,

@@ -51,7 +51,6 @@ public final class STDiT {
     }
 
     public var parameters: [Parameter] { arena.parameters }
-    public var ioDType: DType { dtype == .f64 ? .f64 : .f32 }
 
     /// x [B, C, T, H, W] (H, W multiples of the patch), timesteps [B], caption states [B, L, captionChannels] and
     /// their mask (i32 [B, L] or nil) → [B, outChannels, T, H, W] in x's dtype.
@@ -147,11 +146,49 @@ public enum STDiTCheckpoint {
         }
     }
 
-    /// An STDiT with weights from an Open-Sora state dict `path` (config given: Open-Sora keeps it in Python), its
-    /// names under `prefix`.
-    public static func load(_ path: String, prefix: String = "", config: PixArtConfig, timeScale: Double = 1,
-                            backend: any Backend, dtype: DType = .f32, keepsMaster: Bool = true) throws -> STDiT {
+    /// Whether a safetensors file holds an Open-Sora STDiT state dict (names under `prefix`).
+    public static func isOpenSoraSTDiT(_ file: SafetensorsFile, prefix: String = "") -> Bool {
+        file.contains(prefix + "blocks.0.attn_temp.qkv.weight") && file.contains(prefix + "x_embedder.proj.weight")
+    }
+
+    /// The config an Open-Sora state dict's shapes imply (Open-Sora keeps its config in Python): width, depth,
+    /// patch, channels, caption width and MLP width from the tensors; the heads (not in any shape) given, else
+    /// Open-Sora's 72 per head; `spaceScale` is its space_scale (0.5 for the 256 px 1.0 release).
+    public static func inferConfig(_ file: SafetensorsFile, prefix: String = "", numHeads: Int? = nil,
+                                   spaceScale: Double = 1) throws -> PixArtConfig {
+        func shape(_ name: String) throws -> [Int] {
+            guard file.contains(prefix + name) else {
+                throw ModelError.badCheckpoint(path: file.url.path, reason: "no tensor '\(prefix + name)': not an "
+                                               + "Open-Sora STDiT state dict")
+            }
+            return try file.info(prefix + name).shape
+        }
+        let patch = try shape("x_embedder.proj.weight"), caption = try shape("y_embedder.y_proj.fc1.weight")
+        let output = try shape("final_layer.linear.weight"), mlp = try shape("blocks.0.mlp.fc1.weight")
+        guard patch.count == 5, patch[2] == 1, patch[3] == patch[4] else {
+            throw ModelError.badCheckpoint(path: file.url.path, reason: "x_embedder.proj.weight \(patch) is not a "
+                                           + "one-frame square Conv3d kernel [D, C, 1, p, p]")
+        }
+        let (hidden, p) = (patch[0], patch[3])
+        let depth = (0...).prefix { file.contains(prefix + "blocks.\($0).scale_shift_table") }.count
+        guard let heads = numHeads ?? (hidden % 72 == 0 ? hidden / 72 : nil) else {
+            throw ModelError.badCheckpoint(path: file.url.path, reason: "hidden size \(hidden) is no multiple of 72: "
+                                           + "give the number of heads (--num-heads)")
+        }
+        let config = PixArtConfig(sampleSize: p, patchSize: p, inChannels: patch[1], outChannels: output[0] / (p * p),
+                                  hiddenSize: hidden, depth: depth, numHeads: heads, captionChannels: caption[1],
+                                  mlpHidden: mlp[0], interpolationScale: spaceScale)
+        try config.validate()
+        return config
+    }
+
+    /// An STDiT with weights from an Open-Sora state dict `path`, its names under `prefix`; the config inferred
+    /// from the tensors when not given.
+    public static func load(_ path: String, prefix: String = "", config: PixArtConfig? = nil, numHeads: Int? = nil,
+                            spaceScale: Double = 1, timeScale: Double = 1, backend: any Backend, dtype: DType = .f32,
+                            keepsMaster: Bool = true) throws -> STDiT {
         let file = try SafetensorsFile(url: URL(fileURLWithPath: path))
+        let config = try config ?? inferConfig(file, prefix: prefix, numHeads: numHeads, spaceScale: spaceScale)
         let model = try STDiT(config: config, timeScale: timeScale, backend: backend, dtype: dtype,
                               keepsMaster: keepsMaster)
         let patchKernel = prefix + "x_embedder.proj.weight"

@@ -1,0 +1,39 @@
+import KinemaNN
+import KinemaTensor
+
+/// A text-conditioned video transformer that Kinema trains and samples (Latte, STDiT): x [B, C, T, H, W],
+/// timesteps [B] and caption states with their mask in, the prediction [B, C_out, T, H, W] out.
+public protocol TextConditionedVideoModel: AnyObject {
+    associatedtype Cache
+    var config: PixArtConfig { get }
+    var backend: any Backend { get }
+    var dtype: DType { get }
+    var arena: ParameterArena { get }
+    func forward(_ x: Tensor, timesteps: Tensor, captions: Tensor, captionMask: Tensor?) -> (Tensor, Cache)
+    func backward(_ dOut: Tensor, _ cache: Cache)
+}
+
+extension TextConditionedVideoModel {
+    /// The dtype of inputs and outputs (f32, or f64 for an f64 model).
+    public var ioDType: DType { dtype == .f64 ? .f64 : .f32 }
+
+    public var parameterCount: Int { arena.parameters.map(\.value.count).reduce(0, +) }
+
+    /// The prediction alone (sampling).
+    public func predict(_ x: Tensor, timesteps: Tensor, captions: Tensor, captionMask: Tensor?) -> Tensor {
+        forward(x, timesteps: timesteps, captions: captions, captionMask: captionMask).0
+    }
+
+    /// Forward, `loss` on the output (its value and gradient), backward into the parameters' gradients; returns the
+    /// loss and the output.
+    public func trainingStep(_ x: Tensor, timesteps: Tensor, captions: Tensor, captionMask: Tensor?,
+                             loss: (Tensor) -> (Double, Tensor)) -> (loss: Double, out: Tensor) {
+        let (out, cache) = forward(x, timesteps: timesteps, captions: captions, captionMask: captionMask)
+        let (value, gradient) = loss(out)
+        backward(gradient, cache)
+        return (value, out)
+    }
+}
+
+extension Latte: TextConditionedVideoModel {}
+extension STDiT: TextConditionedVideoModel {}
