@@ -176,19 +176,19 @@ extension CPUBackend: MemoryOps {
 
     public func permute(_ x: Tensor, _ axes: [Int]) -> Tensor {
         let plan = PermutePlan(shape: x.shape, axes: axes)
-        let outShape = plan.outputShape, strides = plan.sourceStrides
-        let out = empty(outShape, dtype: x.dtype)
+        let extents = plan.extents, strides = plan.strides
+        let out = empty(plan.outputShape, dtype: x.dtype)
         guard out.count > 0 else { return out }
-        let inner = outShape.last!, innerStride = strides.last!
+        let inner = extents.last!, innerStride = strides.last!
         let rows = out.count / inner
         let elementSize = x.dtype.byteSize
         let source = x.address, destination = out.address
         parallelFor(rows, grain: Swift.max(1, 16_384 / inner)) { range in
             for row in range {
                 var rest = row, sourceOffset = 0
-                for axis in stride(from: outShape.count - 2, through: 0, by: -1) {
-                    sourceOffset += (rest % outShape[axis]) * strides[axis]
-                    rest /= outShape[axis]
+                for axis in stride(from: extents.count - 2, through: 0, by: -1) {
+                    sourceOffset += (rest % extents[axis]) * strides[axis]
+                    rest /= extents[axis]
                 }
                 let target = destination + row * inner * elementSize
                 if innerStride == 1 {

@@ -144,8 +144,7 @@ extension CUDABackend: MemoryOps {
         let plan = PermutePlan(shape: x.shape, axes: axes)
         let out = empty(plan.outputShape, dtype: x.dtype)
         guard out.count > 0 else { return out }
-        let meta = PermuteWords(plan, keepsLastAxis: axes.last == x.rank - 1, elementSize: x.dtype.byteSize,
-                                alignment: deviceAddress(x) | deviceAddress(out))
+        let meta = PermuteWords(plan, elementSize: x.dtype.byteSize, alignment: deviceAddress(x) | deviceAddress(out))
         launch("permute", count: meta.count, [x, out, meta, Int32(meta.wordSize), Int64(meta.count)])
         return out
     }
@@ -232,36 +231,38 @@ struct RowCopy {
     var rows, rowBytes, sourcePitch, destinationPitch: Int64
 }
 
-/// A permutation in the words the kernel moves (Elementwise.cu's PermuteMeta, by value): when the last axis stays
-/// last, its elements travel together as the widest word (16, 8, 4 or 2 bytes) that divides its bytes and both
-/// addresses; otherwise one element is one word.
+/// A permutation in the words the kernel moves (Elementwise.cu's PermuteMeta, by value): when the plan's innermost
+/// axis is contiguous in the source (the last axis stays last), its elements travel together as the widest word
+/// (16, 8, 4 or 2 bytes) that divides its bytes and both addresses; otherwise one element is one word.
 struct PermuteWords: KernelArgument {
-    var shape = [Int64](repeating: 1, count: 6), strides = [Int64](repeating: 0, count: 6)
+    static let maxRank = PermutePlan.maxRank
+    var shape = [Int64](repeating: 1, count: maxRank), strides = [Int64](repeating: 0, count: maxRank)
     let rank: Int, wordSize: Int, count: Int
 
-    init(_ plan: PermutePlan, keepsLastAxis: Bool, elementSize: Int, alignment: UInt64) {
-        rank = plan.outputShape.count
-        precondition(rank <= 6, "permute: rank \(rank) > 6")
-        let lastBytes = keepsLastAxis ? plan.outputShape[rank - 1] * elementSize : elementSize
+    init(_ plan: PermutePlan, elementSize: Int, alignment: UInt64) {
+        rank = plan.extents.count
+        let keepsLastAxis = plan.strides[rank - 1] == 1
+        let lastBytes = keepsLastAxis ? plan.extents[rank - 1] * elementSize : elementSize
         wordSize = [16, 8, 4, 2].first { lastBytes % $0 == 0 && alignment % UInt64($0) == 0 && $0 >= elementSize }
             ?? elementSize
         let perWord = wordSize / elementSize  // elements per word (1 unless the last axis is kept)
         for axis in 0..<rank {
             let last = axis == rank - 1
-            shape[axis] = Int64(last ? plan.outputShape[axis] / perWord : plan.outputShape[axis])
-            strides[axis] = Int64(last ? plan.sourceStrides[axis] : plan.sourceStrides[axis] / perWord)
+            shape[axis] = Int64(last ? plan.extents[axis] / perWord : plan.extents[axis])
+            strides[axis] = Int64(last ? plan.strides[axis] : plan.strides[axis] / perWord)
         }
-        count = plan.outputShape.reduce(1, *) / perWord
+        count = plan.extents.reduce(1, *) / perWord
     }
 
     func store(at address: UnsafeMutableRawPointer) -> Int {
-        for axis in 0..<6 {
+        let n = Self.maxRank
+        for axis in 0..<n {
             address.storeBytes(of: shape[axis], toByteOffset: 8 * axis, as: Int64.self)
-            address.storeBytes(of: strides[axis], toByteOffset: 48 + 8 * axis, as: Int64.self)
+            address.storeBytes(of: strides[axis], toByteOffset: 8 * (n + axis), as: Int64.self)
         }
-        address.storeBytes(of: Int32(rank), toByteOffset: 96, as: Int32.self)
-        address.storeBytes(of: Int32(0), toByteOffset: 100, as: Int32.self)
-        return 104
+        address.storeBytes(of: Int32(rank), toByteOffset: 16 * n, as: Int32.self)
+        address.storeBytes(of: Int32(0), toByteOffset: 16 * n + 4, as: Int32.self)
+        return 16 * n + 8
     }
 }
 

@@ -33,9 +33,10 @@ extension GPUCheck {
                       cpu.download(cpu.cast(cpu.cast(a, to: dtype), to: .f32)), tolerance: 0)
             }
         }
-        for shape in [[3, 5, 7], [2, 3, 4, 5, 6, 7]] {
+        for shape in [[3, 5, 7], [2, 3, 4, 5, 6, 7], [2, 3, 2, 2, 3, 2, 2, 2]] {
             let (x, gx) = pair(shape)
-            let axes = Array((0..<shape.count).reversed())
+            // Reversed, and for rank 8 the 3D patchify's [B, C, T, pt, H, p, W, p] → [B, T, H, W, C, pt, p, p].
+            let axes = shape.count == 8 ? [0, 2, 4, 6, 1, 3, 5, 7] : Array((0..<shape.count).reversed())
             check("permute \(shape) → \(axes)", gpu.download(gpu.permute(gx, axes)), cpu.download(cpu.permute(x, axes)),
                   tolerance: 0)
             // Keeping the last axis moves it in words of up to 16 bytes: odd, word-sized and wide rows in each dtype.

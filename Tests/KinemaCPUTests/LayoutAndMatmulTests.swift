@@ -131,4 +131,30 @@ final class LayoutAndMatmulTests: XCTestCase {
             assertClose(cpu.downloadDouble(out), expected, relativeTolerance: 1e-14, "folded matmul tB \(transposeB)")
         }
     }
+
+    /// Rank-8 permutes (a 3D patch grid) against index arithmetic written out; the plan drops unit axes and merges
+    /// axes that stay neighbours, so an image patchify in the 3D form loops over four axes.
+    func testRankEightPermuteAndPlanMerging() {
+        let cpu = CPUBackend(threads: 2)
+        let shape = [2, 3, 2, 2, 3, 2, 2, 2], axes = [0, 2, 4, 6, 1, 3, 5, 7]
+        let values = (0..<shape.reduce(1, *)).map(Double.init)
+        let out = cpu.downloadDouble(cpu.permute(cpu.upload(values, shape: shape, dtype: .f64), axes))
+        var strides = [Int](repeating: 1, count: 8)
+        for axis in stride(from: 6, through: 0, by: -1) { strides[axis] = strides[axis + 1] * shape[axis + 1] }
+        let outShape = axes.map { shape[$0] }
+        var expected: [Double] = []
+        for index in 0..<values.count {
+            var rest = index, offset = 0
+            for position in stride(from: 7, through: 0, by: -1) {
+                offset += (rest % outShape[position]) * strides[axes[position]]
+                rest /= outShape[position]
+            }
+            expected.append(values[offset])
+        }
+        XCTAssertEqual(out, expected)
+        let image = PermutePlan(shape: [4, 3, 1, 1, 5, 2, 6, 2], axes: axes)
+        XCTAssertEqual(image.outputShape, [4, 1, 5, 6, 3, 1, 2, 2])
+        XCTAssertEqual(image.extents, [4, 5, 6, 3, 2, 2])
+        XCTAssertEqual(PermutePlan(shape: [2, 3, 4], axes: [0, 1, 2]).extents, [24])
+    }
 }

@@ -4,14 +4,34 @@
 /// `permute`: the output shape and, for each output axis, the input's element stride along it.
 public struct PermutePlan: Sendable {
     public let outputShape: [Int]
-    public let sourceStrides: [Int]
+    /// The copy as a loop over the output in order: `extents` (outermost first) and the source stride of each, in
+    /// elements. Unit axes are dropped and output neighbours that are also source neighbours merged, so a
+    /// [B, C, 1, 1, h, p, w, p] patchify runs as fewer, longer axes (at most `maxRank`).
+    public let extents: [Int]
+    public let strides: [Int]
+    public static let maxRank = 8
 
     public init(shape: [Int], axes: [Int]) {
-        precondition(axes.sorted() == Array(0..<shape.count) && shape.count <= 6, "permute: bad axes \(axes) for \(shape)")
-        var strides = [Int](repeating: 1, count: shape.count)
-        for axis in stride(from: shape.count - 2, through: 0, by: -1) { strides[axis] = strides[axis + 1] * shape[axis + 1] }
+        precondition(axes.sorted() == Array(0..<shape.count), "permute: bad axes \(axes) for \(shape)")
+        var sourceStrides = [Int](repeating: 1, count: shape.count)
+        for axis in stride(from: shape.count - 2, through: 0, by: -1) {
+            sourceStrides[axis] = sourceStrides[axis + 1] * shape[axis + 1]
+        }
         outputShape = axes.map { shape[$0] }
-        sourceStrides = axes.map { strides[$0] }
+        var extents: [Int] = [], strides: [Int] = []
+        for axis in axes where shape[axis] != 1 {
+            if let last = extents.indices.last, strides[last] == sourceStrides[axis] * shape[axis] {
+                extents[last] *= shape[axis]
+                strides[last] = sourceStrides[axis]
+            } else {
+                extents.append(shape[axis])
+                strides.append(sourceStrides[axis])
+            }
+        }
+        if extents.isEmpty { (extents, strides) = ([1], [1]) }
+        precondition(extents.count <= Self.maxRank, "permute: \(axes) of \(shape) needs \(extents.count) axes, "
+                     + "more than \(Self.maxRank)")
+        (self.extents, self.strides) = (extents, strides)
     }
 }
 
