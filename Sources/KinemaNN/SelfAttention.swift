@@ -7,8 +7,9 @@ public final class SelfAttention: Layer {
     public struct Cache {
         /// The input, the packed qkv [B, N, 3D] and the heads merged back [B, N, D] (proj's input).
         public let x, packed, merged: Tensor
-        /// The per-row log-sum-exp [B, H, N] of the attention.
+        /// The per-row log-sum-exp [B, H, N] of the attention, and the key mask it ran with.
         public let logSumExp: Tensor
+        public let keyMask: Tensor?
     }
 
     public let qkv: Linear
@@ -32,18 +33,19 @@ public final class SelfAttention: Layer {
                       seed: seed)
     }
 
-    /// x [B, N, D] → [B, N, D].
-    public func forward(_ x: Tensor) -> (Tensor, Cache) {
+    /// x [B, N, D] → [B, N, D]; `keyMask` (i32 [B, N], nil = every token) leaves padded tokens out as keys
+    /// (in-context caption tokens).
+    public func forward(_ x: Tensor, keyMask: Tensor? = nil) -> (Tensor, Cache) {
         precondition(x.rank == 3 && x.shape[2] == dim, "\(qkv.weight.name): input must be [B, N, \(dim)], got \(x.shape)")
         let packed = qkv.forward(x)
-        let (merged, logSumExp) = backend.packedSelfAttention(packed, heads: heads, keyMask: nil, scale: scale)
-        return (proj.forward(merged), Cache(x: x, packed: packed, merged: merged, logSumExp: logSumExp))
+        let (merged, logSumExp) = backend.packedSelfAttention(packed, heads: heads, keyMask: keyMask, scale: scale)
+        return (proj.forward(merged), Cache(x: x, packed: packed, merged: merged, logSumExp: logSumExp, keyMask: keyMask))
     }
 
     public func backward(_ dy: Tensor, _ cache: Cache) -> Tensor {
         let dMerged = proj.backward(dy, input: cache.merged)
         let dQKV = backend.packedSelfAttentionBackward(dMerged, qkv: cache.packed, out: cache.merged,
-                                                       logSumExp: cache.logSumExp, heads: heads, keyMask: nil,
+                                                       logSumExp: cache.logSumExp, heads: heads, keyMask: cache.keyMask,
                                                        scale: scale)
         return qkv.backward(dQKV, input: cache.x)
     }

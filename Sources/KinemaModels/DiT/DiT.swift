@@ -121,7 +121,7 @@ public final class DiT {
         var dh = dFinal
         var dModulations: [[Tensor]] = []
         for (block, blockCache) in zip(blocks, cache.blocks).reversed() {
-            let (dx, dModulation) = block.backward(dh, blockCache)
+            let (dx, dModulation, _) = block.backward(dh, blockCache)
             dh = dx
             dModulations.append(dModulation)
         }
