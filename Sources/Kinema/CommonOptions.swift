@@ -107,6 +107,24 @@ struct ModelOptions: ParsableArguments {
         return config
     }
 
+    /// The video DiT of --model (tiny: hidden 128, depth 4, 4 heads, patch 2; or vDiT-{S,B,L,XL}/{t}{p}{p}) for
+    /// `channels`-channel clips and captions `captionChannels` wide, predicting the velocity only.
+    func videoDiTConfig(channels: Int, captionChannels: Int, temporalPatch: Int,
+                        conditioning: VideoDiTConfig.Conditioning) throws -> VideoDiTConfig {
+        var config = model == "tiny"
+            ? VideoDiTConfig(patchSize: patchSize ?? 2, temporalPatch: temporalPatch, hiddenSize: hiddenSize ?? 128,
+                             depth: depth ?? 4, numHeads: numHeads ?? 4, captionChannels: captionChannels)
+            : try VideoDiTConfig.named(model, captionChannels: captionChannels)
+        config.hiddenSize = hiddenSize ?? config.hiddenSize
+        config.depth = depth ?? config.depth
+        config.numHeads = numHeads ?? config.numHeads
+        config.patchSize = patchSize ?? config.patchSize
+        config.mlpRatio = mlpRatio ?? config.mlpRatio
+        (config.inChannels, config.outChannels, config.conditioning) = (channels, channels, conditioning)
+        try config.validate()
+        return config
+    }
+
     /// Whether --model names a Latte video model rather than a DiT.
     var isLatte: Bool { PixArtConfig.latteNames.contains(model) }
 

@@ -109,12 +109,25 @@ struct TrainCommand: ParsableCommand {
         guard imageSize % factor == 0 else {
             throw ValidationError("--image-size \(imageSize) must be a multiple of the VAE's downsampling \(factor)")
         }
-        let config = try modelOptions.videoConfig(imageSize: imageSize / factor, channels: vae?.config.latentChannels ?? 3,
-                                                  captionChannels: text.width)
-        let model: any CheckpointableVideoModel = try video.architecture(modelOptions.model) == STDiT.modelKind
-            ? STDiT(config: config, backend: backend, dtype: try deviceOptions.dtype(), seed: seed)
-            : Latte(config: config, videoLength: video.numFrames, backend: backend, dtype: try deviceOptions.dtype(),
-                    seed: seed)
+        let channels = vae?.config.latentChannels ?? 3, dtype = try deviceOptions.dtype()
+        let model: any CheckpointableVideoModel
+        switch try video.architecture(modelOptions.model) {
+        case VideoDiT.modelKind:
+            guard let conditioning = VideoDiTConfig.Conditioning(rawValue: video.conditioning) else {
+                throw ValidationError("--conditioning '\(video.conditioning)': use "
+                    + VideoDiTConfig.Conditioning.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            model = try VideoDiT(config: modelOptions.videoDiTConfig(channels: channels, captionChannels: text.width,
+                                                                     temporalPatch: video.temporalPatch,
+                                                                     conditioning: conditioning),
+                                 backend: backend, dtype: dtype, seed: seed)
+        case let kind:
+            let config = try modelOptions.videoConfig(imageSize: imageSize / factor, channels: channels,
+                                                      captionChannels: text.width)
+            model = kind == STDiT.modelKind
+                ? try STDiT(config: config, backend: backend, dtype: dtype, seed: seed)
+                : try Latte(config: config, videoLength: video.numFrames, backend: backend, dtype: dtype, seed: seed)
+        }
         let flow = RectifiedFlow(shift: try video.shift(imageSize: imageSize))
         let trainer = try VideoTrainer(model: model, text: text, data: clips, flow: flow, options: try trainingOptions(),
                                        captionDropout: video.captionDropout,
@@ -122,9 +135,9 @@ struct TrainCommand: ParsableCommand {
         let folder = URL(fileURLWithPath: output)
         let checkpoint = folder.appendingPathComponent("checkpoint.safetensors")
         try resumeIfAsked(checkpoint, resume: trainer.resume) { trainer.step }
-        let side = imageSize / factor / config.patchSize, tokens = video.numFrames * side * side
-        printError("training \(model is STDiT ? "an STDiT" : "a Latte") of \(model.parameterCount) parameters "
-            + "(\(config.hiddenSize) hidden, depth \(config.depth), \(tokens) tokens a clip) on \(clips.count) clips of "
+        let side = imageSize / factor / model.patchSize, tokens = video.numFrames / model.temporalPatch * side * side
+        printError("training a \(type(of: model).modelKind) model of \(model.parameterCount) parameters "
+            + "(\(model.config), \(tokens) tokens a clip) on \(clips.count) clips of "
             + "\(video.numFrames)×\(imageSize)² (\(data)), captions by \(text.folder), \(backend.name)")
         try trainer.run(checkpoint: checkpoint,
                         log: try TrainingLog(jsonLinesFile: folder.appendingPathComponent("log.jsonl")))
@@ -134,15 +147,20 @@ struct TrainCommand: ParsableCommand {
 
 /// The options of text-to-video training.
 struct VideoTrainingOptions: ParsableArguments {
-    @Option(help: "The text-to-video architecture: latte or stdit (an STDiT-XL/2 --model implies stdit).")
+    @Option(help: ArgumentHelp("The text-to-video architecture: latte, stdit or video-dit (3D patches, full "
+        + "attention; an STDiT-XL/2 or vDiT-… --model implies its architecture)."))
     var videoModel = "latte"
+    @Option(help: "How a video-dit reads the caption: adaln-zero, cross-attention or in-context.")
+    var conditioning = "cross-attention"
+    @Option(help: "Frames per patch of a video-dit.") var temporalPatch = 2
 
-    /// latte or stdit, from --video-model and --model.
+    /// latte, stdit or video-dit, from --video-model and --model.
     func architecture(_ model: String) throws -> String {
-        guard [Latte.modelKind, STDiT.modelKind].contains(videoModel) else {
-            throw ValidationError("--video-model '\(videoModel)': use latte or stdit")
+        guard VideoModelCheckpoint.kinds.contains(videoModel) else {
+            throw ValidationError("--video-model '\(videoModel)': use " + VideoModelCheckpoint.kinds.joined(separator: ", "))
         }
-        return model.hasPrefix("STDiT") ? STDiT.modelKind : videoModel
+        if model.hasPrefix("STDiT") { return STDiT.modelKind }
+        return model.hasPrefix("vDiT") ? VideoDiT.modelKind : videoModel
     }
 
     @Option(help: "Frames per clip (video data).") var numFrames = 8

@@ -49,11 +49,13 @@ extension GPUCheck {
     /// padding: loss, output and every parameter's gradient.
     /// `frames` nil: PixArt on [B, C, H, W]; a count: Latte on [B, C, F, H, W] (its video length).
     func checkTextTransformerTrainingStep(_ name: String, config: PixArtConfig, frames: Int? = nil, stdit: Bool = false,
-                                          batch: Int, height: Int, width: Int, captionLength: Int, dtype: DType = .f32,
-                                          tolerance: Double = 1e-4) {
+                                          videoDiT: VideoDiTConfig.Conditioning? = nil, batch: Int, height: Int,
+                                          width: Int, captionLength: Int, dtype: DType = .f32, tolerance: Double = 1e-4) {
         do {
-            let cpuModel = try TextTransformer(config: config, frames: frames, stdit: stdit, backend: cpu, dtype: .f32)
-            let gpuModel = try TextTransformer(config: config, frames: frames, stdit: stdit, backend: gpu, dtype: dtype)
+            let cpuModel = try TextTransformer(config: config, frames: frames, stdit: stdit, videoDiT: videoDiT,
+                                               backend: cpu, dtype: .f32)
+            let gpuModel = try TextTransformer(config: config, frames: frames, stdit: stdit, videoDiT: videoDiT,
+                                               backend: gpu, dtype: dtype)
             loadSameRandomWeights(cpuModel.parameters, gpuModel.parameters, dtype: dtype)
             let shape = [batch, config.inChannels] + (frames.map { [$0] } ?? []) + [height, width]
             let (xStart, gxStart) = pair(shape)
@@ -125,11 +127,23 @@ extension GPUCheck {
 struct TextTransformer {
     let pixArt: PixArt?, video: (any TextConditionedVideoModel)?
 
-    init(config: PixArtConfig, frames: Int?, stdit: Bool, backend: any Backend, dtype: DType) throws {
+    /// A video model when `frames` is given: Latte, or STDiT, or a video DiT of the same widths with 2-frame patches
+    /// and the given conditioning.
+    init(config: PixArtConfig, frames: Int?, stdit: Bool, videoDiT: VideoDiTConfig.Conditioning?, backend: any Backend,
+         dtype: DType) throws {
         pixArt = frames == nil ? try PixArt(config: config, backend: backend, dtype: dtype) : nil
         video = try frames.map { frames -> any TextConditionedVideoModel in
-            stdit ? try STDiT(config: config, timeScale: 1, backend: backend, dtype: dtype)
-                  : try Latte(config: config, videoLength: frames, backend: backend, dtype: dtype)
+            if let videoDiT {
+                return try VideoDiT(config: VideoDiTConfig(patchSize: config.patchSize, temporalPatch: 2,
+                                                           inChannels: config.inChannels, outChannels: config.outChannels,
+                                                           hiddenSize: config.hiddenSize, depth: config.depth,
+                                                           numHeads: config.numHeads,
+                                                           captionChannels: config.captionChannels,
+                                                           conditioning: videoDiT),
+                                    backend: backend, dtype: dtype)
+            }
+            return stdit ? try STDiT(config: config, timeScale: 1, backend: backend, dtype: dtype)
+                         : try Latte(config: config, videoLength: frames, backend: backend, dtype: dtype)
         }
     }
 

@@ -74,6 +74,15 @@ let families: [(name: String, run: () -> Void)] = [
         harness.checkTextTransformerTrainingStep("Latte-S-like step bf16 vs CPU f32 (8 frames)", config: small,
                                                  frames: 8, batch: 1, height: 16, width: 16, captionLength: 20,
                                                  dtype: .bf16, tolerance: 3e-2)
+        for conditioning in VideoDiTConfig.Conditioning.allCases {
+            harness.checkTextTransformerTrainingStep("video DiT \(conditioning.rawValue) tiny step (4 frames of 6 x 10)",
+                                                     config: tiny, frames: 4, videoDiT: conditioning, batch: 2, height: 6,
+                                                     width: 10, captionLength: 7)
+            harness.checkTextTransformerTrainingStep("video DiT \(conditioning.rawValue) S-like step bf16 vs CPU f32",
+                                                     config: small, frames: 8, videoDiT: conditioning, batch: 1,
+                                                     height: 16, width: 16, captionLength: 20, dtype: .bf16,
+                                                     tolerance: 5e-2)
+        }
         harness.checkTextTransformerTrainingStep("STDiT tiny step (4 frames of 6 x 10)", config: tiny, frames: 4,
                                                  stdit: true, batch: 2, height: 6, width: 10, captionLength: 7)
         // 5e-2: the worst gradient is the temporal attention's q weight (measured 3.2e-2), small beside the others

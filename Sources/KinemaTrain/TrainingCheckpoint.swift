@@ -47,14 +47,14 @@ extension DiT: CheckpointableModel {
     }
 }
 
-/// A text-to-video model in a `kinema train` checkpoint: `kinema_model` names its kind, `config` holds its
-/// PixArtConfig as JSON, and the kind adds what else rebuilds it.
+/// A text-to-video model in a `kinema train` checkpoint: `kinema_model` names its kind, `config` holds its config
+/// as JSON, and the kind adds what else rebuilds it.
 public protocol CheckpointableVideoModel: TextConditionedVideoModel, CheckpointableModel {
     static var modelKind: String { get }
     /// Header entries besides the kind and the config (Latte: video_length; STDiT: time_scale).
     var extraMetadata: [String: String] { get }
     /// The model a saved header describes (its config decoded, its own entries read).
-    static func rebuild(config: PixArtConfig, metadata: [String: String], backend: any Backend, dtype: DType,
+    static func rebuild(config: Config, metadata: [String: String], backend: any Backend, dtype: DType,
                         keepsMaster: Bool) throws -> Self
 }
 
@@ -66,9 +66,20 @@ extension CheckpointableVideoModel {
             .merging(extraMetadata) { $1 }
     }
 
+    /// The model's config from a saved header (nil when it holds none of this kind).
+    static func savedConfig(_ metadata: [String: String]) -> Config? {
+        guard metadata["kinema_model"] == modelKind, let saved = metadata["config"] else { return nil }
+        return try? JSONDecoder().decode(Config.self, from: Data(saved.utf8))
+    }
+
+    /// The model a saved header describes, built (weights not loaded); nil when the header is of another kind.
+    static func rebuild(_ metadata: [String: String], backend: any Backend, dtype: DType) throws -> Self? {
+        try savedConfig(metadata).map { try rebuild(config: $0, metadata: metadata, backend: backend, dtype: dtype,
+                                                    keepsMaster: false) }
+    }
+
     public func checkSavedMetadata(_ metadata: [String: String], path: String) throws {
-        guard metadata["kinema_model"] == Self.modelKind, let saved = metadata["config"],
-              let config = try? JSONDecoder().decode(PixArtConfig.self, from: Data(saved.utf8)) else {
+        guard let config = Self.savedConfig(metadata), let saved = metadata["config"] else {
             throw TrainingError.checkpoint(path: path, reason: "not a \(Self.modelKind) checkpoint of `kinema train`")
         }
         guard config == self.config, extraMetadata.allSatisfy({ metadata[$0.key] == $0.value }) else {
@@ -90,6 +101,16 @@ extension Latte: CheckpointableVideoModel {
     }
 }
 
+extension VideoDiT: CheckpointableVideoModel {
+    public static let modelKind = "video-dit"
+    public var extraMetadata: [String: String] { [:] }
+
+    public static func rebuild(config: VideoDiTConfig, metadata: [String: String], backend: any Backend, dtype: DType,
+                               keepsMaster: Bool) throws -> VideoDiT {
+        try VideoDiT(config: config, backend: backend, dtype: dtype, keepsMaster: keepsMaster)
+    }
+}
+
 extension STDiT: CheckpointableVideoModel {
     public static let modelKind = "stdit"
     public var extraMetadata: [String: String] { ["time_scale": "\(timeScale)"] }
@@ -103,28 +124,20 @@ extension STDiT: CheckpointableVideoModel {
 
 /// Text-to-video models from `kinema train` checkpoints.
 public enum VideoModelCheckpoint {
-    public static let kinds = [Latte.modelKind, STDiT.modelKind]
+    public static let kinds = [Latte.modelKind, STDiT.modelKind, VideoDiT.modelKind]
 
     /// The model a checkpoint's header describes, with its EMA weights (or the raw ones), and the header.
     public static func load(_ url: URL, backend: any Backend, dtype: DType = .f32,
                             preferEMA: Bool = true) throws -> (any CheckpointableVideoModel, [String: String]) {
-        let file = try SafetensorsFile(url: url)
-        guard let saved = file.metadata["config"],
-              let config = try? JSONDecoder().decode(PixArtConfig.self, from: Data(saved.utf8)) else {
+        let file = try SafetensorsFile(url: url), metadata = file.metadata
+        // One kind per line: a call on an existential metatype here crashes Swift 6.3's SIL generation.
+        guard let model: any CheckpointableVideoModel =
+                try Latte.rebuild(metadata, backend: backend, dtype: dtype)
+                ?? STDiT.rebuild(metadata, backend: backend, dtype: dtype)
+                ?? VideoDiT.rebuild(metadata, backend: backend, dtype: dtype) else {
             throw TrainingError.checkpoint(path: url.path, reason: "not a text-to-video checkpoint written by "
-                                           + "`kinema train` (no model config in its header)")
-        }
-        let model: any CheckpointableVideoModel
-        switch file.metadata["kinema_model"] {
-        case Latte.modelKind:
-            model = try Latte.rebuild(config: config, metadata: file.metadata, backend: backend, dtype: dtype,
-                                      keepsMaster: false)
-        case STDiT.modelKind:
-            model = try STDiT.rebuild(config: config, metadata: file.metadata, backend: backend, dtype: dtype,
-                                      keepsMaster: false)
-        case let other:
-            throw TrainingError.checkpoint(path: url.path, reason: "kinema_model '\(other ?? "none")' is not a "
-                                           + "text-to-video model (\(kinds.joined(separator: ", ")))")
+                + "`kinema train`: kinema_model '\(metadata["kinema_model"] ?? "none")' with a readable config is "
+                + "none of \(kinds.joined(separator: ", "))")
         }
         let prefix = preferEMA && file.names.contains { $0.hasPrefix("ema.") } ? "ema." : "model."
         try model.loadParameters(from: url.path) { name in

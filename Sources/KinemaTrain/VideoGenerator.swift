@@ -43,9 +43,9 @@ public struct VideoGenerator {
                                                               preferEMA: preferEMA)
         guard let folder = textEncoder ?? metadata["text_encoder"],
               let length = metadata["caption_length"].flatMap(Int.init),
-              let frames = metadata["frames"].flatMap(Int.init) else {
-            throw TrainingError.checkpoint(path: checkpoint.path, reason: "no text encoder, caption length or frame "
-                                           + "count recorded")
+              let frames = metadata["frames"].flatMap(Int.init), let imageSize = metadata["image_size"].flatMap(Int.init) else {
+            throw TrainingError.checkpoint(path: checkpoint.path, reason: "no text encoder, caption length, frame "
+                                           + "count or image size recorded")
         }
         let text = try TextConditioner(folder: folder, backend: backend, length: length)
         let shift = metadata["timestep_shift"].flatMap {
@@ -57,8 +57,7 @@ public struct VideoGenerator {
         }
         return (VideoGenerator(model: model, text: text, flow: flow, steps: steps, cfgScale: cfgScale, metadata: metadata,
                                vae: vae),
-                frames,
-                metadata["image_size"].flatMap(Int.init) ?? model.config.sampleSize * model.config.patchSize)
+                frames, imageSize)
     }
 
     /// One clip per prompt of `height` × `width` pixels, [B, C, F, H, W] in the model's io dtype (latents
@@ -66,14 +65,16 @@ public struct VideoGenerator {
     /// (per prompt, RGB CHW floats in [-1, 1] of H × W, or nil) are kept as the clips' first frames.
     public func generate(prompts: [String], frames: Int, height pixelHeight: Int, width pixelWidth: Int, seed: UInt64,
                          firstFrames: [[Float]?]? = nil, progress: SamplingProgress? = nil) throws -> Tensor {
-        let config = model.config, backend = model.backend, batch = prompts.count
-        let factor = vae?.config.downsampling ?? 1, unit = factor * config.patchSize
-        guard batch > 0, frames >= 1, pixelHeight % unit == 0, pixelWidth % unit == 0 else {
-            throw GenerationError.badSize("need at least one prompt and frame, and a size that is a multiple of "
-                + "\(unit) (got \(pixelHeight)×\(pixelWidth))")
+        let backend = model.backend, batch = prompts.count, channels = model.inChannels
+        let factor = vae?.config.downsampling ?? 1, unit = factor * model.patchSize
+        guard batch > 0, frames >= 1, frames % model.temporalPatch == 0, pixelHeight % unit == 0,
+              pixelWidth % unit == 0 else {
+            throw GenerationError.badSize("need at least one prompt, a frame count that is a multiple of "
+                + "\(model.temporalPatch) and a size that is a multiple of \(unit) (got \(frames) frames of "
+                + "\(pixelHeight)×\(pixelWidth))")
         }
         let (height, width) = (pixelHeight / factor, pixelWidth / factor)
-        let shape = [batch, config.inChannels, frames, height, width]
+        let shape = [batch, channels, frames, height, width]
         let noise = backend.randomNormal(shape, dtype: model.ioDType, seed: seed, offset: 0)
         let (cond, condMask) = text.encode(prompts)
         let (null, nullMask) = text.encode([String](repeating: "", count: batch))
@@ -92,7 +93,7 @@ public struct VideoGenerator {
             guard firstFrames.allSatisfy({ ($0?.count ?? 3 * pixelHeight * pixelWidth) == 3 * pixelHeight * pixelWidth }) else {
                 throw GenerationError.badSize("a first frame must hold 3 × \(pixelHeight) × \(pixelWidth) values")
             }
-            let perFrame = config.inChannels * height * width
+            let perFrame = channels * height * width
             var clean = [Float](repeating: 0, count: batch * perFrame * frames)
             for (b, pixels) in firstFrames.enumerated() {
                 guard let pixels else { continue }
@@ -101,8 +102,8 @@ public struct VideoGenerator {
                     backend.download(backend.cast(vae.encodeVideo(backend.upload(pixels, shape: [1, 3, 1, pixelHeight, pixelWidth],
                                                                                  dtype: .f32)), to: .f32))
                 } ?? pixels
-                for c in 0..<config.inChannels {
-                    let source = c * height * width, target = ((b * config.inChannels + c) * frames) * height * width
+                for c in 0..<channels {
+                    let source = c * height * width, target = ((b * channels + c) * frames) * height * width
                     clean.replaceSubrange(target..<(target + height * width), with: frame[source..<(source + height * width)])
                 }
             }

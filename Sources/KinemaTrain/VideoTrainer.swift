@@ -27,14 +27,15 @@ public final class VideoTrainer {
                 options: TrainingOptions, captionDropout: Double = 0.1, firstFrameProbability: Double = 0,
                 vae: AutoencoderKL? = nil) throws {
         let channels = vae?.config.latentChannels ?? 3, factor = vae?.config.downsampling ?? 1
-        guard model.config.inChannels == channels, model.config.captionChannels == text.width else {
-            throw TrainingError.options("the model takes \(model.config.inChannels) channels and captions "
-                + "\(model.config.captionChannels) wide; the data gives \(channels) (\(vae == nil ? "RGB" : "VAE latents")) "
+        guard model.inChannels == channels, model.captionChannels == text.width else {
+            throw TrainingError.options("the model takes \(model.inChannels) channels and captions "
+                + "\(model.captionChannels) wide; the data gives \(channels) (\(vae == nil ? "RGB" : "VAE latents")) "
                 + "and the text encoder \(text.width)")
         }
-        guard data.imageSize % (factor * model.config.patchSize) == 0 else {
+        guard data.imageSize % (factor * model.patchSize) == 0, data.frames % model.temporalPatch == 0 else {
             throw TrainingError.options("image size \(data.imageSize) is not a multiple of the patch size "
-                + "\(model.config.patchSize)\(vae == nil ? "" : " times the VAE's downsampling \(factor)")")
+                + "\(model.patchSize)\(vae == nil ? "" : " times the VAE's downsampling \(factor)"), or \(data.frames) "
+                + "frames not a multiple of the temporal patch \(model.temporalPatch)")
         }
         self.vae = vae
         guard (0...1).contains(captionDropout), (0...1).contains(firstFrameProbability) else {

@@ -236,12 +236,15 @@ final class TextEncoderForwardTests: XCTestCase {
         }
     }
 
-    /// T5 and CLIP folders condition a text-to-video run like BERT's (a Latte with T5, an STDiT with CLIP): two
-    /// steps each, then a sampled clip.
+    /// T5 and CLIP folders condition a text-to-video run like BERT's (a Latte with T5, an STDiT with CLIP, a video DiT
+    /// with 2×4×4 patches with each of its conditionings): two steps each, then a sampled clip.
     func testTrainsAndSamplesWithT5AndCLIPTextEncoders() throws {
-        for (encoder, architecture) in [("t5", "latte"), ("clip", "stdit")] {
+        for (encoder, architecture, options) in [("t5", "latte", []), ("clip", "stdit", []),
+                                                 ("t5", "video-dit", ["--conditioning", "adaln-zero"]),
+                                                 ("clip", "video-dit", ["--conditioning", "cross-attention"]),
+                                                 ("bert", "video-dit", ["--conditioning", "in-context"])] {
             let folder = Fixtures.temporaryDirectory("kinema-\(encoder)-video")
-            _ = try KinemaCLI.run(["train", "--data", "synthetic-video", "--video-model", architecture,
+            _ = try KinemaCLI.run(["train", "--data", "synthetic-video", "--video-model", architecture] + options + [
                                    "--text-encoder", Fixtures.url(encoder).path,
                                    "--image-size", "16", "--num-frames", "4", "--patch-size", "4", "--steps", "2",
                                    "--batch-size", "4", "--caption-length", "12", "--log-every", "1",

@@ -8,16 +8,25 @@ import KinemaTestSupport
 import KinemaTrain
 import XCTest
 
-/// The text-to-video loop on a tiny Latte (and STDiT) with the random-weight BERT fixture as its text encoder.
+/// The text-to-video loop on a tiny Latte (and STDiT, and video DiT) with the random-weight BERT fixture as its text
+/// encoder.
 final class VideoTrainerTests: XCTestCase {
     let backend = CPUBackend()
 
-    func makeTrainer(steps: Int, stdit: Bool = false) throws -> VideoTrainer {
+    func makeTrainer(steps: Int, kind: String = Latte.modelKind) throws -> VideoTrainer {
         let text = try TextConditioner(folder: Fixtures.url("bert").path, backend: backend, length: 8)
         let config = PixArtConfig(sampleSize: 8, patchSize: 4, inChannels: 3, outChannels: 3, hiddenSize: 32, depth: 1,
                                   numHeads: 2, captionChannels: text.width)
-        let model: any CheckpointableVideoModel = stdit ? try STDiT(config: config, backend: backend, seed: 4)
-                                                        : try Latte(config: config, videoLength: 3, backend: backend, seed: 4)
+        let model: any CheckpointableVideoModel
+        switch kind {
+        case STDiT.modelKind: model = try STDiT(config: config, backend: backend, seed: 4)
+        case VideoDiT.modelKind:
+            model = try VideoDiT(config: VideoDiTConfig(patchSize: 4, temporalPatch: 1, inChannels: 3, outChannels: 3,
+                                                        hiddenSize: 32, depth: 1, numHeads: 2, captionChannels: text.width,
+                                                        conditioning: .inContext),
+                                 backend: backend, seed: 4)
+        default: model = try Latte(config: config, videoLength: 3, backend: backend, seed: 4)
+        }
         let options = TrainingOptions(batchSize: 4, steps: steps, learningRate: 1e-3, warmupSteps: 1, seed: 9,
                                       checkpointEvery: 0, logEvery: 1)
         return try VideoTrainer(model: model, text: text, data: SyntheticVideos(frames: 3, imageSize: 8, count: 64),
@@ -26,18 +35,18 @@ final class VideoTrainerTests: XCTestCase {
     }
 
     /// Two steps, a checkpoint, a fresh trainer resuming for two more: the same weights, EMA and loss as four
-    /// steps straight; for Latte and STDiT. A checkpoint of one does not resume the other.
+    /// steps straight; for Latte, STDiT and the video DiT. A checkpoint of one does not resume another.
     func testResumeIsBitExact() throws {
-        for stdit in [false, true] {
-            let straight = try makeTrainer(steps: 4, stdit: stdit)
+        for kind in VideoModelCheckpoint.kinds {
+            let straight = try makeTrainer(steps: 4, kind: kind)
             var losses: [Double] = []
             for _ in 0..<4 { losses.append(straight.trainStep().loss) }
             XCTAssertTrue(losses.allSatisfy(\.isFinite))
-            let first = try makeTrainer(steps: 4, stdit: stdit)
+            let first = try makeTrainer(steps: 4, kind: kind)
             for _ in 0..<2 { _ = first.trainStep() }
             let url = Fixtures.temporaryDirectory("kinema-video-resume").appendingPathComponent("checkpoint.safetensors")
             try first.saveCheckpoint(to: url)
-            let resumed = try makeTrainer(steps: 4, stdit: stdit)
+            let resumed = try makeTrainer(steps: 4, kind: kind)
             try resumed.resume(from: url)
             XCTAssertEqual(resumed.step, 2)
             var resumedLosses: [Double] = []
@@ -45,12 +54,13 @@ final class VideoTrainerTests: XCTestCase {
             XCTAssertEqual(resumedLosses, Array(losses[2...]))
             XCTAssertEqual(backend.download(resumed.model.arena.weights), backend.download(straight.model.arena.weights))
             let file = try SafetensorsFile(url: url)
-            XCTAssertEqual(file.metadata["kinema_model"], stdit ? "stdit" : "latte")
+            XCTAssertEqual(file.metadata["kinema_model"], kind)
             XCTAssertEqual(file.metadata["frames"], "3")
             XCTAssertEqual(file.metadata["timestep_shift"], "none")
-            XCTAssertThrowsError(try makeTrainer(steps: 4, stdit: !stdit).resume(from: url))
+            let other = VideoModelCheckpoint.kinds.first { $0 != kind }!
+            XCTAssertThrowsError(try makeTrainer(steps: 4, kind: other).resume(from: url))
             let (loaded, _) = try VideoModelCheckpoint.load(url, backend: backend)
-            XCTAssertEqual(loaded is STDiT, stdit)
+            XCTAssertEqual(type(of: loaded).modelKind, kind)
         }
     }
 

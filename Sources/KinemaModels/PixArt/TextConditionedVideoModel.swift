@@ -1,11 +1,17 @@
 import KinemaNN
 import KinemaTensor
 
-/// A text-conditioned video transformer that Kinema trains and samples (Latte, STDiT): x [B, C, T, H, W],
-/// timesteps [B] and caption states with their mask in, the prediction [B, C_out, T, H, W] out.
+/// A text-conditioned video transformer that Kinema trains and samples (Latte, STDiT, the video DiT):
+/// x [B, C, T, H, W], timesteps [B] and caption states with their mask in, the prediction [B, C_out, T, H, W] out.
 public protocol TextConditionedVideoModel: AnyObject {
     associatedtype Cache
-    var config: PixArtConfig { get }
+    associatedtype Config: Codable & Equatable
+    var config: Config { get }
+    var inChannels: Int { get }
+    var captionChannels: Int { get }
+    /// Patch sides: frames per patch (1 for per-frame patches) and pixels (or latents) per patch side.
+    var temporalPatch: Int { get }
+    var patchSize: Int { get }
     var backend: any Backend { get }
     var dtype: DType { get }
     var arena: ParameterArena { get }
@@ -35,5 +41,23 @@ extension TextConditionedVideoModel {
     }
 }
 
-extension Latte: TextConditionedVideoModel {}
-extension STDiT: TextConditionedVideoModel {}
+extension Latte: TextConditionedVideoModel {
+    public var inChannels: Int { config.inChannels }
+    public var captionChannels: Int { config.captionChannels }
+    public var temporalPatch: Int { 1 }
+    public var patchSize: Int { config.patchSize }
+}
+
+extension STDiT: TextConditionedVideoModel {
+    public var inChannels: Int { config.inChannels }
+    public var captionChannels: Int { config.captionChannels }
+    public var temporalPatch: Int { 1 }
+    public var patchSize: Int { config.patchSize }
+}
+
+extension VideoDiT: TextConditionedVideoModel {
+    public var inChannels: Int { config.inChannels }
+    public var captionChannels: Int { config.captionChannels }
+    public var temporalPatch: Int { config.temporalPatch }
+    public var patchSize: Int { config.patchSize }
+}

@@ -70,7 +70,6 @@ public final class VideoDiT {
     }
 
     public var parameters: [Parameter] { arena.parameters }
-    public var ioDType: DType { dtype == .f64 ? .f64 : .f32 }
 
     /// x [B, C, T, H, W] (T, H, W multiples of the patch), timesteps [B], caption states [B, L, C_text] and their
     /// mask (i32 [B, L] or nil) → [B, C_out, T, H, W] in x's dtype.
