@@ -18,7 +18,6 @@ y_embedding), and x [2, 4, 3, 8, 8], t [2], y [2, 1, 7, 24], mask [2, 7] (the se
 """
 
 import argparse
-import importlib.util
 import math
 import os
 import sys
@@ -27,14 +26,7 @@ import types
 import torch
 from safetensors.torch import save_file
 
-
-def stub(name, **attributes):
-    module = types.ModuleType(name)
-    module.__path__ = []
-    for key, value in attributes.items():
-        setattr(module, key, value)
-    sys.modules[name] = module
-    return module
+from golden_stubs import load_modules, stub, unused
 
 
 class BlockDiagonalMask:
@@ -70,22 +62,13 @@ def load_opensora(root):
     for package in ["opensora", "opensora.models", "opensora.models.layers", "opensora.models.stdit",
                     "opensora.acceleration", "opensora.utils"]:
         stub(package)
-    unused = lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("sequence parallelism is not used here"))
     stub("opensora.acceleration.checkpoint", auto_grad_checkpoint=lambda module, *args, **kwargs: module(*args, **kwargs))
     stub("opensora.acceleration.communications", all_to_all=unused, split_forward_gather_backward=unused,
          gather_forward_split_backward=unused)
     stub("opensora.acceleration.parallel_states", get_sequence_parallel_group=lambda: None)
     stub("opensora.registry", MODELS=types.SimpleNamespace(register_module=lambda *a, **k: (lambda cls: cls)))
     stub("opensora.utils.ckpt_utils", load_checkpoint=unused)
-    modules = {}
-    for name, path in [("opensora.models.layers.blocks", "opensora/models/layers/blocks.py"),
-                       ("opensora.models.stdit.stdit", "opensora/models/stdit/stdit.py")]:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(root, path))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        modules[name] = module
-    return modules["opensora.models.stdit.stdit"].STDiT
+    return load_modules(root, ["opensora.models.layers.blocks", "opensora.models.stdit.stdit"]).STDiT
 
 
 def main():

@@ -18,22 +18,12 @@ t [2], y [2, 24] and `out`.
 """
 
 import argparse
-import importlib.util
 import os
-import sys
-import types
 
 import torch
 from safetensors.torch import save_file
 
-
-def stub(name, **attributes):
-    module = types.ModuleType(name)
-    module.__path__ = []
-    for key, value in attributes.items():
-        setattr(module, key, value)
-    sys.modules[name] = module
-    return module
+from golden_stubs import load_modules, stub, unused
 
 
 class PooledTextEmbedder(torch.nn.Module):
@@ -50,18 +40,12 @@ class PooledTextEmbedder(torch.nn.Module):
 def load_opendit(root):
     for package in ["opendit", "opendit.models", "opendit.modules", "opendit.embed", "opendit.utils"]:
         stub(package)
-    unused = lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("sequence parallelism is not used here"))
     stub("opendit.utils.operation", AllGather=unused, AsyncAllGatherForTwo=unused, all_to_all_comm=unused,
          gather_forward_split_backward=unused)
     stub("opendit.embed.clip_text_emb", TextEmbedder=PooledTextEmbedder)
-    module = None
-    for name in ["opendit.modules.attn", "opendit.modules.block", "opendit.embed.patch_emb", "opendit.embed.pos_emb",
-                 "opendit.embed.time_emb", "opendit.embed.label_emb", "opendit.models.dit"]:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(root, *name.split(".")) + ".py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return module.DiT
+    return load_modules(root, ["opendit.modules.attn", "opendit.modules.block", "opendit.embed.patch_emb",
+                               "opendit.embed.pos_emb", "opendit.embed.time_emb", "opendit.embed.label_emb",
+                               "opendit.models.dit"]).DiT
 
 
 def main():

@@ -137,7 +137,7 @@ struct TrainCommand: ParsableCommand {
         try resumeIfAsked(checkpoint, resume: trainer.resume) { trainer.step }
         let side = imageSize / factor / model.patchSize, tokens = video.numFrames / model.temporalPatch * side * side
         printError("training a \(type(of: model).modelKind) model of \(model.parameterCount) parameters "
-            + "(\(model.config), \(tokens) tokens a clip) on \(clips.count) clips of "
+            + "(\(tokens) tokens a clip) on \(clips.count) clips of "
             + "\(video.numFrames)×\(imageSize)² (\(data)), captions by \(text.folder), \(backend.name)")
         try trainer.run(checkpoint: checkpoint,
                         log: try TrainingLog(jsonLinesFile: folder.appendingPathComponent("log.jsonl")))
@@ -165,7 +165,8 @@ struct VideoTrainingOptions: ParsableArguments {
 
     @Option(help: "Frames per clip (video data).") var numFrames = 8
     @Option(help: "Take every N-th frame of a CSV dataset's videos.") var frameInterval = 1
-    @Option(help: "Text encoder folder (BERT layout with its tokenizer); default all-MiniLM-L6-v2 in the model cache.")
+    @Option(help: ArgumentHelp("Text encoder folder (transformers BERT, T5 or CLIP text model with its tokenizer); "
+        + "default all-MiniLM-L6-v2 in the model cache."))
     var textEncoder: String?
     @Option(help: "Caption tokens (padded or cut).") var captionLength = 16
     @Option(help: "A diffusers AutoencoderKL folder: train on its latents of the clips (frame by frame) instead of pixels.")

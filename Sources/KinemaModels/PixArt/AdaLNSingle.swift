@@ -201,6 +201,18 @@ final class AdaLNSingleStem {
                               keepsMaster: keepsMaster, packedRuns: KinemaNN.packedRuns(of: layers))
     }
 
+    /// Videos [B, C, F, H, W] as their frames [B·F, C, H, W] (an image model's input), and back.
+    func frames(_ videos: Tensor) -> Tensor {
+        let (batch, channels, count) = (videos.shape[0], videos.shape[1], videos.shape[2])
+        return backend.permute(videos, [0, 2, 1, 3, 4])
+            .reshaped([batch * count, channels, videos.shape[3], videos.shape[4]])
+    }
+
+    func videos(_ frames: Tensor, batch: Int) -> Tensor {
+        let count = frames.shape[0] / batch
+        return backend.permute(frames.reshaped([batch, count] + frames.shape.dropFirst()), [0, 2, 1, 3, 4])
+    }
+
     /// Stops with a message unless timesteps are [B] and caption states [B, L, captionChannels].
     func checkConditions(_ model: String, batch: Int, timesteps: Tensor, captions: Tensor) {
         precondition(captions.rank == 3 && captions.shape[0] == batch && captions.shape[2] == config.captionChannels,

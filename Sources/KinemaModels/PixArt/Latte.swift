@@ -65,8 +65,7 @@ public final class Latte {
         let (batch, frames) = (x.shape[0], x.shape[2])
         let patchesPerFrame = (x.shape[3] / p) * (x.shape[4] / p)
         stem.checkConditions("Latte", batch: batch, timesteps: timesteps, captions: captionInput)
-        let perFrame = backend.permute(compute(x), [0, 2, 1, 3, 4])
-            .reshaped([batch * frames, config.inChannels, x.shape[3], x.shape[4]])
+        let perFrame = stem.frames(compute(x))
         let (tokens, embedded, t6, captions, stemCache) = stem.embed(perFrame, timesteps: timesteps,
                                                                      captions: compute(captionInput))
         let frameT6 = Repeats.interleave(t6, times: frames, backend: backend)
@@ -88,8 +87,7 @@ public final class Latte {
         }
         let (images, finalCache) = stem.output(stream, embedded: Repeats.interleave(embedded, times: frames,
                                                                                     backend: backend), stemCache)
-        let out = backend.permute(images.reshaped([batch, frames, config.outChannels, x.shape[3], x.shape[4]]),
-                                  [0, 2, 1, 3, 4])
+        let out = stem.videos(images, batch: batch)
         let cache = Cache(batch: batch, frames: frames, stem: stemCache, spatial: spatialCaches,
                           temporal: temporalCaches, final: finalCache)
         return (out.dtype == x.dtype ? out : backend.cast(out, to: x.dtype), cache)
@@ -99,8 +97,7 @@ public final class Latte {
     public func backward(_ dOut: Tensor, _ cache: Cache) {
         let (batch, frames) = (cache.batch, cache.frames)
         let patchesPerFrame = cache.stem.gridHeight * cache.stem.gridWidth
-        let dImages = backend.permute(compute(dOut), [0, 2, 1, 3, 4])
-            .reshaped([batch * frames, config.outChannels, dOut.shape[3], dOut.shape[4]])
+        let dImages = stem.frames(compute(dOut))
         let (dStream, dFrameEmbedded) = stem.outputBackward(dImages, cache.final)
         var dx = dStream
         var dFrameT6: Tensor?, dPatchT6: Tensor?, dCaptions: Tensor?

@@ -62,8 +62,7 @@ public final class STDiT {
         let (batch, frames) = (x.shape[0], x.shape[2])
         let patches = (x.shape[3] / p) * (x.shape[4] / p)
         stem.checkConditions("STDiT", batch: batch, timesteps: timesteps, captions: captionInput)
-        let perFrame = backend.permute(compute(x), [0, 2, 1, 3, 4])
-            .reshaped([batch * frames, config.inChannels, x.shape[3], x.shape[4]])
+        let perFrame = stem.frames(compute(x))
         let (tokens, embedded, t6, captions, stemCache) = stem.embed(perFrame, timesteps: timesteps,
                                                                      captions: compute(captionInput))
         var stream = ResidualStream(tokens.reshaped([batch, frames * patches, config.hiddenSize]))
@@ -76,8 +75,7 @@ public final class STDiT {
             caches.append(cache)
         }
         let (images, finalCache) = stem.output(stream, embedded: embedded, stemCache)
-        let out = backend.permute(images.reshaped([batch, frames, config.outChannels, x.shape[3], x.shape[4]]),
-                                  [0, 2, 1, 3, 4])
+        let out = stem.videos(images, batch: batch)
         let cache = Cache(batch: batch, frames: frames, stem: stemCache, blocks: caches, final: finalCache)
         return (out.dtype == x.dtype ? out : backend.cast(out, to: x.dtype), cache)
     }
@@ -86,8 +84,7 @@ public final class STDiT {
     public func backward(_ dOut: Tensor, _ cache: Cache) {
         let (batch, frames) = (cache.batch, cache.frames)
         let patches = cache.stem.gridHeight * cache.stem.gridWidth
-        let dImages = backend.permute(compute(dOut), [0, 2, 1, 3, 4])
-            .reshaped([batch * frames, config.outChannels, dOut.shape[3], dOut.shape[4]])
+        let dImages = stem.frames(compute(dOut))
         let (dStream, dEmbedded) = stem.outputBackward(dImages, cache.final)
         var dx = dStream
         var dt6: Tensor?, dCaptions: Tensor?

@@ -99,15 +99,7 @@ public struct ByteLevelBPETokenizer: CaptionTokenizer {
     }
 
     public func encode(_ text: String) -> (ids: [Int32], mask: [Int32]) {
-        var ids: [Int32] = []
-        for piece in specials.split(text) {
-            switch piece {
-            case .special(let id): ids.append(id)
-            case .text(let text): for word in words(text) { ids += merge(word) }
-            }
-            if ids.count >= template.capacity { break }
-        }
-        return template.apply(ids)
+        specials.encode(text, template: template) { words($0).flatMap(merge) }
     }
 
     /// Steps 2 and 3: the normalised text's pieces.

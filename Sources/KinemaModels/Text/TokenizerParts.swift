@@ -63,6 +63,20 @@ struct SpecialTokenSplitter: Sendable {
             .sorted { $0.0.count > $1.0.count }
     }
 
+    /// A text's ids: special tokens kept whole, the text between them through `tokenize`, stopping once the
+    /// template is full, then the template's special tokens, truncation and padding.
+    func encode(_ text: String, template: SequenceTemplate, tokenize: (String) -> [Int32]) -> (ids: [Int32], mask: [Int32]) {
+        var ids: [Int32] = []
+        for piece in split(text) {
+            switch piece {
+            case .special(let id): ids.append(id)
+            case .text(let text): ids += tokenize(text)
+            }
+            if ids.count >= template.capacity { break }
+        }
+        return template.apply(ids)
+    }
+
     func split(_ text: String) -> [Piece] {
         let scalars = Array(text.unicodeScalars)
         var pieces: [Piece] = [], start = 0, position = 0

@@ -109,19 +109,10 @@ public struct UnigramTokenizer: CaptionTokenizer {
     }
 
     public func encode(_ text: String) -> (ids: [Int32], mask: [Int32]) {
-        var ids: [Int32] = []
-        for piece in specials.split(text) {
-            switch piece {
-            case .special(let id): ids.append(id)
-            case .text(let text):
-                let normalized = charsmap?.normalize(text) ?? text
-                for word in normalized.unicodeScalars.split(whereSeparator: { $0.properties.isWhitespace }) {
-                    ids += segment(["▁"] + Array(word))
-                }
-            }
-            if ids.count >= template.capacity { break }
+        specials.encode(text, template: template) { text in
+            (charsmap?.normalize(text) ?? text).unicodeScalars.split(whereSeparator: { $0.properties.isWhitespace })
+                .flatMap { segment(["▁"] + Array($0)) }
         }
-        return template.apply(ids)
     }
 
     /// The best-scoring segmentation of one word (Viterbi over the piece lattice, scalar positions).

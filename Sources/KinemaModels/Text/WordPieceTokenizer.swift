@@ -86,15 +86,7 @@ public struct WordPieceTokenizer: CaptionTokenizer {
 
     /// Token ids and attention mask (1 for a token, 0 for padding) of one text.
     public func encode(_ text: String) -> (ids: [Int32], mask: [Int32]) {
-        var ids: [Int32] = []
-        for piece in specials.split(text) {
-            switch piece {
-            case .special(let id): ids.append(id)
-            case .text(let text): for word in words(normalize(text)) { ids += wordPieces(word) }
-            }
-            if ids.count >= template.capacity { break }
-        }
-        return template.apply(ids)
+        specials.encode(text, template: template) { words(normalize($0)).flatMap(wordPieces) }
     }
 
     /// BertNormalizer: clean, space out CJK ideographs, strip accents, lowercase (per scalar, as `tokenizers` does).
