@@ -98,12 +98,15 @@ struct TrainCommand: ParsableCommand {
         guard video.holdOut == "default" || video.holdOut == "none" else {
             throw ValidationError("--hold-out '\(video.holdOut)': use default or none")
         }
+        guard video.buckets == nil || data != "synthetic-video" else {
+            throw ValidationError("--buckets applies to a CSV of videos; the synthetic clips have one shape")
+        }
         guard video.frameInterval >= 1 else { throw ValidationError("--frame-interval must be at least 1") }
         let clips: any VideoDataSource = data == "synthetic-video"
             ? SyntheticVideos(frames: video.numFrames, imageSize: imageSize, count: 50_000, seed: seed,
                               heldOut: video.holdOut == "default" ? SyntheticVideos.defaultHeldOut : [])
             : try VideoCSVDataset(csv: data, frames: video.numFrames, frameInterval: video.frameInterval,
-                                  imageSize: imageSize)
+                                  imageSize: imageSize, buckets: try video.buckets.map { try VideoBuckets(spec: $0) })
         let vae = try video.vae.map { try AutoencoderKLCheckpoint.load(folder: $0, backend: backend) }
         let factor = vae?.config.downsampling ?? 1
         guard imageSize % factor == 0 else {
@@ -164,6 +167,10 @@ struct VideoTrainingOptions: ParsableArguments {
     }
 
     @Option(help: "Frames per clip (video data).") var numFrames = 8
+    @Option(help: ArgumentHelp("Buckets for a CSV of videos of mixed sizes, HEIGHTxWIDTHxFRAMES,… (e.g. "
+        + "16x16x8,16x24x8,24x16x4): each video trains at the bucket closest to its aspect ratio that it fills, a batch "
+        + "holds one bucket; replaces --image-size and --num-frames as the clip shape."))
+    var buckets: String?
     @Option(help: "Take every N-th frame of a CSV dataset's videos.") var frameInterval = 1
     @Option(help: ArgumentHelp("Text encoder folder (transformers BERT, T5 or CLIP text model with its tokenizer); "
         + "default all-MiniLM-L6-v2 in the model cache."))

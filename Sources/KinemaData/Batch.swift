@@ -52,6 +52,8 @@ public protocol DataSource {
 /// Hands out the sample indices of an endless sequence of epochs: each epoch is a permutation of 0..<count drawn
 /// from (seed, epoch) by Fisher–Yates with Philox, cut into batches of `batchSize`; the incomplete last batch of an
 /// epoch is dropped. The whole progress is `state` (epoch, position), so a checkpoint resumes mid-epoch exactly.
+/// With `groups` (bucketed data: indices that may share a batch), each group is permuted and cut into full batches
+/// of its own, and the epoch's batches are then shuffled together, so every batch holds one group.
 public struct EpochSampler: Sendable {
     /// Where the sampler stands: `position` samples of epoch `epoch` have been handed out.
     public struct State: Codable, Equatable, Sendable {
@@ -67,35 +69,53 @@ public struct EpochSampler: Sendable {
     public let count: Int
     public let batchSize: Int
     public let seed: UInt64
+    public let groups: [[Int]]?
     public private(set) var state: State
     private var order: [Int]
 
-    public init(count: Int, batchSize: Int, seed: UInt64, state: State = State()) {
+    public init(count: Int, batchSize: Int, seed: UInt64, groups: [[Int]]? = nil, state: State = State()) {
         precondition(batchSize > 0, "batch size must be positive")
-        precondition(count >= batchSize, "dataset of \(count) samples cannot fill one batch of \(batchSize)")
+        precondition((groups?.map(\.count).max() ?? count) >= batchSize,
+                     "dataset of \(count) samples cannot fill one batch of \(batchSize)\(groups == nil ? "" : " from one group")")
         precondition(state.epoch >= 0 && state.position >= 0, "invalid sampler state \(state)")
         self.count = count
         self.batchSize = batchSize
         self.seed = seed
+        self.groups = groups
         self.state = state
-        self.order = Self.permutation(count: count, seed: seed, epoch: state.epoch)
+        self.order = Self.epochOrder(count: count, batchSize: batchSize, groups: groups, seed: seed, epoch: state.epoch)
     }
 
     public var epoch: Int { state.epoch }
     public var position: Int { state.position }
 
-    /// Full batches per epoch (the remainder is dropped).
-    public var batchesPerEpoch: Int { count / batchSize }
+    /// Full batches per epoch (the remainder is dropped, per group when grouped).
+    public var batchesPerEpoch: Int { order.count / batchSize }
 
     /// The indices of the next batch; moves to the next epoch (and its permutation) when the current one cannot
     /// fill another batch.
     public mutating func nextBatch() -> [Int] {
-        if state.position + batchSize > count {
+        if state.position + batchSize > order.count {
             state = State(epoch: state.epoch + 1, position: 0)
-            order = Self.permutation(count: count, seed: seed, epoch: state.epoch)
+            order = Self.epochOrder(count: count, batchSize: batchSize, groups: groups, seed: seed, epoch: state.epoch)
         }
         defer { state.position += batchSize }
         return Array(order[state.position..<(state.position + batchSize)])
+    }
+
+    /// An epoch's indices, batch after batch: one permutation of 0..<count, or each group's permutation cut into
+    /// full batches and the batches permuted (each group and the batch order from their own Philox keys).
+    static func epochOrder(count: Int, batchSize: Int, groups: [[Int]]?, seed: UInt64, epoch: Int) -> [Int] {
+        guard let groups else { return permutation(count: count, seed: seed, epoch: epoch) }
+        var batches: [[Int]] = []
+        for (number, group) in groups.enumerated() {
+            let shuffled = permutation(count: group.count, seed: seed &+ UInt64(number + 1) &* 0x9E37_79B9_7F4A_7C15,
+                                       epoch: epoch).map { group[$0] }
+            batches += stride(from: 0, to: shuffled.count - batchSize + 1, by: batchSize).map {
+                Array(shuffled[$0..<($0 + batchSize)])
+            }
+        }
+        return permutation(count: batches.count, seed: seed ^ 0xB0C4_E75A_3D1F_0001, epoch: epoch).flatMap { batches[$0] }
     }
 
     /// The order of epoch `epoch`: Fisher–Yates driven by Philox with key `seed`, counter = step, stream = epoch.

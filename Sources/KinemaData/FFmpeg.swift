@@ -23,6 +23,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
     case emptyDataset(path: String, reason: String)
     /// A dataset index outside 0..<count.
     case indexOutOfRange(index: Int, count: Int)
+    /// A data option that does not parse or does not fit (buckets, sizes).
+    case badOption(String)
 
     public var description: String {
         switch self {
@@ -43,6 +45,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
             return "dataset folder \(path) is unusable: \(reason)"
         case .indexOutOfRange(let index, let count):
             return "sample index \(index) out of range 0..<\(count)"
+        case .badOption(let reason):
+            return reason
         }
     }
 }

@@ -8,9 +8,13 @@ import KinemaTensor
 /// quotes.
 ///
 /// A sample is `frames` frames taken every `frameInterval` frames from a random start where `num_frames` tells how
-/// long the video is (Open-Sora's temporal random crop; from the first frame otherwise), each resized so its short side is `imageSize` and centre-cropped square, as floats in [-1, 1]. A video
-/// that cannot be decoded, or is too short, is reported once ("skipping video PATH: reason") and never tried again;
-/// the batch takes a random other video in its place, so batches stay full.
+/// long the video is (Open-Sora's temporal random crop; from the first frame otherwise), each resized so its short
+/// side is `imageSize` and centre-cropped square, as floats in [-1, 1]. With `buckets` each video instead gets the
+/// bucket `VideoBuckets.assign` picks from its size and length (the CSV's columns, else ffprobe's) and is cropped and
+/// resized to that bucket's height × width and frame count; a batch holds one bucket (see `sampleGroups`), and a
+/// video no bucket fits is left out with a report. A video that cannot be decoded, or is too short, is reported once
+/// ("skipping video PATH: reason") and never tried again; the batch takes a random other video of its bucket in its
+/// place, so batches stay full.
 public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
     public struct Row: Equatable, Sendable {
         public var path: String
@@ -21,6 +25,10 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
 
     public let csvPath: String
     public let rows: [Row]
+    /// The clip shape of each row (every row the same without buckets).
+    public let shapes: [VideoBucket]
+    public let buckets: VideoBuckets?
+    /// Without buckets, the clip shape; with them, the first bucket's frames and height (what sampling defaults to).
     public let frames: Int
     public let frameInterval: Int
     public let imageSize: Int
@@ -30,10 +38,18 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
 
     public var count: Int { rows.count }
     public var heldOutCaptions: [String] { [] }
-    /// Frames a sample spans in its source video.
-    public var span: Int { (frames - 1) * frameInterval + 1 }
+    /// Frames a clip of `frames` frames spans in its source video.
+    func span(_ frames: Int) -> Int { (frames - 1) * frameInterval + 1 }
 
-    public init(csv: String, frames: Int, frameInterval: Int = 1, imageSize: Int,
+    public var sampleGroups: [[Int]]? {
+        buckets.map { buckets in
+            buckets.buckets.map { bucket in shapes.indices.filter { shapes[$0] == bucket } }.filter { !$0.isEmpty }
+        }
+    }
+
+    public var clipShapes: [VideoBucket] { Array(Set(shapes)).sorted { $0.description < $1.description } }
+
+    public init(csv: String, frames: Int, frameInterval: Int = 1, imageSize: Int, buckets: VideoBuckets? = nil,
                 report: @escaping (String) -> Void = ImageFolderDataset.printToStandardError) throws {
         precondition(frames >= 1 && frameInterval >= 1 && imageSize > 0,
                      "frames, frame interval and image size must be positive")
@@ -47,7 +63,7 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
         }
         let folder = URL(fileURLWithPath: csv).deletingLastPathComponent()
         let span = (frames - 1) * frameInterval + 1
-        var rows: [Row] = [], short = 0
+        var rows: [Row] = [], shapes: [VideoBucket] = [], short = 0, unfitting = 0
         for (number, fields) in table.dropFirst().enumerated() where !(fields.count == 1 && fields[0].isEmpty) {
             func field(_ name: String) -> String? {
                 columns[name].flatMap { $0 < fields.count ? fields[$0].trimmingCharacters(in: .whitespaces) : nil }
@@ -60,40 +76,74 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
                           text: field("text") ?? "", numFrames: field("num_frames").flatMap(Int.init),
                           height: field("height").flatMap(Int.init), width: field("width").flatMap(Int.init),
                           fps: field("fps").flatMap(Double.init))
-            if let known = row.numFrames, known < span {
-                short += 1
+            guard let buckets else {
+                if let known = row.numFrames, known < span {
+                    short += 1
+                    continue
+                }
+                rows.append(row)
+                shapes.append(VideoBucket(height: imageSize, width: imageSize, frames: frames))
                 continue
             }
-            rows.append(row)
+            var sized = row
+            if row.numFrames == nil || row.height == nil || row.width == nil {
+                do {
+                    let info = try FFmpeg.probeVideo(atPath: row.path)
+                    (sized.numFrames, sized.height, sized.width) = (info.frames, info.height, info.width)
+                } catch {
+                    report("skipping video \(row.path): \(error)")
+                    continue
+                }
+            }
+            guard let bucket = buckets.assign(height: sized.height, width: sized.width, frames: sized.numFrames,
+                                              frameInterval: frameInterval) else {
+                unfitting += 1
+                continue
+            }
+            rows.append(sized)
+            shapes.append(bucket)
         }
         if short > 0 { report("skipping \(short) video(s) of \(csv) shorter than \(span) frames (num_frames column)") }
-        guard !rows.isEmpty else { throw DataError.emptyDataset(path: csv, reason: "no video rows of \(span) or more frames") }
+        if unfitting > 0 {
+            report("skipping \(unfitting) video(s) of \(csv) that no bucket fits (smaller or shorter than every one)")
+        }
+        guard !rows.isEmpty else { throw DataError.emptyDataset(path: csv, reason: "no video rows fit the clip shapes") }
         self.csvPath = csv
         self.rows = rows
-        self.frames = frames
+        self.shapes = shapes
+        self.buckets = buckets
+        self.frames = buckets?.buckets.first?.frames ?? frames
         self.frameInterval = frameInterval
-        self.imageSize = imageSize
+        self.imageSize = buckets?.buckets.first?.height ?? imageSize
         self.report = report
     }
 
-    /// The clip of video `index` (frames × imageSize², 8-bit) starting at frame `start`, or the reason it fails.
+    /// The clip of video `index` (its shape's frames, height × width, 8-bit) starting at frame `start`, or the reason
+    /// it fails.
     public func clip(at index: Int, start: Int) throws -> [RGBImage] {
+        let shape = shapes[index], span = span(shape.frames)
         let decoded = try FFmpeg.decodeVideo(atPath: rows[index].path, maxFrames: start + span)
         guard decoded.count >= span else {
             throw DataError.decodeFailed(path: rows[index].path,
                                          reason: "\(decoded.count) frames, fewer than the \(span) a sample spans")
         }
         let first = min(start, decoded.count - span)
-        return (0..<frames).map { decoded[first + $0 * frameInterval].centerCropResize(to: imageSize) }
+        return (0..<shape.frames).map {
+            decoded[first + $0 * frameInterval].centerCropResize(width: shape.width, height: shape.height)
+        }
     }
 
+    /// The videos at `indices`, which must share a clip shape (one bucket).
     public func batch(indices: [Int], random: inout RandomStream) -> (videos: [Float], shape: [Int], captions: [String]) {
-        let plane = imageSize * imageSize, videoSize = 3 * frames * plane
+        let shape = shapes[indices[0]], frames = shape.frames
+        precondition(indices.allSatisfy { shapes[$0] == shape }, "\(csvPath): a batch mixes clip shapes")
+        let peers = buckets == nil ? Array(0..<count) : shapes.indices.filter { shapes[$0] == shape }
+        let plane = shape.height * shape.width, videoSize = 3 * frames * plane
         var values = [Float](repeating: 0, count: indices.count * videoSize), captions: [String] = []
         for (slot, requested) in indices.enumerated() {
             var index = requested
-            for _ in 0..<(4 * count) {
-                let known = rows[index].numFrames.map { max(0, $0 - span) }
+            for _ in 0..<(4 * peers.count) {
+                let known = rows[index].numFrames.map { max(0, $0 - span(frames)) }
                 let start = Int(random.nextUniform() * Float((known ?? 0) + 1))
                 lock.lock()
                 let isBad = bad.contains(index)
@@ -109,11 +159,11 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
                     captions.append(rows[index].text)
                     break
                 }
-                index = min(count - 1, Int(random.nextUniform() * Float(count)))
+                index = peers[min(peers.count - 1, Int(random.nextUniform() * Float(peers.count)))]
             }
             precondition(captions.count == slot + 1, "\(csvPath): no decodable video left (see the reports above)")
         }
-        return (values, [indices.count, 3, frames, imageSize, imageSize], captions)
+        return (values, [indices.count, 3, frames, shape.height, shape.width], captions)
     }
 
     private func loadReporting(_ index: Int, start: Int) throws -> [RGBImage] {

@@ -12,14 +12,18 @@ final class TrainingRun {
     let ema: ExponentialMovingAverage
     let schedule: LearningRateSchedule
     let dataCount: Int
+    let groups: [[Int]]?
     var sampler: EpochSampler
     var random: RandomStream
 
-    init(arena: ParameterArena, dataCount: Int, options: TrainingOptions) throws {
+    /// `groups`: bucketed data's indices that may share a batch (nil: any).
+    init(arena: ParameterArena, dataCount: Int, groups: [[Int]]? = nil, options: TrainingOptions) throws {
         try options.validate()
-        guard dataCount >= options.batchSize else {
-            throw TrainingError.options("the data has \(dataCount) samples, fewer than one batch of \(options.batchSize)")
+        guard (groups?.map(\.count).max() ?? dataCount) >= options.batchSize else {
+            throw TrainingError.options("the data has \(groups?.map(\.count).max() ?? dataCount) samples\(groups == nil ? "" : " in its largest bucket"), "
+                + "fewer than one batch of \(options.batchSize)")
         }
+        self.groups = groups
         self.options = options
         self.dataCount = dataCount
         optimizer = AdamW(arena: arena,
@@ -29,7 +33,7 @@ final class TrainingRun {
         ema = ExponentialMovingAverage(arena: arena, decay: options.emaDecay)
         schedule = LearningRateSchedule(baseRate: options.learningRate, warmupSteps: options.warmupSteps,
                                         decay: options.learningRateDecay, totalSteps: options.steps)
-        sampler = EpochSampler(count: dataCount, batchSize: options.batchSize, seed: options.seed)
+        sampler = EpochSampler(count: dataCount, batchSize: options.batchSize, seed: options.seed, groups: groups)
         random = RandomStream(seed: options.seed)
     }
 
@@ -45,7 +49,7 @@ final class TrainingRun {
     func resume(from url: URL, model: some CheckpointableModel) throws {
         let saved = try TrainingCheckpoint.restore(from: url, model: model, ema: ema, optimizer: optimizer)
         random = RandomStream(seed: saved.randomSeed, position: saved.randomPosition)
-        sampler = EpochSampler(count: dataCount, batchSize: options.batchSize, seed: options.seed,
+        sampler = EpochSampler(count: dataCount, batchSize: options.batchSize, seed: options.seed, groups: groups,
                                state: .init(epoch: saved.samplerEpoch, position: saved.samplerPosition))
     }
 

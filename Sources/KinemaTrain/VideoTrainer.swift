@@ -32,10 +32,14 @@ public final class VideoTrainer {
                 + "\(model.captionChannels) wide; the data gives \(channels) (\(vae == nil ? "RGB" : "VAE latents")) "
                 + "and the text encoder \(text.width)")
         }
-        guard data.imageSize % (factor * model.patchSize) == 0, data.frames % model.temporalPatch == 0 else {
-            throw TrainingError.options("image size \(data.imageSize) is not a multiple of the patch size "
-                + "\(model.patchSize)\(vae == nil ? "" : " times the VAE's downsampling \(factor)"), or \(data.frames) "
-                + "frames not a multiple of the temporal patch \(model.temporalPatch)")
+        let unit = factor * model.patchSize
+        if let shape = data.clipShapes.first(where: {
+            $0.height % unit != 0 || $0.width % unit != 0 || $0.frames % model.temporalPatch != 0
+        }) {
+            let vaeFactor = vae == nil ? "" : " times the VAE's downsampling \(factor)"
+            throw TrainingError.options("clips of \(shape) (height x width x frames) do not fit the model: sides must "
+                + "be multiples of the patch size \(model.patchSize)\(vaeFactor) and frames of the temporal patch "
+                + "\(model.temporalPatch)")
         }
         self.vae = vae
         guard (0...1).contains(captionDropout), (0...1).contains(firstFrameProbability) else {
@@ -47,7 +51,7 @@ public final class VideoTrainer {
         self.flow = flow
         self.captionDropout = captionDropout
         self.firstFrameProbability = firstFrameProbability
-        training = try TrainingRun(arena: model.arena, dataCount: data.count, options: options)
+        training = try TrainingRun(arena: model.arena, dataCount: data.count, groups: data.sampleGroups, options: options)
     }
 
     public var step: Int { training.step }

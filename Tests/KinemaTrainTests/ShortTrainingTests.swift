@@ -124,6 +124,29 @@ final class VideoCSVTrainingTests: XCTestCase {
         let checkpoint = try SafetensorsFile(url: folder.appendingPathComponent("run/checkpoint.safetensors"))
         XCTAssertEqual(checkpoint.metadata["frames"], "3")
     }
+
+    /// `--buckets`: videos of two sizes train in one run, each batch in its bucket's shape (a video DiT, whose
+    /// positions follow any grid).
+    func testTrainsOnMixedSizesWithBuckets() throws {
+        let folder = Fixtures.temporaryDirectory("kinema-bucket-train")
+        let source = SyntheticVideos(frames: 4, imageSize: 16, count: 8, seed: 1)
+        var lines = ["path,text"]
+        for index in 0..<6 {
+            let (width, height) = index % 2 == 0 ? (8, 8) : (16, 8)
+            let frames = source.video(at: index).map { $0.resized(width: width, height: height) }
+            try FFmpeg.writeVideo(frames, fps: 8, toPath: folder.appendingPathComponent("\(index).mp4").path)
+            lines.append("\(index).mp4,\(source.caption(at: index))")
+        }
+        let csv = folder.appendingPathComponent("videos.csv")
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: csv)
+        var errors = ""
+        let log = try KinemaCLI.run(["train", "--data", csv.path, "--buckets", "8x8x4,8x16x4", "--video-model", "video-dit",
+                                     "--temporal-patch", "2", "--text-encoder", Fixtures.url("bert").path,
+                                     "--image-size", "8", "--patch-size", "4", "--hidden-size", "32", "--depth", "1",
+                                     "--num-heads", "2", "--steps", "4", "--batch-size", "3", "--log-every", "1",
+                                     "--output", folder.appendingPathComponent("run").path], errors: &errors)
+        XCTAssertEqual(log.split(separator: "\n").filter { $0.contains("\"step\"") }.count, 4, log + errors)
+    }
 }
 
 /// `kinema preprocess`: class folders (UCF101) and captioned videos to the CSV that training reads; unreadable or
