@@ -1,25 +1,53 @@
 import ArgumentParser
 import Foundation
 import KinemaData
+import KinemaModels
+import KinemaTensor
+import KinemaTrain
 
 struct PreprocessCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "preprocess",
-        abstract: "Index a folder of videos as the CSV that `kinema train --data videos.csv` reads.",
+        abstract: "Index a folder of videos as the CSV that `kinema train` reads, or encode clips into a latent cache.",
         discussion: """
-        Layouts: class folders (UCF101: one subfolder per class; the caption is the folder's name in words) or \\
-        captioned videos (a same-named .txt beside each video). Every video is probed with ffprobe for its frame \\
-        count, size and fps; a video that cannot be read, or lacks a caption, is reported with its path and left \\
-        out. Paths in the CSV are relative to the CSV's folder when the videos are inside it.
+        Indexing (--input FOLDER --output videos.csv): class folders (UCF101: one subfolder per class; the caption \\
+        is the folder's name in words) or captioned videos (a same-named .txt beside each video). Every video is \\
+        probed with ffprobe for its frame count, size and fps; a video that cannot be read, or lacks a caption, is \\
+        reported with its path and left out. Paths in the CSV are relative to the CSV's folder when the videos are \\
+        inside it.
+
+        Caching (--data videos.csv|synthetic-video --cache FOLDER): every clip (cut as training cuts it: \\
+        --num-frames, --frame-interval, --image-size or --buckets; one temporal crop each) is encoded once by the \\
+        VAE (--vae; without one the pixels are kept) and its caption by the text encoder (--text-encoder, \\
+        --caption-length), into safetensors shards of --shard-size clips of one shape, then the index \\
+        latent-cache.json (written last: a folder with an index is complete). `kinema train --data FOLDER` then \\
+        reads latents and caption states directly, loading neither model.
         """)
 
-    @Option(help: "The folder of videos.") var input: String
-    @Option(help: "The CSV to write.") var output: String
-    @Option(help: ArgumentHelp("classes, captions, or auto (class folders when the videos sit in subfolders).",
+    @Option(help: "Indexing: the folder of videos.") var input: String?
+    @Option(help: "Indexing: the CSV to write.") var output: String?
+    @Option(help: ArgumentHelp("Indexing: classes, captions, or auto (class folders when the videos sit in subfolders).",
                                valueName: "auto|classes|captions"))
     var layout = "auto"
+    @Option(help: "Caching: the clips to encode (a CSV of videos, or synthetic-video).") var data: String?
+    @Option(help: "Caching: the folder to write the latent cache to.") var cache: String?
+    @Option(help: "Caching: pixel side of the clips (without --buckets).") var imageSize = 16
+    @Option(help: "Caching: clips per shard.") var shardSize = 256
+    @Option(help: "Caching: the seed of the temporal crops.") var seed: UInt64 = 0
+    @OptionGroup var video: VideoTrainingOptions
+    @OptionGroup var deviceOptions: DeviceOptions
 
     func run() throws {
+        switch (input, output, data, cache) {
+        case let (input?, output?, nil, nil): try index(input, into: output)
+        case let (nil, nil, data?, cache?): try encode(data, into: cache)
+        default:
+            throw ValidationError("give --input and --output (index a folder of videos as a CSV) or --data and --cache "
+                                  + "(encode clips into a latent cache)")
+        }
+    }
+
+    private func index(_ input: String, into output: String) throws {
         let chosen: VideoFolderIndex.Layout
         switch layout {
         case "auto": chosen = VideoFolderIndex.guessLayout(folder: input)
@@ -34,5 +62,36 @@ struct PreprocessCommand: ParsableCommand {
         try VideoFolderIndex.writeCSV(rows, to: output)
         let captions = Set(rows.map(\.text)).count
         printError("wrote \(rows.count) videos (\(captions) distinct captions, \(chosen.rawValue) layout) to \(output)")
+    }
+
+    private func encode(_ data: String, into cache: String) throws {
+        guard shardSize > 0 else { throw ValidationError("--shard-size must be positive") }
+        guard !LatentCacheIndex.isCache(data) else { throw ValidationError("\(data) is a latent cache already") }
+        let backend = try deviceOptions.backend()
+        let clips = try openVideoClips(data, video: video, imageSize: imageSize, seed: seed)
+        let text = try TextConditioner(folder: video.textEncoder ?? TextConditioner.defaultFolder, backend: backend,
+                                       length: video.captionLength)
+        let vae = try video.vae.map { try AutoencoderKLCheckpoint.load(folder: $0, backend: backend) }
+        let count = data == "synthetic-video" ? min(clips.count, 48 * 8) : clips.count
+        let source: any VideoDataSource = count < clips.count ? FirstClips(base: clips, count: count) : clips
+        let index = try LatentCacheWriter.write(data: source, vae: vae, text: text, to: URL(fileURLWithPath: cache),
+                                                shardSize: shardSize, seed: seed) { done, total in
+            if done == total || done % 64 < 8 { printError("encoded \(done)/\(total) clips") }
+        }
+        printError("wrote \(index.captions.count) clips in \(index.shards.count) shard(s) "
+                   + "(\(Set(index.shards.map(\.clip)).map(\.description).sorted().joined(separator: ", "))) to \(cache)")
+    }
+}
+
+/// The first `count` clips of endless synthetic data (8 of each of its 48 prompts): what a cache of it holds.
+private struct FirstClips: VideoDataSource {
+    let base: any VideoDataSource
+    let count: Int
+    var frames: Int { base.frames }
+    var imageSize: Int { base.imageSize }
+    var heldOutCaptions: [String] { base.heldOutCaptions }
+
+    func batch(indices: [Int], random: inout RandomStream) -> (videos: [Float], shape: [Int], captions: [String]) {
+        base.batch(indices: indices, random: &random)
     }
 }

@@ -52,7 +52,9 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var deviceOptions: DeviceOptions
 
     func run() throws {
-        if data == "synthetic-video" || data.lowercased().hasSuffix(".csv") { return try runVideo() }
+        if data == "synthetic-video" || data.lowercased().hasSuffix(".csv") || LatentCacheIndex.isCache(data) {
+            return try runVideo()
+        }
         let backend = try deviceOptions.backend()
         let dataset = try openDataset(data, imageSize: imageSize, seed: seed)
         let config = try modelOptions.config(imageSize: imageSize, channels: 3, classes: dataset.numClasses)
@@ -87,32 +89,24 @@ struct TrainCommand: ParsableCommand {
                                emaDecay: emaDecay, seed: seed, checkpointEvery: checkpointEvery, logEvery: logEvery)
     }
 
-    /// Text-to-video: a Latte on the synthetic captioned clips.
+    /// Text-to-video: a Latte, STDiT or video DiT on captioned clips (synthetic, a CSV, or a latent cache).
     func runVideo() throws {
-        guard imageSize >= 8, video.numFrames >= 2 else {
-            throw ValidationError("--image-size must be at least 8 and --num-frames at least 2 for videos")
-        }
         let backend = try deviceOptions.backend()
-        let text = try TextConditioner(folder: video.textEncoder ?? TextConditioner.defaultFolder, backend: backend,
-                                       length: video.captionLength)
-        guard video.holdOut == "default" || video.holdOut == "none" else {
-            throw ValidationError("--hold-out '\(video.holdOut)': use default or none")
+        let clips = try openVideoClips(data, video: video, imageSize: imageSize, seed: seed)
+        let cache = (clips as? LatentCacheDataset)?.index
+        guard cache == nil || (video.vae == nil && video.textEncoder == nil) else {
+            throw ValidationError("\(data) is a latent cache, encoded by \(cache!.vae.isEmpty ? "no VAE" : cache!.vae) and "
+                + "\(cache!.textEncoder): drop --vae and --text-encoder")
         }
-        guard video.buckets == nil || data != "synthetic-video" else {
-            throw ValidationError("--buckets applies to a CSV of videos; the synthetic clips have one shape")
-        }
-        guard video.frameInterval >= 1 else { throw ValidationError("--frame-interval must be at least 1") }
-        let clips: any VideoDataSource = data == "synthetic-video"
-            ? SyntheticVideos(frames: video.numFrames, imageSize: imageSize, count: 50_000, seed: seed,
-                              heldOut: video.holdOut == "default" ? SyntheticVideos.defaultHeldOut : [])
-            : try VideoCSVDataset(csv: data, frames: video.numFrames, frameInterval: video.frameInterval,
-                                  imageSize: imageSize, buckets: try video.buckets.map { try VideoBuckets(spec: $0) })
-        let vae = try video.vae.map { try AutoencoderKLCheckpoint.load(folder: $0, backend: backend) }
-        let factor = vae?.config.downsampling ?? 1
+        let text = cache == nil ? try TextConditioner(folder: video.textEncoder ?? TextConditioner.defaultFolder,
+                                                      backend: backend, length: video.captionLength) : nil
+        let vae = cache == nil ? try video.vae.map { try AutoencoderKLCheckpoint.load(folder: $0, backend: backend) } : nil
+        let factor = cache?.downsampling ?? vae?.config.downsampling ?? 1
+        let imageSize = cache == nil ? self.imageSize : clips.imageSize, captionWidth = cache?.captionWidth ?? text!.width
         guard imageSize % factor == 0 else {
             throw ValidationError("--image-size \(imageSize) must be a multiple of the VAE's downsampling \(factor)")
         }
-        let channels = vae?.config.latentChannels ?? 3, dtype = try deviceOptions.dtype()
+        let channels = cache?.latentChannels ?? vae?.config.latentChannels ?? 3, dtype = try deviceOptions.dtype()
         let model: any CheckpointableVideoModel
         switch try video.architecture(modelOptions.model) {
         case VideoDiT.modelKind:
@@ -120,16 +114,16 @@ struct TrainCommand: ParsableCommand {
                 throw ValidationError("--conditioning '\(video.conditioning)': use "
                     + VideoDiTConfig.Conditioning.allCases.map(\.rawValue).joined(separator: ", "))
             }
-            model = try VideoDiT(config: modelOptions.videoDiTConfig(channels: channels, captionChannels: text.width,
+            model = try VideoDiT(config: modelOptions.videoDiTConfig(channels: channels, captionChannels: captionWidth,
                                                                      temporalPatch: video.temporalPatch,
                                                                      conditioning: conditioning),
                                  backend: backend, dtype: dtype, seed: seed)
         case let kind:
             let config = try modelOptions.videoConfig(imageSize: imageSize / factor, channels: channels,
-                                                      captionChannels: text.width)
+                                                      captionChannels: captionWidth)
             model = kind == STDiT.modelKind
                 ? try STDiT(config: config, backend: backend, dtype: dtype, seed: seed)
-                : try Latte(config: config, videoLength: video.numFrames, backend: backend, dtype: dtype, seed: seed)
+                : try Latte(config: config, videoLength: clips.frames, backend: backend, dtype: dtype, seed: seed)
         }
         let flow = RectifiedFlow(shift: try video.shift(imageSize: imageSize))
         let trainer = try VideoTrainer(model: model, text: text, data: clips, flow: flow, options: try trainingOptions(),
@@ -138,14 +132,36 @@ struct TrainCommand: ParsableCommand {
         let folder = URL(fileURLWithPath: output)
         let checkpoint = folder.appendingPathComponent("checkpoint.safetensors")
         try resumeIfAsked(checkpoint, resume: trainer.resume) { trainer.step }
-        let side = imageSize / factor / model.patchSize, tokens = video.numFrames / model.temporalPatch * side * side
+        let side = imageSize / factor / model.patchSize, tokens = clips.frames / model.temporalPatch * side * side
         printError("training a \(type(of: model).modelKind) model of \(model.parameterCount) parameters "
             + "(\(tokens) tokens a clip) on \(clips.count) clips of "
-            + "\(video.numFrames)×\(imageSize)² (\(data)), captions by \(text.folder), \(backend.name)")
+            + "\(clips.clipShapes.map(\.description).joined(separator: ", ")) (\(data)), captions by "
+            + "\(cache?.textEncoder ?? text!.folder), \(backend.name)")
         try trainer.run(checkpoint: checkpoint,
                         log: try TrainingLog(jsonLinesFile: folder.appendingPathComponent("log.jsonl")))
         printError("saved \(checkpoint.path)")
     }
+}
+
+/// The clips a video run reads: the bundled synthetic ones, a CSV of videos (bucketed with --buckets), or a latent
+/// cache of `kinema preprocess --cache` (encoded already).
+func openVideoClips(_ data: String, video: VideoTrainingOptions, imageSize: Int, seed: UInt64) throws -> any VideoDataSource {
+    if LatentCacheIndex.isCache(data) { return try LatentCacheDataset(folder: data) }
+    guard imageSize >= 8, video.numFrames >= 2 else {
+        throw ValidationError("--image-size must be at least 8 and --num-frames at least 2 for videos")
+    }
+    guard video.holdOut == "default" || video.holdOut == "none" else {
+        throw ValidationError("--hold-out '\(video.holdOut)': use default or none")
+    }
+    guard video.buckets == nil || data != "synthetic-video" else {
+        throw ValidationError("--buckets applies to a CSV of videos; the synthetic clips have one shape")
+    }
+    guard video.frameInterval >= 1 else { throw ValidationError("--frame-interval must be at least 1") }
+    return data == "synthetic-video"
+        ? SyntheticVideos(frames: video.numFrames, imageSize: imageSize, count: 50_000, seed: seed,
+                          heldOut: video.holdOut == "default" ? SyntheticVideos.defaultHeldOut : [])
+        : try VideoCSVDataset(csv: data, frames: video.numFrames, frameInterval: video.frameInterval,
+                              imageSize: imageSize, buckets: try video.buckets.map { try VideoBuckets(spec: $0) })
 }
 
 /// The options of text-to-video training.

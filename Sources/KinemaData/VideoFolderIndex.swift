@@ -94,12 +94,6 @@ public enum VideoFolderIndex {
                            row.width.map(String.init) ?? "", row.fps.map { String(format: "%g", $0) } ?? ""]
             text += ([field(row.path), field(row.text)] + numbers).joined(separator: ",") + "\n"
         }
-        let url = URL(fileURLWithPath: path)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).partial")
-        try Data(text.utf8).write(to: temporary)
-        guard rename(temporary.path, url.path) == 0 else {  // atomic: a reader sees the old file or the new one
-            throw DataError.encodeFailed(path: path, reason: String(cString: strerror(errno)))
-        }
+        try AtomicFile.write(Data(text.utf8), to: URL(fileURLWithPath: path))
     }
 }

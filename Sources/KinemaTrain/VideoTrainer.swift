@@ -12,7 +12,7 @@ import KinemaTensor
 /// JSON-lines logging and atomic checkpoints that resume bit-exactly, as the DiT trainer.
 public final class VideoTrainer {
     public let model: any CheckpointableVideoModel
-    public let text: TextConditioner
+    public let text: TextConditioner?
     public let flow: RectifiedFlow
     public let captionDropout: Double
     public let firstFrameProbability: Double
@@ -23,14 +23,23 @@ public final class VideoTrainer {
     var backend: any Backend { model.backend }
     public var options: TrainingOptions { training.options }
 
-    public init(model: any CheckpointableVideoModel, text: TextConditioner, data: any VideoDataSource, flow: RectifiedFlow,
-                options: TrainingOptions, captionDropout: Double = 0.1, firstFrameProbability: Double = 0,
-                vae: AutoencoderKL? = nil) throws {
-        let channels = vae?.config.latentChannels ?? 3, factor = vae?.config.downsampling ?? 1
-        guard model.inChannels == channels, model.captionChannels == text.width else {
+    /// `text` encodes the captions of pixel data (and `vae` its clips); a latent cache (`EncodedVideoSource`) brings
+    /// both encoded, and needs neither.
+    public init(model: any CheckpointableVideoModel, text: TextConditioner?, data: any VideoDataSource,
+                flow: RectifiedFlow, options: TrainingOptions, captionDropout: Double = 0.1,
+                firstFrameProbability: Double = 0, vae: AutoencoderKL? = nil) throws {
+        let cache = (data as? any EncodedVideoSource)?.index
+        guard cache == nil || vae == nil, cache != nil || text != nil else {
+            throw TrainingError.options("a latent cache comes encoded (no VAE or text encoder to give); other data needs "
+                                        + "a text encoder")
+        }
+        let channels = cache?.latentChannels ?? vae?.config.latentChannels ?? 3
+        let factor = cache?.downsampling ?? vae?.config.downsampling ?? 1
+        let width = cache?.captionWidth ?? text!.width
+        guard model.inChannels == channels, model.captionChannels == width else {
             throw TrainingError.options("the model takes \(model.inChannels) channels and captions "
-                + "\(model.captionChannels) wide; the data gives \(channels) (\(vae == nil ? "RGB" : "VAE latents")) "
-                + "and the text encoder \(text.width)")
+                + "\(model.captionChannels) wide; the data gives \(channels) (\(factor == 1 ? "RGB" : "VAE latents")) "
+                + "and captions \(width) wide")
         }
         let unit = factor * model.patchSize
         if let shape = data.clipShapes.first(where: {
@@ -57,13 +66,16 @@ public final class VideoTrainer {
     public var step: Int { training.step }
     public var state: TrainingState { training.state }
 
+    var cache: LatentCacheIndex? { (data as? any EncodedVideoSource)?.index }
+
     /// What `kinema sample` needs besides the model: the text encoder, the caption length, the clip size and the
     /// timestep shift it was trained with.
     public var runMetadata: [String: String] {
-        ["text_encoder": text.folder, "caption_length": "\(text.length)", "frames": "\(data.frames)",
+        ["text_encoder": cache?.textEncoder ?? text!.folder,
+         "caption_length": "\(cache?.captionLength ?? text!.length)", "frames": "\(data.frames)",
          "image_size": "\(data.imageSize)",
          "held_out_prompts": String(decoding: try! JSONEncoder().encode(data.heldOutCaptions), as: UTF8.self),
-         "vae": vae?.folder ?? "",
+         "vae": cache?.vae ?? vae?.folder ?? "",
          "timestep_shift": flow.shift.flatMap { try? String(decoding: JSONEncoder().encode($0), as: UTF8.self) } ?? "none"]
     }
 
@@ -76,15 +88,43 @@ public final class VideoTrainer {
                                     metadata: runMetadata)
     }
 
+    /// The next batch: clips (their latents with a VAE or a cache) [B, C, T, h, w], caption states and masks (a
+    /// caption dropped to the null caption with `captionDropout`), and the clips' size in pixels.
+    private func nextBatch() -> (x: Tensor, states: Tensor, mask: Tensor, pixelSize: (height: Int, width: Int)) {
+        let indices = training.sampler.nextBatch()
+        guard let encoded = data as? any EncodedVideoSource else {
+            let batch = data.batch(indices: indices, random: &training.random)
+            let pixels = backend.upload(batch.videos, shape: batch.shape, dtype: model.ioDType)
+            let x = vae.map { backend.cast($0.encodeVideo(pixels), to: model.ioDType) } ?? pixels
+            let captions = batch.captions.map { training.random.nextUniform() < Float(captionDropout) ? "" : $0 }
+            let (states, mask) = text!.encode(captions)
+            return (x, states, mask, (batch.shape[3], batch.shape[4]))
+        }
+        let batch: (latents: [Float], shape: [Int], states: [Float], mask: [Int32], captions: [String])
+        do {
+            batch = try encoded.encodedBatch(indices: indices)
+        } catch {
+            preconditionFailure("the latent cache cannot be read: \(error)")
+        }
+        var states = batch.states, mask = batch.mask
+        let (null, length) = (encoded.nullCaption, encoded.index.captionLength)
+        let width = null.states.count / length
+        for row in indices.indices where training.random.nextUniform() < Float(captionDropout) {
+            states.replaceSubrange((row * length * width)..<((row + 1) * length * width), with: null.states)
+            mask.replaceSubrange((row * length)..<((row + 1) * length), with: null.mask)
+        }
+        let factor = encoded.index.downsampling
+        return (backend.upload(batch.latents, shape: batch.shape, dtype: model.ioDType),
+                backend.upload(states, shape: [indices.count, length, width], dtype: .f32),
+                backend.upload(mask, shape: [indices.count, length]),
+                (batch.shape[3] * factor, batch.shape[4] * factor))
+    }
+
     /// One optimisation step on the next batch; `imagesPerSecond` counts videos.
     public func trainStep() -> StepMetrics {
         let start = DispatchTime.now().uptimeNanoseconds
-        let batch = data.batch(indices: training.sampler.nextBatch(), random: &training.random)
-        let count = batch.shape[0], frames = batch.shape[2]
-        let pixels = backend.upload(batch.videos, shape: batch.shape, dtype: model.ioDType)
-        let xStart = vae.map { backend.cast($0.encodeVideo(pixels), to: model.ioDType) } ?? pixels
-        let captions = batch.captions.map { training.random.nextUniform() < Float(captionDropout) ? "" : $0 }
-        let (states, mask) = text.encode(captions)
+        let (xStart, states, mask, pixelSize) = nextBatch()
+        let count = xStart.shape[0], frames = xStart.shape[2]
         var frameMask: [[Bool]]?
         if firstFrameProbability > 0 {
             frameMask = (0..<count).map { _ in
@@ -92,7 +132,7 @@ public final class VideoTrainer {
                 return (0..<frames).map { !(conditioned && $0 == 0) }
             }
         }
-        let size = RectifiedFlow.InputSize(height: batch.shape[3], width: batch.shape[4], frames: frames)  // pixels
+        let size = RectifiedFlow.InputSize(height: pixelSize.height, width: pixelSize.width, frames: frames)
         let (timesteps, noise, xT) = flow.noisedBatch(xStart, size: size, frameMask: frameMask, random: &training.random,
                                                       backend: backend)
         let t = backend.upload(timesteps, shape: [count], dtype: model.ioDType)

@@ -152,6 +152,25 @@ final class VideoCSVTrainingTests: XCTestCase {
 /// `kinema preprocess`: class folders (UCF101) and captioned videos to the CSV that training reads; unreadable or
 /// uncaptioned videos are reported by path and left out.
 final class PreprocessCommandTests: XCTestCase {
+    /// `kinema preprocess --cache` on the synthetic clips with the VAE and BERT fixtures, then `kinema train --data`
+    /// on the cache (no --vae, no --text-encoder) and `kinema sample`, which finds both models through the checkpoint.
+    func testCachesLatentsAndTrainsFromThem() throws {
+        let folder = Fixtures.temporaryDirectory("kinema-cache-cli")
+        let cache = folder.appendingPathComponent("cache").path
+        var errors = ""
+        _ = try KinemaCLI.run(["preprocess", "--data", "synthetic-video", "--cache", cache, "--num-frames", "4",
+                               "--image-size", "16", "--vae", Fixtures.url("vae").path, "--text-encoder",
+                               Fixtures.url("bert").path, "--caption-length", "8", "--shard-size", "100"], errors: &errors)
+        XCTAssertTrue(errors.contains("wrote 384 clips in 4 shard(s) (16x16x4)"), errors)
+        _ = try KinemaCLI.run(["train", "--data", cache, "--video-model", "video-dit", "--patch-size", "1",
+                               "--hidden-size", "16", "--depth", "1", "--num-heads", "2", "--steps", "2", "--batch-size", "4",
+                               "--log-every", "1", "--output", folder.appendingPathComponent("run").path])
+        let clip = folder.appendingPathComponent("clip.gif").path
+        _ = try KinemaCLI.run(["sample", "--checkpoint", folder.appendingPathComponent("run/checkpoint.safetensors").path,
+                               "--prompt", "a red square moving left", "--steps", "1", "--out", clip])
+        XCTAssertEqual(try FFmpeg.decodeVideo(atPath: clip).count, 4)
+    }
+
     func testIndexesClassFoldersAndCaptionedVideos() throws {
         let root = Fixtures.temporaryDirectory("kinema-preprocess")
         let source = SyntheticVideos(frames: 5, imageSize: 16, count: 4, seed: 3)

@@ -11,7 +11,7 @@ public final class TextConditioner {
     public let length: Int
     public var tokenizer: any CaptionTokenizer { encoder.tokenizer }
     public var width: Int { encoder.width }
-    let backend: any Backend
+    public let backend: any Backend
     private var cache: [String: (states: [Float], mask: [Int32])] = [:]
 
     /// The model cache: `KINEMA_CACHE`, else ~/.cache/kinema.
