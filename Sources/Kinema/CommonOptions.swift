@@ -88,7 +88,7 @@ struct ModelOptions: ParsableArguments {
     /// The Latte of --model for clips of `imageSize` × `channels` (RGB, or the latents of a VAE: pass its latent side
     /// and channel count) (tiny: hidden 128, depth 4, 4 heads, patch 2), predicting the velocity only (no learned
     /// variance), with captions `captionChannels` wide.
-    func videoConfig(imageSize: Int, channels: Int = 3, captionChannels: Int) throws -> PixArtConfig {
+    func videoConfig(imageSize: Int, channels: Int = 3, outChannels: Int? = nil, captionChannels: Int) throws -> PixArtConfig {
         let patch = patchSize ?? 2
         guard imageSize % patch == 0 else {
             throw ValidationError("--image-size \(imageSize) must be a multiple of the patch size \(patch)")
@@ -99,7 +99,7 @@ struct ModelOptions: ParsableArguments {
                            captionChannels: captionChannels)
             : try latteConfig(latentSize: imageSize)
         config.inChannels = channels
-        config.outChannels = channels
+        config.outChannels = outChannels ?? channels
         config.captionChannels = captionChannels
         if let mlpRatio { config.mlpHidden = Int(mlpRatio * Double(config.hiddenSize)) }
         config.captionDropoutProb = 0
@@ -109,7 +109,7 @@ struct ModelOptions: ParsableArguments {
 
     /// The video DiT of --model (tiny: hidden 128, depth 4, 4 heads, patch 2; or vDiT-{S,B,L,XL}/{t}{p}{p}) for
     /// `channels`-channel clips and captions `captionChannels` wide, predicting the velocity only.
-    func videoDiTConfig(channels: Int, captionChannels: Int, temporalPatch: Int,
+    func videoDiTConfig(channels: Int, outChannels: Int, captionChannels: Int, temporalPatch: Int,
                         conditioning: VideoDiTConfig.Conditioning) throws -> VideoDiTConfig {
         var config = model == "tiny"
             ? VideoDiTConfig(patchSize: patchSize ?? 2, temporalPatch: temporalPatch, hiddenSize: hiddenSize ?? 128,
@@ -120,7 +120,7 @@ struct ModelOptions: ParsableArguments {
         config.numHeads = numHeads ?? config.numHeads
         config.patchSize = patchSize ?? config.patchSize
         config.mlpRatio = mlpRatio ?? config.mlpRatio
-        (config.inChannels, config.outChannels, config.conditioning) = (channels, channels, conditioning)
+        (config.inChannels, config.outChannels, config.conditioning) = (channels, outChannels, conditioning)
         try config.validate()
         return config
     }

@@ -107,6 +107,13 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("--image-size \(imageSize) must be a multiple of the VAE's downsampling \(factor)")
         }
         let channels = cache?.latentChannels ?? vae?.config.latentChannels ?? 3, dtype = try deviceOptions.dtype()
+        let objective: VideoObjective
+        switch video.diffusion {
+        case "rectified-flow": objective = .rectifiedFlow(RectifiedFlow(shift: try video.shift(imageSize: imageSize)))
+        case "iddpm": objective = .iddpm(GaussianDiffusion(learnSigma: true))
+        default: throw ValidationError("--diffusion '\(video.diffusion)': use rectified-flow or iddpm")
+        }
+        let outChannels = objective.name == "iddpm" ? 2 * channels : channels  // IDDPM learns the variance too
         let model: any CheckpointableVideoModel
         switch try video.architecture(modelOptions.model) {
         case VideoDiT.modelKind:
@@ -114,21 +121,23 @@ struct TrainCommand: ParsableCommand {
                 throw ValidationError("--conditioning '\(video.conditioning)': use "
                     + VideoDiTConfig.Conditioning.allCases.map(\.rawValue).joined(separator: ", "))
             }
-            model = try VideoDiT(config: modelOptions.videoDiTConfig(channels: channels, captionChannels: captionWidth,
+            model = try VideoDiT(config: modelOptions.videoDiTConfig(channels: channels, outChannels: outChannels,
+                                                                     captionChannels: captionWidth,
                                                                      temporalPatch: video.temporalPatch,
                                                                      conditioning: conditioning),
                                  backend: backend, dtype: dtype, seed: seed)
         case let kind:
             let config = try modelOptions.videoConfig(imageSize: imageSize / factor, channels: channels,
-                                                      captionChannels: captionWidth)
+                                                      outChannels: outChannels, captionChannels: captionWidth)
             model = kind == STDiT.modelKind
                 ? try STDiT(config: config, backend: backend, dtype: dtype, seed: seed)
                 : try Latte(config: config, videoLength: clips.frames, backend: backend, dtype: dtype, seed: seed)
         }
-        let flow = RectifiedFlow(shift: try video.shift(imageSize: imageSize))
-        let trainer = try VideoTrainer(model: model, text: text, data: clips, flow: flow, options: try trainingOptions(),
+        let trainer = try VideoTrainer(model: model, text: text, data: clips, objective: objective,
+                                       options: try trainingOptions(),
                                        captionDropout: video.captionDropout,
-                                       firstFrameProbability: video.firstFrameProb, vae: vae)
+                                       firstFrameProbability: video.firstFrameProb ?? (objective.flow == nil ? 0 : 0.2),
+                                       vae: vae)
         let folder = URL(fileURLWithPath: output)
         let checkpoint = folder.appendingPathComponent("checkpoint.safetensors")
         try resumeIfAsked(checkpoint, resume: trainer.resume) { trainer.step }
@@ -172,6 +181,9 @@ struct VideoTrainingOptions: ParsableArguments {
     @Option(help: "How a video-dit reads the caption: adaln-zero, cross-attention or in-context.")
     var conditioning = "cross-attention"
     @Option(help: "Frames per patch of a video-dit.") var temporalPatch = 2
+    @Option(help: ArgumentHelp("The training objective: rectified-flow (Open-Sora 1.2; Euler sampling) or iddpm "
+        + "(DiT's Gaussian diffusion with learned variance; DDIM sampling)."))
+    var diffusion = "rectified-flow"
 
     /// latte, stdit or video-dit, from --video-model and --model.
     func architecture(_ model: String) throws -> String {
@@ -199,8 +211,9 @@ struct VideoTrainingOptions: ParsableArguments {
         + "a blue triangle moving left) or none.", valueName: "default|none"))
     var holdOut = "default"
     @Option(help: "Probability of training on the empty caption (for classifier-free guidance).") var captionDropout = 0.1
-    @Option(help: "Probability of keeping a clip's first frame clean and out of the loss (image-to-video).")
-    var firstFrameProb = 0.2
+    @Option(help: ArgumentHelp("Probability of keeping a clip's first frame clean and out of the loss (image-to-video; "
+        + "rectified flow only). Default 0.2 with rectified flow, 0 with iddpm."))
+    var firstFrameProb: Double?
     @Option(help: ArgumentHelp("Timestep shift t ↦ r·t/(1 + (r − 1)·t): none; open-sora (r by resolution and length "
         + "as Open-Sora 1.2, for latent models at its sizes); or a constant r > 0 (r > 1 trains and samples more "
         + "near the noise end, where the layout and motion of a clip are decided).", valueName: "none|open-sora|r"))

@@ -4,9 +4,10 @@ import KinemaDiffusion
 import KinemaModels
 import KinemaTensor
 
-/// Text-to-video (and image-to-video) sampling from a Latte or an STDiT: the rectified-flow Euler sampler with classifier-free
-/// guidance on the caption (v = v_∅ + s·(v_c − v_∅), the empty caption as ∅, both halves in one doubled batch).
-/// With first frames given, they stay clean through sampling (the conditioning of Open-Sora's masks).
+/// Text-to-video (and image-to-video) sampling from a Latte, STDiT or video DiT: the rectified-flow Euler sampler
+/// with classifier-free guidance on the caption (v = v_∅ + s·(v_c − v_∅), the empty caption as ∅, both halves in one
+/// doubled batch). With first frames given, they stay clean through sampling (the conditioning of Open-Sora's
+/// masks). A model trained with IDDPM samples by DDIM over `steps` respaced steps instead, guiding its ε channels.
 public struct VideoGenerator {
     public var model: any TextConditionedVideoModel
     public var text: TextConditioner
@@ -17,9 +18,12 @@ public struct VideoGenerator {
     public var metadata: [String: String]
     /// The VAE of a latent model: clips are sampled as latents and decoded (nil: the model works on pixels).
     public var vae: AutoencoderKL?
+    /// Set for a model trained with IDDPM (then `flow` is unused).
+    public var diffusion: DiffusionSampler?
 
     public init(model: any TextConditionedVideoModel, text: TextConditioner, flow: RectifiedFlow, steps: Int = 30, cfgScale: Double = 4,
-                metadata: [String: String] = [:], vae: AutoencoderKL? = nil) {
+                metadata: [String: String] = [:], vae: AutoencoderKL? = nil, diffusion: DiffusionSampler? = nil) {
+        self.diffusion = diffusion
         self.model = model
         self.text = text
         self.flow = flow
@@ -55,8 +59,11 @@ public struct VideoGenerator {
         let vae = try metadata["vae"].flatMap { $0.isEmpty ? nil : $0 }.map {
             try AutoencoderKLCheckpoint.load(folder: $0, backend: backend, dtype: dtype)
         }
+        let diffusion = metadata["objective"] == "iddpm"
+            ? try DiffusionSampler(method: .ddim(eta: 0), steps: steps,
+                                   learnSigma: model.outChannels == 2 * model.inChannels) : nil
         return (VideoGenerator(model: model, text: text, flow: flow, steps: steps, cfgScale: cfgScale, metadata: metadata,
-                               vae: vae),
+                               vae: vae, diffusion: diffusion),
                 frames, imageSize)
     }
 
@@ -80,6 +87,21 @@ public struct VideoGenerator {
         let (null, nullMask) = text.encode([String](repeating: "", count: batch))
         let captions = backend.concat([cond, null], axis: 0), masks = backend.concat([condMask, nullMask], axis: 0)
         let model = self.model, scale = cfgScale
+        if let diffusion {
+            guard firstFrames == nil else {
+                throw GenerationError.badSize("a first frame conditions rectified-flow models; this one was trained with IDDPM")
+            }
+            let denoiser: Denoiser = { x, timesteps in
+                let t = backend.upload((timesteps + timesteps).map(Double.init), shape: [2 * batch], dtype: model.ioDType)
+                let out = model.predict(backend.concat([x, x], axis: 0), timesteps: t, captions: captions,
+                                        captionMask: masks)
+                return ClassifierFreeGuidance.combineConditionalHalf(out, scale: scale, guidedChannels: channels,
+                                                                     backend: backend)
+            }
+            var random = RandomStream(seed: seed)
+            return diffusion.sample(.ddim(eta: 0), shape: shape, dtype: model.ioDType, denoiser: denoiser,
+                                    random: &random, initialNoise: noise, backend: backend, progress: progress)
+        }
         let velocity: VelocityModel = { x, timesteps in
             let doubled = backend.concat([x, x], axis: 0)
             let t = backend.upload(timesteps + timesteps, shape: [2 * batch], dtype: model.ioDType)

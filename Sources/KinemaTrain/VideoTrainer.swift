@@ -5,7 +5,27 @@ import KinemaModels
 import KinemaNN
 import KinemaTensor
 
-/// The text-to-video training loop: a Latte or an STDiT on captioned videos with the rectified-flow loss, captions encoded by a
+/// How a video model learns to denoise: rectified flow (Open-Sora 1.2; velocity, Euler sampling) or IDDPM's Gaussian
+/// diffusion (DiT's: ε and, with learned sigma, the variance through the variational bound; DDIM/DDPM sampling).
+public enum VideoObjective: Sendable {
+    case rectifiedFlow(RectifiedFlow)
+    case iddpm(GaussianDiffusion)
+
+    /// What the checkpoint header records: "rectified-flow" or "iddpm".
+    public var name: String {
+        switch self {
+        case .rectifiedFlow: return "rectified-flow"
+        case .iddpm: return "iddpm"
+        }
+    }
+
+    public var flow: RectifiedFlow? {
+        if case .rectifiedFlow(let flow) = self { return flow }
+        return nil
+    }
+}
+
+/// The text-to-video training loop: a Latte, STDiT or video DiT on captioned videos with the rectified-flow or IDDPM loss, captions encoded by a
 /// frozen text encoder (dropped to the empty caption with `captionDropout`, for classifier-free guidance), and
 /// Open-Sora's first-frame conditioning: with `firstFrameProbability` a video's first frame stays clean in x_t and
 /// leaves the loss, so the model also learns to continue a given image (image-to-video). Clipped AdamW, EMA,
@@ -13,7 +33,7 @@ import KinemaTensor
 public final class VideoTrainer {
     public let model: any CheckpointableVideoModel
     public let text: TextConditioner?
-    public let flow: RectifiedFlow
+    public let objective: VideoObjective
     public let captionDropout: Double
     public let firstFrameProbability: Double
     /// The frozen VAE that turns clips into the latents the model learns (nil: the model works on pixels).
@@ -26,7 +46,7 @@ public final class VideoTrainer {
     /// `text` encodes the captions of pixel data (and `vae` its clips); a latent cache (`EncodedVideoSource`) brings
     /// both encoded, and needs neither.
     public init(model: any CheckpointableVideoModel, text: TextConditioner?, data: any VideoDataSource,
-                flow: RectifiedFlow, options: TrainingOptions, captionDropout: Double = 0.1,
+                objective: VideoObjective, options: TrainingOptions, captionDropout: Double = 0.1,
                 firstFrameProbability: Double = 0, vae: AutoencoderKL? = nil) throws {
         let cache = (data as? any EncodedVideoSource)?.index
         guard cache == nil || vae == nil, cache != nil || text != nil else {
@@ -54,10 +74,20 @@ public final class VideoTrainer {
         guard (0...1).contains(captionDropout), (0...1).contains(firstFrameProbability) else {
             throw TrainingError.options("caption dropout and first-frame probability must lie in 0...1")
         }
+        if case .iddpm(let diffusion) = objective {
+            guard firstFrameProbability == 0 else {
+                throw TrainingError.options("first-frame conditioning is a rectified-flow feature (Open-Sora's masks); "
+                                            + "train IDDPM without it")
+            }
+            guard model.outChannels == (diffusion.learnSigma ? 2 : 1) * model.inChannels else {
+                throw TrainingError.options("IDDPM\(diffusion.learnSigma ? " with learned variance" : "") needs "
+                    + "\(diffusion.learnSigma ? 2 : 1) × \(model.inChannels) output channels; the model has \(model.outChannels)")
+            }
+        }
         self.model = model
         self.text = text
         self.data = data
-        self.flow = flow
+        self.objective = objective
         self.captionDropout = captionDropout
         self.firstFrameProbability = firstFrameProbability
         training = try TrainingRun(arena: model.arena, dataCount: data.count, groups: data.sampleGroups, options: options)
@@ -76,7 +106,9 @@ public final class VideoTrainer {
          "image_size": "\(data.imageSize)",
          "held_out_prompts": String(decoding: try! JSONEncoder().encode(data.heldOutCaptions), as: UTF8.self),
          "vae": cache?.vae ?? vae?.folder ?? "",
-         "timestep_shift": flow.shift.flatMap { try? String(decoding: JSONEncoder().encode($0), as: UTF8.self) } ?? "none"]
+         "objective": objective.name,
+         "timestep_shift": objective.flow?.shift.flatMap { try? String(decoding: JSONEncoder().encode($0), as: UTF8.self) }
+            ?? "none"]
     }
 
     public func resume(from url: URL) throws {
@@ -132,19 +164,36 @@ public final class VideoTrainer {
                 return (0..<frames).map { !(conditioned && $0 == 0) }
             }
         }
-        let size = RectifiedFlow.InputSize(height: pixelSize.height, width: pixelSize.width, frames: frames)
-        let (timesteps, noise, xT) = flow.noisedBatch(xStart, size: size, frameMask: frameMask, random: &training.random,
-                                                      backend: backend)
-        let t = backend.upload(timesteps, shape: [count], dtype: model.ioDType)
-        let (lossValue, _) = model.trainingStep(xT, timesteps: t, captions: states, captionMask: mask) { output in
-            let loss = flow.trainingLoss(modelOutput: output, xStart: xStart, noise: noise, frameMask: frameMask,
-                                         backend: backend)
-            return (loss.loss, loss.gradient)
+        let (lossValue, mse, vb): (Double, Double, Double?)
+        switch objective {
+        case .rectifiedFlow(let flow):
+            let size = RectifiedFlow.InputSize(height: pixelSize.height, width: pixelSize.width, frames: frames)
+            let (timesteps, noise, xT) = flow.noisedBatch(xStart, size: size, frameMask: frameMask,
+                                                          random: &training.random, backend: backend)
+            let t = backend.upload(timesteps, shape: [count], dtype: model.ioDType)
+            (lossValue, _) = model.trainingStep(xT, timesteps: t, captions: states, captionMask: mask) { output in
+                let loss = flow.trainingLoss(modelOutput: output, xStart: xStart, noise: noise, frameMask: frameMask,
+                                             backend: backend)
+                return (loss.loss, loss.gradient)
+            }
+            (mse, vb) = (lossValue, nil)
+        case .iddpm(let diffusion):
+            let (timesteps, noise, xT) = diffusion.noisedBatch(xStart, random: &training.random, backend: backend)
+            let t = backend.upload(timesteps.map(Double.init), shape: [count], dtype: model.ioDType)
+            var terms: GaussianDiffusion.TrainingLoss?
+            (lossValue, _) = model.trainingStep(xT, timesteps: t, captions: states, captionMask: mask) { output in
+                let loss = diffusion.trainingLoss(modelOutput: output, xStart: xStart, xT: xT, noise: noise,
+                                                  timesteps: timesteps, backend: backend)
+                terms = loss
+                return (loss.loss, loss.gradient)
+            }
+            let mean = { (values: [Double]) in values.reduce(0, +) / Double(values.count) }
+            (mse, vb) = (mean(terms!.mse), terms!.vb.map(mean))
         }
         let (norm, rate) = training.update(model.arena)
         backend.synchronize()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return StepMetrics(step: training.step, loss: lossValue, mse: lossValue, vb: nil, gradNorm: norm, lr: rate,
+        return StepMetrics(step: training.step, loss: lossValue, mse: mse, vb: vb, gradNorm: norm, lr: rate,
                            imagesPerSecond: Double(count) / seconds)
     }
 

@@ -75,7 +75,7 @@ final class LatentCacheTests: XCTestCase {
         let model = try VideoDiT(config: VideoDiTConfig(patchSize: 1, temporalPatch: 2, inChannels: 4, outChannels: 4,
                                                         hiddenSize: 16, depth: 1, numHeads: 2, captionChannels: text.width,
                                                         conditioning: .crossAttention), backend: backend)
-        let trainer = try VideoTrainer(model: model, text: nil, data: cache, flow: RectifiedFlow(shift: nil),
+        let trainer = try VideoTrainer(model: model, text: nil, data: cache, objective: .rectifiedFlow(RectifiedFlow(shift: nil)),
                                        options: TrainingOptions(batchSize: 2, steps: 3, learningRate: 1e-3, seed: 1,
                                                                 checkpointEvery: 0, logEvery: 1),
                                        captionDropout: 0.5)

@@ -284,7 +284,8 @@ final class TextEncoderForwardTests: XCTestCase {
         for (encoder, architecture, options) in [("t5", "latte", []), ("clip", "stdit", []),
                                                  ("t5", "video-dit", ["--conditioning", "adaln-zero"]),
                                                  ("clip", "video-dit", ["--conditioning", "cross-attention"]),
-                                                 ("bert", "video-dit", ["--conditioning", "in-context"])] {
+                                                 ("bert", "video-dit", ["--conditioning", "in-context"]),
+                                                 ("bert", "stdit", ["--diffusion", "iddpm"])] {
             let folder = Fixtures.temporaryDirectory("kinema-\(encoder)-video")
             _ = try KinemaCLI.run(["train", "--data", "synthetic-video", "--video-model", architecture] + options + [
                                    "--text-encoder", Fixtures.url(encoder).path,

@@ -30,7 +30,7 @@ final class VideoTrainerTests: XCTestCase {
         let options = TrainingOptions(batchSize: 4, steps: steps, learningRate: 1e-3, warmupSteps: 1, seed: 9,
                                       checkpointEvery: 0, logEvery: 1)
         return try VideoTrainer(model: model, text: text, data: SyntheticVideos(frames: 3, imageSize: 8, count: 64),
-                                flow: RectifiedFlow(shift: nil), options: options, captionDropout: 0.3,
+                                objective: .rectifiedFlow(RectifiedFlow(shift: nil)), options: options, captionDropout: 0.3,
                                 firstFrameProbability: 0.5)
     }
 
@@ -93,7 +93,7 @@ final class VideoTrainerTests: XCTestCase {
         let model = try STDiT(config: config, backend: backend, seed: 4)  // STDiT here; Latte in the tests above
         let options = TrainingOptions(batchSize: 2, steps: 2, learningRate: 1e-3, seed: 9, checkpointEvery: 0, logEvery: 1)
         let trainer = try VideoTrainer(model: model, text: text, data: SyntheticVideos(frames: 3, imageSize: 8, count: 8),
-                                       flow: RectifiedFlow(shift: nil), options: options, firstFrameProbability: 0.5,
+                                       objective: .rectifiedFlow(RectifiedFlow(shift: nil)), options: options, firstFrameProbability: 0.5,
                                        vae: vae)
         XCTAssertTrue(trainer.trainStep().loss.isFinite)
         let url = Fixtures.temporaryDirectory("kinema-latent-video").appendingPathComponent("checkpoint.safetensors")
@@ -113,5 +113,33 @@ final class VideoTrainerTests: XCTestCase {
         let encoded = backend.download(vae.encodeVideo(backend.upload(first, shape: [1, 3, 1, 8, 8], dtype: .f32)))
         let kept = backend.download(backend.narrow(latents, axis: 2, start: 0, length: 1))
         XCTAssertEqual(kept, encoded)
+    }
+
+    /// IDDPM on a video model: the hybrid loss (MSE + variational bound) with learned variance, the objective in the
+    /// checkpoint, DDIM sampling with guidance on the ε channels; first-frame conditioning is refused.
+    func testIDDPMTrainsAndSamples() throws {
+        let text = try TextConditioner(folder: Fixtures.url("bert").path, backend: backend, length: 8)
+        let model = try VideoDiT(config: VideoDiTConfig(patchSize: 4, temporalPatch: 1, inChannels: 3, outChannels: 6,
+                                                        hiddenSize: 32, depth: 1, numHeads: 2, captionChannels: text.width,
+                                                        conditioning: .adaLNZero), backend: backend, seed: 2)
+        let options = TrainingOptions(batchSize: 4, steps: 3, learningRate: 1e-3, seed: 9, checkpointEvery: 0, logEvery: 1)
+        let data = SyntheticVideos(frames: 3, imageSize: 8, count: 64)
+        let trainer = try VideoTrainer(model: model, text: text, data: data, objective: .iddpm(GaussianDiffusion()),
+                                       options: options)
+        for _ in 0..<3 {
+            let metrics = trainer.trainStep()
+            XCTAssertTrue(metrics.loss.isFinite && (metrics.vb ?? .nan).isFinite, "\(metrics)")
+        }
+        XCTAssertThrowsError(try VideoTrainer(model: model, text: text, data: data, objective: .iddpm(GaussianDiffusion()),
+                                              options: options, firstFrameProbability: 0.5))
+        let url = Fixtures.temporaryDirectory("kinema-iddpm-video").appendingPathComponent("checkpoint.safetensors")
+        try trainer.saveCheckpoint(to: url)
+        XCTAssertEqual(try SafetensorsFile(url: url).metadata["objective"], "iddpm")
+        let (generator, frames, size) = try VideoGenerator.load(checkpoint: url, backend: backend, steps: 3, cfgScale: 2)
+        XCTAssertNotNil(generator.diffusion)
+        let clips = try generator.generate(prompts: ["a red square moving left"], frames: frames, height: size, width: size,
+                                           seed: 1)
+        XCTAssertEqual(clips.shape, [1, 3, 3, 8, 8])
+        XCTAssertTrue(backend.download(clips).allSatisfy(\.isFinite))
     }
 }

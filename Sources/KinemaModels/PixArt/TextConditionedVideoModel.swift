@@ -8,6 +8,8 @@ public protocol TextConditionedVideoModel: AnyObject {
     associatedtype Config: Codable & Equatable
     var config: Config { get }
     var inChannels: Int { get }
+    /// C (a velocity or ε) or 2C (ε and IDDPM's learned variance).
+    var outChannels: Int { get }
     var captionChannels: Int { get }
     /// Patch sides: frames per patch (1 for per-frame patches) and pixels (or latents) per patch side.
     var temporalPatch: Int { get }
@@ -43,6 +45,7 @@ extension TextConditionedVideoModel {
 
 extension Latte: TextConditionedVideoModel {
     public var inChannels: Int { config.inChannels }
+    public var outChannels: Int { config.outChannels }
     public var captionChannels: Int { config.captionChannels }
     public var temporalPatch: Int { 1 }
     public var patchSize: Int { config.patchSize }
@@ -50,6 +53,7 @@ extension Latte: TextConditionedVideoModel {
 
 extension STDiT: TextConditionedVideoModel {
     public var inChannels: Int { config.inChannels }
+    public var outChannels: Int { config.outChannels }
     public var captionChannels: Int { config.captionChannels }
     public var temporalPatch: Int { 1 }
     public var patchSize: Int { config.patchSize }
@@ -57,6 +61,7 @@ extension STDiT: TextConditionedVideoModel {
 
 extension VideoDiT: TextConditionedVideoModel {
     public var inChannels: Int { config.inChannels }
+    public var outChannels: Int { config.outChannels }
     public var captionChannels: Int { config.captionChannels }
     public var temporalPatch: Int { config.temporalPatch }
     public var patchSize: Int { config.patchSize }
