@@ -18,8 +18,9 @@ struct ForwardCommand: ParsableCommand {
         latent_logvar) and/or latent [B, 4, h, w] (writes decoded; unscaled latents: divide by the config's
         scaling_factor first). An Open-Sora STDiT state dict (.safetensors; its config read off the tensors' shapes,
         with --num-heads, --space-scale and --time-scale for what no shape tells) takes x [B, C, T, H, W], t,
-        encoder_hidden_states and encoder_attention_mask as Latte does. Use it to check a converted checkpoint
-        against the reference implementation.
+        encoder_hidden_states and encoder_attention_mask as Latte does; so does an OpenDiT vDiT state dict (3D patch
+        kernel; its adaLN-zero pooled caption as encoder_hidden_states [B, 1, C]). Use it to check a converted
+        checkpoint against the reference implementation.
         """)
 
     @Option(help: "A .safetensors checkpoint (original layout or `kinema train` output) or a diffusers folder.")
@@ -30,6 +31,8 @@ struct ForwardCommand: ParsableCommand {
     @Option(help: "Attention heads, when neither the checkpoint's metadata nor its hidden size tells.") var numHeads: Int?
     @Option(help: "An Open-Sora STDiT's space_scale (0.5 for its 256 px release, 1 at 512 px).") var spaceScale = 1.0
     @Option(help: "An Open-Sora STDiT's time_scale.") var timeScale = 1.0
+    @Option(help: "A video DiT's conditioning (adaln-zero or in-context; the tensors tell a cross-attention one).")
+    var conditioning = "adaln-zero"
     @OptionGroup var deviceOptions: DeviceOptions
 
     func run() throws {
@@ -103,22 +106,30 @@ struct ForwardCommand: ParsableCommand {
                 out = model.forward(x, timesteps: t, captions: captions, captionMask: mask).0
             }
         case _ where (try? SafetensorsFile(url: URL(fileURLWithPath: checkpoint))).map({
-            STDiTCheckpoint.isOpenSoraSTDiT($0) }) ?? false:
-            let model = try STDiTCheckpoint.load(checkpoint, numHeads: numHeads, spaceScale: spaceScale,
-                                                 timeScale: timeScale, backend: backend, dtype: dtype, keepsMaster: false)
+            STDiTCheckpoint.isOpenSoraSTDiT($0) || VideoDiTCheckpoint.isVideoDiT($0) }) ?? false:
+            let weights = try SafetensorsFile(url: URL(fileURLWithPath: checkpoint))
+            guard let conditioning = VideoDiTConfig.Conditioning(rawValue: self.conditioning) else {
+                throw ValidationError("--conditioning '\(self.conditioning)': use "
+                    + VideoDiTConfig.Conditioning.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            let model: any TextConditionedVideoModel = STDiTCheckpoint.isOpenSoraSTDiT(weights)
+                ? try STDiTCheckpoint.load(checkpoint, numHeads: numHeads, spaceScale: spaceScale, timeScale: timeScale,
+                                           backend: backend, dtype: dtype, keepsMaster: false)
+                : try VideoDiTCheckpoint.load(checkpoint, numHeads: numHeads, conditioning: conditioning,
+                                              backend: backend, dtype: dtype)
             let (x, t) = (try input("x", as: .f32), try input("t", as: .f32))
             let captions = try input("encoder_hidden_states", as: .f32)
             let mask = file.contains("encoder_attention_mask") ? try input("encoder_attention_mask", as: .i32) : nil
-            let batch = x.shape.first ?? 0, p = model.config.patchSize
-            guard x.rank == 5, x.shape[1] == model.config.inChannels, x.shape[3] % p == 0, x.shape[4] % p == 0,
-                  t.shape == [batch], captions.rank == 3, captions.shape[0] == batch,
-                  captions.shape[2] == model.config.captionChannels,
+            let batch = x.shape.first ?? 0, (p, pt) = (model.patchSize, model.temporalPatch)
+            guard x.rank == 5, x.shape[1] == model.inChannels, x.shape[2] % pt == 0, x.shape[3] % p == 0,
+                  x.shape[4] % p == 0, t.shape == [batch], captions.rank == 3, captions.shape[0] == batch,
+                  captions.shape[2] == model.captionChannels,
                   mask.map({ $0.shape == [batch, captions.shape[1]] }) ?? true else {
-                throw ValidationError("\(inputs): STDiT takes x [B, \(model.config.inChannels), T, H, W] (H, W multiples "
-                    + "of \(p)), t [B], encoder_hidden_states [B, L, \(model.config.captionChannels)] and "
+                throw ValidationError("\(inputs): the model takes x [B, \(model.inChannels), T, H, W] (T a multiple of "
+                    + "\(pt), H, W of \(p)), t [B], encoder_hidden_states [B, L, \(model.captionChannels)] and "
                     + "encoder_attention_mask [B, L]; got \(x.shape), \(t.shape), \(captions.shape), \(mask?.shape ?? [])")
             }
-            out = model.forward(x, timesteps: t, captions: captions, captionMask: mask).0
+            out = model.predict(x, timesteps: t, captions: captions, captionMask: mask)
         default:
             let model = try DiTCheckpoint.load(path: checkpoint, backend: backend, dtype: dtype, preferEMA: !noEma,
                                                numHeads: numHeads)

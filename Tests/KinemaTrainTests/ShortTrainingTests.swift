@@ -346,4 +346,25 @@ final class STDiTForwardTests: XCTestCase {
         let error = relativeError(try SafetensorsFile(url: output).floats("out"), try io.floats("out"))
         XCTAssertLessThan(error, 1e-4, "kinema forward on the STDiT state dict differs from Open-Sora by \(error)")
     }
+
+    /// The same for OpenDiT's vDiT (scripts/make_golden_vdit.py): the pooled caption as a one-token caption.
+    func testForwardOnOpenDiTVideoStateDictMatchesOpenDiT() throws {
+        let backend = CPUBackend()
+        let io = try SafetensorsFile(url: Fixtures.url("vdit_io.safetensors"))
+        let directory = Fixtures.temporaryDirectory("kinema-vdit-forward")
+        let weights = directory.appendingPathComponent("vdit.safetensors")
+        try SafetensorsWriter.write(try io.names.filter { $0.hasPrefix("weights.") }.map {
+            (name: String($0.dropFirst("weights.".count)), tensor: try io.tensor($0, on: backend))
+        }, to: weights, backend: backend)
+        let inputs = directory.appendingPathComponent("inputs.safetensors")
+        try SafetensorsWriter.write([(name: "x", tensor: try io.tensor("x", on: backend)),
+                                     (name: "t", tensor: try io.tensor("t", on: backend)),
+                                     (name: "encoder_hidden_states", tensor: try io.tensor("y", on: backend).reshaped([2, 1, 24]))],
+                                    to: inputs, backend: backend)
+        let output = directory.appendingPathComponent("out.safetensors")
+        _ = try KinemaCLI.run(["forward", "--checkpoint", weights.path, "--inputs", inputs.path, "--output", output.path,
+                               "--num-heads", "4"])
+        let error = relativeError(try SafetensorsFile(url: output).floats("out"), try io.floats("out"))
+        XCTAssertLessThan(error, 1e-4, "kinema forward on the vDiT state dict differs from OpenDiT by \(error)")
+    }
 }

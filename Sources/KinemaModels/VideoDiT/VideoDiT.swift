@@ -182,3 +182,48 @@ public final class VideoDiT {
 
     private func compute(_ x: Tensor) -> Tensor { x.dtype == dtype ? x : backend.cast(x, to: dtype) }
 }
+
+/// Reads OpenDiT's vDiT state dicts (a safetensors file of its parameter names; the Conv3d patch kernel as is).
+public enum VideoDiTCheckpoint {
+    /// Whether a file holds a video DiT: a 5-D patch kernel and DiT's adaLN blocks (an STDiT has temporal attention).
+    public static func isVideoDiT(_ file: SafetensorsFile) -> Bool {
+        file.contains("blocks.0.adaLN_modulation.1.weight") && !file.contains("blocks.0.attn_temp.qkv.weight")
+            && ((try? file.info("x_embedder.proj.weight").shape.count) == 5)
+    }
+
+    /// The config the tensors' shapes imply; heads (in no shape) given, else 72 per head as in DiT-XL; the
+    /// conditioning given (adaLN-zero and in-context hold the same tensors; a cross-attention one is recognised).
+    public static func inferConfig(_ file: SafetensorsFile, numHeads: Int? = nil,
+                                   conditioning: VideoDiTConfig.Conditioning = .adaLNZero) throws -> VideoDiTConfig {
+        let patch = try file.info("x_embedder.proj.weight").shape
+        let caption = try file.info("y_embedder.output_projection.weight").shape
+        let output = try file.info("final_layer.linear.weight").shape, mlp = try file.info("blocks.0.mlp.fc1.weight").shape
+        guard patch.count == 5, patch[3] == patch[4] else {
+            throw ModelError.badCheckpoint(path: file.url.path, reason: "x_embedder.proj.weight \(patch) is not a Conv3d "
+                                           + "kernel [D, C, pt, p, p]")
+        }
+        let (hidden, pt, p) = (patch[0], patch[2], patch[3])
+        guard let heads = numHeads ?? (hidden % 72 == 0 ? hidden / 72 : nil) else {
+            throw ModelError.badCheckpoint(path: file.url.path, reason: "hidden size \(hidden) is no multiple of 72: "
+                                           + "give the number of heads (--num-heads)")
+        }
+        let crossAttention = file.contains("blocks.0.cross_attn.to_q.weight")
+        let config = VideoDiTConfig(patchSize: p, temporalPatch: pt, inChannels: patch[1],
+                                    outChannels: output[0] / (pt * p * p), hiddenSize: hidden,
+                                    depth: (0...).prefix { file.contains("blocks.\($0).adaLN_modulation.1.weight") }.count,
+                                    numHeads: heads, mlpRatio: Double(mlp[0]) / Double(hidden),
+                                    captionChannels: caption[1],
+                                    conditioning: crossAttention ? .crossAttention : conditioning)
+        try config.validate()
+        return config
+    }
+
+    public static func load(_ path: String, numHeads: Int? = nil, conditioning: VideoDiTConfig.Conditioning = .adaLNZero,
+                            backend: any Backend, dtype: DType = .f32) throws -> VideoDiT {
+        let file = try SafetensorsFile(url: URL(fileURLWithPath: path))
+        let model = try VideoDiT(config: try inferConfig(file, numHeads: numHeads, conditioning: conditioning),
+                                 backend: backend, dtype: dtype, keepsMaster: false)
+        try model.loadParameters(from: path) { file.contains($0) ? try file.tensor($0, on: backend) : nil }
+        return model
+    }
+}
