@@ -120,7 +120,7 @@ final class VideoCSVTrainingTests: XCTestCase {
                                "--batch-size", "4", "--log-every", "2", "--output", folder.appendingPathComponent("run").path],
                               errors: &errors)
         XCTAssertTrue(errors.contains("skipping video \(folder.appendingPathComponent("broken.mp4").path)"), errors)
-        XCTAssertTrue(errors.contains("on 4 clips of 3×8²"), errors)
+        XCTAssertTrue(errors.contains("on 4 clips of 8x8x3"), errors)
         let checkpoint = try SafetensorsFile(url: folder.appendingPathComponent("run/checkpoint.safetensors"))
         XCTAssertEqual(checkpoint.metadata["frames"], "3")
     }
@@ -327,14 +327,19 @@ final class ImageFolderTrainingTests: XCTestCase {
 /// `kinema forward` on an Open-Sora STDiT state dict: the config read off the tensors' shapes, the output as
 /// Open-Sora's (the fixture of scripts/make_golden_stdit.py, its weights saved as Open-Sora names them).
 final class STDiTForwardTests: XCTestCase {
+    /// A fixture's `weights.` tensors as the reference's own state dict file (the prefix dropped).
+    func writeStateDict(of io: SafetensorsFile, to url: URL, backend: CPUBackend) throws -> URL {
+        try SafetensorsWriter.write(try io.names.filter { $0.hasPrefix("weights.") }.map {
+            (name: String($0.dropFirst("weights.".count)), tensor: try io.tensor($0, on: backend))
+        }, to: url, backend: backend)
+        return url
+    }
+
     func testForwardOnOpenSoraStateDictMatchesOpenSora() throws {
         let backend = CPUBackend()
         let io = try SafetensorsFile(url: Fixtures.url("stdit_io.safetensors"))
         let directory = Fixtures.temporaryDirectory("kinema-stdit-forward")
-        let weights = directory.appendingPathComponent("stdit.safetensors")
-        try SafetensorsWriter.write(try io.names.filter { $0.hasPrefix("weights.") }.map {
-            (name: String($0.dropFirst("weights.".count)), tensor: try io.tensor($0, on: backend))
-        }, to: weights, backend: backend)
+        let weights = try writeStateDict(of: io, to: directory.appendingPathComponent("stdit.safetensors"), backend: backend)
         let inputs = directory.appendingPathComponent("inputs.safetensors")
         try SafetensorsWriter.write([("x", "x"), ("t", "t"), ("encoder_hidden_states", "y"),
                                      ("encoder_attention_mask", "mask")].map {
@@ -352,10 +357,7 @@ final class STDiTForwardTests: XCTestCase {
         let backend = CPUBackend()
         let io = try SafetensorsFile(url: Fixtures.url("vdit_io.safetensors"))
         let directory = Fixtures.temporaryDirectory("kinema-vdit-forward")
-        let weights = directory.appendingPathComponent("vdit.safetensors")
-        try SafetensorsWriter.write(try io.names.filter { $0.hasPrefix("weights.") }.map {
-            (name: String($0.dropFirst("weights.".count)), tensor: try io.tensor($0, on: backend))
-        }, to: weights, backend: backend)
+        let weights = try writeStateDict(of: io, to: directory.appendingPathComponent("vdit.safetensors"), backend: backend)
         let inputs = directory.appendingPathComponent("inputs.safetensors")
         try SafetensorsWriter.write([(name: "x", tensor: try io.tensor("x", on: backend)),
                                      (name: "t", tensor: try io.tensor("t", on: backend)),

@@ -43,7 +43,8 @@ extension TextConditionedVideoModel {
     }
 }
 
-extension Latte: TextConditionedVideoModel {
+/// The PixArt-config models patch each frame alone.
+extension TextConditionedVideoModel where Config == PixArtConfig {
     public var inChannels: Int { config.inChannels }
     public var outChannels: Int { config.outChannels }
     public var captionChannels: Int { config.captionChannels }
@@ -51,13 +52,8 @@ extension Latte: TextConditionedVideoModel {
     public var patchSize: Int { config.patchSize }
 }
 
-extension STDiT: TextConditionedVideoModel {
-    public var inChannels: Int { config.inChannels }
-    public var outChannels: Int { config.outChannels }
-    public var captionChannels: Int { config.captionChannels }
-    public var temporalPatch: Int { 1 }
-    public var patchSize: Int { config.patchSize }
-}
+extension Latte: TextConditionedVideoModel {}
+extension STDiT: TextConditionedVideoModel {}
 
 extension VideoDiT: TextConditionedVideoModel {
     public var inChannels: Int { config.inChannels }
