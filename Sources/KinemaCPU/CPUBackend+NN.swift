@@ -119,6 +119,40 @@ extension CPUBackend: NNOps {
         return floatSwitch(x.dtype, op, f32: { run(Float.self) }, f64: { run(Double.self) })
     }
 
+    public func groupNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, groups: Int, eps: Double) -> Tensor {
+        let (batch, channels) = (x.shape[0], x.shape[1]), plane = x.count / Swift.max(batch * channels, 1)
+        precondition(x.rank >= 2 && groups > 0 && channels % groups == 0, "groupNorm: \(channels) channels of \(x.shape) "
+                     + "in \(groups) groups")
+        precondition([weight, bias].allSatisfy { $0.map { $0.shape == [channels] && $0.dtype == x.dtype } ?? true },
+                     "groupNorm: weight and bias must be \(x.dtype) [\(channels)]")
+        let perGroup = channels / groups, rowLength = perGroup * plane
+        func run<T: CPUScalar>(_: T.Type) -> Tensor {
+            let y = empty(x.shape, dtype: x.dtype)
+            let source = x.elements(T.self), target = y.elements(T.self)
+            let w = weight?.elements(T.self), b = bias?.elements(T.self)
+            parallelFor(batch * groups, grain: 1) { range in
+                for row in range {
+                    let base = row * rowLength
+                    // Two passes in f64 (mean, then the variance around it), as layerNorm.
+                    var total = 0.0
+                    for i in 0..<rowLength { total += Double(source[base + i]) }
+                    let mean = total / Double(rowLength)
+                    var squares = 0.0
+                    for i in 0..<rowLength { let d = Double(source[base + i]) - mean; squares += d * d }
+                    let rstd = 1 / (squares / Double(rowLength) + eps).squareRoot()
+                    for k in 0..<perGroup {
+                        let channel = (row % groups) * perGroup + k
+                        let scale = T(rstd) * (w?[channel] ?? 1), shift = (b?[channel] ?? 0) - T(mean) * scale
+                        let start = base + k * plane
+                        for i in start..<(start + plane) { target[i] = source[i] * scale + shift }
+                    }
+                }
+            }
+            return y
+        }
+        return floatSwitch(x.dtype, "groupNorm", f32: { run(Float.self) }, f64: { run(Double.self) })
+    }
+
     // MARK: adaLN modulation and gated residual
 
     public func modulate(_ x: Tensor, shift: Tensor, scale: Tensor) -> Tensor {

@@ -295,6 +295,23 @@ extension CUDABackend: NNOps {
         return out
     }
 
+    /// One block of 256 threads per (sample, group) row (`Kernels/NN.cu`'s group_norm).
+    public func groupNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, groups: Int, eps: Double) -> Tensor {
+        let element = requireElement("groupNorm", x, weight, bias)
+        let (batch, channels) = (x.shape[0], x.shape[1]), plane = x.count / Swift.max(batch * channels, 1)
+        precondition(x.rank >= 2 && groups > 0 && channels % groups == 0, "groupNorm: \(channels) channels of \(x.shape) "
+                     + "in \(groups) groups")
+        precondition([weight, bias].allSatisfy { $0.map { $0.shape == [channels] } ?? true },
+                     "groupNorm: weight and bias must be [\(channels)]")
+        let y = empty(x.shape, dtype: element), rows = batch * groups
+        if rows > 0 && plane > 0 {
+            launch("group_norm", in: "NN", element: element, count: rows, blocks: rowBlocks(rows), threads: 256,
+                   [x, argument(weight), argument(bias), y, Int32(groups), Int32(channels / groups), Int64(plane), eps,
+                    Int64(rows)])
+        }
+        return y
+    }
+
     public func gelu(_ x: Tensor) -> Tensor { pointwise("gelu", "gelu", x) }
     public func geluBackward(_ dy: Tensor, x: Tensor) -> Tensor { pointwise("gelu_backward", "geluBackward", dy, x) }
     public func silu(_ x: Tensor) -> Tensor { pointwise("silu", "silu", x) }

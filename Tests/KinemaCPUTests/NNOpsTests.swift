@@ -70,6 +70,33 @@ final class NNOpsTests: XCTestCase {
         }
     }
 
+    /// GroupNorm: 6 channels in 3 groups over 5 × 3 positions, with and without the affine parameters.
+    func testGroupNormMatchesReference() {
+        forEachDType { dtype, tolerance in
+            let (channels, groups, plane) = (6, 3, 15)
+            let x = randomTensor([batch, channels, 5, 3], dtype: dtype, seed: 31, backend: cpu, scale: 3)
+            let w = randomTensor([channels], dtype: dtype, seed: 32, backend: cpu)
+            let b = randomTensor([channels], dtype: dtype, seed: 33, backend: cpu)
+            let (xs, ws, bs) = (cpu.downloadDouble(x), cpu.downloadDouble(w), cpu.downloadDouble(b))
+            for affine in [true, false] {
+                var expected = [Double](repeating: 0, count: xs.count)
+                let per = channels / groups * plane
+                for row in 0..<(batch * groups) {
+                    let values = Array(xs[(row * per)..<((row + 1) * per)])
+                    let mean = values.reduce(0, +) / Double(per)
+                    let variance = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(per)
+                    for (i, value) in values.enumerated() {
+                        let channel = (row % groups) * (channels / groups) + i / plane
+                        let normed = (value - mean) / (variance + 1e-6).squareRoot()
+                        expected[row * per + i] = affine ? normed * ws[channel] + bs[channel] : normed
+                    }
+                }
+                let y = cpu.groupNorm(x, weight: affine ? w : nil, bias: affine ? b : nil, groups: groups, eps: 1e-6)
+                assertClose(cpu.downloadDouble(y), expected, relativeTolerance: tolerance, "groupNorm \(dtype) \(affine)")
+            }
+        }
+    }
+
     func testModulateAndGatedResidualMatchReference() {
         forEachDType { dtype, tolerance in
             let x = randomTensor([batch, tokens, width], dtype: dtype, seed: 10, backend: cpu)

@@ -436,6 +436,36 @@ extern "C" __global__ void silu_backward(const T* dy, const T* x, T* dx, long lo
     }
 }
 
+// MARK: GroupNorm
+
+// One block per (sample, group) row of channelsPerGroup · plane elements: the mean, then the variance around it (two
+// passes over the row, f64 block sums in a fixed order), then y = x · a_c + b_c with a_c = rstd · weight_c and
+// b_c = bias_c − mean · a_c per channel. Weight and bias (T, [C]) may be null.
+extern "C" __global__ void group_norm(const T* x, const T* weight, const T* bias, T* y, int groups,
+                                      int channelsPerGroup, long long plane, double eps, long long rows) {
+    __shared__ double shared[MAX_THREADS];
+    long long length = channelsPerGroup * plane;
+    BLOCK_LOOP(row, rows) {
+        const T* in = x + row * length;
+        T* out = y + row * length;
+        double total = 0;
+        for (long long i = threadIdx.x; i < length; i += blockDim.x) total += (double)ld(in, i);
+        double mean = block_sum(total, shared) / (double)length;
+        double squares = 0;
+        for (long long i = threadIdx.x; i < length; i += blockDim.x) {
+            double d = (double)ld(in, i) - mean;
+            squares += d * d;
+        }
+        float rstd = (float)(1.0 / sqrt(block_sum(squares, shared) / (double)length + eps));
+        for (int k = 0; k < channelsPerGroup; ++k) {
+            int channel = (int)(row % groups) * channelsPerGroup + k;
+            float a = rstd * (weight ? ld(weight, channel) : 1.0f);
+            float b = (bias ? ld(bias, channel) : 0.0f) - (float)mean * a;
+            for (long long i = threadIdx.x; i < plane; i += blockDim.x) st(out, k * plane + i, ld(in, k * plane + i) * a + b);
+        }
+    }
+}
+
 // MARK: Embeddings
 
 extern "C" __global__ void embedding(const T* table, const int* indices, T* out, int width, long long n) {

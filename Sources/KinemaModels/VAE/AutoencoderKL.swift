@@ -86,10 +86,9 @@ public final class AutoencoderKL {
 
     public var parameters: [Parameter] { arena.parameters }
 
-    /// Loads every parameter by name (see `ParameterArena.loadParameters`); the GroupNorms re-read their affine.
+    /// Loads every parameter by name (see `ParameterArena.loadParameters`).
     public func loadParameters(from source: String, _ lookup: (String) throws -> Tensor?) throws {
         try arena.loadParameters(from: source, expected: "an AutoencoderKL of this config.json", lookup)
-        for norm in encoder.groupNorms + decoder.groupNorms { norm.weightsChanged() }
     }
 
     /// Images [B, C, H, W] (H, W multiples of the downsampling) → latent mean and log-variance [B, 4, H/f, W/f].
@@ -362,10 +361,6 @@ final class Coder: Layer {
 
     var parameters: [Parameter] { layers.flatMap(\.parameters) }
     var packedRuns: [Range<Int>] { KinemaNN.packedRuns(of: layers) }
-    var groupNorms: [GroupNorm] {
-        levels.flatMap { $0.resnets }.flatMap { [$0.norm1, $0.norm2] } + midResnets.flatMap { [$0.norm1, $0.norm2] }
-            + [midAttention?.norm].compactMap { $0 } + [normOut]
-    }
 
     func forward(_ x: Tensor) -> Tensor {
         var h = convIn.forward(x)

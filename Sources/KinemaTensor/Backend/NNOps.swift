@@ -14,6 +14,11 @@ public protocol NNOps: AnyObject {
     /// Returns dx = rstd · (ĝ − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ weight; accumulates Σ dy ⊙ x̂ into dWeight when given.
     func rmsNormBackward(_ dy: Tensor, x: Tensor, weight: Tensor?, rstd: Tensor, dWeight: Tensor?) -> Tensor
 
+    /// GroupNorm over x [B, C, …]: each (sample, group of C/G channels) normalised over its channels and positions
+    /// (biased variance), then per-channel weight and bias (either may be nil). Forward only: it serves the frozen
+    /// VAE.
+    func groupNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, groups: Int, eps: Double) -> Tensor
+
     /// adaLN-zero's pre-norm in one pass: y = LayerNorm(x) · (1 + scale) + shift (LayerNorm without affine
     /// parameters; shift and scale [B, D] per sample). Returns y and the per-row statistics, as `layerNorm` does.
     func layerNormModulate(_ x: Tensor, shift: Tensor, scale: Tensor, eps: Double) -> (y: Tensor, mean: Tensor, rstd: Tensor)
