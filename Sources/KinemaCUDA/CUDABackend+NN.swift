@@ -295,7 +295,8 @@ extension CUDABackend: NNOps {
         return out
     }
 
-    /// One block of 256 threads per (sample, group) row (`Kernels/NN.cu`'s group_norm).
+    /// `Kernels/NN.cu`'s group_norm_partials (rows cut into chunks of ≥ 4096 elements, up to 1024 a row),
+    /// group_norm_statistics and group_norm_apply.
     public func groupNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, groups: Int, eps: Double) -> Tensor {
         let element = requireElement("groupNorm", x, weight, bias)
         let (batch, channels) = (x.shape[0], x.shape[1]), plane = x.count / Swift.max(batch * channels, 1)
@@ -303,12 +304,17 @@ extension CUDABackend: NNOps {
                      + "in \(groups) groups")
         precondition([weight, bias].allSatisfy { $0.map { $0.shape == [channels] } ?? true },
                      "groupNorm: weight and bias must be [\(channels)]")
-        let y = empty(x.shape, dtype: element), rows = batch * groups
-        if rows > 0 && plane > 0 {
-            launch("group_norm", in: "NN", element: element, count: rows, blocks: rowBlocks(rows), threads: 256,
-                   [x, argument(weight), argument(bias), y, Int32(groups), Int32(channels / groups), Int64(plane), eps,
-                    Int64(rows)])
-        }
+        let y = empty(x.shape, dtype: element), rows = batch * groups, length = channels / groups * plane
+        guard rows > 0 && plane > 0 else { return y }
+        let chunks = Swift.max(1, Swift.min(1024, length / 4096))
+        let partials = empty([rows * chunks, 2], dtype: .f64), statistics = empty([rows, 2], dtype: .f32)
+        launch("group_norm_partials", in: "NN", element: element, count: rows * chunks, blocks: rows * chunks,
+               threads: 256, [x, partials, Int64(length), Int32(chunks)])
+        launch("group_norm_statistics", in: "NN", count: rows, [partials, statistics, Int64(length), Int32(chunks), eps,
+                                                                Int64(rows)])
+        launch("group_norm_apply", in: "NN", element: element, count: x.count,
+               [x, argument(weight), argument(bias), statistics, y, Int32(groups), Int32(channels / groups),
+                Int64(plane), Int64(x.count)])
         return y
     }
 

@@ -437,32 +437,54 @@ extern "C" __global__ void silu_backward(const T* dy, const T* x, T* dx, long lo
 }
 
 // MARK: GroupNorm
+//
+// Three launches, so every SM has work even when a batch has few (sample, group) rows of millions of elements:
+// partial sums of x and x² over fixed chunks of each row (f64), each row's mean and 1/σ from its chunks added in
+// order (so results repeat bit for bit), then y = x · a_c + b_c with a_c = rstd · weight_c and
+// b_c = bias_c − mean · a_c, one element per thread. Weight and bias (T, [C]) may be null.
 
-// One block per (sample, group) row of channelsPerGroup · plane elements: the mean, then the variance around it (two
-// passes over the row, f64 block sums in a fixed order), then y = x · a_c + b_c with a_c = rstd · weight_c and
-// b_c = bias_c − mean · a_c per channel. Weight and bias (T, [C]) may be null.
-extern "C" __global__ void group_norm(const T* x, const T* weight, const T* bias, T* y, int groups,
-                                      int channelsPerGroup, long long plane, double eps, long long rows) {
+// Block r·chunks + k sums chunk k of row r into partials[2 (r·chunks + k)] (Σx) and [… + 1] (Σx²).
+extern "C" __global__ void group_norm_partials(const T* x, double* partials, long long length, int chunks) {
     __shared__ double shared[MAX_THREADS];
+    long long row = blockIdx.x / chunks, per = (length + chunks - 1) / chunks;
+    long long begin = (blockIdx.x % chunks) * per, end = min(length, begin + per);
+    const T* in = x + row * length;
+    double total = 0, squares = 0;
+    for (long long i = begin + threadIdx.x; i < end; i += blockDim.x) {
+        double v = (double)ld(in, i);
+        total += v;
+        squares += v * v;
+    }
+    total = block_sum(total, shared);
+    squares = block_sum(squares, shared);
+    if (threadIdx.x == 0) { partials[2 * blockIdx.x] = total; partials[2 * blockIdx.x + 1] = squares; }
+}
+
+// One thread per row: mean and 1/σ (biased variance, E[x²] − mean² in f64) into statistics[2r], [2r + 1].
+extern "C" __global__ void group_norm_statistics(const double* partials, float* statistics, long long length,
+                                                 int chunks, double eps, long long rows) {
+    GRID_LOOP(row, rows) {
+        double total = 0, squares = 0;
+        for (int k = 0; k < chunks; ++k) {
+            total += partials[2 * (row * chunks + k)];
+            squares += partials[2 * (row * chunks + k) + 1];
+        }
+        double mean = total / (double)length, variance = fmax(squares / (double)length - mean * mean, 0.0);
+        statistics[2 * row] = (float)mean;
+        statistics[2 * row + 1] = (float)(1.0 / sqrt(variance + eps));
+    }
+}
+
+extern "C" __global__ void group_norm_apply(const T* x, const T* weight, const T* bias, const float* statistics, T* y,
+                                            int groups, int channelsPerGroup, long long plane, long long n) {
     long long length = channelsPerGroup * plane;
-    BLOCK_LOOP(row, rows) {
-        const T* in = x + row * length;
-        T* out = y + row * length;
-        double total = 0;
-        for (long long i = threadIdx.x; i < length; i += blockDim.x) total += (double)ld(in, i);
-        double mean = block_sum(total, shared) / (double)length;
-        double squares = 0;
-        for (long long i = threadIdx.x; i < length; i += blockDim.x) {
-            double d = (double)ld(in, i) - mean;
-            squares += d * d;
-        }
-        float rstd = (float)(1.0 / sqrt(block_sum(squares, shared) / (double)length + eps));
-        for (int k = 0; k < channelsPerGroup; ++k) {
-            int channel = (int)(row % groups) * channelsPerGroup + k;
-            float a = rstd * (weight ? ld(weight, channel) : 1.0f);
-            float b = (bias ? ld(bias, channel) : 0.0f) - (float)mean * a;
-            for (long long i = threadIdx.x; i < plane; i += blockDim.x) st(out, k * plane + i, ld(in, k * plane + i) * a + b);
-        }
+    GRID_LOOP(i, n) {
+        long long row = i / length;
+        int channel = (int)(row % groups) * channelsPerGroup + (int)((i % length) / plane);
+        float rstd = statistics[2 * row + 1];
+        float a = rstd * (weight ? ld(weight, channel) : 1.0f);
+        float b = (bias ? ld(bias, channel) : 0.0f) - statistics[2 * row] * a;
+        st(y, i, ld(x, i) * a + b);
     }
 }
 
