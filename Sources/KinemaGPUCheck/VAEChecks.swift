@@ -36,7 +36,8 @@ extension GPUCheck {
                   tolerance: 1e-2)
         }
         timeGroupNorm()
-        let config = AutoencoderKLConfig(blockOutChannels: [32, 64], layersPerBlock: 1, normGroups: 8)
+        // A tile of 16 pixels (8 latents), so a [1, 4, 12, 20] latent decodes tiled.
+        let config = AutoencoderKLConfig(blockOutChannels: [32, 64], layersPerBlock: 1, normGroups: 8, sampleSize: 16)
         for (dtype, tolerance) in [(DType.f32, 1e-5), (.bf16, 1e-2)] {
             let cpuVAE = AutoencoderKL(config: config, backend: cpu)
             let gpuVAE = AutoencoderKL(config: config, backend: gpu, dtype: dtype)
@@ -52,6 +53,10 @@ extension GPUCheck {
             check("AutoencoderKL decode \(dtype)", gpu.download(gpu.cast(gpuVAE.decodeFrames(gLatent, framesPerCall: 2),
                                                                          to: .f32)),
                   cpu.download(cpuVAE.decode(latent)), tolerance: tolerance)
+            (cpuVAE.tiling, gpuVAE.tiling) = (true, true)
+            let (wide, gWide) = pair([1, 4, 12, 20])
+            check("AutoencoderKL tiled decode \(dtype)", gpu.download(gpu.cast(gpuVAE.decode(gWide), to: .f32)),
+                  cpu.download(cpuVAE.decode(wide)), tolerance: tolerance)
         }
     }
 

@@ -120,80 +120,46 @@ public final class AutoencoderKL {
 
     /// diffusers' `tiled_decode`: latent tiles of sampleSize/f with a quarter overlap, each decoded alone; every
     /// tile's top and left edges (a quarter of a decoded tile) blended linearly with the tile above and the one to
-    /// its left (already blended), then each cut to its first 3/4 and the pieces joined. Blending runs on the host.
+    /// its left (already blended), then each cut to its first 3/4 and the pieces joined — all on the device.
     func decodeTiled(_ latents: Tensor) -> Tensor {
         let tile = config.sampleSize / config.downsampling
         let step = Int(Double(tile) * 0.75), extent = Int(Double(config.sampleSize) * 0.25)
         let limit = config.sampleSize - extent
-        let (batch, height, width) = (latents.shape[0], latents.shape[2], latents.shape[3])
-        let channels = config.outChannels
-        var rows: [[Plane]] = []
+        let (height, width) = (latents.shape[2], latents.shape[3])
+        var rows: [[Tensor]] = []
         for top in stride(from: 0, to: height, by: step) {
-            var row: [Plane] = []
+            var row: [Tensor] = []
             for left in stride(from: 0, to: width, by: step) {
                 let part = backend.narrow(backend.narrow(latents, axis: 2, start: top, length: min(tile, height - top)),
                                           axis: 3, start: left, length: min(tile, width - left))
                 var z = compute(part)
                 if let postQuantConv { z = postQuantConv.forward(z) }
-                let decoded = decoder.forward(z)
-                var plane = Plane(values: backend.download(backend.cast(decoded, to: .f32)), planes: batch * channels,
-                                  height: decoded.shape[2], width: decoded.shape[3])
-                if let above = rows.last?[row.count] { plane.blend(from: above, extent: extent, vertical: true) }
-                if let previous = row.last { plane.blend(from: previous, extent: extent, vertical: false) }
-                row.append(plane)
+                var decoded = decoder.forward(z)
+                if let above = rows.last?[row.count] { decoded = blend(above, into: decoded, extent: extent, axis: 2) }
+                if let previous = row.last { decoded = blend(previous, into: decoded, extent: extent, axis: 3) }
+                row.append(decoded)
             }
             rows.append(row)
         }
         // Join the cut tiles: each keeps at most `limit` rows and columns.
-        let outHeight = rows.map { min(limit, $0[0].height) }.reduce(0, +)
-        let outWidth = rows[0].map { min(limit, $0.width) }.reduce(0, +)
-        var out = [Float](repeating: 0, count: batch * channels * outHeight * outWidth)
-        var y0 = 0
-        for row in rows {
-            var x0 = 0
-            let keptHeight = min(limit, row[0].height)
-            for plane in row {
-                let keptWidth = min(limit, plane.width)
-                for p in 0..<plane.planes {
-                    for y in 0..<keptHeight {
-                        let source = (p * plane.height + y) * plane.width, target = (p * outHeight + y0 + y) * outWidth + x0
-                        out.replaceSubrange(target..<(target + keptWidth), with: plane.values[source..<(source + keptWidth)])
-                    }
-                }
-                x0 += keptWidth
-            }
-            y0 += keptHeight
-        }
-        return backend.cast(backend.upload(out, shape: [batch, channels, outHeight, outWidth], dtype: .f32), to: dtype)
+        func cut(_ x: Tensor, _ axis: Int) -> Tensor { backend.narrow(x, axis: axis, start: 0, length: min(limit, x.shape[axis])) }
+        return backend.concat(rows.map { row in backend.concat(row.map { cut(cut($0, 2), 3) }, axis: 3) }, axis: 2)
     }
 
-    /// A decoded tile on the host: `planes` images of height × width.
-    struct Plane {
-        var values: [Float]
-        let planes, height, width: Int
-
-        /// diffusers' blend_v / blend_h: the first `extent` rows (columns) fade from `other`'s last ones into ours.
-        mutating func blend(from other: Plane, extent requested: Int, vertical: Bool) {
-            let extent = vertical ? min(other.height, height, requested) : min(other.width, width, requested)
-            for p in 0..<planes {
-                for k in 0..<extent {
-                    let weight = Float(k) / Float(extent)
-                    if vertical {
-                        for x in 0..<width {
-                            let mine = (p * height + k) * width + x
-                            let theirs = (p * other.height + other.height - extent + k) * other.width + x
-                            values[mine] = other.values[theirs] * (1 - weight) + values[mine] * weight
-                        }
-                    } else {
-                        for y in 0..<height {
-                            let mine = (p * height + y) * width + k
-                            let theirs = (p * other.height + y) * other.width + other.width - extent + k
-                            values[mine] = other.values[theirs] * (1 - weight) + values[mine] * weight
-                        }
-                    }
-                }
-            }
-        }
+    /// diffusers' blend_v (axis 2) / blend_h (axis 3): the first `extent` rows (columns) of `tile` fade from
+    /// `other`'s last ones, weight k/extent on the tile's own. The blended axis goes first for one row-wise axpby.
+    private func blend(_ other: Tensor, into tile: Tensor, extent requested: Int, axis: Int) -> Tensor {
+        let extent = min(requested, other.shape[axis], tile.shape[axis])
+        guard extent > 0 else { return tile }
+        let (order, inverse) = axis == 2 ? ([2, 0, 1, 3], [1, 2, 0, 3]) : ([3, 0, 1, 2], [1, 2, 3, 0])
+        let mine = backend.permute(backend.narrow(tile, axis: axis, start: 0, length: extent), order)
+        let theirs = backend.permute(backend.narrow(other, axis: axis, start: other.shape[axis] - extent, length: extent),
+                                     order)
+        let weights = (0..<extent).map { Double($0) / Double(extent) }
+        let blended = backend.permute(backend.rowwiseAxpby(weights.map { 1 - $0 }, theirs, weights, mine), inverse)
+        guard extent < tile.shape[axis] else { return blended }
+        return backend.concat([blended, backend.narrow(tile, axis: axis, start: extent, length: tile.shape[axis] - extent)],
+                              axis: axis)
     }
 
     /// Frames [N, C, H, W] (a video's frames, any count) encoded `framesPerCall` at a time: the latent means
