@@ -120,7 +120,8 @@ public final class AutoencoderKL {
 
     /// diffusers' `tiled_decode`: latent tiles of sampleSize/f with a quarter overlap, each decoded alone; every
     /// tile's top and left edges (a quarter of a decoded tile) blended linearly with the tile above and the one to
-    /// its left (already blended), then each cut to its first 3/4 and the pieces joined — all on the device.
+    /// its left (already blended), then each cut to its first 3/4 and the pieces joined — all on the device, the
+    /// blending in f32 (as diffusers' fp32 tiles; a bf16 blend adds a rounding the whole-VAE check measured).
     func decodeTiled(_ latents: Tensor) -> Tensor {
         let tile = config.sampleSize / config.downsampling
         let step = Int(Double(tile) * 0.75), extent = Int(Double(config.sampleSize) * 0.25)
@@ -134,7 +135,7 @@ public final class AutoencoderKL {
                                           axis: 3, start: left, length: min(tile, width - left))
                 var z = compute(part)
                 if let postQuantConv { z = postQuantConv.forward(z) }
-                var decoded = decoder.forward(z)
+                var decoded = backend.cast(decoder.forward(z), to: .f32)
                 if let above = rows.last?[row.count] { decoded = blend(above, into: decoded, extent: extent, axis: 2) }
                 if let previous = row.last { decoded = blend(previous, into: decoded, extent: extent, axis: 3) }
                 row.append(decoded)
@@ -143,7 +144,8 @@ public final class AutoencoderKL {
         }
         // Join the cut tiles: each keeps at most `limit` rows and columns.
         func cut(_ x: Tensor, _ axis: Int) -> Tensor { backend.narrow(x, axis: axis, start: 0, length: min(limit, x.shape[axis])) }
-        return backend.concat(rows.map { row in backend.concat(row.map { cut(cut($0, 2), 3) }, axis: 3) }, axis: 2)
+        let joined = backend.concat(rows.map { row in backend.concat(row.map { cut(cut($0, 2), 3) }, axis: 3) }, axis: 2)
+        return joined.dtype == dtype ? joined : backend.cast(joined, to: dtype)
     }
 
     /// diffusers' blend_v (axis 2) / blend_h (axis 3): the first `extent` rows (columns) of `tile` fade from
