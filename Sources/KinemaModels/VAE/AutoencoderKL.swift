@@ -135,7 +135,8 @@ public final class AutoencoderKL {
                                           axis: 3, start: left, length: min(tile, width - left))
                 var z = compute(part)
                 if let postQuantConv { z = postQuantConv.forward(z) }
-                var decoded = backend.cast(decoder.forward(z), to: .f32)
+                var decoded = decoder.forward(z)
+                if decoded.dtype != .f64 { decoded = backend.cast(decoded, to: .f32) }
                 if let above = rows.last?[row.count] { decoded = blend(above, into: decoded, extent: extent, axis: 2) }
                 if let previous = row.last { decoded = blend(previous, into: decoded, extent: extent, axis: 3) }
                 row.append(decoded)
