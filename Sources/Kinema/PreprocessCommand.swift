@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import KinemaData
 import KinemaModels
-import KinemaTensor
 import KinemaTrain
 
 struct PreprocessCommand: ParsableCommand {
@@ -68,30 +67,16 @@ struct PreprocessCommand: ParsableCommand {
         guard shardSize > 0 else { throw ValidationError("--shard-size must be positive") }
         guard !LatentCacheIndex.isCache(data) else { throw ValidationError("\(data) is a latent cache already") }
         let backend = try deviceOptions.backend()
-        let clips = try openVideoClips(data, video: video, imageSize: imageSize, seed: seed)
+        // The synthetic clips are endless: a cache of them holds 8 of each of the 48 prompts.
+        let clips = try openVideoClips(data, video: video, imageSize: imageSize, seed: seed, syntheticCount: 48 * 8)
         let text = try TextConditioner(folder: video.textEncoder ?? TextConditioner.defaultFolder, backend: backend,
                                        length: video.captionLength)
         let vae = try video.vae.map { try AutoencoderKLCheckpoint.load(folder: $0, backend: backend) }
-        let count = data == "synthetic-video" ? min(clips.count, 48 * 8) : clips.count
-        let source: any VideoDataSource = count < clips.count ? FirstClips(base: clips, count: count) : clips
-        let index = try LatentCacheWriter.write(data: source, vae: vae, text: text, to: URL(fileURLWithPath: cache),
+        let index = try LatentCacheWriter.write(data: clips, vae: vae, text: text, to: URL(fileURLWithPath: cache),
                                                 shardSize: shardSize, seed: seed) { done, total in
             if done == total || done % 64 < 8 { printError("encoded \(done)/\(total) clips") }
         }
         printError("wrote \(index.captions.count) clips in \(index.shards.count) shard(s) "
                    + "(\(Set(index.shards.map(\.clip)).map(\.description).sorted().joined(separator: ", "))) to \(cache)")
-    }
-}
-
-/// The first `count` clips of endless synthetic data (8 of each of its 48 prompts): what a cache of it holds.
-private struct FirstClips: VideoDataSource {
-    let base: any VideoDataSource
-    let count: Int
-    var frames: Int { base.frames }
-    var imageSize: Int { base.imageSize }
-    var heldOutCaptions: [String] { base.heldOutCaptions }
-
-    func batch(indices: [Int], random: inout RandomStream) -> (videos: [Float], shape: [Int], captions: [String]) {
-        base.batch(indices: indices, random: &random)
     }
 }

@@ -152,9 +152,10 @@ struct TrainCommand: ParsableCommand {
     }
 }
 
-/// The clips a video run reads: the bundled synthetic ones, a CSV of videos (bucketed with --buckets), or a latent
-/// cache of `kinema preprocess --cache` (encoded already).
-func openVideoClips(_ data: String, video: VideoTrainingOptions, imageSize: Int, seed: UInt64) throws -> any VideoDataSource {
+/// The clips a video run reads: the bundled synthetic ones (`syntheticCount` of them), a CSV of videos (bucketed with
+/// --buckets), or a latent cache of `kinema preprocess --cache` (encoded already).
+func openVideoClips(_ data: String, video: VideoTrainingOptions, imageSize: Int, seed: UInt64,
+                    syntheticCount: Int = 50_000) throws -> any VideoDataSource {
     if LatentCacheIndex.isCache(data) { return try LatentCacheDataset(folder: data) }
     guard imageSize >= 8, video.numFrames >= 2 else {
         throw ValidationError("--image-size must be at least 8 and --num-frames at least 2 for videos")
@@ -167,7 +168,7 @@ func openVideoClips(_ data: String, video: VideoTrainingOptions, imageSize: Int,
     }
     guard video.frameInterval >= 1 else { throw ValidationError("--frame-interval must be at least 1") }
     return data == "synthetic-video"
-        ? SyntheticVideos(frames: video.numFrames, imageSize: imageSize, count: 50_000, seed: seed,
+        ? SyntheticVideos(frames: video.numFrames, imageSize: imageSize, count: syntheticCount, seed: seed,
                           heldOut: video.holdOut == "default" ? SyntheticVideos.defaultHeldOut : [])
         : try VideoCSVDataset(csv: data, frames: video.numFrames, frameInterval: video.frameInterval,
                               imageSize: imageSize, buckets: try video.buckets.map { try VideoBuckets(spec: $0) })

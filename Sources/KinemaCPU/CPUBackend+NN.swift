@@ -140,11 +140,13 @@ extension CPUBackend: NNOps {
                     var squares = 0.0
                     for i in 0..<rowLength { let d = Double(source[base + i]) - mean; squares += d * d }
                     let rstd = 1 / (squares / Double(rowLength) + eps).squareRoot()
+                    let centre = T(mean)
                     for k in 0..<perGroup {
                         let channel = (row % groups) * perGroup + k
-                        let scale = T(rstd) * (w?[channel] ?? 1), shift = (b?[channel] ?? 0) - T(mean) * scale
+                        let scale = T(rstd) * (w?[channel] ?? 1), shift = b?[channel] ?? 0
                         let start = base + k * plane
-                        for i in start..<(start + plane) { target[i] = source[i] * scale + shift }
+                        // Centred first: folding the mean into the shift would cancel where |mean| ≫ σ.
+                        for i in start..<(start + plane) { target[i] = (source[i] - centre) * scale + shift }
                     }
                 }
             }

@@ -29,9 +29,9 @@ public enum LatentCacheWriter {
                     latents += backend.download(encoded)
                     latentShape = encoded.shape
                     clip = batch.shape
-                    let (captionStates, captionMask) = text.encode(batch.captions)
-                    states += backend.download(captionStates)
-                    mask += backend.download(captionMask).map { Int32($0) }
+                    let (captionStates, captionMask) = text.encodeOnHost(batch.captions)
+                    states += captionStates
+                    mask += captionMask
                     captions += batch.captions
                     done += indices.count
                     progress(done, data.count)
@@ -48,10 +48,10 @@ public enum LatentCacheWriter {
                 shards.append(LatentCacheIndex.Shard(file: name, count: members.count, clip: shape))
             }
         }
-        let (nullStates, nullMask) = text.encode([""])
+        let (nullStates, nullMask) = text.encodeOnHost([""])
         let null: [(name: String, dtype: DType, shape: [Int], bytes: [UInt8])] = [
-            ("states", .f32, [text.length, text.width], bytes(backend.download(nullStates))),
-            ("mask", .i32, [text.length], bytes(backend.download(nullMask).map { Int32($0) })),
+            ("states", .f32, [text.length, text.width], bytes(nullStates)),
+            ("mask", .i32, [text.length], bytes(nullMask)),
         ]
         try SafetensorsWriter.write(null, to: folder.appendingPathComponent(LatentCacheIndex.nullCaptionFile))
         let index = LatentCacheIndex(shards: shards, captions: captions, textEncoder: text.folder,

@@ -65,7 +65,7 @@ public final class VideoTrainer {
         if let shape = data.clipShapes.first(where: {
             $0.height % unit != 0 || $0.width % unit != 0 || $0.frames % model.temporalPatch != 0
         }) {
-            let vaeFactor = vae == nil ? "" : " times the VAE's downsampling \(factor)"
+            let vaeFactor = factor == 1 ? "" : " times the VAE's downsampling \(factor)"
             throw TrainingError.options("clips of \(shape) (height x width x frames) do not fit the model: sides must "
                 + "be multiples of the patch size \(model.patchSize)\(vaeFactor) and frames of the temporal patch "
                 + "\(model.temporalPatch)")
@@ -139,8 +139,7 @@ public final class VideoTrainer {
             preconditionFailure("the latent cache cannot be read: \(error)")
         }
         var states = batch.states, mask = batch.mask
-        let (null, length) = (encoded.nullCaption, encoded.index.captionLength)
-        let width = null.states.count / length
+        let (null, length, width) = (encoded.nullCaption, encoded.index.captionLength, encoded.index.captionWidth)
         for row in indices.indices where training.random.nextUniform() < Float(captionDropout) {
             states.replaceSubrange((row * length * width)..<((row + 1) * length * width), with: null.states)
             mask.replaceSubrange((row * length)..<((row + 1) * length), with: null.mask)

@@ -14,7 +14,7 @@ final class LatentCacheTests: XCTestCase {
     let backend = CPUBackend()
 
     /// Four 4-frame videos, two 16×16 and two 16×24 (exactly as long as a clip, so the crop is fixed), as a CSV.
-    func makeCSV() throws -> (csv: URL, source: SyntheticVideos) {
+    func makeCSV() throws -> URL {
         let folder = Fixtures.temporaryDirectory("kinema-cache-videos")
         let source = SyntheticVideos(frames: 4, imageSize: 24, count: 8, seed: 4)
         var lines = ["path,text"]
@@ -26,15 +26,20 @@ final class LatentCacheTests: XCTestCase {
         }
         let csv = folder.appendingPathComponent("videos.csv")
         try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: csv)
-        return (csv, source)
+        return csv
+    }
+
+    /// The bucketed CSV dataset and the two encoders a cache is written with.
+    func makeInputs() throws -> (data: VideoCSVDataset, text: TextConditioner, vae: AutoencoderKL) {
+        let csv = try makeCSV()
+        return (try VideoCSVDataset(csv: csv.path, frames: 4, imageSize: 16,
+                                    buckets: try VideoBuckets(spec: "16x16x4,16x24x4")),
+                try TextConditioner(folder: Fixtures.url("bert").path, backend: backend, length: 6),
+                try AutoencoderKLCheckpoint.load(folder: Fixtures.url("vae").path, backend: backend))
     }
 
     func testWritesShardsPerShapeAndReadsThemBackExactly() throws {
-        let (csv, _) = try makeCSV()
-        let data = try VideoCSVDataset(csv: csv.path, frames: 4, imageSize: 16,
-                                       buckets: try VideoBuckets(spec: "16x16x4,16x24x4"))
-        let text = try TextConditioner(folder: Fixtures.url("bert").path, backend: backend, length: 6)
-        let vae = try AutoencoderKLCheckpoint.load(folder: Fixtures.url("vae").path, backend: backend)
+        let (data, text, vae) = try makeInputs()
         let folder = Fixtures.temporaryDirectory("kinema-cache")
         let index = try LatentCacheWriter.write(data: data, vae: vae, text: text, to: folder, shardSize: 1, batchSize: 2)
         XCTAssertEqual(index.shards.map(\.clip.description), ["16x16x4", "16x16x4", "16x24x4", "16x24x4"])
@@ -64,11 +69,7 @@ final class LatentCacheTests: XCTestCase {
     /// Training reads the cache with neither model loaded; its checkpoint names the cache's VAE and text encoder,
     /// so sampling decodes.
     func testTrainsFromTheCacheAndSamples() throws {
-        let (csv, _) = try makeCSV()
-        let data = try VideoCSVDataset(csv: csv.path, frames: 4, imageSize: 16,
-                                       buckets: try VideoBuckets(spec: "16x16x4,16x24x4"))
-        let text = try TextConditioner(folder: Fixtures.url("bert").path, backend: backend, length: 6)
-        let vae = try AutoencoderKLCheckpoint.load(folder: Fixtures.url("vae").path, backend: backend)
+        let (data, text, vae) = try makeInputs()
         let folder = Fixtures.temporaryDirectory("kinema-cache-train")
         _ = try LatentCacheWriter.write(data: data, vae: vae, text: text, to: folder)
         let cache = try LatentCacheDataset(folder: folder.path)

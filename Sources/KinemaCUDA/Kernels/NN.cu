@@ -440,8 +440,9 @@ extern "C" __global__ void silu_backward(const T* dy, const T* x, T* dx, long lo
 //
 // Three launches, so every SM has work even when a batch has few (sample, group) rows of millions of elements:
 // partial sums of x and x² over fixed chunks of each row (f64), each row's mean and 1/σ from its chunks added in
-// order (so results repeat bit for bit), then y = x · a_c + b_c with a_c = rstd · weight_c and
-// b_c = bias_c − mean · a_c, one element per thread. Weight and bias (T, [C]) may be null.
+// order (so results repeat bit for bit), then y = (x − mean) · a_c + bias_c with a_c = rstd · weight_c, one element
+// per thread (centring first: folding the mean into the shift would cancel where |mean| ≫ σ). Weight and bias
+// (T, [C]) may be null.
 
 // Block r·chunks + k sums chunk k of row r into partials[2 (r·chunks + k)] (Σx) and [… + 1] (Σx²).
 extern "C" __global__ void group_norm_partials(const T* x, double* partials, long long length, int chunks) {
@@ -481,10 +482,8 @@ extern "C" __global__ void group_norm_apply(const T* x, const T* weight, const T
     GRID_LOOP(i, n) {
         long long row = i / length;
         int channel = (int)(row % groups) * channelsPerGroup + (int)((i % length) / plane);
-        float rstd = statistics[2 * row + 1];
-        float a = rstd * (weight ? ld(weight, channel) : 1.0f);
-        float b = (bias ? ld(bias, channel) : 0.0f) - statistics[2 * row] * a;
-        st(y, i, ld(x, i) * a + b);
+        float a = statistics[2 * row + 1] * (weight ? ld(weight, channel) : 1.0f);
+        st(y, i, (ld(x, i) - statistics[2 * row]) * a + (bias ? ld(bias, channel) : 0.0f));
     }
 }
 

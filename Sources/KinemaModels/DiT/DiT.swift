@@ -57,15 +57,10 @@ public final class DiT {
         finalLayer = DiTFinalLayer(backend: backend, config: config, dtype: layerDType)
         let table = PositionalEmbedding.sinCos2D(dim: d, gridHeight: config.gridSize, gridWidth: config.gridSize)
         positionalEmbedding = backend.upload(table, shape: [table.count], dtype: dtype)
-        // The adaLN layers' weights, then their biases, each packed back to back: the stack's two views.
-        let adaLN = blocks.map(\.adaLN) + [finalLayer.adaLN]
-        let leading = xEmbedder.parameters + tEmbedder.parameters + yEmbedder.parameters + blocks.flatMap(\.parameters)
-        let weights = leading.count..<leading.count + adaLN.count
-        arena = ParameterArena(parameters: leading + adaLN.map(\.weight) + adaLN.compactMap(\.bias)
-                                   + finalLayer.parameters,
-                               computeDType: dtype, backend: backend, keepsMaster: keepsMaster,
-                               packedRuns: [weights, weights.upperBound..<weights.upperBound + adaLN.count])
-        modulation = LinearStack(adaLN, backend: backend)
+        (arena, modulation) = adaLNZeroArena(embedders: xEmbedder.parameters + tEmbedder.parameters
+                                                 + yEmbedder.parameters,
+                                             blocks: blocks, finalLayer: finalLayer, dtype: dtype, backend: backend,
+                                             keepsMaster: keepsMaster)
     }
 
     public var parameters: [Parameter] { arena.parameters }

@@ -73,8 +73,10 @@ final class DiTBlock: Layer {
     /// The attention's and the MLP's: `adaLN`'s parameters sit in the DiT's stack of modulation layers, which runs
     /// every block's adaLN as one product (`LinearStack`).
     var parameters: [Parameter] { attention.parameters + (crossAttention?.parameters ?? []) + mlp.parameters }
+    /// The cross-attention's k and v, placed after the self-attention's parameters.
     var packedRuns: [Range<Int>] {
-        crossAttention.map { cross in cross.packedRuns.map { ($0.lowerBound + 4)..<($0.upperBound + 4) } } ?? []
+        let offset = attention.parameters.count
+        return crossAttention.map { $0.packedRuns.map { ($0.lowerBound + offset)..<($0.upperBound + offset) } } ?? []
     }
 
     /// x [B, N, D] (as a stream) and the six [B, D] modulations adaLN(SiLU(c)) computes for this block. Each
@@ -176,4 +178,22 @@ final class DiTFinalLayer: Layer {
             residual: nil)
         return (dx, [dShift, dScale])
     }
+}
+
+/// The arena of an adaLN-zero model (DiT, the video DiT): the embedders' parameters, the blocks' (their packed runs
+/// kept), every adaLN's weights and then their biases back to back, then the final layer's own; and the adaLNs as
+/// one product (`LinearStack`), since they all read SiLU(c).
+func adaLNZeroArena(embedders: [Parameter], blocks: [DiTBlock], finalLayer: DiTFinalLayer, dtype: DType,
+                    backend: any Backend, keepsMaster: Bool) -> (arena: ParameterArena, modulation: LinearStack) {
+    let adaLN = blocks.map(\.adaLN) + [finalLayer.adaLN]
+    var leading = embedders, runs: [Range<Int>] = []
+    for block in blocks {
+        runs += block.packedRuns.map { ($0.lowerBound + leading.count)..<($0.upperBound + leading.count) }
+        leading += block.parameters
+    }
+    let weights = leading.count..<leading.count + adaLN.count
+    let arena = ParameterArena(parameters: leading + adaLN.map(\.weight) + adaLN.compactMap(\.bias) + finalLayer.parameters,
+                               computeDType: dtype, backend: backend, keepsMaster: keepsMaster,
+                               packedRuns: runs + [weights, weights.upperBound..<weights.upperBound + adaLN.count])
+    return (arena, LinearStack(adaLN, backend: backend))
 }

@@ -16,26 +16,20 @@ public struct BertConfig: Equatable, Sendable {
     }
 
     /// From transformers' config.json; only the absolute positions and the exact GELU are supported.
-    public init(json: [String: Any], path: String) throws {
-        func int(_ key: String) throws -> Int {
-            guard let value = (json[key] as? NSNumber)?.intValue else {
-                throw ModelError.badCheckpoint(path: path, reason: "config.json lacks integer '\(key)'")
-            }
-            return value
+    init(_ config: ConfigJSON) throws {
+        if let act = config.json["hidden_act"] as? String, act != "gelu" {
+            throw config.fail("hidden_act '\(act)' is not supported (only 'gelu')")
         }
-        if let act = json["hidden_act"] as? String, act != "gelu" {
-            throw ModelError.badCheckpoint(path: path, reason: "hidden_act '\(act)' is not supported (only 'gelu')")
+        if let positions = config.json["position_embedding_type"] as? String, positions != "absolute" {
+            throw config.fail("position_embedding_type '\(positions)' is not supported (only 'absolute')")
         }
-        if let positions = json["position_embedding_type"] as? String, positions != "absolute" {
-            throw ModelError.badCheckpoint(path: path, reason: "position_embedding_type '\(positions)' is not "
-                                           + "supported (only 'absolute')")
-        }
-        self.init(vocabSize: try int("vocab_size"), hiddenSize: try int("hidden_size"),
-                  layers: try int("num_hidden_layers"), heads: try int("num_attention_heads"),
-                  intermediateSize: try int("intermediate_size"), maxPositions: try int("max_position_embeddings"),
-                  typeVocabSize: (json["type_vocab_size"] as? NSNumber)?.intValue ?? 2,
-                  layerNormEps: (json["layer_norm_eps"] as? NSNumber)?.doubleValue ?? 1e-12)
-        try validate(path: path)
+        self.init(vocabSize: try config.int("vocab_size"), hiddenSize: try config.int("hidden_size"),
+                  layers: try config.int("num_hidden_layers"), heads: try config.int("num_attention_heads"),
+                  intermediateSize: try config.int("intermediate_size"),
+                  maxPositions: try config.int("max_position_embeddings"),
+                  typeVocabSize: config.int("type_vocab_size", default: 2),
+                  layerNormEps: config.double("layer_norm_eps", default: 1e-12))
+        try validate(path: config.path)
     }
 
     func validate(path: String) throws {
@@ -127,17 +121,12 @@ public final class BertEncoder {
     /// input_ids i32 [B, L] and attention_mask i32 [B, L] (1 = token, 0 = padding; nil = all tokens) →
     /// last_hidden_state [B, L, D] and pooler_output [B, D], in the model's compute dtype.
     public func forward(inputIDs: Tensor, attentionMask: Tensor?) -> (lastHiddenState: Tensor, pooled: Tensor) {
-        precondition(inputIDs.rank == 2 && inputIDs.dtype == .i32, "BERT expects i32 input_ids [B, L], got "
-                     + "\(inputIDs.dtype) \(inputIDs.shape)")
+        TextInputs.check("BERT", inputIDs: inputIDs, attentionMask: attentionMask, maxPositions: config.maxPositions)
         let (batch, length, d) = (inputIDs.shape[0], inputIDs.shape[1], config.hiddenSize)
-        precondition(length <= config.maxPositions, "BERT: \(length) tokens exceed \(config.maxPositions) positions")
-        precondition(attentionMask.map { $0.shape == inputIDs.shape && $0.dtype == .i32 } ?? true,
-                     "BERT: attention_mask must be i32 \(inputIDs.shape)")
-        let words = backend.embedding(wordEmbeddings.value, indices: inputIDs.reshaped([batch * length]))
-        let positions = backend.narrow(positionEmbeddings.value, axis: 0, start: 0, length: length)
         let tokenType = backend.narrow(tokenTypeEmbeddings.value, axis: 0, start: 0, length: 1)
-        let summed = backend.addBias(backend.addBias(words.reshaped([batch, length * d]),
-                                                     positions.reshaped([length * d])).reshaped([batch * length, d]),
+        let summed = backend.addBias(TextInputs.embed(inputIDs, table: wordEmbeddings.value,
+                                                      positions: positionEmbeddings.value, backend: backend)
+                                         .reshaped([batch * length, d]),
                                      tokenType.reshaped([d]))
         var hidden = embeddingNorm.forward(summed.reshaped([batch, length, d])).0
         for layer in layers {
@@ -155,7 +144,7 @@ public final class BertEncoder {
 public enum BertCheckpoint {
     public static func load(folder: String, backend: any Backend, dtype: DType = .f32) throws -> BertEncoder {
         let (json, configPath, file, weightsPath) = try DiffusersFolder.open(folder, weights: "model.safetensors")
-        let config = try BertConfig(json: json, path: configPath)
+        let config = try BertConfig(ConfigJSON(json: json, path: configPath))
         let model = BertEncoder(config: config, backend: backend, dtype: dtype)
         try model.arena.loadParameters(from: weightsPath, expected: "a BertModel of this config.json") { name in
             if file.contains(name) { return try file.tensor(name, on: backend) }

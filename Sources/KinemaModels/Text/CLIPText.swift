@@ -104,17 +104,11 @@ public final class CLIPTextEncoder {
     /// last_hidden_state [B, L, D] and pooler_output [B, D], in the model's compute dtype. `ids` are the same ids on
     /// the host, to find each row's end-of-text position.
     public func forward(inputIDs: Tensor, ids: [Int32], attentionMask: Tensor?) -> (lastHiddenState: Tensor, pooled: Tensor) {
-        precondition(inputIDs.rank == 2 && inputIDs.dtype == .i32 && ids.count == inputIDs.count,
-                     "CLIP expects i32 input_ids [B, L] and the same ids on the host, got \(inputIDs.dtype) "
-                     + "\(inputIDs.shape) and \(ids.count) ids")
+        TextInputs.check("CLIP", inputIDs: inputIDs, attentionMask: attentionMask, maxPositions: config.maxPositions)
+        precondition(ids.count == inputIDs.count, "CLIP: \(ids.count) host ids for input_ids \(inputIDs.shape)")
         let (batch, length, d) = (inputIDs.shape[0], inputIDs.shape[1], config.hiddenSize)
-        precondition(length <= config.maxPositions, "CLIP: \(length) tokens exceed \(config.maxPositions) positions")
-        precondition(attentionMask.map { $0.shape == inputIDs.shape && $0.dtype == .i32 } ?? true,
-                     "CLIP: attention_mask must be i32 \(inputIDs.shape)")
-        let tokens = backend.embedding(tokenEmbedding.value, indices: inputIDs.reshaped([batch * length]))
-        let positions = backend.narrow(positionEmbedding.value, axis: 0, start: 0, length: length)
-        var hidden = backend.addBias(tokens.reshaped([batch, length * d]), positions.reshaped([length * d]))
-            .reshaped([batch, length, d])
+        var hidden = TextInputs.embed(inputIDs, table: tokenEmbedding.value, positions: positionEmbedding.value,
+                                      backend: backend)
         let scale = 1 / Double(d / config.heads).squareRoot()
         for layer in layers {
             hidden = backend.add(hidden, layer.attention.forward(layer.norm1.forward(hidden).0, bias: nil,

@@ -156,13 +156,9 @@ public final class T5Encoder {
     /// input_ids i32 [B, L] and attention_mask i32 [B, L] (nil = all tokens) → last_hidden_state [B, L, D] in the
     /// model's compute dtype.
     public func forward(inputIDs: Tensor, attentionMask: Tensor?) -> Tensor {
-        precondition(inputIDs.rank == 2 && inputIDs.dtype == .i32, "T5 expects i32 input_ids [B, L], got "
-                     + "\(inputIDs.dtype) \(inputIDs.shape)")
-        precondition(attentionMask.map { $0.shape == inputIDs.shape && $0.dtype == .i32 } ?? true,
-                     "T5: attention_mask must be i32 \(inputIDs.shape)")
-        let (batch, length, d) = (inputIDs.shape[0], inputIDs.shape[1], config.dModel)
-        var hidden = backend.embedding(shared.value, indices: inputIDs.reshaped([batch * length])).reshaped([batch, length, d])
-        let bias = positionBias(length: length)
+        TextInputs.check("T5", inputIDs: inputIDs, attentionMask: attentionMask)
+        var hidden = TextInputs.embed(inputIDs, table: shared.value, positions: nil, backend: backend)
+        let bias = positionBias(length: inputIDs.shape[1])
         for block in blocks {
             let attended = block.attention.forward(block.attentionNorm.forward(hidden).0, bias: bias,
                                                    keyMask: attentionMask, causal: false, scale: 1)

@@ -38,6 +38,13 @@ public final class TextConditioner {
 
     /// Caption states [B, L, D] (f32) and their mask (i32 [B, L]) on the encoder's backend.
     public func encode(_ captions: [String]) -> (states: Tensor, mask: Tensor) {
+        let (states, mask) = encodeOnHost(captions)
+        return (backend.upload(states, shape: [captions.count, length, width], dtype: .f32),
+                backend.upload(mask, shape: [captions.count, length]))
+    }
+
+    /// The same on the host, row-major (what a latent cache stores).
+    public func encodeOnHost(_ captions: [String]) -> (states: [Float], mask: [Int32]) {
         let missing = Array(Set(captions.filter { cache[$0] == nil }))
         if !missing.isEmpty {
             let encoded = missing.map(tokenizer.encode)
@@ -52,7 +59,6 @@ public final class TextConditioner {
             }
         }
         let rows = captions.map { cache[$0]! }
-        return (backend.upload(rows.flatMap(\.states), shape: [captions.count, length, width], dtype: .f32),
-                backend.upload(rows.flatMap(\.mask), shape: [captions.count, length]))
+        return (rows.flatMap(\.states), rows.flatMap(\.mask))
     }
 }

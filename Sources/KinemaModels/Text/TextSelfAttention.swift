@@ -32,3 +32,27 @@ final class TextSelfAttention {
         return out.forward(backend.permute(attended, [0, 2, 1, 3]).reshaped([batch, length, heads * headDim]))
     }
 }
+
+/// What the text encoders share at their input.
+enum TextInputs {
+    /// Stops with a message unless input_ids are i32 [B, L] (L ≤ `maxPositions` when the model has a limit) and the
+    /// attention mask, if any, i32 of the same shape.
+    static func check(_ model: String, inputIDs: Tensor, attentionMask: Tensor?, maxPositions: Int? = nil) {
+        precondition(inputIDs.rank == 2 && inputIDs.dtype == .i32, "\(model) expects i32 input_ids [B, L], got "
+                     + "\(inputIDs.dtype) \(inputIDs.shape)")
+        precondition(maxPositions.map { inputIDs.shape[1] <= $0 } ?? true,
+                     "\(model): \(inputIDs.shape[1]) tokens exceed \(maxPositions ?? 0) positions")
+        precondition(attentionMask.map { $0.shape == inputIDs.shape && $0.dtype == .i32 } ?? true,
+                     "\(model): attention_mask must be i32 \(inputIDs.shape)")
+    }
+
+    /// table[ids] [B, L, D], plus the first L rows of a learned position table when given.
+    static func embed(_ inputIDs: Tensor, table: Tensor, positions: Tensor?, backend: any Backend) -> Tensor {
+        let (batch, length, d) = (inputIDs.shape[0], inputIDs.shape[1], table.shape[1])
+        let tokens = backend.embedding(table, indices: inputIDs.reshaped([batch * length]))
+        guard let positions else { return tokens.reshaped([batch, length, d]) }
+        return backend.addBias(tokens.reshaped([batch, length * d]),
+                               backend.narrow(positions, axis: 0, start: 0, length: length).reshaped([length * d]))
+            .reshaped([batch, length, d])
+    }
+}

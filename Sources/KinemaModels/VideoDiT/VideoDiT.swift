@@ -54,19 +54,10 @@ public final class VideoDiT {
         }
         finalLayer = DiTFinalLayer(backend: backend, config: blockConfig, outFeatures: config.patchFeatures,
                                    dtype: layerDType)
-        let adaLN = blocks.map(\.adaLN) + [finalLayer.adaLN]
-        var leading = xEmbedder.parameters + tEmbedder.parameters + captionProjection.parameters
-        var runs: [Range<Int>] = []
-        for block in blocks {
-            runs += block.packedRuns.map { ($0.lowerBound + leading.count)..<($0.upperBound + leading.count) }
-            leading += block.parameters
-        }
-        let weights = leading.count..<leading.count + adaLN.count
-        arena = ParameterArena(parameters: leading + adaLN.map(\.weight) + adaLN.compactMap(\.bias)
-                                   + finalLayer.parameters,
-                               computeDType: dtype, backend: backend, keepsMaster: keepsMaster,
-                               packedRuns: runs + [weights, weights.upperBound..<weights.upperBound + adaLN.count])
-        modulation = LinearStack(adaLN, backend: backend)
+        (arena, modulation) = adaLNZeroArena(embedders: xEmbedder.parameters + tEmbedder.parameters
+                                                 + captionProjection.parameters,
+                                             blocks: blocks, finalLayer: finalLayer, dtype: dtype, backend: backend,
+                                             keepsMaster: keepsMaster)
     }
 
     public var parameters: [Parameter] { arena.parameters }
