@@ -5,7 +5,7 @@ import KinemaTensor
 /// [B, H, N, Dh] is (H·N·Dh, N·Dh, Dh); token-major [B, N, H, Dh] is (N·H·Dh, Dh, H·Dh); one third of a packed
 /// qkv [B, N, 3, H, Dh] is (N·3·H·Dh, Dh, 3·H·Dh). Passed to the kernels by value (the `Strides` struct of
 /// FlashAttention.cu: three 64-bit integers).
-struct AttentionStrides: KernelArgument {
+struct AttentionStrides: KernelArgument, Equatable {
     var batch: Int64, head: Int64, row: Int64
 
     /// The strides of a contiguous [B, H, N, Dh] tensor.
@@ -247,9 +247,10 @@ extension CUDABackend {
     }
 
     /// Flash attention backward on bf16 operands laid out by element strides: dq, dk, dv (bf16) from dOut, the
-    /// forward's out and logSumExp. A dQ kernel (one CTA per query tile, which also writes δ = rowsum(dO ⊙ O) and
-    /// the lse in log2 units), then a dK/dV kernel (one CTA per key tile) reading them; each rebuilds P from the
-    /// lse: no atomics, deterministic.
+    /// forward's out and logSumExp; no atomics, deterministic. When the pairs' scores fit `scoreGradientBudget`
+    /// (short sequences), the short-sequence backward: a δ pass (δ = rowsum(dO ⊙ O), the lse in log2 units), the
+    /// dK/dV kernel (one CTA per key tile), which also stores dSᵀ, then dQ = dS K from it. Otherwise a dQ kernel
+    /// (one CTA per query tile, which also writes δ and the log2 lse), then the dK/dV kernel; each rebuilds P.
     func flashAttentionBackward(_ shape: AttentionShape, dOut: Tensor, _ dOutStrides: AttentionStrides, q: Tensor,
                                 _ qStrides: AttentionStrides, k: Tensor, _ kStrides: AttentionStrides, v: Tensor,
                                 _ vStrides: AttentionStrides, out: Tensor, _ outStrides: AttentionStrides,
@@ -268,16 +269,42 @@ extension CUDABackend {
         let sizes: [any KernelArgument] = [Int32(shape.queries), Int32(shape.keys), Int32(shape.headDim),
                                            Int32(shape.heads), Float(scale), Float(scale * M_LOG2E), Int32(vectors ? 1 : 0)]
         let tileBytes = 256 * (padded + 8) * 2  // each kernel: 256 rows of (D + 8) bf16 tiles
+        // dSᵀ rows: the dK/dV kernel's 64-key tiles; columns: the dQ kernel's 128-query tiles.
+        let (keysPadded, queriesPadded) = ((shape.keys + 63) / 64 * 64, (shape.queries + 127) / 128 * 128)
+        let dkvArguments: [any KernelArgument] = [q, k, v, dOut, lseLog2, delta, argument(keyMask), dk, dv,
+                                                  qStrides, kStrides, vStrides, dOutStrides, dkStrides, dvStrides]
+        // dK/dV: 64-row K and V, two buffers of 32-row Q and dO with 2 × 32 lse and δ.
+        let dkvLaunch = (grid: ((shape.keys + 63) / 64, shape.pairs, 1), bytes: tileBytes + 4 * 32 * 4)
+        // The δ pass reads O and dO as dense rows, in either order of heads and tokens.
+        let tokenMajor = AttentionStrides(batch: shape.queries * shape.heads * shape.headDim,
+                                          head: shape.headDim, row: shape.heads * shape.headDim)
+        let headMajor = AttentionStrides(contiguous: [shape.batch, shape.heads, shape.queries, shape.headDim])
+        if shape.pairs * keysPadded * queriesPadded * 2 <= scoreGradientBudget && vectors
+            && outStrides == dOutStrides && [tokenMajor, headMajor].contains(outStrides) {
+            // δ: 32 rows a block, a thread per 8 columns.
+            launch("flash_backward_delta", in: "FlashAttention", grid: ((rows + 31) / 32, 1, 1),
+                   block: (32 * shape.headDim / 8, 1, 1),
+                   [out, dOut, logSumExp, delta, lseLog2, Int32(shape.queries), Int32(shape.headDim),
+                    Int32(shape.heads), Int64(rows), Int32(outStrides == tokenMajor && shape.heads > 1 ? 1 : 0)])
+            let scores = empty([shape.pairs * keysPadded * queriesPadded], dtype: .bf16)
+            launch("flash_backward_dkv_scores_\(padded)", in: "FlashAttention", grid: dkvLaunch.grid,
+                   block: (Self.flashThreads, 1, 1), sharedMemoryBytes: dkvLaunch.bytes,
+                   dkvArguments + sizes + [scores, Int32(queriesPadded)])
+            // dQ from dSᵀ, 8 warps: three buffers of a 64-row K tile and a 64 × 128 dSᵀ tile.
+            launch("flash_backward_dq_scores_\(padded)", in: "FlashAttention",
+                   grid: (queriesPadded / 128, shape.pairs, 1), block: (256, 1, 1),
+                   sharedMemoryBytes: 3 * 64 * (padded + 8 + 136) * 2,
+                   [k, scores, dq, kStrides, dqStrides, Int32(shape.queries), Int32(shape.keys), Int32(shape.headDim),
+                    Int32(shape.heads), Float(scale), Int32(queriesPadded), Int32(vectors ? 1 : 0)])
+            return
+        }
         // dQ: 64-row Q and dO, two buffers of 32-row K and V (O waits in the second), 2 × 32 key biases, 64 δ.
         launch("flash_backward_dq_\(padded)", in: "FlashAttention", grid: ((shape.queries + 63) / 64, shape.pairs, 1),
                block: (Self.flashThreads, 1, 1), sharedMemoryBytes: tileBytes + (2 * 32 + 64) * 4,
                [q, k, v, out, dOut, logSumExp, argument(keyMask), dq, delta, lseLog2,
                 qStrides, kStrides, vStrides, outStrides, dOutStrides, dqStrides] + sizes)
-        // dK/dV: 64-row K and V, two buffers of 32-row Q and dO with 2 × 32 lse and δ.
-        launch("flash_backward_dkv_\(padded)", in: "FlashAttention", grid: ((shape.keys + 63) / 64, shape.pairs, 1),
-               block: (Self.flashThreads, 1, 1), sharedMemoryBytes: tileBytes + 4 * 32 * 4,
-               [q, k, v, dOut, lseLog2, delta, argument(keyMask), dk, dv,
-                qStrides, kStrides, vStrides, dOutStrides, dkStrides, dvStrides] + sizes)
+        launch("flash_backward_dkv_\(padded)", in: "FlashAttention", grid: dkvLaunch.grid,
+               block: (Self.flashThreads, 1, 1), sharedMemoryBytes: dkvLaunch.bytes, dkvArguments + sizes)
     }
 
     /// Checks the flash kernels' limits (bf16 operands, Dh ≤ 128, B·H within a grid's y) and returns the padded D.

@@ -22,6 +22,14 @@ public final class CUDABackend: @unchecked Sendable {
     /// (it copies the values before it returns, so the next launch can reuse both).
     private let argumentScratch = UnsafeMutableRawPointer.allocate(byteCount: 64 * 32, alignment: 16)
     private let argumentPointers = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 64)
+    /// cuLaunchKernelEx's CUlaunchConfig (56 bytes, cuda.h's layout) and at byte 64 its one CUlaunchAttribute
+    /// (72 bytes): programmatic stream serialization, which lets a kernel start while the one before it on the
+    /// stream finishes (Common.cuh's GRID_DEPENDENCY). Filled per launch, allocated once.
+    private let launchConfig = UnsafeMutableRawPointer.allocate(byteCount: 64 + 72, alignment: 16)
+    /// Whether kernels are launched with programmatic dependent launch: on sm_90 and later where the driver has
+    /// cuLaunchKernelEx, unless KINEMA_DEPENDENT_LAUNCH=0 (for A/B timings).
+    public lazy var launchesDependently = architecture >= 90 && driver.cuLaunchKernelEx != nil
+        && ProcessInfo.processInfo.environment["KINEMA_DEPENDENT_LAUNCH"] != "0"
     /// The dynamic shared memory each function has been allowed beyond the default 48 KiB.
     private var sharedMemoryLimits: [UnsafeMutableRawPointer: Int] = [:]
     /// cuBLASLt, its handle and its workspace, opened on the first matrix product.
@@ -37,6 +45,12 @@ public final class CUDABackend: @unchecked Sendable {
     /// unless KINEMA_MATMUL_AUTOTUNE=0). Off, every run uses the heuristic's favourite: bit-identical from process to
     /// process; on, two processes may pick different algorithms and round differently.
     public var autotunesMatmuls = ProcessInfo.processInfo.environment["KINEMA_MATMUL_AUTOTUNE"] != "0"
+    /// The most bytes the flash backward may hold for the scores' gradient dSᵀ (bf16, B·H·Nk·Nq rounded up to 64s):
+    /// within it the short-sequence backward stores dSᵀ rather than rebuilding S, P and dP for dQ (DiT-XL/2 at
+    /// 256 px needs 134 MB). 0 always takes the two-kernel backward (KINEMA_SCORE_GRADIENT_BUDGET=0 sets that, for
+    /// A/B timings of the two).
+    public var scoreGradientBudget = Int(ProcessInfo.processInfo.environment["KINEMA_SCORE_GRADIENT_BUDGET"] ?? "")
+        ?? 512 << 20
     /// Seconds the host has spent waiting for the stream (downloads, synchronize): host time minus this is what
     /// the CPU itself spends queueing work.
     public private(set) var hostWaitSeconds = 0.0
@@ -77,6 +91,7 @@ public final class CUDABackend: @unchecked Sendable {
     deinit {
         argumentScratch.deallocate()
         argumentPointers.deallocate()
+        launchConfig.deallocate()
     }
 
     public var name: String { "\(device) \(deviceName) (sm_\(architecture))" }
@@ -202,14 +217,35 @@ public final class CUDABackend: @unchecked Sendable {
             }
             var result: Int32 = 0
             profiled(name, host: \.launchSeconds) {
-                result = driver.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
-                                               UInt32(block.0), UInt32(block.1), UInt32(block.2),
-                                               UInt32(sharedMemoryBytes), stream, argumentPointers, nil)
+                if launchesDependently, let launchEx = driver.cuLaunchKernelEx {
+                    fillLaunchConfig(grid: grid, block: block, sharedMemoryBytes: sharedMemoryBytes)
+                    result = launchEx(launchConfig, function, argumentPointers, nil)
+                } else {
+                    result = driver.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
+                                                   UInt32(block.0), UInt32(block.1), UInt32(block.2),
+                                                   UInt32(sharedMemoryBytes), stream, argumentPointers, nil)
+                }
             }
             try driver.check(result, "cuLaunchKernel(\(name))")
         } catch {
             preconditionFailure("\(error)")
         }
+    }
+
+    /// CUlaunchConfig { grid xyz, block xyz, shared bytes (u32 each), stream at 32, attributes at 40, count at 48 }
+    /// pointing at one CUlaunchAttribute { id (u32, padded to 8), value (a 64-byte union) }:
+    /// CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION (6) with programmaticStreamSerializationAllowed = 1.
+    private func fillLaunchConfig(grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int) {
+        let words: [UInt32] = [UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block.0), UInt32(block.1),
+                               UInt32(block.2), UInt32(sharedMemoryBytes)]
+        for (index, word) in words.enumerated() { launchConfig.storeBytes(of: word, toByteOffset: 4 * index, as: UInt32.self) }
+        let attribute = launchConfig + 64
+        launchConfig.storeBytes(of: stream, toByteOffset: 32, as: UnsafeMutableRawPointer?.self)
+        launchConfig.storeBytes(of: attribute, toByteOffset: 40, as: UnsafeMutableRawPointer.self)
+        launchConfig.storeBytes(of: UInt32(1), toByteOffset: 48, as: UInt32.self)
+        attribute.initializeMemory(as: UInt8.self, repeating: 0, count: 72)
+        attribute.storeBytes(of: UInt32(6), toByteOffset: 0, as: UInt32.self)
+        attribute.storeBytes(of: Int32(1), toByteOffset: 8, as: Int32.self)
     }
 
     /// Runs `body` (which queues work on the stream). When profiling, its device time is filed under `name` and the

@@ -33,6 +33,10 @@ final class CUDADriver: @unchecked Sendable {
     let cuLaunchKernel: @convention(c) (Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle?,
                                         UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
                                         UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32
+    /// cuLaunchKernelEx(config, function, parameters, extra): a launch with attributes (CUDA 12+ drivers; nil on
+    /// older ones, which then launch without them).
+    let cuLaunchKernelEx: (@convention(c) (UnsafeRawPointer, Handle, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+                                           UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32)?
     /// cuFuncSetAttribute(function, attribute, value); Kinema sets CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.
     let cuFuncSetAttribute: @convention(c) (Handle, Int32, Int32) -> Int32
     let cuGetErrorString: @convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Int32
@@ -66,6 +70,7 @@ final class CUDADriver: @unchecked Sendable {
         cuModuleLoadData = try library.function("cuModuleLoadData")
         cuModuleGetFunction = try library.function("cuModuleGetFunction")
         cuLaunchKernel = try library.function("cuLaunchKernel")
+        cuLaunchKernelEx = try? library.function("cuLaunchKernelEx")
         cuFuncSetAttribute = try library.function("cuFuncSetAttribute")
         cuGetErrorString = try library.function("cuGetErrorString")
     }

@@ -7,10 +7,16 @@ extension GPUCheck {
     func checkAttention() {
         checkExactAttention()
         checkBiasedAttention()
-        checkFlashAttention()
-        for (batch, heads, tokens, headDim) in [(64, 16, 256, 72), (64, 16, 256, 64), (64, 8, 256, 128),
-                                                (8, 16, 1024, 72)] {
-            timeFlashAttention(batch: batch, heads: heads, tokens: tokens, headDim: headDim)
+        // Both backwards: the short-sequence one (dSᵀ stored, the default at these sizes) and the two-kernel one.
+        let budget = gpu.scoreGradientBudget
+        defer { gpu.scoreGradientBudget = budget }
+        for (path, bytes) in [("scores", budget), ("two-kernel", 0)] {
+            gpu.scoreGradientBudget = bytes
+            checkFlashAttention(path)
+            for (batch, heads, tokens, headDim) in [(64, 16, 256, 72), (64, 16, 256, 64), (64, 8, 256, 128),
+                                                    (8, 16, 1024, 72)] {
+                timeFlashAttention(path, batch: batch, heads: heads, tokens: tokens, headDim: headDim)
+            }
         }
     }
 
@@ -115,7 +121,7 @@ extension GPUCheck {
 
     /// bf16 flash attention against CPU f64: the head dims DiT-style models use (72 and 88 are padded to 80 and
     /// 96), sizes that are no multiple of a tile, Nq ≠ Nk, a single key, and masks.
-    private func checkFlashAttention() {
+    private func checkFlashAttention(_ path: String) {
         for headDim in [64, 72, 88, 128] {
             for (queries, keys) in [(77, 77), (256, 120), (300, 1), (50, 333)] {
                 let (batch, heads) = (2, 3)
@@ -123,7 +129,7 @@ extension GPUCheck {
                 let (q, k, v, dOut) = (bf16Pair(qShape), bf16Pair(kShape), bf16Pair(kShape), bf16Pair(qShape))
                 for masked in [false, true] {
                     let mask = masked ? keyMaskFlags(batch: batch, keys: keys) : nil
-                    compareAttention("flash bf16 Dh \(headDim) Nq \(queries) Nk \(keys)\(masked ? " mask" : "")",
+                    compareAttention("flash bf16 (\(path) backward) Dh \(headDim) Nq \(queries) Nk \(keys)\(masked ? " mask" : "")",
                                      q: q, k: k, v: v, dOut: dOut, mask: mask, tolerance: 1e-2)
                 }
             }
@@ -132,7 +138,7 @@ extension GPUCheck {
 
     /// The mean time of the bf16 flash forward and forward + backward on one shape (wall clock around a
     /// synchronize, after warm-up), with counted TFLOP/s: forward 4·B·H·N²·Dh, backward 2.5× that.
-    private func timeFlashAttention(batch: Int, heads: Int, tokens: Int, headDim: Int) {
+    private func timeFlashAttention(_ path: String, batch: Int, heads: Int, tokens: Int, headDim: Int) {
         let shape = [batch, heads, tokens, headDim]
         let poisons = gpu.poisonsNewTensors
         gpu.poisonsNewTensors = false  // a NaN fill per allocation is not part of the op
@@ -149,12 +155,19 @@ extension GPUCheck {
             return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 / Double(iterations)
         }
         let forward = milliseconds { _ = gpu.attention(q: q, k: k, v: v, keyMask: nil, scale: scale) }
+        let (_, lse) = gpu.attention(q: q, k: k, v: v, keyMask: nil, scale: scale)
         let both = milliseconds {
             let (out, lse) = gpu.attention(q: q, k: k, v: v, keyMask: nil, scale: scale)
             _ = gpu.attentionBackward(dOut, q: q, k: k, v: v, out: out, logSumExp: lse, keyMask: nil, scale: scale)
         }
+        gpu.startProfiling()  // where the backward's time goes, kernel by kernel (events around each launch)
+        for _ in 0..<5 {
+            _ = gpu.attentionBackward(dOut, q: q, k: k, v: v, out: dOut, logSumExp: lse, keyMask: nil, scale: scale)
+        }
+        print(gpu.profiler!.report(steps: 5, top: 6))
+        gpu.profiler = nil
         let flops = 4 * Double(batch * heads * tokens * tokens * headDim)
-        print(String(format: "TIME kinema flash B=%d H=%d N=%d Dh=%d: forward %.3f ms (%.1f TFLOP/s), "
+        print(String(format: "TIME kinema flash (\(path) backward) B=%d H=%d N=%d Dh=%d: forward %.3f ms (%.1f TFLOP/s), "
                      + "forward+backward %.3f ms (%.1f TFLOP/s)", batch, heads, tokens, headDim,
                      forward, flops / forward / 1e9, both, 3.5 * flops / both / 1e9))
     }

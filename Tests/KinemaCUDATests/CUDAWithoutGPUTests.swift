@@ -24,6 +24,26 @@ final class CUDAWithoutGPUTests: XCTestCase {
         XCTAssertEqual(DeviceAllocator.roundedSize((2 << 20) + 1), 4 << 20)
     }
 
+    /// Kernels are launched dependently (programmatic dependent launch): each may start before the kernel ahead of
+    /// it has finished, so each must open with GRID_DEPENDENCY(), which waits for it, before touching memory.
+    func testEveryKernelBeginsByWaitingForTheKernelBefore() throws {
+        for file in CUDABackend.kernelFiles {
+            let source = try CUDABackend.source(of: file)
+            var rest = source[...]
+            var kernels = 0
+            while let global = rest.range(of: "__global__") {
+                let body = rest[global.upperBound...]
+                guard let brace = body.firstIndex(of: "{") else { return XCTFail("\(file): a __global__ without a body") }
+                let first = body[body.index(after: brace)...].drop(while: { $0 == " " || $0 == "\\" || $0 == "\n" })
+                XCTAssertTrue(first.hasPrefix("GRID_DEPENDENCY();"),
+                              "\(file): kernel \(body.prefix(80)) does not begin with GRID_DEPENDENCY()")
+                kernels += 1
+                rest = body
+            }
+            XCTAssertGreaterThan(kernels, 0, file)
+        }
+    }
+
     /// The kernel cache key must not change between processes (Swift's Hasher is seeded per process).
     func testKernelCacheKeyIsStable() {
         XCTAssertEqual(NVRTC.fnv1a(""), 0xcbf2_9ce4_8422_2325)

@@ -44,6 +44,7 @@ __device__ inline float probability(bool attended, float s, float l) {
 extern "C" __global__ void attention_forward_f32(const float* q, const float* k, const float* v, const int* mask,
                                                  const float* bias, int causal, float* out, float* lse, int nq,
                                                  int nk, int dh, int heads, float scale, long long rows) {
+    GRID_DEPENDENCY();
     __shared__ float qRow[MAX_HEAD_DIM];
     __shared__ float probabilities[KEY_CHUNK];
     __shared__ float maxShared[MAX_THREADS];
@@ -95,6 +96,7 @@ extern "C" __global__ void attention_forward_f32(const float* q, const float* k,
 // δ_i = Σ_d dO_id O_id, one block per query row.
 extern "C" __global__ void attention_delta_f32(const float* dOut, const float* out, float* delta, int dh,
                                                long long rows) {
+    GRID_DEPENDENCY();
     __shared__ double shared[MAX_THREADS];
     BLOCK_LOOP(row, rows) {
         double total = 0;
@@ -109,6 +111,7 @@ extern "C" __global__ void attention_delta_f32(const float* dOut, const float* o
 extern "C" __global__ void attention_backward_dq_f32(const float* q, const float* k, const float* v, const float* dOut,
                                                      const float* lse, const float* delta, const int* mask, float* dq,
                                                      int nq, int nk, int dh, int heads, float scale, long long rows) {
+    GRID_DEPENDENCY();
     __shared__ float qRow[MAX_HEAD_DIM];
     __shared__ float gRow[MAX_HEAD_DIM];
     __shared__ float dScores[KEY_CHUNK];
@@ -150,6 +153,7 @@ extern "C" __global__ void attention_backward_dkv_f32(const float* q, const floa
                                                       const float* dOut, const float* lse, const float* delta,
                                                       const int* mask, float* dk, float* dv, int nq, int nk, int dh,
                                                       int heads, float scale, long long rows) {
+    GRID_DEPENDENCY();
     __shared__ float kRow[MAX_HEAD_DIM];
     __shared__ float vRow[MAX_HEAD_DIM];
     __shared__ float probabilities[KEY_CHUNK];

@@ -4,6 +4,17 @@
 #define GRID_LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
                              i += (long long)blockDim.x * gridDim.x)
 
+// Programmatic dependent launch (sm_90): CUDABackend launches every kernel allowed to start while the kernel
+// before it on the stream is still finishing its last blocks, hiding the gap between the two. So every kernel
+// begins with GRID_DEPENDENCY() and touches no global memory before it: it lets the next kernel be launched (whose
+// blocks then wait in their own GRID_DEPENDENCY), and waits until the kernel before has finished and its writes
+// are visible. CUDAWithoutGPUTests checks that every kernel of Kernels/ begins with it.
+#if __CUDA_ARCH__ >= 900
+#define GRID_DEPENDENCY() asm volatile("griddepcontrol.launch_dependents;\n\tgriddepcontrol.wait;" ::: "memory")
+#else
+#define GRID_DEPENDENCY() do {} while (0)
+#endif
+
 typedef unsigned short u16;
 typedef unsigned int u32;
 typedef unsigned long long u64;

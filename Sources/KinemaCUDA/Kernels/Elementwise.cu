@@ -1,9 +1,9 @@
 // Kinema's memory and elementwise kernels. Compiled at run time by NVRTC for the device's architecture.
 // Every kernel walks its elements with a grid-stride loop, so any launch size covers any n.
 
-extern "C" __global__ void fill_u16(u16* out, u16 value, long long n) { GRID_LOOP(i, n) out[i] = value; }
-extern "C" __global__ void fill_u32(u32* out, u32 value, long long n) { GRID_LOOP(i, n) out[i] = value; }
-extern "C" __global__ void fill_u64(u64* out, u64 value, long long n) { GRID_LOOP(i, n) out[i] = value; }
+extern "C" __global__ void fill_u16(u16* out, u16 value, long long n) { GRID_DEPENDENCY(); GRID_LOOP(i, n) out[i] = value; }
+extern "C" __global__ void fill_u32(u32* out, u32 value, long long n) { GRID_DEPENDENCY(); GRID_LOOP(i, n) out[i] = value; }
+extern "C" __global__ void fill_u64(u64* out, u64 value, long long n) { GRID_DEPENDENCY(); GRID_LOOP(i, n) out[i] = value; }
 
 // Casts between the floating dtypes: codes 0 f32, 1 f64, 2 bf16, 3 f16.
 __device__ inline double load_as(const void* p, int type, long long i) {
@@ -23,6 +23,7 @@ __device__ inline void store_as(void* p, int type, long long i, double v) {
     }
 }
 extern "C" __global__ void cast(const void* in, int inType, void* out, int outType, long long n) {
+    GRID_DEPENDENCY();
     GRID_LOOP(i, n) store_as(out, outType, i, load_as(in, inType, i));
 }
 
@@ -50,6 +51,7 @@ __device__ inline void permute_sized(const void* in, void* out, const PermuteMet
     else permute_words<W, long long>((const W*)in, (W*)out, m, n);
 }
 extern "C" __global__ void permute(const void* in, void* out, PermuteMeta meta, int wordSize, long long n) {
+    GRID_DEPENDENCY();
     switch (wordSize) {
         case 2: permute_sized<u16>(in, out, meta, n); break;
         case 4: permute_sized<u32>(in, out, meta, n); break;
@@ -75,6 +77,7 @@ __device__ inline void im2col_words(const W* x, W* out, int B, int C, int H, int
 }
 extern "C" __global__ void im2col(const void* x, void* out, int elementSize, int B, int C, int H, int Wd, int kh,
                                   int kw, int s, int pt, int pl, int oh, int ow, long long n) {
+    GRID_DEPENDENCY();
     switch (elementSize) {
         case 2: im2col_words((const u16*)x, (u16*)out, B, C, H, Wd, kh, kw, s, pt, pl, oh, ow, n); break;
         case 4: im2col_words((const u32*)x, (u32*)out, B, C, H, Wd, kh, kw, s, pt, pl, oh, ow, n); break;
@@ -98,6 +101,7 @@ template <typename W> __device__ inline void copy_row_words(const RowCopy& c) {
 }
 
 extern "C" __global__ void copy_rows(RowCopies list) {
+    GRID_DEPENDENCY();
     const RowCopy& c = list.copy[blockIdx.y];
     if ((((u64)c.src | (u64)c.dst | (u64)c.rowBytes | (u64)c.srcPitch | (u64)c.dstPitch) & 15) == 0)
         copy_row_words<uint4>(c);
@@ -109,17 +113,20 @@ extern "C" __global__ void copy_rows(RowCopies list) {
 
 // Binary ops: 0 add, 1 sub, 2 mul.
 extern "C" __global__ void binary(const T* a, const T* b, T* out, int op, long long n) {
+    GRID_DEPENDENCY();
     GRID_LOOP(i, n) {
         float x = ld(a, i), y = ld(b, i);
         st(out, i, op == 0 ? x + y : op == 1 ? x - y : x * y);
     }
 }
 extern "C" __global__ void affine(const T* a, T* out, float scale, float shift, long long n) {
+    GRID_DEPENDENCY();
     GRID_LOOP(i, n) st(out, i, ld(a, i) * scale + shift);
 }
 // Unary ops, in the order of KinemaTensor.UnaryOp: exp, log, sqrt, square, negate, tanh, abs, exact GELU, ReLU,
 // quick GELU.
 extern "C" __global__ void unary(const T* a, T* out, int op, long long n) {
+    GRID_DEPENDENCY();
     GRID_LOOP(i, n) {
         float x = ld(a, i);
         float y;
@@ -139,20 +146,24 @@ extern "C" __global__ void unary(const T* a, T* out, int op, long long n) {
     }
 }
 extern "C" __global__ void clamp(const T* a, T* out, float lo, float hi, long long n) {
+    GRID_DEPENDENCY();
     GRID_LOOP(i, n) st(out, i, fminf(fmaxf(ld(a, i), lo), hi));
 }
 extern "C" __global__ void axpy(float alpha, const T* x, T* y, long long n) {
+    GRID_DEPENDENCY();
     GRID_LOOP(i, n) st(y, i, ld(y, i) + alpha * ld(x, i));
 }
-extern "C" __global__ void scale(T* x, float s, long long n) { GRID_LOOP(i, n) st(x, i, ld(x, i) * s); }
+extern "C" __global__ void scale(T* x, float s, long long n) { GRID_DEPENDENCY(); GRID_LOOP(i, n) st(x, i, ld(x, i) * s); }
 extern "C" __global__ void rowwise_axpby(const float* a, const T* x, const float* b, const T* y, T* out,
                                          long long rowSize, long long n) {
+    GRID_DEPENDENCY();
     GRID_LOOP(i, n) { long long row = i / rowSize; st(out, i, a[row] * ld(x, i) + b[row] * ld(y, i)); }
 }
 
 // Σ x (square = 0) or Σ x² (square = 1) of each fixed block of 8192 elements, in f64, by one 256-thread block
 // with a fixed tree: the same partial sums on every run. The host adds the partials in order.
 extern "C" __global__ void block_sums(const T* x, double* partial, int square, long long n) {
+    GRID_DEPENDENCY();
     long long start = (long long)blockIdx.x * 8192;
     double total = 0;
     for (long long i = start + threadIdx.x; i < start + 8192 && i < n; i += 256) {

@@ -56,6 +56,16 @@ template <int S> __device__ inline void load_a(u32* a, const u16* m, int row0, i
                  : "r"(shared_address(row)));
 }
 
+// A[i][k] = M[col0 + k][row0 + i], 16 × 16: A stored transposed, its rows are the source's columns (dS in
+// dQ = dS K from the stored dSᵀ); ldmatrix.trans reads each 8 × 8 block transposed.
+template <int S> __device__ inline void load_a_transposed(u32* a, const u16* m, int row0, int col0) {
+    int lane = threadIdx.x & 31, block = lane >> 3;
+    const u16* row = m + (col0 + (lane & 7) + (block >> 1) * 8) * S + row0 + (block & 1) * 8;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+                 : "r"(shared_address(row)));
+}
+
 // B[k][n] = M[n0 + n][k0 + k], 16 × 8 (the source's rows are B's columns, as K is for S = Q Kᵀ); blocks k 0–7
 // and k 8–15, addressed by lanes 0–15 (the others repeat them).
 template <int S> __device__ inline void load_b(u32* b, const u16* m, int n0, int k0) {
@@ -109,10 +119,11 @@ __device__ inline void accumulate_product(float (&acc)[D / 8][4], const float (&
 // of 8 is one cp.async (asynchronous, Common.cuh); otherwise element by element (synchronous).
 // The 8 extra columns per row shift consecutive rows by 16 bytes mod 128, so fragment loads and ldmatrix hit
 // distinct banks.
-template <int ROWS, int D> __device__ inline void load_tile(u16* tile, const u16* source, long long stride, int row0,
-                                                            int rows, int dh, bool vectors) {
+template <int ROWS, int D, int THREADS = FLASH_THREADS>
+__device__ inline void load_tile(u16* tile, const u16* source, long long stride, int row0, int rows, int dh,
+                                 bool vectors) {
     constexpr int chunks = D / 8;
-    for (int c = threadIdx.x; c < ROWS * chunks; c += FLASH_THREADS) {
+    for (int c = threadIdx.x; c < ROWS * chunks; c += THREADS) {
         int r = c / chunks, column = (c % chunks) * 8, row = row0 + r;
         u16* target = tile + r * (D + 8) + column;
         const u16* from = source + row * stride + column;
@@ -410,12 +421,14 @@ __device__ inline void load_queries(u16* buffer, float* lseTile, float* deltaTil
     commit_copies();
 }
 
-template <int D>
+// SCORES: the kernel also stores dSᵀ (bf16, unscaled) into dsT [B·H][keys padded to 64][dsColumns] for the dQ
+// kernel of the short-sequence backward (below); rows and columns past Nk and Nq hold zeros (P = 0 there).
+template <int D, bool SCORES>
 __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16* v, const u16* dO,
                                           const float* lseLog2, const float* delta, const int* mask, u16* dk, u16* dv,
                                           Strides qs, Strides ks, Strides vs, Strides gs, Strides dks, Strides dvs,
                                           int nq, int nk, int dh, int heads, float scale, float scaleLog2,
-                                          int vectors) {
+                                          int vectors, u16* dsT, int dsColumns) {
     constexpr int S = D + 8, BN = DKV_KEYS, BM = DKV_QUERIES;
     extern __shared__ __align__(16) u16 shared[];
     u16* kTile = shared;
@@ -472,6 +485,16 @@ __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16*
                 dp[n][e] = p * (dp[n][e] - deltaTile[column]);
             }
         }
+        if (SCORES) {
+            // Row key0 + warp·16 + g (+ 8) of the pair's dSᵀ, columns tile·BM + 8n + 2t, + 1: one u32 a pair.
+            u16* rows = dsT + ((long long)pair * gridDim.x * BN + key0 + warp * 16 + (lane >> 2)) * dsColumns
+                        + tile * BM + 2 * (lane & 3);
+#pragma unroll
+            for (int n = 0; n < BM / 8; ++n) {
+                *(u32*)(rows + n * 8) = pack_bf16(dp[n][0], dp[n][1]);
+                *(u32*)(rows + 8 * dsColumns + n * 8) = pack_bf16(dp[n][2], dp[n][3]);
+            }
+        }
         accumulate_product<BM, D>(dvAcc, s, gTile);
         accumulate_product<BM, D>(dkAcc, dp, qTile);
         wait_copies<0>();
@@ -479,6 +502,102 @@ __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16*
     const float one[2] = {1, 1}, scales[2] = {scale, scale};
     store_rows<D>(slice(dv, dvs, b, h), dvs.row, key0 + warp * 16, nk, dh, dvAcc, one, vectors);
     store_rows<D>(slice(dk, dks, b, h), dks.row, key0 + warp * 16, nk, dh, dkAcc, scales, vectors);
+}
+
+// MARK: Short-sequence backward: δ, then dK/dV storing dSᵀ, then dQ = dS K from it
+//
+// When B·H·Nk·Nq scores fit a budget (DiT at 256 tokens: 134 MB) and O, dO are dense, the dQ kernel need not
+// rebuild S, P and dP (three products a tile) from Q, K, V and dO: the dK/dV kernel already has dSᵀ in registers
+// and stores it, and dQ becomes one product over memory it reads once. δ and the lse in log2 units then come from a
+// small pass first.
+
+// δ = Σ_d dO ⊙ O and the lse in log2 units for every (pair, query) row, where O and dO are dense arrays of rows,
+// token-major ([B, N, H, Dh], as the merged heads are) or head-major ([B, H, N, Dh]): the rows lie back to back in
+// memory, so a block of 32 rows · Dh/8 threads reads 16 bytes a thread, coalesced, and adds each row's Dh/8
+// partial sums in order.
+extern "C" __global__ void flash_backward_delta(const u16* o, const u16* dO, const float* lse, float* delta,
+                                                float* lseLog2, int nq, int dh, int heads, long long rows,
+                                                int tokenMajor) {
+    GRID_DEPENDENCY();
+    __shared__ float partial[512];
+    int packs = dh / 8;
+    long long first = blockIdx.x * 32LL, pack = first * packs + threadIdx.x;
+    float total = 0;
+    if (pack < rows * packs) {
+        uint4 a = *(const uint4*)(o + pack * 8), g = *(const uint4*)(dO + pack * 8);
+        const u32 av[4] = {a.x, a.y, a.z, a.w}, gv[4] = {g.x, g.y, g.z, g.w};
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+            total += __uint_as_float(av[w] << 16) * __uint_as_float(gv[w] << 16);
+            total += __uint_as_float(av[w] & 0xFFFF0000u) * __uint_as_float(gv[w] & 0xFFFF0000u);
+        }
+    }
+    partial[threadIdx.x] = total;
+    __syncthreads();
+    long long index = first + threadIdx.x;  // the row in memory order: (b, query, h) or (b, h, query)
+    if (threadIdx.x >= 32 || index >= rows) return;
+    float sum = 0;
+    for (int p = 0; p < packs; ++p) sum += partial[threadIdx.x * packs + p];
+    int b = (int)(index / ((long long)nq * heads)), within = (int)(index % ((long long)nq * heads));
+    long long row = tokenMajor ? ((long long)b * heads + within % heads) * nq + within / heads : index;  // [B, H, Nq]
+    delta[row] = sum;
+    lseLog2[row] = lse_log2(lse[row]);
+}
+
+// dQ = scale · dS K: one CTA of 8 warps per (128-query tile, pair), looping over 64-key tiles of K and of the
+// stored dSᵀ; each warp owns 16 queries. The loop has little to compute per tile and waits on memory, so it keeps
+// DQS_STAGES − 1 tiles in flight (a ring of DQS_STAGES buffers) rather than one.
+#define DQS_QUERIES 128
+#define DQS_KEYS 64
+#define DQS_THREADS 256
+#define DQS_STAGES 3
+
+template <int D>
+__device__ inline void flash_backward_dq_scores(const u16* k, const u16* dsT, u16* dq, Strides ks, Strides dqs,
+                                                int nq, int nk, int dh, int heads, float scale, int dsColumns,
+                                                int vectors) {
+    constexpr int S = D + 8, SS = DQS_QUERIES + 8, BM = DQS_QUERIES, BN = DQS_KEYS;
+    extern __shared__ __align__(16) u16 shared[];
+    u16* buffers = shared;  // DQS_STAGES buffers: a BN-row K tile, then a BN × BM dSᵀ tile
+    constexpr int bufferElements = BN * S + BN * SS;
+    int pair = blockIdx.y, b = pair / heads, h = pair % heads, row0 = blockIdx.x * BM;
+    int warp = threadIdx.x >> 5;
+    const u16* kBase = slice(k, ks, b, h);
+    int keysPadded = (nk + BN - 1) / BN * BN, tiles = keysPadded / BN;
+    const u16* scores = dsT + (long long)pair * keysPadded * dsColumns + row0;
+    // Tile t's copies; every call site commits one group, empty past the last tile, so that the group count
+    // tells which tiles have landed.
+    auto loadKeys = [&](int tile) {
+        if (tile >= tiles) return;
+        u16* target = buffers + (tile % DQS_STAGES) * bufferElements;
+        load_tile<BN, D, DQS_THREADS>(target, kBase, ks.row, tile * BN, nk, dh, vectors);
+        load_tile<BN, BM, DQS_THREADS>(target + BN * S, scores + (long long)tile * BN * dsColumns, dsColumns, 0, BN,
+                                       BM, true);
+    };
+    for (int tile = 0; tile < DQS_STAGES - 1; ++tile) { loadKeys(tile); commit_copies(); }
+    float dqAcc[D / 8][4] = {};
+    for (int tile = 0; tile < tiles; ++tile) {
+        wait_copies<DQS_STAGES - 2>();  // this thread's copies of tile t have landed
+        __syncthreads();                // everyone's have, and tile t − 1's buffer is free again
+        loadKeys(tile + DQS_STAGES - 1);
+        commit_copies();
+        const u16* kTile = buffers + (tile % DQS_STAGES) * bufferElements;
+        const u16* sTile = kTile + BN * S;
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            u32 aFragment[4];
+            load_a_transposed<SS>(aFragment, sTile, warp * 16, kk * 16);
+#pragma unroll
+            for (int n2 = 0; n2 < D / 16; ++n2) {
+                u32 bFragment[4];
+                load_b_transposed<S>(bFragment, kTile, kk * 16, n2 * 16);
+                mma(dqAcc[2 * n2], aFragment, bFragment);
+                mma(dqAcc[2 * n2 + 1], aFragment, bFragment + 2);
+            }
+        }
+    }
+    const float scales[2] = {scale, scale};
+    store_rows<D>(slice(dq, dqs, b, h), dqs.row, row0 + warp * 16, nq, dh, dqAcc, scales, vectors);
 }
 
 // Forward CTAs an SM should hold (registers capped to fit): 4 at D = 80 (DiT-XL/2's 72), where that costs no
@@ -494,12 +613,14 @@ __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16*
     extern "C" __global__ void __launch_bounds__(FLASH_THREADS, FORWARD_BLOCKS(D)) flash_forward_##D(              \
         const u16* q, const u16* k, const u16* v, const int* mask, u16* o, float* lse, Strides qs, Strides ks,       \
         Strides vs, Strides os, int nq, int nk, int dh, int heads, float scaleLog2, int vectors) {                   \
+        GRID_DEPENDENCY();                                                                                           \
         flash_forward<D>(q, k, v, mask, o, lse, qs, ks, vs, os, nq, nk, dh, heads, scaleLog2, vectors);              \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(FLASH_THREADS, DQ_BLOCKS(D)) flash_backward_dq_##D(                 \
         const u16* q, const u16* k, const u16* v, const u16* o, const u16* dO, const float* lse, const int* mask,    \
         u16* dq, float* delta, float* lseLog2, Strides qs, Strides ks, Strides vs, Strides os, Strides gs,           \
         Strides dqs, int nq, int nk, int dh, int heads, float scale, float scaleLog2, int vectors) {                 \
+        GRID_DEPENDENCY();                                                                                           \
         flash_backward_dq<D>(q, k, v, o, dO, lse, mask, dq, delta, lseLog2, qs, ks, vs, os, gs, dqs, nq, nk, dh,    \
                              heads, scale, scaleLog2, vectors);                                                      \
     }                                                                                                                \
@@ -507,8 +628,23 @@ __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16*
         const u16* q, const u16* k, const u16* v, const u16* dO, const float* lseLog2, const float* delta,           \
         const int* mask, u16* dk, u16* dv, Strides qs, Strides ks, Strides vs, Strides gs, Strides dks, Strides dvs, \
         int nq, int nk, int dh, int heads, float scale, float scaleLog2, int vectors) {                              \
-        flash_backward_dkv<D>(q, k, v, dO, lseLog2, delta, mask, dk, dv, qs, ks, vs, gs, dks, dvs, nq, nk, dh,      \
-                              heads, scale, scaleLog2, vectors);                                                     \
+        GRID_DEPENDENCY();                                                                                           \
+        flash_backward_dkv<D, false>(q, k, v, dO, lseLog2, delta, mask, dk, dv, qs, ks, vs, gs, dks, dvs, nq, nk,   \
+                                     dh, heads, scale, scaleLog2, vectors, nullptr, 0);                              \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_backward_dkv_scores_##D(                       \
+        const u16* q, const u16* k, const u16* v, const u16* dO, const float* lseLog2, const float* delta,           \
+        const int* mask, u16* dk, u16* dv, Strides qs, Strides ks, Strides vs, Strides gs, Strides dks, Strides dvs, \
+        int nq, int nk, int dh, int heads, float scale, float scaleLog2, int vectors, u16* dsT, int dsColumns) {     \
+        GRID_DEPENDENCY();                                                                                           \
+        flash_backward_dkv<D, true>(q, k, v, dO, lseLog2, delta, mask, dk, dv, qs, ks, vs, gs, dks, dvs, nq, nk,    \
+                                    dh, heads, scale, scaleLog2, vectors, dsT, dsColumns);                           \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(DQS_THREADS) flash_backward_dq_scores_##D(                        \
+        const u16* k, const u16* dsT, u16* dq, Strides ks, Strides dqs, int nq, int nk, int dh, int heads,           \
+        float scale, int dsColumns, int vectors) {                                                                   \
+        GRID_DEPENDENCY();                                                                                           \
+        flash_backward_dq_scores<D>(k, dsT, dq, ks, dqs, nq, nk, dh, heads, scale, dsColumns, vectors);             \
     }
 
 FLASH_KERNELS(64)

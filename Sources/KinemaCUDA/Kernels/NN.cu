@@ -252,6 +252,7 @@ template <int P> __device__ inline void layernorm_backward(LAYERNORM_BACKWARD_PA
 
 extern "C" __global__ void modulate(const T* x, const T* shift, const T* scale, T* y, long long tokens, int width,
                                     long long n) {
+    GRID_DEPENDENCY();
     GRID_LOOP(i, n) {
         long long row = i / width, j = i % width, p = (row / tokens) * width + j;
         st(y, i, ld(x, i) * (1.0f + ld(scale, p)) + ld(shift, p));
@@ -261,6 +262,7 @@ extern "C" __global__ void modulate(const T* x, const T* shift, const T* scale, 
 // out = x + gate[sample] ⊙ branch.
 extern "C" __global__ void gated_residual(const T* x, const T* gate, const T* branch, T* out, long long tokens,
                                           int width, long long n, int vectors) {
+    GRID_DEPENDENCY();
     if (vectors) {
         for (long long i = (blockIdx.x * (long long)blockDim.x + threadIdx.x) * 8; i < n;
              i += (long long)blockDim.x * gridDim.x * 8) {
@@ -320,14 +322,17 @@ template <int P> __device__ inline void per_sample_scale_backward(PER_SAMPLE_SCA
 #define ROW_KERNELS(P)                                                                                            \
     extern "C" __global__ void __launch_bounds__(256, FORWARD_BLOCKS(P))                                          \
         layernorm_forward_##P(LAYERNORM_FORWARD_PARAMETERS) {                                                     \
+        GRID_DEPENDENCY();                                                                                        \
         layernorm_forward<P>(LAYERNORM_FORWARD_ARGUMENTS);                                                        \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(256)                                                             \
         layernorm_backward_##P(LAYERNORM_BACKWARD_PARAMETERS) {                                                   \
+        GRID_DEPENDENCY();                                                                                        \
         layernorm_backward<P>(LAYERNORM_BACKWARD_ARGUMENTS);                                                      \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(256)                                                             \
         per_sample_scale_backward_##P(PER_SAMPLE_SCALE_BACKWARD_PARAMETERS) {                                     \
+        GRID_DEPENDENCY();                                                                                        \
         per_sample_scale_backward<P>(PER_SAMPLE_SCALE_BACKWARD_ARGUMENTS);                                        \
     }
 ROW_KERNELS(1)
@@ -364,6 +369,7 @@ __device__ inline void load_columns(const T* row, int j, int width, bool vectors
 
 extern "C" __global__ void column_sums(const T* a, float* partial, unsigned* counters, float* accumulator,
                                        long long rows, int width, int chunkRows, int vectors) {
+    GRID_DEPENDENCY();
     __shared__ float groups[8][32 * SUM_COLUMNS];
     int lane = threadIdx.x, group = threadIdx.y, j = (blockIdx.x * 32 + lane) * SUM_COLUMNS;
     long long begin = blockIdx.y * (long long)chunkRows, end = min(rows, begin + chunkRows);
@@ -408,6 +414,7 @@ __device__ inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // GELU (tanh approximation) as x σ(2u), u = √(2/π)(x + 0.044715 x³), exactly as the CPU backend writes it.
 extern "C" __global__ void gelu(const T* x, T* out, long long n) {
+    GRID_DEPENDENCY();
     const float c = 0.7978845608f, a = 0.044715f;
     GRID_LOOP(i, n) {
         float v = ld(x, i);
@@ -416,6 +423,7 @@ extern "C" __global__ void gelu(const T* x, T* out, long long n) {
 }
 
 extern "C" __global__ void gelu_backward(const T* dy, const T* x, T* dx, long long n) {
+    GRID_DEPENDENCY();
     const float c = 0.7978845608f, a = 0.044715f;
     GRID_LOOP(i, n) {
         float v = ld(x, i);
@@ -426,10 +434,12 @@ extern "C" __global__ void gelu_backward(const T* dy, const T* x, T* dx, long lo
 }
 
 extern "C" __global__ void silu(const T* x, T* out, long long n) {
+    GRID_DEPENDENCY();
     GRID_LOOP(i, n) { float v = ld(x, i); st(out, i, v * sigmoidf(v)); }
 }
 
 extern "C" __global__ void silu_backward(const T* dy, const T* x, T* dx, long long n) {
+    GRID_DEPENDENCY();
     GRID_LOOP(i, n) {
         float v = ld(x, i), s = sigmoidf(v);
         st(dx, i, ld(dy, i) * s * (1.0f + v * (1.0f - s)));
@@ -446,6 +456,7 @@ extern "C" __global__ void silu_backward(const T* dy, const T* x, T* dx, long lo
 
 // Block r·chunks + k sums chunk k of row r into partials[2 (r·chunks + k)] (Σx) and [… + 1] (Σx²).
 extern "C" __global__ void group_norm_partials(const T* x, double* partials, long long length, int chunks) {
+    GRID_DEPENDENCY();
     __shared__ double shared[MAX_THREADS];
     long long row = blockIdx.x / chunks, per = (length + chunks - 1) / chunks;
     long long begin = (blockIdx.x % chunks) * per, end = min(length, begin + per);
@@ -464,6 +475,7 @@ extern "C" __global__ void group_norm_partials(const T* x, double* partials, lon
 // One thread per row: mean and 1/σ (biased variance, E[x²] − mean² in f64) into statistics[2r], [2r + 1].
 extern "C" __global__ void group_norm_statistics(const double* partials, float* statistics, long long length,
                                                  int chunks, double eps, long long rows) {
+    GRID_DEPENDENCY();
     GRID_LOOP(row, rows) {
         double total = 0, squares = 0;
         for (int k = 0; k < chunks; ++k) {
@@ -478,6 +490,7 @@ extern "C" __global__ void group_norm_statistics(const double* partials, float* 
 
 extern "C" __global__ void group_norm_apply(const T* x, const T* weight, const T* bias, const float* statistics, T* y,
                                             int groups, int channelsPerGroup, long long plane, long long n) {
+    GRID_DEPENDENCY();
     long long length = channelsPerGroup * plane;
     GRID_LOOP(i, n) {
         long long row = i / length;
@@ -490,6 +503,7 @@ extern "C" __global__ void group_norm_apply(const T* x, const T* weight, const T
 // MARK: Embeddings
 
 extern "C" __global__ void embedding(const T* table, const int* indices, T* out, int width, long long n) {
+    GRID_DEPENDENCY();
     GRID_LOOP(i, n) {
         long long row = i / width, j = i % width;
         out[i] = table[(long long)indices[row] * width + j];
@@ -500,6 +514,7 @@ extern "C" __global__ void embedding(const T* table, const int* indices, T* out,
 // gradient is f32 whatever T is.
 extern "C" __global__ void embedding_backward(const T* dOut, const int* indices, float* dTable, int width,
                                               long long count) {
+    GRID_DEPENDENCY();
     GRID_LOOP(j, (long long)width) {
         for (long long i = 0; i < count; ++i) {
             dTable[(long long)indices[i] * width + j] += ld(dOut, i * width + j);
@@ -511,6 +526,7 @@ extern "C" __global__ void embedding_backward(const T* dOut, const int* indices,
 // could not even tell 999 from 1000).
 extern "C" __global__ void timestep_embedding(const float* t, const float* frequencies, T* out, int dim, int half,
                                               long long n) {
+    GRID_DEPENDENCY();
     GRID_LOOP(i, n) {
         long long b = i / dim;
         int c = (int)(i % dim);

@@ -63,6 +63,7 @@ extern "C" __global__ void adamw_f32(float* __restrict__ p, float* __restrict__ 
                                      float beta2, float scale, float decay, float stepSize, float sqrtCorrection2,
                                      float eps, float* __restrict__ ema, float emaDecay, int clears, long long n,
                                      int vectorized) {
+    GRID_DEPENDENCY();
     const AdamWConstants c = {beta1, beta2, __fsub_rn(1.0f, beta1), __fsub_rn(1.0f, beta2), scale, decay, stepSize,
                               sqrtCorrection2, eps};
     const float emaRest = __fsub_rn(1.0f, emaDecay);
@@ -97,6 +98,7 @@ extern "C" __global__ void adamw_f32(float* __restrict__ p, float* __restrict__ 
 extern "C" __global__ void adamw_f64(double* p, double* g, double* m, double* v, double beta1, double beta2,
                                      double scale, double decay, double stepSize, double sqrtCorrection2, double eps,
                                      double* ema, double emaDecay, int clears, long long n) {
+    GRID_DEPENDENCY();
     const double oneMinusBeta1 = __dsub_rn(1.0, beta1), oneMinusBeta2 = __dsub_rn(1.0, beta2);
     const double emaRest = __dsub_rn(1.0, emaDecay);
     GRID_LOOP(i, n) {
@@ -115,6 +117,7 @@ extern "C" __global__ void adamw_f64(double* p, double* g, double* m, double* v,
 
 extern "C" __global__ void ema_f32(float* __restrict__ e, const float* __restrict__ p, float decay, long long n,
                                    int vectorized) {
+    GRID_DEPENDENCY();
     const float rest = __fsub_rn(1.0f, decay);
     const long long vectors = vectorized ? n / 4 : 0;
     GRID_LOOP(j, vectors) {
@@ -127,6 +130,7 @@ extern "C" __global__ void ema_f32(float* __restrict__ e, const float* __restric
 }
 
 extern "C" __global__ void ema_f64(double* e, const double* p, double decay, long long n) {
+    GRID_DEPENDENCY();
     const double rest = __dsub_rn(1.0, decay);
     GRID_LOOP(i, n) e[i] = ema_element(e[i], p[i], decay, rest);
 }
@@ -135,6 +139,7 @@ extern "C" __global__ void ema_f64(double* e, const double* p, double decay, lon
 // each block reduces with the fixed tree into partial[blockIdx.x], and squared_norm_total (one block) adds the
 // partials with the same fixed pattern. No atomics.
 extern "C" __global__ void squared_norm_f32(const float* __restrict__ x, double* partial, long long n, int vectorized) {
+    GRID_DEPENDENCY();
     double total = 0;
     const long long vectors = vectorized ? n / 4 : 0;
     GRID_LOOP(j, vectors) {
@@ -151,12 +156,14 @@ extern "C" __global__ void squared_norm_f32(const float* __restrict__ x, double*
 }
 
 extern "C" __global__ void squared_norm_f64(const double* x, double* partial, long long n) {
+    GRID_DEPENDENCY();
     double total = 0;
     GRID_LOOP(i, n) total += x[i] * x[i];
     block_reduce_store(total, partial);
 }
 
 extern "C" __global__ void squared_norm_total(const double* partial, double* total, long long count) {
+    GRID_DEPENDENCY();
     double sum = 0;
     for (long long i = threadIdx.x; i < count; i += 256) sum += partial[i];
     block_reduce_store(sum, total);
@@ -196,6 +203,7 @@ __device__ inline void box_muller(u32 a, u32 b, float* even, float* odd) {
 
 // One thread per Philox counter: its four outputs are elements 4c … 4c+3 of the draw.
 extern "C" __global__ void philox_normal_f32(float* out, u32 k0, u32 k1, u64 offset, long long n) {
+    GRID_DEPENDENCY();
     long long counters = (n + 3) / 4;
     GRID_LOOP(c, counters) {
         uint4 r = philox_block(offset + (u64)c, k0, k1);
@@ -215,6 +223,7 @@ extern "C" __global__ void philox_normal_f32(float* out, u32 k0, u32 k1, u64 off
 
 extern "C" __global__ void mse_f32(const float* p, const float* q, float* g, const double* weights, double* partial,
                                    long long size, long long blocksPerSample) {
+    GRID_DEPENDENCY();
     long long sample = blockIdx.x / blocksPerSample, chunk = blockIdx.x % blocksPerSample;
     long long start = chunk * 8192, end = min(start + 8192, size);
     float factor = (float)(2.0 * weights[sample] / (double)size);
@@ -267,6 +276,7 @@ __device__ inline void discretized_log_likelihood(double x, double mean, double 
 extern "C" __global__ void vlb_f32(const float* epsilon, const float* varianceValues, const float* xStart,
                                    const float* xT, float* g, const double* coefficients, const double* weights,
                                    double* partial, long long size, long long blocksPerSample) {
+    GRID_DEPENDENCY();
     long long sample = blockIdx.x / blocksPerSample, chunk = blockIdx.x % blocksPerSample;
     long long start = chunk * 8192, end = min(start + 8192, size);
     const double* c = coefficients + sample * 7;
