@@ -136,7 +136,7 @@ struct TrainCommand: ParsableCommand {
         let trainer = try VideoTrainer(model: model, text: text, data: clips, objective: objective,
                                        options: try trainingOptions(),
                                        captionDropout: video.captionDropout,
-                                       firstFrameProbability: video.firstFrameProb ?? (objective.flow == nil ? 0 : 0.2),
+                                       firstFrameProbability: video.firstFrameProb ?? 0.2,
                                        vae: vae)
         let folder = URL(fileURLWithPath: output)
         let checkpoint = folder.appendingPathComponent("checkpoint.safetensors")
@@ -212,8 +212,8 @@ struct VideoTrainingOptions: ParsableArguments {
         + "a blue triangle moving left) or none.", valueName: "default|none"))
     var holdOut = "default"
     @Option(help: "Probability of training on the empty caption (for classifier-free guidance).") var captionDropout = 0.1
-    @Option(help: ArgumentHelp("Probability of keeping a clip's first frame clean and out of the loss (image-to-video; "
-        + "rectified flow only). Default 0.2 with rectified flow, 0 with iddpm."))
+    @Option(help: ArgumentHelp("Probability of keeping a clip's first frame clean and out of the loss, so the model "
+        + "also learns image-to-video (`kinema sample --image`), with either objective. Default 0.2."))
     var firstFrameProb: Double?
     @Option(help: ArgumentHelp("Timestep shift t ↦ r·t/(1 + (r − 1)·t): none; open-sora (r by resolution and length "
         + "as Open-Sora 1.2, for latent models at its sizes); or a constant r > 0 (r > 1 trains and samples more "

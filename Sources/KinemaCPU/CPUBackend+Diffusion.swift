@@ -22,9 +22,10 @@ extension CPUBackend: DiffusionOps {
     }
 
     public func variationalBound(epsilon: Tensor, varianceValues: Tensor, xStart: Tensor, xT: Tensor,
-                                 coefficients: [VLBCoefficients],
+                                 coefficients: [VLBCoefficients], mask: Tensor?,
                                  weights: [Double]) -> (perSample: [Double], gradient: Tensor) {
         requireSameShape("variationalBound", epsilon, varianceValues, xStart, xT)
+        if let mask { requireSameShape("variationalBound (mask)", epsilon, mask) }
         let samples = epsilon.shape[0], size = epsilon.count / samples
         precondition(coefficients.count == samples && weights.count == samples,
                      "variationalBound: need \(samples) coefficients and weights")
@@ -33,6 +34,7 @@ extension CPUBackend: DiffusionOps {
             var terms = [Double](repeating: 0, count: epsilon.count)
             let eps = epsilon.elements(T.self), v = varianceValues.elements(T.self)
             let x0 = xStart.elements(T.self), xt = xT.elements(T.self), g = gradient.elements(T.self)
+            let m = mask.map { $0.elements(T.self) }
             terms.withUnsafeMutableBufferPointer { termBuffer in
                 let term = termBuffer.baseAddress!
                 parallelFor(epsilon.count, grain: 4096) { range in
@@ -40,10 +42,11 @@ extension CPUBackend: DiffusionOps {
                         let c = coefficients[i / size]
                         let (value, dLogVariance) = Self.boundTerm(
                             x0: Double(x0[i]), xt: Double(xt[i]), eps: Double(eps[i]), v: Double(v[i]), c)
-                        term[i] = value
+                        let kept = m.map { Double($0[i]) } ?? 1
+                        term[i] = value * kept
                         // d log σ² / d v = (log β − log σ²_posterior) / 2 for the learned-range interpolation.
                         let dv = dLogVariance * 0.5 * (c.logBeta - c.posteriorLogVariance)
-                        g[i] = T(weights[i / size] * dv / Double(size))
+                        g[i] = T(weights[i / size] * dv * kept / Double(size))
                     }
                 }
             }

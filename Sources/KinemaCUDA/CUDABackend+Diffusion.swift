@@ -36,9 +36,10 @@ extension CUDABackend: DiffusionOps {
     }
 
     public func variationalBound(epsilon: Tensor, varianceValues: Tensor, xStart: Tensor, xT: Tensor,
-                                 coefficients: [VLBCoefficients],
+                                 coefficients: [VLBCoefficients], mask: Tensor?,
                                  weights: [Double]) -> (perSample: [Double], gradient: Tensor) {
         requireF32Same("variationalBound", epsilon, varianceValues, xStart, xT)
+        if let mask { requireF32Same("variationalBound (mask)", epsilon, mask) }
         let samples = epsilon.shape[0], size = epsilon.count / samples
         precondition(coefficients.count == samples && weights.count == samples,
                      "variationalBound: need \(samples) coefficients and weights")
@@ -53,8 +54,8 @@ extension CUDABackend: DiffusionOps {
         let coefficientTensor = upload(packed, shape: [samples, 7], dtype: .f64)
         let weightTensor = upload(weights, shape: [samples], dtype: .f64)
         launch("vlb_f32", in: "Training", count: epsilon.count, blocks: samples * blocksPerSample, threads: 256,
-               [epsilon, varianceValues, xStart, xT, gradient, coefficientTensor, weightTensor, partial, Int64(size),
-                Int64(blocksPerSample)])
+               [epsilon, varianceValues, xStart, xT, argument(mask), gradient, coefficientTensor, weightTensor, partial,
+                Int64(size), Int64(blocksPerSample)])
         let sums = perSampleSums(partial, samples: samples, blocksPerSample: blocksPerSample)
         return (sums.map { $0 / Double(size) }, gradient)
     }

@@ -29,12 +29,15 @@ public struct GaussianDiffusion: Sendable {
 
     /// Everything a training step needs before the model runs: uniform timesteps, standard normal noise from the
     /// device stream (seed and offset reserved from `random`, so every backend draws the same values) and x_t.
-    public func noisedBatch(_ xStart: Tensor, random: inout RandomStream,
+    /// `frameMask` (video latents [B, C, F, …], `FrameMasks`): conditioning frames keep x_0 in x_t.
+    public func noisedBatch(_ xStart: Tensor, frameMask: [[Bool]]? = nil, random: inout RandomStream,
                             backend: any Backend) -> (timesteps: [Int], noise: Tensor, xT: Tensor) {
         let timesteps = sampleTimesteps(batch: xStart.shape[0], random: &random)
         let offset = random.reserveNormals(xStart.count)
         let noise = backend.randomNormal(xStart.shape, dtype: xStart.dtype, seed: random.seed, offset: offset)
-        return (timesteps, noise, qSample(xStart, timesteps: timesteps, noise: noise, backend: backend))
+        let xT = qSample(xStart, timesteps: timesteps, noise: noise, backend: backend)
+        guard let frameMask else { return (timesteps, noise, xT) }
+        return (timesteps, noise, FrameMasks.keepConditioningFrames(xT, clean: xStart, frameMask: frameMask, backend: backend))
     }
 
     /// The loss terms of one batch and the gradient of the scalar loss with respect to the model output.
@@ -53,26 +56,36 @@ public struct GaussianDiffusion: Sendable {
 
     /// DiT's training loss for a model output on x_t = qSample(xStart, t, noise):
     /// loss = mean_i (mse_i + vb_i), where vb_i sees ε̂ as a constant (DiT detaches it), so the ε̂ half of the
-    /// gradient comes from the MSE alone and the v half from the bound alone.
+    /// gradient comes from the MSE alone and the v half from the bound alone. With `frameMask` (`FrameMasks`) both
+    /// terms are means over each sample's generated frames only, and the conditioning frames get no gradient (as
+    /// Open-Sora's IDDPM `training_losses` with a mask).
     public func trainingLoss(modelOutput: Tensor, xStart: Tensor, xT: Tensor, noise: Tensor, timesteps: [Int],
-                             backend: any Backend) -> TrainingLoss {
+                             frameMask: [[Bool]]? = nil, backend: any Backend) -> TrainingLoss {
         let batch = xStart.shape[0], channels = xStart.shape[1]
         precondition(timesteps.count == batch, "trainingLoss: \(timesteps.count) timesteps for batch \(batch)")
         let expected = [batch, learnSigma ? 2 * channels : channels] + xStart.shape.dropFirst(2)
         precondition(modelOutput.shape == expected,
                      "trainingLoss: model output \(modelOutput.shape), expected \(expected)")
-        let weights = [Double](repeating: 1 / Double(batch), count: batch)
+        // A mask zeroes the conditioning frames' terms; each sample's share (frames / generated frames) turns its
+        // full-size means into means over its generated frames, in the weights and in the reported terms alike.
+        let mask = frameMask.map { FrameMasks.tensor($0, like: xStart, backend: backend) }
+        let share = frameMask.map(FrameMasks.generatedShare) ?? [Double](repeating: 1, count: batch)
+        let weights = share.map { $0 / Double(batch) }
+        let onGenerated = { (values: [Double]) in zip(values, share).map { $0 * $1 } }
+        let halves = learnSigma ? backend.chunk(modelOutput, parts: 2, axis: 1) : [modelOutput]
+        let epsilon = halves[0]
+        let (fullMSE, dEpsilon) = backend.meanSquaredError(mask.map { backend.mul(epsilon, $0) } ?? epsilon,
+                                                           target: mask.map { backend.mul(noise, $0) } ?? noise,
+                                                           weights: weights)
+        let mse = onGenerated(fullMSE)
         guard learnSigma else {
-            let (mse, gradient) = backend.meanSquaredError(modelOutput, target: noise, weights: weights)
             return TrainingLoss(loss: mse.reduce(0, +) / Double(batch), perSample: mse, mse: mse, vb: nil,
-                                gradient: gradient)
+                                gradient: dEpsilon)
         }
-        let halves = backend.chunk(modelOutput, parts: 2, axis: 1)
-        let (epsilon, varianceValues) = (halves[0], halves[1])
-        let (mse, dEpsilon) = backend.meanSquaredError(epsilon, target: noise, weights: weights)
-        let (vb, dVariance) = backend.variationalBound(
-            epsilon: epsilon, varianceValues: varianceValues, xStart: xStart, xT: xT,
-            coefficients: timesteps.map { schedule.vlbCoefficients(at: $0) }, weights: weights)
+        let (fullVB, dVariance) = backend.variationalBound(
+            epsilon: epsilon, varianceValues: halves[1], xStart: xStart, xT: xT,
+            coefficients: timesteps.map { schedule.vlbCoefficients(at: $0) }, mask: mask, weights: weights)
+        let vb = onGenerated(fullVB)
         let perSample = zip(mse, vb).map { $0 + $1 }
         return TrainingLoss(loss: perSample.reduce(0, +) / Double(batch), perSample: perSample, mse: mse, vb: vb,
                             gradient: backend.concat([dEpsilon, dVariance], axis: 1))

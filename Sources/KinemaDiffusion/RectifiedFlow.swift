@@ -11,9 +11,8 @@ public typealias VelocityModel = (_ x: Tensor, _ timesteps: [Double]) -> Tensor
 /// v = x_0 − ε, timesteps drawn uniformly or logit-normally and optionally shifted toward the noise end for larger
 /// (and longer) inputs, and Euler steps from t = T down to 0.
 ///
-/// Frame masks (image-to-video, Open-Sora's mask conditioning): for latents [B, C, F, H, W], `frameMask[b][f]` is
-/// true for a frame the model generates and false for a conditioning frame, which stays clean in x_t (it is at
-/// t = 0), is left out of the loss, and is held at its given latents through sampling.
+/// Frame masks (image-to-video, `FrameMasks`): a conditioning frame stays clean in x_t (it is at t = 0), is left out
+/// of the loss, and is held at its given latents through sampling.
 public struct RectifiedFlow: Sendable, Equatable {
     public enum TimestepSampling: Sendable, Equatable {
         /// t/T uniform on [0, 1).
@@ -100,7 +99,7 @@ public struct RectifiedFlow: Sendable, Equatable {
         let xT = backend.rowwiseAxpby(timesteps.map { 1 - $0 / trainingSteps }, xStart,
                                       timesteps.map { $0 / trainingSteps }, noise)
         guard let frameMask else { return xT }
-        return Self.keepConditioningFrames(xT, clean: xStart, frameMask: frameMask, backend: backend)
+        return FrameMasks.keepConditioningFrames(xT, clean: xStart, frameMask: frameMask, backend: backend)
     }
 
     /// Everything a training step needs before the model runs: timesteps, standard normal noise from the device
@@ -136,21 +135,16 @@ public struct RectifiedFlow: Sendable, Equatable {
         let learnsSigma = modelOutput.shape[1] == 2 * channels
         var velocity = learnsSigma ? backend.chunk(modelOutput, parts: 2, axis: 1)[0] : modelOutput
         var target = backend.sub(xStart, noise)
-        var weights = [Double](repeating: 1 / Double(batch), count: batch)
         var frameShare = [Double](repeating: 1, count: batch)
         if let frameMask {
             // Zero the conditioning frames of both sides (no loss, no gradient there), then rescale each sample's
             // full-size mean to a mean over its generated frames.
-            let mask = Self.frameMaskTensor(frameMask, like: xStart, backend: backend)
+            let mask = FrameMasks.tensor(frameMask, like: xStart, backend: backend)
             velocity = backend.mul(velocity, mask)
             target = backend.mul(target, mask)
-            let frames = xStart.shape[2]
-            for (b, row) in frameMask.enumerated() {
-                let generated = row.filter { $0 }.count
-                frameShare[b] = generated == 0 ? 0 : Double(frames) / Double(generated)
-                weights[b] *= frameShare[b]
-            }
+            frameShare = FrameMasks.generatedShare(frameMask)
         }
+        let weights = frameShare.map { $0 / Double(batch) }
         let (mse, dVelocity) = backend.meanSquaredError(velocity, target: target, weights: weights)
         let perSample = zip(mse, frameShare).map { $0 * $1 }
         let gradient = learnsSigma
@@ -180,7 +174,7 @@ public struct RectifiedFlow: Sendable, Equatable {
         if let condition {
             precondition(condition.latents.shape == noise.shape,
                          "RectifiedFlow.sample: condition \(condition.latents.shape) for noise \(noise.shape)")
-            x = Self.keepConditioningFrames(x, clean: condition.latents, frameMask: condition.frameMask, backend: backend)
+            x = FrameMasks.keepConditioningFrames(x, clean: condition.latents, frameMask: condition.frameMask, backend: backend)
         }
         for (i, t) in timesteps.enumerated() {
             let output = model(x, [Double](repeating: t, count: batch))
@@ -191,7 +185,7 @@ public struct RectifiedFlow: Sendable, Equatable {
             x = backend.rowwiseAxpby([Double](repeating: 1, count: batch), x, [Double](repeating: dt, count: batch),
                                      velocity)
             if let condition {
-                x = Self.keepConditioningFrames(x, clean: condition.latents, frameMask: condition.frameMask,
+                x = FrameMasks.keepConditioningFrames(x, clean: condition.latents, frameMask: condition.frameMask,
                                                 backend: backend)
             }
             progress?(i + 1, timesteps.count)
@@ -200,31 +194,6 @@ public struct RectifiedFlow: Sendable, Equatable {
     }
 
     // MARK: - Helpers
-
-    /// x with the conditioning frames (mask false) replaced by `clean`'s: clean + M ⊙ (x − clean).
-    static func keepConditioningFrames(_ x: Tensor, clean: Tensor, frameMask: [[Bool]], backend: any Backend) -> Tensor {
-        let mask = frameMaskTensor(frameMask, like: x, backend: backend)
-        return backend.add(clean, backend.mul(mask, backend.sub(x, clean)))
-    }
-
-    /// The frame mask broadcast to x's shape [B, C, F, …] as 1 (generated) and 0 (conditioning), in x's dtype.
-    static func frameMaskTensor(_ frameMask: [[Bool]], like x: Tensor, backend: any Backend) -> Tensor {
-        precondition(x.rank >= 3, "RectifiedFlow: frame masks need latents [B, C, F, …], got \(x.shape)")
-        let batch = x.shape[0], channels = x.shape[1], frames = x.shape[2]
-        let perFrame = x.shape.dropFirst(3).reduce(1, *)
-        precondition(frameMask.count == batch && frameMask.allSatisfy { $0.count == frames },
-                     "RectifiedFlow: the frame mask must be [\(batch)][\(frames)] for latents \(x.shape)")
-        var values = [Float](repeating: 0, count: x.count)
-        for b in 0..<batch {
-            for c in 0..<channels {
-                for f in 0..<frames where frameMask[b][f] {
-                    let start = ((b * channels + c) * frames + f) * perFrame
-                    for e in start..<(start + perFrame) { values[e] = 1 }
-                }
-            }
-        }
-        return backend.upload(values, shape: x.shape, dtype: x.dtype)
-    }
 
     /// A standard normal draw on the host (Box–Muller from two of the stream's uniforms).
     static func standardNormal(_ random: inout RandomStream) -> Double {

@@ -186,9 +186,12 @@ public struct DiffusionSampler: Sendable {
 
     /// The full reverse process from x_T (`initialNoise`, or standard normal noise drawn from `random`) down to x_0.
     /// Noise for each step is drawn with `backend.randomNormal(seed: random.seed, offset: random.reserveNormals(n))`;
-    /// steps that add no noise draw nothing.
+    /// steps that add no noise draw nothing. `condition` (video latents shaped `shape` and a frame mask,
+    /// `FrameMasks`): the conditioning frames start at, and after every step return to, the given latents, as the
+    /// model saw them clean in training (image-to-video).
     public func sample(_ method: Method, shape: [Int], dtype: DType = .f32, denoiser: Denoiser,
-                       random: inout RandomStream, initialNoise: Tensor? = nil, backend: any Backend,
+                       random: inout RandomStream, initialNoise: Tensor? = nil,
+                       condition: (latents: Tensor, frameMask: [[Bool]])? = nil, backend: any Backend,
                        progress: SamplingProgress? = nil) -> Tensor {
         let count = shape.reduce(1, *)
         var x: Tensor
@@ -198,14 +201,21 @@ public struct DiffusionSampler: Sendable {
         } else {
             x = backend.randomNormal(shape, dtype: dtype, seed: random.seed, offset: random.reserveNormals(count))
         }
+        let keep = { (x: Tensor) in
+            condition.map { FrameMasks.keepConditioningFrames(x, clean: $0.latents, frameMask: $0.frameMask,
+                                                              backend: backend) } ?? x
+        }
+        precondition(condition.map { $0.latents.shape == shape } ?? true,
+                     "sample: condition \(condition?.latents.shape ?? []) for shape \(shape)")
+        x = keep(x)
         let total = schedule.count
         for (done, index) in (0..<total).reversed().enumerated() {
             var noise: Tensor? = nil
             if needsNoise(method, index: index) {
                 noise = backend.randomNormal(shape, dtype: x.dtype, seed: random.seed, offset: random.reserveNormals(count))
             }
-            x = step(method, x: x, indices: [Int](repeating: index, count: shape[0]), denoiser: denoiser, noise: noise,
-                     backend: backend).sample
+            x = keep(step(method, x: x, indices: [Int](repeating: index, count: shape[0]), denoiser: denoiser,
+                          noise: noise, backend: backend).sample)
             progress?(done + 1, total)
         }
         return x

@@ -87,28 +87,6 @@ public struct VideoGenerator {
         let (null, nullMask) = text.encode([String](repeating: "", count: batch))
         let captions = backend.concat([cond, null], axis: 0), masks = backend.concat([condMask, nullMask], axis: 0)
         let model = self.model, scale = cfgScale
-        if let diffusion {
-            guard firstFrames == nil else {
-                throw GenerationError.badSize("a first frame conditions rectified-flow models; this one was trained with IDDPM")
-            }
-            let denoiser: Denoiser = { x, timesteps in
-                let t = backend.upload((timesteps + timesteps).map(Double.init), shape: [2 * batch], dtype: model.ioDType)
-                let out = model.predict(backend.concat([x, x], axis: 0), timesteps: t, captions: captions,
-                                        captionMask: masks)
-                return ClassifierFreeGuidance.combineConditionalHalf(out, scale: scale, guidedChannels: channels,
-                                                                     backend: backend)
-            }
-            var random = RandomStream(seed: seed)
-            return diffusion.sample(.ddim(eta: 0), shape: shape, dtype: model.ioDType, denoiser: denoiser,
-                                    random: &random, initialNoise: noise, backend: backend, progress: progress)
-        }
-        let velocity: VelocityModel = { x, timesteps in
-            let doubled = backend.concat([x, x], axis: 0)
-            let t = backend.upload(timesteps + timesteps, shape: [2 * batch], dtype: model.ioDType)
-            let out = model.predict(doubled, timesteps: t, captions: captions, captionMask: masks)
-            let halves = backend.chunk(out, parts: 2, axis: 0)
-            return backend.add(halves[1], backend.affine(backend.sub(halves[0], halves[1]), scale: scale, shift: 0))
-        }
         var condition: (latents: Tensor, frameMask: [[Bool]])?
         if let firstFrames {
             guard firstFrames.count == batch else { throw GenerationError.badSize("one first frame (or nil) per prompt") }
@@ -131,6 +109,26 @@ public struct VideoGenerator {
             }
             condition = (backend.upload(clean, shape: shape, dtype: model.ioDType),
                          firstFrames.map { frame in (0..<frames).map { !(frame != nil && $0 == 0) } })
+        }
+        if let diffusion {
+            let denoiser: Denoiser = { x, timesteps in
+                let t = backend.upload((timesteps + timesteps).map(Double.init), shape: [2 * batch], dtype: model.ioDType)
+                let out = model.predict(backend.concat([x, x], axis: 0), timesteps: t, captions: captions,
+                                        captionMask: masks)
+                return ClassifierFreeGuidance.combineConditionalHalf(out, scale: scale, guidedChannels: channels,
+                                                                     backend: backend)
+            }
+            var random = RandomStream(seed: seed)
+            return diffusion.sample(.ddim(eta: 0), shape: shape, dtype: model.ioDType, denoiser: denoiser,
+                                    random: &random, initialNoise: noise, condition: condition, backend: backend,
+                                    progress: progress)
+        }
+        let velocity: VelocityModel = { x, timesteps in
+            let doubled = backend.concat([x, x], axis: 0)
+            let t = backend.upload(timesteps + timesteps, shape: [2 * batch], dtype: model.ioDType)
+            let out = model.predict(doubled, timesteps: t, captions: captions, captionMask: masks)
+            let halves = backend.chunk(out, parts: 2, axis: 0)
+            return backend.add(halves[1], backend.affine(backend.sub(halves[0], halves[1]), scale: scale, shift: 0))
         }
         let size = RectifiedFlow.InputSize(height: pixelHeight, width: pixelWidth, frames: frames)
         return flow.sample(noise: noise, steps: steps, size: size, model: velocity, condition: condition,

@@ -75,10 +75,6 @@ public final class VideoTrainer {
             throw TrainingError.options("caption dropout and first-frame probability must lie in 0...1")
         }
         if case .iddpm(let diffusion) = objective {
-            guard firstFrameProbability == 0 else {
-                throw TrainingError.options("first-frame conditioning is a rectified-flow feature (Open-Sora's masks); "
-                                            + "train IDDPM without it")
-            }
             guard model.outChannels == (diffusion.learnSigma ? 2 : 1) * model.inChannels else {
                 throw TrainingError.options("IDDPM\(diffusion.learnSigma ? " with learned variance" : "") needs "
                     + "\(diffusion.learnSigma ? 2 : 1) × \(model.inChannels) output channels; the model has \(model.outChannels)")
@@ -177,12 +173,13 @@ public final class VideoTrainer {
             }
             (mse, vb) = (lossValue, nil)
         case .iddpm(let diffusion):
-            let (timesteps, noise, xT) = diffusion.noisedBatch(xStart, random: &training.random, backend: backend)
+            let (timesteps, noise, xT) = diffusion.noisedBatch(xStart, frameMask: frameMask, random: &training.random,
+                                                               backend: backend)
             let t = backend.upload(timesteps.map(Double.init), shape: [count], dtype: model.ioDType)
             var terms: GaussianDiffusion.TrainingLoss?
             (lossValue, _) = model.trainingStep(xT, timesteps: t, captions: states, captionMask: mask) { output in
                 let loss = diffusion.trainingLoss(modelOutput: output, xStart: xStart, xT: xT, noise: noise,
-                                                  timesteps: timesteps, backend: backend)
+                                                  timesteps: timesteps, frameMask: frameMask, backend: backend)
                 terms = loss
                 return (loss.loss, loss.gradient)
             }

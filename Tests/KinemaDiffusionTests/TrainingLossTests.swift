@@ -123,6 +123,50 @@ final class TrainingLossTests: XCTestCase {
         XCTAssertEqual(result.gradient.shape, [2, 4, 8, 8])
     }
 
+    /// Image-to-video with IDDPM: a conditioning frame stays clean in x_t, and the masked loss of a sample is the
+    /// plain loss of its generated frames alone (mean over them, MSE and bound), with a zero gradient on the
+    /// conditioning frame and, on the others, the gradient of that plain loss.
+    func testFrameMaskedLossIsTheLossOfTheGeneratedFrames() {
+        let shape = [2, 2, 4, 3, 3]  // [B, C, F, H, W]; sample 0 conditions on frame 0, sample 1 on none
+        let mask = [[false, true, true, true], [true, true, true, true]]
+        let xStart = backend.affine(backend.randomNormal(shape, dtype: .f64, seed: 1, offset: 0), scale: 0.5, shift: 0)
+        var random = RandomStream(seed: 3)
+        let (timesteps, noise, xT) = diffusion.noisedBatch(xStart, frameMask: mask, random: &random, backend: backend)
+        let frame0 = { (x: Tensor) in self.backend.downloadDouble(self.backend.narrow(x, axis: 2, start: 0, length: 1)) }
+        XCTAssertEqual(Array(frame0(xT)[0..<9 * 2]), Array(frame0(xStart)[0..<9 * 2]), "sample 0's first frame is clean")
+        XCTAssertNotEqual(Array(frame0(xT)[18...]), Array(frame0(xStart)[18...]), "sample 1's first frame is noised")
+        let output = backend.affine(backend.randomNormal([2, 4, 4, 3, 3], dtype: .f64, seed: 2, offset: 0),
+                                    scale: 0.5, shift: 0)
+        let masked = diffusion.trainingLoss(modelOutput: output, xStart: xStart, xT: xT, noise: noise,
+                                            timesteps: timesteps, frameMask: mask, backend: backend)
+        let later = { (x: Tensor) in self.backend.narrow(x, axis: 2, start: 1, length: 3) }
+        let generatedOnly = diffusion.trainingLoss(modelOutput: later(output), xStart: later(xStart), xT: later(xT),
+                                                   noise: later(noise), timesteps: timesteps, backend: backend)
+        let whole = diffusion.trainingLoss(modelOutput: output, xStart: xStart, xT: xT, noise: noise,
+                                           timesteps: timesteps, backend: backend)
+        XCTAssertEqual(masked.mse[0], generatedOnly.mse[0], accuracy: 1e-12 * abs(masked.mse[0]))
+        XCTAssertEqual(masked.vb![0], generatedOnly.vb![0], accuracy: 1e-12 * abs(masked.vb![0]))
+        XCTAssertEqual(masked.mse[1], whole.mse[1], accuracy: 1e-12 * abs(masked.mse[1]))
+        XCTAssertEqual(masked.vb![1], whole.vb![1], accuracy: 1e-12 * abs(masked.vb![1]))
+        XCTAssertEqual(masked.loss, (masked.perSample[0] + masked.perSample[1]) / 2, accuracy: 1e-12)
+        // Gradients [B, 2C, F, H, W]: sample 0's conditioning frame gets none, its other frames the generated-only
+        // loss's; sample 1 the whole loss's.
+        let g = backend.downloadDouble(masked.gradient)
+        let reference = backend.downloadDouble(generatedOnly.gradient), full = backend.downloadDouble(whole.gradient)
+        for c in 0..<4 {
+            for f in 0..<4 {
+                for e in 0..<9 {
+                    let value = g[((0 * 4 + c) * 4 + f) * 9 + e]
+                    if f == 0 { XCTAssertEqual(value, 0, "sample 0 channel \(c) frame 0") } else {
+                        XCTAssertEqual(value, reference[((0 * 4 + c) * 3 + f - 1) * 9 + e], accuracy: 1e-12 * abs(value))
+                    }
+                    let other = ((1 * 4 + c) * 4 + f) * 9 + e
+                    XCTAssertEqual(g[other], full[other], accuracy: 1e-12 * abs(full[other]))
+                }
+            }
+        }
+    }
+
     func testTimestepSamplingAndNoisedBatch() {
         var random = RandomStream(seed: 7)
         let timesteps = diffusion.sampleTimesteps(batch: 4096, random: &random)

@@ -279,7 +279,8 @@ final class TextEncoderForwardTests: XCTestCase {
     }
 
     /// T5 and CLIP folders condition a text-to-video run like BERT's (a Latte with T5, an STDiT with CLIP, a video DiT
-    /// with 2×4×4 patches with each of its conditionings): two steps each, then a sampled clip.
+    /// with 2×4×4 patches with each of its conditionings): two steps each, then a sampled clip; the IDDPM STDiT also
+    /// continues a given first frame (`--image`).
     func testTrainsAndSamplesWithT5AndCLIPTextEncoders() throws {
         for (encoder, architecture, options) in [("t5", "latte", []), ("clip", "stdit", []),
                                                  ("t5", "video-dit", ["--conditioning", "adaln-zero"]),
@@ -296,6 +297,15 @@ final class TextEncoderForwardTests: XCTestCase {
             _ = try KinemaCLI.run(["sample", "--checkpoint", folder.appendingPathComponent("checkpoint.safetensors").path,
                                    "--prompt", "a red square moving left", "--steps", "2", "--out", clip])
             XCTAssertEqual(try FFmpeg.decodeVideo(atPath: clip).count, 4, encoder)
+            if options.contains("iddpm") {
+                let image = folder.appendingPathComponent("first.png").path
+                try FFmpeg.writeImage(SyntheticVideos(frames: 4, imageSize: 16, count: 2).video(at: 0)[0], toPath: image)
+                let continued = folder.appendingPathComponent("continued.gif").path
+                _ = try KinemaCLI.run(["sample", "--checkpoint", folder.appendingPathComponent("checkpoint.safetensors").path,
+                                       "--prompt", "a red square moving left", "--image", image, "--steps", "2",
+                                       "--out", continued])
+                XCTAssertEqual(try FFmpeg.decodeVideo(atPath: continued).count, 4, "\(encoder) with --image")
+            }
         }
     }
 }

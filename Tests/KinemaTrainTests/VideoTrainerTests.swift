@@ -115,8 +115,9 @@ final class VideoTrainerTests: XCTestCase {
         XCTAssertEqual(kept, encoded)
     }
 
-    /// IDDPM on a video model: the hybrid loss (MSE + variational bound) with learned variance, the objective in the
-    /// checkpoint, DDIM sampling with guidance on the ε channels; first-frame conditioning is refused.
+    /// IDDPM on a video model: the hybrid loss (MSE + variational bound) with learned variance, first-frame
+    /// conditioning in training, the objective in the checkpoint, DDIM sampling with guidance on the ε channels, and
+    /// a given first frame kept as the clip's first frame.
     func testIDDPMTrainsAndSamples() throws {
         let text = try TextConditioner(folder: Fixtures.url("bert").path, backend: backend, length: 8)
         let model = try VideoDiT(config: VideoDiTConfig(patchSize: 4, temporalPatch: 1, inChannels: 3, outChannels: 6,
@@ -125,21 +126,21 @@ final class VideoTrainerTests: XCTestCase {
         let options = TrainingOptions(batchSize: 4, steps: 3, learningRate: 1e-3, seed: 9, checkpointEvery: 0, logEvery: 1)
         let data = SyntheticVideos(frames: 3, imageSize: 8, count: 64)
         let trainer = try VideoTrainer(model: model, text: text, data: data, objective: .iddpm(GaussianDiffusion()),
-                                       options: options)
+                                       options: options, firstFrameProbability: 0.5)
         for _ in 0..<3 {
             let metrics = trainer.trainStep()
             XCTAssertTrue(metrics.loss.isFinite && (metrics.vb ?? .nan).isFinite, "\(metrics)")
         }
-        XCTAssertThrowsError(try VideoTrainer(model: model, text: text, data: data, objective: .iddpm(GaussianDiffusion()),
-                                              options: options, firstFrameProbability: 0.5))
         let url = Fixtures.temporaryDirectory("kinema-iddpm-video").appendingPathComponent("checkpoint.safetensors")
         try trainer.saveCheckpoint(to: url)
         XCTAssertEqual(try SafetensorsFile(url: url).metadata["objective"], "iddpm")
         let (generator, frames, size) = try VideoGenerator.load(checkpoint: url, backend: backend, steps: 3, cfgScale: 2)
         XCTAssertNotNil(generator.diffusion)
-        let clips = try generator.generate(prompts: ["a red square moving left"], frames: frames, height: size, width: size,
-                                           seed: 1)
-        XCTAssertEqual(clips.shape, [1, 3, 3, 8, 8])
+        let first = SyntheticVideos(frames: 3, imageSize: 8, count: 4).video(at: 2)[0].chwFloats()
+        let clips = try generator.generate(prompts: ["a red square moving left", "a blue circle moving up"],
+                                           frames: frames, height: size, width: size, seed: 1, firstFrames: [first, nil])
+        XCTAssertEqual(clips.shape, [2, 3, 3, 8, 8])
         XCTAssertTrue(backend.download(clips).allSatisfy(\.isFinite))
+        XCTAssertEqual(generator.videos(clips)[0][0], RGBImage(chwFloats: first, width: 8, height: 8))
     }
 }

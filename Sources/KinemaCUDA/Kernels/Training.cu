@@ -274,8 +274,8 @@ __device__ inline void discretized_log_likelihood(double x, double mean, double 
 }
 
 extern "C" __global__ void vlb_f32(const float* epsilon, const float* varianceValues, const float* xStart,
-                                   const float* xT, float* g, const double* coefficients, const double* weights,
-                                   double* partial, long long size, long long blocksPerSample) {
+                                   const float* xT, const float* mask, float* g, const double* coefficients,
+                                   const double* weights, double* partial, long long size, long long blocksPerSample) {
     GRID_DEPENDENCY();
     long long sample = blockIdx.x / blocksPerSample, chunk = blockIdx.x % blocksPerSample;
     long long start = chunk * 8192, end = min(start + 8192, size);
@@ -310,8 +310,9 @@ extern "C" __global__ void vlb_f32(const float* epsilon, const float* varianceVa
             dLogVariance = -dLogScale * 0.5 * bits;
         }
         double dv = dLogVariance * 0.5 * (logBeta - posteriorLogVariance);
-        g[i] = (float)(weight * dv / (double)size);
-        total += value;
+        double kept = mask ? (double)mask[i] : 1.0;  // 0: an element left out (a conditioning frame)
+        g[i] = (float)(weight * dv * kept / (double)size);
+        total += value * kept;
     }
     block_reduce_store(total, partial);
 }

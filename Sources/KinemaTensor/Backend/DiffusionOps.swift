@@ -32,7 +32,10 @@ public protocol DiffusionOps: AnyObject {
 
     /// IDDPM's variational-bound term in bits per dimension, per sample, for learned-range variance:
     /// the ε prediction is treated as a constant (DiT detaches it), so only `varianceValues` (the model's second
-    /// output half, in [-1, 1]) receives the gradient of Σ_i weights[i] · vb_i.
+    /// output half, in [-1, 1]) receives the gradient of Σ_i weights[i] · vb_i. `mask` (shaped like the others, 1 or
+    /// 0; nil: all 1) multiplies each element's term and gradient: 0 leaves an element out (image-to-video's
+    /// conditioning frames), while vb_i stays the sum over the sample's elements divided by all of them.
     func variationalBound(epsilon: Tensor, varianceValues: Tensor, xStart: Tensor, xT: Tensor,
-                          coefficients: [VLBCoefficients], weights: [Double]) -> (perSample: [Double], gradient: Tensor)
+                          coefficients: [VLBCoefficients], mask: Tensor?,
+                          weights: [Double]) -> (perSample: [Double], gradient: Tensor)
 }
