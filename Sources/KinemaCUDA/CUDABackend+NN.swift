@@ -295,8 +295,12 @@ extension CUDABackend: NNOps {
         return out
     }
 
-    /// `Kernels/NN.cu`'s group_norm_partials (rows cut into chunks of ≥ 4096 elements, up to 1024 a row),
-    /// group_norm_statistics and group_norm_apply.
+    /// Elements a group_norm_partials block sums at least: 8 packs of 8 a thread, so its block reduction (two f64
+    /// trees) is paid over enough loads (4096: [1, 128, 512, 512] bf16 0.288 ms; 16 384: BENCHMARKS.md).
+    private static let groupNormChunk = 16_384
+
+    /// `Kernels/NN.cu`'s group_norm_partials (rows cut into chunks of ≥ groupNormChunk elements, up to 1024 a row),
+    /// group_norm_statistics and group_norm_apply, by packs of 8 where the planes allow.
     public func groupNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, groups: Int, eps: Double) -> Tensor {
         let element = requireElement("groupNorm", x, weight, bias)
         let (batch, channels) = (x.shape[0], x.shape[1]), plane = x.count / Swift.max(batch * channels, 1)
@@ -306,15 +310,17 @@ extension CUDABackend: NNOps {
                      "groupNorm: weight and bias must be [\(channels)]")
         let y = empty(x.shape, dtype: element), rows = batch * groups, length = channels / groups * plane
         guard rows > 0 && plane > 0 else { return y }
-        let chunks = Swift.max(1, Swift.min(1024, length / 4096))
+        let chunks = Swift.max(1, Swift.min(1024, length / Self.groupNormChunk))
         let partials = empty([rows * chunks, 2], dtype: .f64), statistics = empty([rows, 2], dtype: .f32)
+        // Packs of 8 (16-byte bf16 loads) when no pack straddles a plane and both tensors are aligned for them.
+        let vectors = plane % 8 == 0 && [x, y].allSatisfy { Int(bitPattern: $0.address) % 16 == 0 }
         launch("group_norm_partials", in: "NN", element: element, count: rows * chunks, blocks: rows * chunks,
-               threads: 256, [x, partials, Int64(length), Int32(chunks)])
+               threads: 256, [x, partials, Int64(length), Int32(chunks), Int32(vectors ? 1 : 0)])
         launch("group_norm_statistics", in: "NN", count: rows, [partials, statistics, Int64(length), Int32(chunks), eps,
                                                                 Int64(rows)])
-        launch("group_norm_apply", in: "NN", element: element, count: x.count,
+        launch("group_norm_apply", in: "NN", element: element, count: vectors ? x.count / 8 : x.count,
                [x, argument(weight), argument(bias), statistics, y, Int32(groups), Int32(channels / groups),
-                Int64(plane), Int64(x.count)])
+                Int64(plane), Int64(x.count), Int32(vectors ? 1 : 0)])
         return y
     }
 

@@ -20,8 +20,9 @@ extension GPUCheck {
                 check("im2col \(dtype) \(shape) k\(kernel) s\(stride)", ours, want, tolerance: 0)
             }
         }
-        // The fused GroupNorm: odd planes, with and without the affine parameters, every dtype the VAE runs in.
-        for (shape, groups) in [([2, 6, 5, 3], 3), ([1, 64, 17, 9], 32), ([3, 32, 8, 8], 1)] {
+        // The fused GroupNorm: odd planes (element by element), planes of whole packs of 8 (one chunk a row, and
+        // eight), with and without the affine parameters, every dtype the VAE runs in.
+        for (shape, groups) in [([2, 6, 5, 3], 3), ([1, 64, 17, 9], 32), ([3, 32, 8, 8], 1), ([1, 32, 64, 64], 4)] {
             let (x, gx) = pair(shape, scale: 3), (w, gw) = pair([shape[1]]), (b, gb) = pair([shape[1]])
             for affine in [true, false] {
                 let want = cpu.download(cpu.groupNorm(x, weight: affine ? w : nil, bias: affine ? b : nil, groups: groups,

@@ -450,22 +450,34 @@ extern "C" __global__ void silu_backward(const T* dy, const T* x, T* dx, long lo
 //
 // Three launches, so every SM has work even when a batch has few (sample, group) rows of millions of elements:
 // partial sums of x and x² over fixed chunks of each row (f64), each row's mean and 1/σ from its chunks added in
-// order (so results repeat bit for bit), then y = (x − mean) · a_c + bias_c with a_c = rstd · weight_c, one element
-// per thread (centring first: folding the mean into the shift would cancel where |mean| ≫ σ). Weight and bias
-// (T, [C]) may be null.
+// order (so results repeat bit for bit), then y = (x − mean) · a_c + bias_c with a_c = rstd · weight_c (centring
+// first: folding the mean into the shift would cancel where |mean| ≫ σ). Weight and bias (T, [C]) may be null.
+// With `vectors` (planes of a multiple of 8 elements, 16-byte aligned tensors) both passes move packs of 8, which
+// never straddle a channel's plane, so the index arithmetic is paid once a pack.
 
-// Block r·chunks + k sums chunk k of row r into partials[2 (r·chunks + k)] (Σx) and [… + 1] (Σx²).
-extern "C" __global__ void group_norm_partials(const T* x, double* partials, long long length, int chunks) {
+// Block r·chunks + k sums chunk k of row r into partials[2 (r·chunks + k)] (Σx) and [… + 1] (Σx²); chunks are
+// whole packs of 8 with `vectors`.
+extern "C" __global__ void group_norm_partials(const T* x, double* partials, long long length, int chunks,
+                                               int vectors) {
     GRID_DEPENDENCY();
     __shared__ double shared[MAX_THREADS];
     long long row = blockIdx.x / chunks, per = (length + chunks - 1) / chunks;
+    if (vectors) per = (per + 7) / 8 * 8;
     long long begin = (blockIdx.x % chunks) * per, end = min(length, begin + per);
     const T* in = x + row * length;
     double total = 0, squares = 0;
-    for (long long i = begin + threadIdx.x; i < end; i += blockDim.x) {
-        double v = (double)ld(in, i);
-        total += v;
-        squares += v * v;
+    if (vectors) {
+        for (long long i = begin + 8 * threadIdx.x; i < end; i += 8 * blockDim.x) {
+            float v[8];
+            ld8(in, i, v);
+            for (int k = 0; k < 8; ++k) { total += (double)v[k]; squares += (double)v[k] * v[k]; }
+        }
+    } else {
+        for (long long i = begin + threadIdx.x; i < end; i += blockDim.x) {
+            double v = (double)ld(in, i);
+            total += v;
+            squares += v * v;
+        }
     }
     total = block_sum(total, shared);
     squares = block_sum(squares, shared);
@@ -489,9 +501,22 @@ extern "C" __global__ void group_norm_statistics(const double* partials, float* 
 }
 
 extern "C" __global__ void group_norm_apply(const T* x, const T* weight, const T* bias, const float* statistics, T* y,
-                                            int groups, int channelsPerGroup, long long plane, long long n) {
+                                            int groups, int channelsPerGroup, long long plane, long long n, int vectors) {
     GRID_DEPENDENCY();
     long long length = channelsPerGroup * plane;
+    if (vectors) {
+        GRID_LOOP(p, n / 8) {
+            long long i = p * 8, channelRow = i / plane;  // [B · C]
+            long long row = channelRow / channelsPerGroup;
+            int channel = (int)(channelRow % ((long long)groups * channelsPerGroup));
+            float mean = statistics[2 * row], a = statistics[2 * row + 1] * (weight ? ld(weight, channel) : 1.0f);
+            float b = bias ? ld(bias, channel) : 0.0f, v[8];
+            ld8(x, i, v);
+            for (int k = 0; k < 8; ++k) v[k] = (v[k] - mean) * a + b;
+            st8(y, i, v);
+        }
+        return;
+    }
     GRID_LOOP(i, n) {
         long long row = i / length;
         int channel = (int)(row % groups) * channelsPerGroup + (int)((i % length) / plane);
