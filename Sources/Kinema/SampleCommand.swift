@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KinemaData
+import KinemaDiffusion
 import KinemaModels
 import KinemaTensor
 import KinemaTrain
@@ -21,13 +22,18 @@ struct SamplingOptions: ParsableArguments {
     @OptionGroup var deviceOptions: DeviceOptions
 
     func generator() throws -> ImageGenerator {
-        guard let method = ImageGenerator.Sampler(rawValue: sampler) else {
-            throw ValidationError("--sampler '\(sampler)' is not a sampler; use ddpm or ddim")
-        }
+        let method = try samplerMethod()
         try validateCommon()
         let model = try DiTCheckpoint.load(path: checkpoint, backend: try deviceOptions.backend(),
                                            dtype: try deviceOptions.dtype(), preferEMA: !noEma, numHeads: numHeads)
         return ImageGenerator(model: model, sampler: method, steps: steps, cfgScale: cfgScale ?? 1.5, eta: eta)
+    }
+
+    private func samplerMethod() throws -> ImageGenerator.Sampler {
+        guard let method = ImageGenerator.Sampler(rawValue: sampler) else {
+            throw ValidationError("--sampler '\(sampler)' is not a sampler; use ddpm or ddim")
+        }
+        return method
     }
 
     private func validateCommon() throws {
@@ -35,20 +41,21 @@ struct SamplingOptions: ParsableArguments {
         if let cfgScale, cfgScale < 1 { throw ValidationError("--cfg-scale must be ≥ 1, got \(cfgScale)") }
     }
 
-    /// Whether --checkpoint is a text-to-video checkpoint of `kinema train` (a Latte or an STDiT).
+    /// Whether --checkpoint is a text-to-video checkpoint of `kinema train` (a Latte, an STDiT or a video DiT).
     var isVideoCheckpoint: Bool {
         guard !FileManager.default.fileExists(atPath: URL(fileURLWithPath: checkpoint).appendingPathComponent("config.json").path),
               let file = try? SafetensorsFile(url: URL(fileURLWithPath: checkpoint)) else { return false }
         return VideoModelCheckpoint.kinds.contains { $0 == file.metadata["kinema_model"] }
     }
 
-    /// The text-to-video sampler of a video checkpoint (rectified-flow Euler steps, guidance default 4), with the
-    /// clip size it was trained at.
+    /// The text-to-video sampler of a video checkpoint (rectified-flow Euler steps, or --sampler for an IDDPM one;
+    /// guidance default 4), with the clip size it was trained at.
     func videoGenerator(textEncoder: String? = nil) throws -> (VideoGenerator, frames: Int, imageSize: Int) {
         try validateCommon()
+        let method: DiffusionSampler.Method = try samplerMethod() == .ddpm ? .ddpm : .ddim(eta: eta)
         return try VideoGenerator.load(checkpoint: URL(fileURLWithPath: checkpoint), backend: try deviceOptions.backend(),
                                        dtype: try deviceOptions.dtype(), preferEMA: !noEma, textEncoder: textEncoder,
-                                       steps: steps, cfgScale: cfgScale ?? 4)
+                                       steps: steps, cfgScale: cfgScale ?? 4, diffusionMethod: method)
     }
 }
 
@@ -60,8 +67,8 @@ struct SampleCommand: ParsableCommand {
         A class-conditional DiT writes a PNG grid (one row per class); latent-space models (4 input channels) write \
         their latents to a .safetensors file instead, until the VAE decoder lands. A text-to-video checkpoint of \
         `kinema train --data synthetic-video` takes --prompt (and optionally --image, a first frame to continue) \
-        and writes --out as H.264 mp4 or GIF, with the rectified-flow Euler sampler (--steps) and classifier-free \
-        guidance on the prompt.
+        and writes --out as H.264 mp4 or GIF, with the Euler sampler of rectified flow (--steps) or, for an IDDPM \
+        checkpoint, --sampler, and classifier-free guidance on the prompt.
         """)
 
     @OptionGroup var sampling: SamplingOptions

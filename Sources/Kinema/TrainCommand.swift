@@ -8,7 +8,8 @@ import KinemaTrain
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Train a class-conditional DiT with DiT's diffusion loss, or a text-to-video Latte with rectified flow.",
+        abstract: "Train a class-conditional DiT with DiT's diffusion loss, or a text-to-video model (Latte, STDiT or "
+            + "a video DiT) with rectified flow or IDDPM.",
         discussion: """
         Logs one JSON object per --log-every steps (step, loss, mse, vb, gradNorm, lr, imagesPerSecond) to stdout and
         to OUTPUT/log.jsonl, with a progress bar on stderr when stdout is a terminal. Saves OUTPUT/checkpoint.safetensors
@@ -17,19 +18,22 @@ struct TrainCommand: ParsableCommand {
 
         With --data synthetic-video (bundled captioned clips: "a red square moving left") or a CSV of captioned
         videos (decoded through ffmpeg, --frame-interval apart, resized and centre-cropped to --image-size; an
-        undecodable video is reported and skipped) the model is a Latte (alternating spatial and temporal blocks) or,
-        with --video-model stdit, an STDiT (Open-Sora 1.0: spatial, temporal and cross-attention in each block)
-        (--model tiny: hidden 128, depth 4, 4 heads, patch 2; or Latte-S/2 … Latte-XL/2, STDiT-XL/2) on RGB clips of
-        --num-frames frames, conditioned on captions that a frozen text encoder turns into states (--text-encoder,
-        default all-MiniLM-L6-v2 from the model cache: scripts/fetch-minilm installs it). Captions are dropped to
-        the empty caption with --caption-dropout (for classifier-free guidance), and with --first-frame-prob a
-        clip's first frame is kept clean and out of the loss (image-to-video).
+        undecodable video is reported and skipped; --buckets for mixed sizes) or a latent cache of `kinema preprocess
+        --cache`, the model is a Latte (alternating spatial and temporal blocks), with --video-model stdit an STDiT
+        (Open-Sora 1.0: spatial, temporal and cross-attention in each block), or with --video-model video-dit a video
+        DiT (3D patches, full attention, --conditioning adaln-zero|cross-attention|in-context) (--model tiny, or
+        Latte-S/2 … Latte-XL/2, STDiT-XL/2, vDiT-XL/222) on RGB clips or VAE latents (--vae) of --num-frames frames,
+        trained with rectified flow or --diffusion iddpm, conditioned on captions that a frozen text encoder turns
+        into states (--text-encoder, default all-MiniLM-L6-v2 from the model cache: scripts/fetch-minilm installs it).
+        Captions are dropped to the empty caption with --caption-dropout (for classifier-free guidance), and with
+        --first-frame-prob a clip's first frame is kept clean and out of the loss (image-to-video).
         """)
 
     @Option(help: ArgumentHelp("Training data: 'synthetic' (bundled coloured shapes, 12 classes), 'synthetic-video' "
         + "(bundled captioned clips, 48 prompts), a CSV of captioned videos (path,text[,num_frames,height,width,fps], "
-        + "as Open-Sora lays it out) or a folder with one subfolder of PNG/JPEG images per class.",
-        valueName: "synthetic|synthetic-video|videos.csv|folder"))
+        + "as Open-Sora lays it out), a latent cache folder of `kinema preprocess --cache`, or a folder with one "
+        + "subfolder of PNG/JPEG images per class.",
+        valueName: "synthetic|synthetic-video|videos.csv|cache|folder"))
     var data = "synthetic"
     @OptionGroup var video: VideoTrainingOptions
 
@@ -136,7 +140,7 @@ struct TrainCommand: ParsableCommand {
         let trainer = try VideoTrainer(model: model, text: text, data: clips, objective: objective,
                                        options: try trainingOptions(),
                                        captionDropout: video.captionDropout,
-                                       firstFrameProbability: video.firstFrameProb ?? 0.2,
+                                       firstFrameProbability: video.firstFrameProb,
                                        vae: vae)
         let folder = URL(fileURLWithPath: output)
         let checkpoint = folder.appendingPathComponent("checkpoint.safetensors")
@@ -213,8 +217,8 @@ struct VideoTrainingOptions: ParsableArguments {
     var holdOut = "default"
     @Option(help: "Probability of training on the empty caption (for classifier-free guidance).") var captionDropout = 0.1
     @Option(help: ArgumentHelp("Probability of keeping a clip's first frame clean and out of the loss, so the model "
-        + "also learns image-to-video (`kinema sample --image`), with either objective. Default 0.2."))
-    var firstFrameProb: Double?
+        + "also learns image-to-video (`kinema sample --image`), with either objective."))
+    var firstFrameProb = 0.2
     @Option(help: ArgumentHelp("Timestep shift t ↦ r·t/(1 + (r − 1)·t): none; open-sora (r by resolution and length "
         + "as Open-Sora 1.2, for latent models at its sizes); or a constant r > 0 (r > 1 trains and samples more "
         + "near the noise end, where the layout and motion of a clip are decided).", valueName: "none|open-sora|r"))

@@ -24,7 +24,8 @@ public final class CUDABackend: @unchecked Sendable {
     private let argumentPointers = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 64)
     /// cuLaunchKernelEx's CUlaunchConfig (56 bytes, cuda.h's layout) and at byte 64 its one CUlaunchAttribute
     /// (72 bytes): programmatic stream serialization, which lets a kernel start while the one before it on the
-    /// stream finishes (Common.cuh's GRID_DEPENDENCY). Filled per launch, allocated once.
+    /// stream finishes (Common.cuh's GRID_DEPENDENCY). The stream and the attribute are written once, in init;
+    /// each launch writes only its grid, block and shared bytes.
     private let launchConfig = UnsafeMutableRawPointer.allocate(byteCount: 64 + 72, alignment: 16)
     /// Whether kernels are launched with programmatic dependent launch: on sm_90 and later where the driver has
     /// cuLaunchKernelEx, unless KINEMA_DEPENDENT_LAUNCH=0 (for A/B timings).
@@ -86,6 +87,7 @@ public final class CUDABackend: @unchecked Sendable {
         compiler = try NVRTC(cacheDirectory: cache)
         allocator = DeviceAllocator(driver: driver)
         device = .cuda(index)
+        prepareLaunchConfig()
     }
 
     deinit {
@@ -235,17 +237,25 @@ public final class CUDABackend: @unchecked Sendable {
     /// CUlaunchConfig { grid xyz, block xyz, shared bytes (u32 each), stream at 32, attributes at 40, count at 48 }
     /// pointing at one CUlaunchAttribute { id (u32, padded to 8), value (a 64-byte union) }:
     /// CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION (6) with programmaticStreamSerializationAllowed = 1.
-    private func fillLaunchConfig(grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int) {
-        let words: [UInt32] = [UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block.0), UInt32(block.1),
-                               UInt32(block.2), UInt32(sharedMemoryBytes)]
-        for (index, word) in words.enumerated() { launchConfig.storeBytes(of: word, toByteOffset: 4 * index, as: UInt32.self) }
+    private func prepareLaunchConfig() {
+        launchConfig.initializeMemory(as: UInt8.self, repeating: 0, count: 64 + 72)
         let attribute = launchConfig + 64
         launchConfig.storeBytes(of: stream, toByteOffset: 32, as: UnsafeMutableRawPointer?.self)
         launchConfig.storeBytes(of: attribute, toByteOffset: 40, as: UnsafeMutableRawPointer.self)
         launchConfig.storeBytes(of: UInt32(1), toByteOffset: 48, as: UInt32.self)
-        attribute.initializeMemory(as: UInt8.self, repeating: 0, count: 72)
         attribute.storeBytes(of: UInt32(6), toByteOffset: 0, as: UInt32.self)
         attribute.storeBytes(of: Int32(1), toByteOffset: 8, as: Int32.self)
+    }
+
+    /// A launch's own fields of the CUlaunchConfig: grid, block and dynamic shared bytes (stored one by one: no array
+    /// on the launch path).
+    private func fillLaunchConfig(grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int) {
+        let store = { (value: Int, offset: Int) in
+            self.launchConfig.storeBytes(of: UInt32(value), toByteOffset: offset, as: UInt32.self)
+        }
+        store(grid.0, 0); store(grid.1, 4); store(grid.2, 8)
+        store(block.0, 12); store(block.1, 16); store(block.2, 20)
+        store(sharedMemoryBytes, 24)
     }
 
     /// Runs `body` (which queues work on the stream). When profiling, its device time is filed under `name` and the

@@ -6,8 +6,15 @@ import KinemaTensor
 enum FrameMasks {
     /// x with the conditioning frames (mask false) replaced by `clean`'s: clean + M ⊙ (x − clean).
     static func keepConditioningFrames(_ x: Tensor, clean: Tensor, frameMask: [[Bool]], backend: any Backend) -> Tensor {
-        let mask = tensor(frameMask, like: x, backend: backend)
-        return backend.add(clean, backend.mul(mask, backend.sub(x, clean)))
+        holding((clean, frameMask), backend: backend)(x)
+    }
+
+    /// What a sampler applies after every step: x ↦ x with `condition`'s frames held at its latents (the identity
+    /// without one). The mask is built once, for the whole loop.
+    static func holding(_ condition: (latents: Tensor, frameMask: [[Bool]])?, backend: any Backend) -> (Tensor) -> Tensor {
+        guard let condition else { return { $0 } }
+        let mask = tensor(condition.frameMask, like: condition.latents, backend: backend)
+        return { x in backend.add(condition.latents, backend.mul(mask, backend.sub(x, condition.latents))) }
     }
 
     /// The frame mask broadcast to x's shape [B, C, F, …] as 1 (generated) and 0 (conditioning), in x's dtype.

@@ -170,24 +170,18 @@ public struct RectifiedFlow: Sendable, Equatable {
                        progress: SamplingProgress? = nil) -> Tensor {
         let timesteps = samplingTimesteps(steps: steps, size: size)
         let batch = noise.shape[0], channels = noise.shape[1]
-        var x = noise
-        if let condition {
-            precondition(condition.latents.shape == noise.shape,
-                         "RectifiedFlow.sample: condition \(condition.latents.shape) for noise \(noise.shape)")
-            x = FrameMasks.keepConditioningFrames(x, clean: condition.latents, frameMask: condition.frameMask, backend: backend)
-        }
+        precondition(condition.map { $0.latents.shape == noise.shape } ?? true,
+                     "RectifiedFlow.sample: condition \(condition?.latents.shape ?? []) for noise \(noise.shape)")
+        let keep = FrameMasks.holding(condition, backend: backend)
+        var x = keep(noise)
         for (i, t) in timesteps.enumerated() {
             let output = model(x, [Double](repeating: t, count: batch))
             let velocity = output.shape[1] == channels ? output : backend.narrow(output, axis: 1, start: 0, length: channels)
             precondition(velocity.shape == x.shape, "RectifiedFlow.sample: model output \(output.shape) for x \(x.shape)")
             let next = i + 1 < timesteps.count ? timesteps[i + 1] : 0
             let dt = (t - next) / trainingSteps
-            x = backend.rowwiseAxpby([Double](repeating: 1, count: batch), x, [Double](repeating: dt, count: batch),
-                                     velocity)
-            if let condition {
-                x = FrameMasks.keepConditioningFrames(x, clean: condition.latents, frameMask: condition.frameMask,
-                                                backend: backend)
-            }
+            x = keep(backend.rowwiseAxpby([Double](repeating: 1, count: batch), x, [Double](repeating: dt, count: batch),
+                                          velocity))
             progress?(i + 1, timesteps.count)
         }
         return x

@@ -201,12 +201,9 @@ public struct DiffusionSampler: Sendable {
         } else {
             x = backend.randomNormal(shape, dtype: dtype, seed: random.seed, offset: random.reserveNormals(count))
         }
-        let keep = { (x: Tensor) in
-            condition.map { FrameMasks.keepConditioningFrames(x, clean: $0.latents, frameMask: $0.frameMask,
-                                                              backend: backend) } ?? x
-        }
         precondition(condition.map { $0.latents.shape == shape } ?? true,
                      "sample: condition \(condition?.latents.shape ?? []) for shape \(shape)")
+        let keep = FrameMasks.holding(condition, backend: backend)
         x = keep(x)
         let total = schedule.count
         for (done, index) in (0..<total).reversed().enumerated() {

@@ -44,18 +44,17 @@ extension GPUCheck {
         }
     }
 
-    /// One PixArt or Latte training step with the rectified-flow loss (logit-normal timesteps shifted for the size, the
-    /// velocity target) on the GPU against the CPU, on a latent grid other than the training one and captions with
-    /// padding: loss, output and every parameter's gradient.
-    /// `frames` nil: PixArt on [B, C, H, W]; a count: Latte on [B, C, F, H, W] (its video length).
-    func checkTextTransformerTrainingStep(_ name: String, config: PixArtConfig, frames: Int? = nil, stdit: Bool = false,
-                                          videoDiT: VideoDiTConfig.Conditioning? = nil, batch: Int, height: Int,
-                                          width: Int, captionLength: Int, dtype: DType = .f32, tolerance: Double = 1e-4) {
+    /// One PixArt or video-model training step with the rectified-flow loss (logit-normal timesteps shifted for the
+    /// size, the velocity target) on the GPU against the CPU, on a latent grid other than the training one and
+    /// captions with padding: loss, output and every parameter's gradient.
+    /// `model`: PixArt on [B, C, H, W], or a video model on [B, C, F, H, W] of `model.frames` frames.
+    func checkTextTransformerTrainingStep(_ name: String, config: PixArtConfig, model: TextTransformer.Kind = .pixArt,
+                                          batch: Int, height: Int, width: Int, captionLength: Int, dtype: DType = .f32,
+                                          tolerance: Double = 1e-4) {
+        let frames = model.frames
         do {
-            let cpuModel = try TextTransformer(config: config, frames: frames, stdit: stdit, videoDiT: videoDiT,
-                                               backend: cpu, dtype: .f32)
-            let gpuModel = try TextTransformer(config: config, frames: frames, stdit: stdit, videoDiT: videoDiT,
-                                               backend: gpu, dtype: dtype)
+            let cpuModel = try TextTransformer(model, config: config, backend: cpu, dtype: .f32)
+            let gpuModel = try TextTransformer(model, config: config, backend: gpu, dtype: dtype)
             loadSameRandomWeights(cpuModel.parameters, gpuModel.parameters, dtype: dtype)
             let shape = [batch, config.inChannels] + (frames.map { [$0] } ?? []) + [height, width]
             let (xStart, gxStart) = pair(shape)
@@ -122,28 +121,40 @@ extension GPUCheck {
     }
 }
 
-/// PixArt or Latte behind one interface, for the step check.
 /// The text-conditioned models of the training-step checks: PixArt (images), or a video model.
 struct TextTransformer {
+    enum Kind {
+        case pixArt
+        case latte(frames: Int)
+        case stdit(frames: Int)
+        /// A video DiT of the config's widths with 2-frame patches and the given conditioning.
+        case videoDiT(frames: Int, VideoDiTConfig.Conditioning)
+
+        /// The clips' frame count; nil for PixArt's images.
+        var frames: Int? {
+            switch self {
+            case .pixArt: nil
+            case .latte(let frames), .stdit(let frames), .videoDiT(let frames, _): frames
+            }
+        }
+    }
+
     let pixArt: PixArt?, video: (any TextConditionedVideoModel)?
 
-    /// A video model when `frames` is given: Latte, or STDiT, or a video DiT of the same widths with 2-frame patches
-    /// and the given conditioning.
-    init(config: PixArtConfig, frames: Int?, stdit: Bool, videoDiT: VideoDiTConfig.Conditioning?, backend: any Backend,
-         dtype: DType) throws {
-        pixArt = frames == nil ? try PixArt(config: config, backend: backend, dtype: dtype) : nil
-        video = try frames.map { frames -> any TextConditionedVideoModel in
-            if let videoDiT {
-                return try VideoDiT(config: VideoDiTConfig(patchSize: config.patchSize, temporalPatch: 2,
-                                                           inChannels: config.inChannels, outChannels: config.outChannels,
-                                                           hiddenSize: config.hiddenSize, depth: config.depth,
-                                                           numHeads: config.numHeads,
-                                                           captionChannels: config.captionChannels,
-                                                           conditioning: videoDiT),
-                                    backend: backend, dtype: dtype)
-            }
-            return stdit ? try STDiT(config: config, timeScale: 1, backend: backend, dtype: dtype)
-                         : try Latte(config: config, videoLength: frames, backend: backend, dtype: dtype)
+    init(_ kind: Kind, config: PixArtConfig, backend: any Backend, dtype: DType) throws {
+        switch kind {
+        case .pixArt:
+            (pixArt, video) = (try PixArt(config: config, backend: backend, dtype: dtype), nil)
+        case .latte(let frames):
+            (pixArt, video) = (nil, try Latte(config: config, videoLength: frames, backend: backend, dtype: dtype))
+        case .stdit:
+            (pixArt, video) = (nil, try STDiT(config: config, timeScale: 1, backend: backend, dtype: dtype))
+        case .videoDiT(_, let conditioning):
+            let videoConfig = VideoDiTConfig(patchSize: config.patchSize, temporalPatch: 2, inChannels: config.inChannels,
+                                             outChannels: config.outChannels, hiddenSize: config.hiddenSize,
+                                             depth: config.depth, numHeads: config.numHeads,
+                                             captionChannels: config.captionChannels, conditioning: conditioning)
+            (pixArt, video) = (nil, try VideoDiT(config: videoConfig, backend: backend, dtype: dtype))
         }
     }
 

@@ -65,31 +65,33 @@ let families: [(name: String, run: () -> Void)] = [
         let tiny = PixArtConfig(sampleSize: 8, hiddenSize: 64, depth: 2, numHeads: 4, captionChannels: 40)
         harness.checkTextTransformerTrainingStep("PixArt tiny step (6 x 10 latents)", config: tiny, batch: 3,
                                                  height: 6, width: 10, captionLength: 7)
-        harness.checkTextTransformerTrainingStep("Latte tiny step (4 frames of 6 x 10)", config: tiny, frames: 4,
-                                                 batch: 2, height: 6, width: 10, captionLength: 7)
+        harness.checkTextTransformerTrainingStep("Latte tiny step (4 frames of 6 x 10)", config: tiny,
+                                                 model: .latte(frames: 4), batch: 2, height: 6, width: 10,
+                                                 captionLength: 7)
         let small = PixArtConfig(sampleSize: 32, hiddenSize: 384, depth: 2, numHeads: 6, captionChannels: 512)
         harness.checkTextTransformerTrainingStep("PixArt-S-like step bf16 vs CPU f32", config: small, batch: 2,
                                                  height: 32, width: 32, captionLength: 20, dtype: .bf16,
                                                  tolerance: 3e-2)
         harness.checkTextTransformerTrainingStep("Latte-S-like step bf16 vs CPU f32 (8 frames)", config: small,
-                                                 frames: 8, batch: 1, height: 16, width: 16, captionLength: 20,
-                                                 dtype: .bf16, tolerance: 3e-2)
+                                                 model: .latte(frames: 8), batch: 1, height: 16, width: 16,
+                                                 captionLength: 20, dtype: .bf16, tolerance: 3e-2)
         for conditioning in VideoDiTConfig.Conditioning.allCases {
             harness.checkTextTransformerTrainingStep("video DiT \(conditioning.rawValue) tiny step (4 frames of 6 x 10)",
-                                                     config: tiny, frames: 4, videoDiT: conditioning, batch: 2, height: 6,
-                                                     width: 10, captionLength: 7)
+                                                     config: tiny, model: .videoDiT(frames: 4, conditioning), batch: 2,
+                                                     height: 6, width: 10, captionLength: 7)
             harness.checkTextTransformerTrainingStep("video DiT \(conditioning.rawValue) S-like step bf16 vs CPU f32",
-                                                     config: small, frames: 8, videoDiT: conditioning, batch: 1,
+                                                     config: small, model: .videoDiT(frames: 8, conditioning), batch: 1,
                                                      height: 16, width: 16, captionLength: 20, dtype: .bf16,
-                                                     tolerance: 5e-2)
+                                                     tolerance: 3e-2)
         }
-        harness.checkTextTransformerTrainingStep("STDiT tiny step (4 frames of 6 x 10)", config: tiny, frames: 4,
-                                                 stdit: true, batch: 2, height: 6, width: 10, captionLength: 7)
+        harness.checkTextTransformerTrainingStep("STDiT tiny step (4 frames of 6 x 10)", config: tiny,
+                                                 model: .stdit(frames: 4), batch: 2, height: 6, width: 10,
+                                                 captionLength: 7)
         // 5e-2: the worst gradient is the temporal attention's q or k weight (measured 3.2e-2 and 3.8e-2), small
         // beside the others because the attention over 8 frames is nearly uniform at these weights; the f32 step
         // agrees to 4e-6–7e-6.
         harness.checkTextTransformerTrainingStep("STDiT-S-like step bf16 vs CPU f32 (8 frames)", config: small,
-                                                 frames: 8, stdit: true, batch: 1, height: 16, width: 16,
+                                                 model: .stdit(frames: 8), batch: 1, height: 16, width: 16,
                                                  captionLength: 20, dtype: .bf16, tolerance: 5e-2)
     }),
 ]

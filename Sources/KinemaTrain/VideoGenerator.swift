@@ -7,7 +7,8 @@ import KinemaTensor
 /// Text-to-video (and image-to-video) sampling from a Latte, STDiT or video DiT: the rectified-flow Euler sampler
 /// with classifier-free guidance on the caption (v = v_∅ + s·(v_c − v_∅), the empty caption as ∅, both halves in one
 /// doubled batch). With first frames given, they stay clean through sampling (the conditioning of Open-Sora's
-/// masks). A model trained with IDDPM samples by DDIM over `steps` respaced steps instead, guiding its ε channels.
+/// masks). A model trained with IDDPM samples by `diffusionMethod` (DDIM or DDPM) over `steps` respaced steps
+/// instead, guiding its ε channels.
 public struct VideoGenerator {
     public var model: any TextConditionedVideoModel
     public var text: TextConditioner
@@ -18,12 +19,15 @@ public struct VideoGenerator {
     public var metadata: [String: String]
     /// The VAE of a latent model: clips are sampled as latents and decoded (nil: the model works on pixels).
     public var vae: AutoencoderKL?
-    /// Set for a model trained with IDDPM (then `flow` is unused).
+    /// Set for a model trained with IDDPM (then `flow` is unused), with the method it samples by.
     public var diffusion: DiffusionSampler?
+    public var diffusionMethod: DiffusionSampler.Method
 
     public init(model: any TextConditionedVideoModel, text: TextConditioner, flow: RectifiedFlow, steps: Int = 30, cfgScale: Double = 4,
-                metadata: [String: String] = [:], vae: AutoencoderKL? = nil, diffusion: DiffusionSampler? = nil) {
+                metadata: [String: String] = [:], vae: AutoencoderKL? = nil, diffusion: DiffusionSampler? = nil,
+                diffusionMethod: DiffusionSampler.Method = .ddim(eta: 0)) {
         self.diffusion = diffusion
+        self.diffusionMethod = diffusionMethod
         self.model = model
         self.text = text
         self.flow = flow
@@ -40,9 +44,11 @@ public struct VideoGenerator {
     }
 
     /// Loads a `kinema train` video checkpoint (EMA weights unless `preferEMA` is false) with the text encoder and
-    /// timestep shift it was trained with; `textEncoder` overrides the encoder's folder.
+    /// timestep shift it was trained with; `textEncoder` overrides the encoder's folder. `diffusionMethod` is the
+    /// sampler of an IDDPM checkpoint; a rectified-flow one takes only the default (its Euler steps).
     public static func load(checkpoint: URL, backend: any Backend, dtype: DType = .f32, preferEMA: Bool = true,
-                            textEncoder: String? = nil, steps: Int, cfgScale: Double) throws -> (VideoGenerator, frames: Int, imageSize: Int) {
+                            textEncoder: String? = nil, steps: Int, cfgScale: Double,
+                            diffusionMethod: DiffusionSampler.Method = .ddim(eta: 0)) throws -> (VideoGenerator, frames: Int, imageSize: Int) {
         let (model, metadata) = try VideoModelCheckpoint.load(checkpoint, backend: backend, dtype: dtype,
                                                               preferEMA: preferEMA)
         guard let folder = textEncoder ?? metadata["text_encoder"],
@@ -60,10 +66,14 @@ public struct VideoGenerator {
             try AutoencoderKLCheckpoint.load(folder: $0, backend: backend, dtype: dtype)
         }
         let diffusion = metadata["objective"] == "iddpm"
-            ? try DiffusionSampler(method: .ddim(eta: 0), steps: steps,
+            ? try DiffusionSampler(method: diffusionMethod, steps: steps,
                                    learnSigma: model.outChannels == 2 * model.inChannels) : nil
+        guard diffusion != nil || diffusionMethod == .ddim(eta: 0) else {
+            throw TrainingError.checkpoint(path: checkpoint.path, reason: "a rectified-flow checkpoint samples by Euler "
+                                           + "steps: --sampler and --eta apply to IDDPM checkpoints only")
+        }
         return (VideoGenerator(model: model, text: text, flow: flow, steps: steps, cfgScale: cfgScale, metadata: metadata,
-                               vae: vae, diffusion: diffusion),
+                               vae: vae, diffusion: diffusion, diffusionMethod: diffusionMethod),
                 frames, imageSize)
     }
 
@@ -119,7 +129,7 @@ public struct VideoGenerator {
                                                                      backend: backend)
             }
             var random = RandomStream(seed: seed)
-            return diffusion.sample(.ddim(eta: 0), shape: shape, dtype: model.ioDType, denoiser: denoiser,
+            return diffusion.sample(diffusionMethod, shape: shape, dtype: model.ioDType, denoiser: denoiser,
                                     random: &random, initialNoise: noise, condition: condition, backend: backend,
                                     progress: progress)
         }

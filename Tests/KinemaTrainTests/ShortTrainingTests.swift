@@ -278,10 +278,10 @@ final class TextEncoderForwardTests: XCTestCase {
         }
     }
 
-    /// T5 and CLIP folders condition a text-to-video run like BERT's (a Latte with T5, an STDiT with CLIP, a video DiT
-    /// with 2×4×4 patches with each of its conditionings): two steps each, then a sampled clip; the IDDPM STDiT also
-    /// continues a given first frame (`--image`).
-    func testTrainsAndSamplesWithT5AndCLIPTextEncoders() throws {
+    /// Every text encoder conditions every video model (a Latte with T5, an STDiT with CLIP and with BERT under IDDPM,
+    /// a video DiT with 2×4×4 patches with each of its conditionings): two steps each, then a sampled clip; the IDDPM
+    /// STDiT also continues a given first frame (`--image`) by ancestral sampling (`--sampler ddpm`).
+    func testTrainsAndSamplesEveryVideoModelWithEachTextEncoder() throws {
         for (encoder, architecture, options) in [("t5", "latte", []), ("clip", "stdit", []),
                                                  ("t5", "video-dit", ["--conditioning", "adaln-zero"]),
                                                  ("clip", "video-dit", ["--conditioning", "cross-attention"]),
@@ -296,15 +296,16 @@ final class TextEncoderForwardTests: XCTestCase {
             let clip = folder.appendingPathComponent("clip.gif").path
             _ = try KinemaCLI.run(["sample", "--checkpoint", folder.appendingPathComponent("checkpoint.safetensors").path,
                                    "--prompt", "a red square moving left", "--steps", "2", "--out", clip])
-            XCTAssertEqual(try FFmpeg.decodeVideo(atPath: clip).count, 4, encoder)
+            let run = "\(encoder) \(architecture) \(options)"
+            XCTAssertEqual(try FFmpeg.decodeVideo(atPath: clip).count, 4, run)
             if options.contains("iddpm") {
                 let image = folder.appendingPathComponent("first.png").path
                 try FFmpeg.writeImage(SyntheticVideos(frames: 4, imageSize: 16, count: 2).video(at: 0)[0], toPath: image)
                 let continued = folder.appendingPathComponent("continued.gif").path
                 _ = try KinemaCLI.run(["sample", "--checkpoint", folder.appendingPathComponent("checkpoint.safetensors").path,
                                        "--prompt", "a red square moving left", "--image", image, "--steps", "2",
-                                       "--out", continued])
-                XCTAssertEqual(try FFmpeg.decodeVideo(atPath: continued).count, 4, "\(encoder) with --image")
+                                       "--sampler", "ddpm", "--out", continued])
+                XCTAssertEqual(try FFmpeg.decodeVideo(atPath: continued).count, 4, "\(run) with --image")
             }
         }
     }
@@ -334,49 +335,52 @@ final class ImageFolderTrainingTests: XCTestCase {
     }
 }
 
-/// `kinema forward` on an Open-Sora STDiT state dict: the config read off the tensors' shapes, the output as
-/// Open-Sora's (the fixture of scripts/make_golden_stdit.py, its weights saved as Open-Sora names them).
-final class STDiTForwardTests: XCTestCase {
-    /// A fixture's `weights.` tensors as the reference's own state dict file (the prefix dropped).
-    func writeStateDict(of io: SafetensorsFile, to url: URL, backend: CPUBackend) throws -> URL {
+/// `kinema forward` on the state dicts of Open-Sora's STDiT and OpenDiT's vDiT: the config read off the tensors'
+/// shapes, the output as the reference's (the fixtures of scripts/make_golden_stdit.py and make_golden_vdit.py, their
+/// weights saved as the references name them).
+final class VideoStateDictForwardTests: XCTestCase {
+    /// Writes the fixture's `weights.` tensors as the reference's own state dict file (the prefix dropped) and its
+    /// `inputs` (forward's name, the fixture's tensor) as the inputs file, runs `kinema forward` with `options`, and
+    /// checks `out` against the fixture's.
+    func assertForwardMatches(fixture: String, inputs: [(name: String, tensor: (SafetensorsFile) throws -> Tensor)],
+                              options: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+        let backend = CPUBackend()
+        let io = try SafetensorsFile(url: Fixtures.url("\(fixture)_io.safetensors"))
+        let directory = Fixtures.temporaryDirectory("kinema-\(fixture)-forward")
+        let weights = directory.appendingPathComponent("\(fixture).safetensors")
         try SafetensorsWriter.write(try io.names.filter { $0.hasPrefix("weights.") }.map {
             (name: String($0.dropFirst("weights.".count)), tensor: try io.tensor($0, on: backend))
-        }, to: url, backend: backend)
-        return url
+        }, to: weights, backend: backend)
+        let inputsURL = directory.appendingPathComponent("inputs.safetensors")
+        try SafetensorsWriter.write(try inputs.map { (name: $0.name, tensor: try $0.tensor(io)) }, to: inputsURL,
+                                    backend: backend)
+        let output = directory.appendingPathComponent("out.safetensors")
+        _ = try KinemaCLI.run(["forward", "--checkpoint", weights.path, "--inputs", inputsURL.path,
+                               "--output", output.path] + options)
+        let error = relativeError(try SafetensorsFile(url: output).floats("out"), try io.floats("out"))
+        XCTAssertLessThan(error, 1e-4, "kinema forward on the \(fixture) state dict differs from the reference by \(error)",
+                          file: file, line: line)
     }
 
     func testForwardOnOpenSoraStateDictMatchesOpenSora() throws {
         let backend = CPUBackend()
-        let io = try SafetensorsFile(url: Fixtures.url("stdit_io.safetensors"))
-        let directory = Fixtures.temporaryDirectory("kinema-stdit-forward")
-        let weights = try writeStateDict(of: io, to: directory.appendingPathComponent("stdit.safetensors"), backend: backend)
-        let inputs = directory.appendingPathComponent("inputs.safetensors")
-        try SafetensorsWriter.write([("x", "x"), ("t", "t"), ("encoder_hidden_states", "y"),
-                                     ("encoder_attention_mask", "mask")].map {
-            (name: $0.0, tensor: try io.tensor($0.1, on: backend))
-        }, to: inputs, backend: backend)
-        let output = directory.appendingPathComponent("out.safetensors")
-        _ = try KinemaCLI.run(["forward", "--checkpoint", weights.path, "--inputs", inputs.path, "--output", output.path,
-                               "--num-heads", "4", "--space-scale", "0.5", "--time-scale", "2"])
-        let error = relativeError(try SafetensorsFile(url: output).floats("out"), try io.floats("out"))
-        XCTAssertLessThan(error, 1e-4, "kinema forward on the STDiT state dict differs from Open-Sora by \(error)")
+        let fixtureTensor = { (name: String) in { (io: SafetensorsFile) in try io.tensor(name, on: backend) } }
+        try assertForwardMatches(fixture: "stdit", inputs: [("x", fixtureTensor("x")), ("t", fixtureTensor("t")),
+                                                            ("encoder_hidden_states", fixtureTensor("y")),
+                                                            ("encoder_attention_mask", fixtureTensor("mask"))],
+                                 options: ["--num-heads", "4", "--space-scale", "0.5", "--time-scale", "2"])
     }
 
-    /// The same for OpenDiT's vDiT (scripts/make_golden_vdit.py): the pooled caption as a one-token caption.
+    /// OpenDiT's vDiT takes a pooled caption [B, C]: given to forward as a one-token caption [B, 1, C].
     func testForwardOnOpenDiTVideoStateDictMatchesOpenDiT() throws {
         let backend = CPUBackend()
-        let io = try SafetensorsFile(url: Fixtures.url("vdit_io.safetensors"))
-        let directory = Fixtures.temporaryDirectory("kinema-vdit-forward")
-        let weights = try writeStateDict(of: io, to: directory.appendingPathComponent("vdit.safetensors"), backend: backend)
-        let inputs = directory.appendingPathComponent("inputs.safetensors")
-        try SafetensorsWriter.write([(name: "x", tensor: try io.tensor("x", on: backend)),
-                                     (name: "t", tensor: try io.tensor("t", on: backend)),
-                                     (name: "encoder_hidden_states", tensor: try io.tensor("y", on: backend).reshaped([2, 1, 24]))],
-                                    to: inputs, backend: backend)
-        let output = directory.appendingPathComponent("out.safetensors")
-        _ = try KinemaCLI.run(["forward", "--checkpoint", weights.path, "--inputs", inputs.path, "--output", output.path,
-                               "--num-heads", "4"])
-        let error = relativeError(try SafetensorsFile(url: output).floats("out"), try io.floats("out"))
-        XCTAssertLessThan(error, 1e-4, "kinema forward on the vDiT state dict differs from OpenDiT by \(error)")
+        let fixtureTensor = { (name: String) in { (io: SafetensorsFile) in try io.tensor(name, on: backend) } }
+        let oneToken = { (io: SafetensorsFile) in
+            let pooled = try io.tensor("y", on: backend)
+            return pooled.reshaped([pooled.shape[0], 1, pooled.shape[1]])
+        }
+        try assertForwardMatches(fixture: "vdit", inputs: [("x", fixtureTensor("x")), ("t", fixtureTensor("t")),
+                                                           ("encoder_hidden_states", oneToken)],
+                                 options: ["--num-heads", "4"])
     }
 }

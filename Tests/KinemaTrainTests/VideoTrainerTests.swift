@@ -82,6 +82,9 @@ final class VideoTrainerTests: XCTestCase {
         XCTAssertEqual(clips[0].count, 3)
         XCTAssertEqual(clips[0][0], RGBImage(chwFloats: first, width: 8, height: 8))
         XCTAssertThrowsError(try generator.generate(prompts: ["x"], frames: 3, height: 6, width: 8, seed: 1))
+        // A rectified-flow checkpoint samples by Euler steps: an IDDPM sampler for it is refused, not ignored.
+        XCTAssertThrowsError(try VideoGenerator.load(checkpoint: url, backend: backend, steps: 3, cfgScale: 3,
+                                                     diffusionMethod: .ddpm))
     }
 
     /// With a VAE the model (an STDiT) learns and samples the clips' latents; sampling decodes them back to frames.

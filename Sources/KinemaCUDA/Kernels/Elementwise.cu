@@ -1,9 +1,18 @@
 // Kinema's memory and elementwise kernels. Compiled at run time by NVRTC for the device's architecture.
 // Every kernel walks its elements with a grid-stride loop, so any launch size covers any n.
 
-extern "C" __global__ void fill_u16(u16* out, u16 value, long long n) { GRID_DEPENDENCY(); GRID_LOOP(i, n) out[i] = value; }
-extern "C" __global__ void fill_u32(u32* out, u32 value, long long n) { GRID_DEPENDENCY(); GRID_LOOP(i, n) out[i] = value; }
-extern "C" __global__ void fill_u64(u64* out, u64 value, long long n) { GRID_DEPENDENCY(); GRID_LOOP(i, n) out[i] = value; }
+extern "C" __global__ void fill_u16(u16* out, u16 value, long long n) {
+    GRID_DEPENDENCY();
+    GRID_LOOP(i, n) out[i] = value;
+}
+extern "C" __global__ void fill_u32(u32* out, u32 value, long long n) {
+    GRID_DEPENDENCY();
+    GRID_LOOP(i, n) out[i] = value;
+}
+extern "C" __global__ void fill_u64(u64* out, u64 value, long long n) {
+    GRID_DEPENDENCY();
+    GRID_LOOP(i, n) out[i] = value;
+}
 
 // Casts between the floating dtypes: codes 0 f32, 1 f64, 2 bf16, 3 f16.
 __device__ inline double load_as(const void* p, int type, long long i) {
@@ -27,9 +36,9 @@ extern "C" __global__ void cast(const void* in, int inType, void* out, int outTy
     GRID_LOOP(i, n) store_as(out, outType, i, load_as(in, inType, i));
 }
 
-// out[i] = in[source offset of output element i] for rank ≤ 8 (a 3D patch grid is 8 axes), in words of 2 to 16 bytes: the host views a kept last
-// axis (the usual case: rows of D elements regrouped) as 16-byte words, so a thread moves 8 bf16 at once and the
-// index arithmetic is paid per word, not per element. 32-bit index arithmetic where every offset fits (div/mod on
+// out[i] = in[source offset of output element i] for rank ≤ 8 (a 3D patch grid is 8 axes), in words of 2 to 16
+// bytes: the host views a kept last axis (the usual case: rows of D elements regrouped) as 16-byte words, so a
+// thread moves 8 bf16 at once and the index arithmetic is paid per word, not per element. 32-bit index arithmetic where every offset fits (div/mod on
 // 64-bit integers is several times slower). Strides are in words.
 struct PermuteMeta { long long shape[8]; long long strides[8]; int rank; };
 
@@ -153,7 +162,10 @@ extern "C" __global__ void axpy(float alpha, const T* x, T* y, long long n) {
     GRID_DEPENDENCY();
     GRID_LOOP(i, n) st(y, i, ld(y, i) + alpha * ld(x, i));
 }
-extern "C" __global__ void scale(T* x, float s, long long n) { GRID_DEPENDENCY(); GRID_LOOP(i, n) st(x, i, ld(x, i) * s); }
+extern "C" __global__ void scale(T* x, float s, long long n) {
+    GRID_DEPENDENCY();
+    GRID_LOOP(i, n) st(x, i, ld(x, i) * s);
+}
 extern "C" __global__ void rowwise_axpby(const float* a, const T* x, const float* b, const T* y, T* out,
                                          long long rowSize, long long n) {
     GRID_DEPENDENCY();

@@ -10,8 +10,9 @@
 // nothing to q·k and produce columns of the output that are never stored. Rows beyond Nq or Nk are zero too, and
 // keys beyond Nk or masked get a score of −∞. A query with no attended key outputs zeros, lse = −∞ and no gradient.
 //
-// Each CTA is 4 warps; a warp owns 16 rows (queries in the forward and dQ, keys in dK/dV), so the warps never
-// combine partial results: no atomics, a fixed summation order, bit-identical results from run to run.
+// Each CTA is 4 warps (8 in the short-sequence dQ kernel); a warp owns 16 rows (queries in the forward and dQ, keys
+// in dK/dV), so the warps never combine partial results: no atomics, a fixed summation order, bit-identical
+// results from run to run.
 
 #define FLASH_THREADS 128
 #define NEGATIVE_INFINITY (-__int_as_float(0x7f800000))
@@ -422,7 +423,8 @@ __device__ inline void load_queries(u16* buffer, float* lseTile, float* deltaTil
 }
 
 // SCORES: the kernel also stores dSᵀ (bf16, unscaled) into dsT [B·H][keys padded to 64][dsColumns] for the dQ
-// kernel of the short-sequence backward (below); rows and columns past Nk and Nq hold zeros (P = 0 there).
+// kernel of the short-sequence backward (below). Keys past Nk and queries past Nq up to the 32-query tile hold
+// zeros (P = 0 there); columns past that stay unwritten, and feed only dQ rows past Nq, which are never stored.
 template <int D, bool SCORES>
 __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16* v, const u16* dO,
                                           const float* lseLog2, const float* delta, const int* mask, u16* dk, u16* dv,

@@ -70,14 +70,12 @@ final class DiTBlock: Layer {
         for parameter in self.crossAttention?.toOut.parameters ?? [] { backend.fill(parameter.value, with: 0) }
     }
 
-    /// The attention's and the MLP's: `adaLN`'s parameters sit in the DiT's stack of modulation layers, which runs
-    /// every block's adaLN as one product (`LinearStack`).
-    var parameters: [Parameter] { attention.parameters + (crossAttention?.parameters ?? []) + mlp.parameters }
-    /// The cross-attention's k and v, placed after the self-attention's parameters.
-    var packedRuns: [Range<Int>] {
-        let offset = attention.parameters.count
-        return crossAttention.map { $0.packedRuns.map { ($0.lowerBound + offset)..<($0.upperBound + offset) } } ?? []
-    }
+    /// The self-attention, the cross-attention (if any) and the MLP; `adaLN`'s parameters sit in the DiT's stack of
+    /// modulation layers, which runs every block's adaLN as one product (`LinearStack`).
+    private var layers: [Layer] { [attention] + (crossAttention.map { [$0] } ?? []) + [mlp] }
+    var parameters: [Parameter] { layers.flatMap(\.parameters) }
+    /// The cross-attention's k and v.
+    var packedRuns: [Range<Int>] { KinemaNN.packedRuns(of: layers) }
 
     /// x [B, N, D] (as a stream) and the six [B, D] modulations adaLN(SiLU(c)) computes for this block. Each
     /// pre-norm is LayerNorm fused with its modulation and with the residual add before it.
@@ -186,11 +184,8 @@ final class DiTFinalLayer: Layer {
 func adaLNZeroArena(embedders: [Parameter], blocks: [DiTBlock], finalLayer: DiTFinalLayer, dtype: DType,
                     backend: any Backend, keepsMaster: Bool) -> (arena: ParameterArena, modulation: LinearStack) {
     let adaLN = blocks.map(\.adaLN) + [finalLayer.adaLN]
-    var leading = embedders, runs: [Range<Int>] = []
-    for block in blocks {
-        runs += block.packedRuns.map { ($0.lowerBound + leading.count)..<($0.upperBound + leading.count) }
-        leading += block.parameters
-    }
+    let runs = packedRuns(of: blocks).map { ($0.lowerBound + embedders.count)..<($0.upperBound + embedders.count) }
+    let leading = embedders + blocks.flatMap(\.parameters)
     let weights = leading.count..<leading.count + adaLN.count
     let arena = ParameterArena(parameters: leading + adaLN.map(\.weight) + adaLN.compactMap(\.bias) + finalLayer.parameters,
                                computeDType: dtype, backend: backend, keepsMaster: keepsMaster,

@@ -58,6 +58,17 @@ public struct DiTConfig: Codable, Equatable, Sendable {
         "S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16),
     ]
 
+    /// The heads of a checkpoint whose width is `hidden` (heads are in no tensor's shape): `given` when there is one,
+    /// else the paper's for that width (S 6, B 12, L 16, XL 16), as every DiT-family release uses them. `path` names
+    /// the file in the error.
+    static func heads(given: Int?, hidden: Int, path: String) throws -> Int {
+        guard let heads = given ?? paperSizes.values.first(where: { $0.hidden == hidden })?.heads else {
+            throw ModelError.badCheckpoint(path: path, reason: "the number of attention heads cannot be read off the "
+                + "weights for hidden size \(hidden) (no paper size has it); pass --num-heads")
+        }
+        return heads
+    }
+
     /// All twelve names of the paper, e.g. "DiT-XL/2".
     public static var paperNames: [String] {
         ["S", "B", "L", "XL"].flatMap { size in [2, 4, 8].map { "DiT-\(size)/\($0)" } }

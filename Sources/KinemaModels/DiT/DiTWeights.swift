@@ -71,10 +71,7 @@ public enum DiTCheckpoint {
         let table = try shape("y_embedder.embedding_table.weight")
         let outChannels = try shape("final_layer.linear.weight")[0] / (p * p)
         let mlpHidden = try shape("blocks.0.mlp.fc1.weight")[0]
-        guard let heads = numHeads ?? DiTConfig.paperSizes.values.first(where: { $0.hidden == hidden })?.heads else {
-            throw ModelError.badCheckpoint(path: file.url.path, reason: "the number of attention heads cannot be read "
-                + "off the weights for hidden size \(hidden); pass --num-heads or add a 'config' metadata entry")
-        }
+        let heads = try DiTConfig.heads(given: numHeads, hidden: hidden, path: file.url.path)
         return DiTConfig(inputSize: side * p, patchSize: p, inChannels: channels, hiddenSize: hidden, depth: depth,
                          numHeads: heads, mlpRatio: Double(mlpHidden) / Double(hidden), numClasses: table[0] - 1,
                          learnSigma: outChannels == 2 * channels, classDropoutProb: 0.1)

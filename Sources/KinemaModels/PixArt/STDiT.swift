@@ -149,8 +149,9 @@ public enum STDiTCheckpoint {
     }
 
     /// The config an Open-Sora state dict's shapes imply (Open-Sora keeps its config in Python): width, depth,
-    /// patch, channels, caption width and MLP width from the tensors; the heads (not in any shape) given, else
-    /// Open-Sora's 72 per head; `spaceScale` is its space_scale (0.5 for the 256 px 1.0 release).
+    /// patch, channels, caption width and MLP width from the tensors; the heads (not in any shape) given, else the
+    /// DiT paper's for the width (STDiT-XL/2: 16 of 72); `spaceScale` is its space_scale (0.5 for the 256 px 1.0
+    /// release).
     public static func inferConfig(_ file: SafetensorsFile, prefix: String = "", numHeads: Int? = nil,
                                    spaceScale: Double = 1) throws -> PixArtConfig {
         func shape(_ name: String) throws -> [Int] {
@@ -168,10 +169,7 @@ public enum STDiTCheckpoint {
         }
         let (hidden, p) = (patch[0], patch[3])
         let depth = (0...).prefix { file.contains(prefix + "blocks.\($0).scale_shift_table") }.count
-        guard let heads = numHeads ?? (hidden % 72 == 0 ? hidden / 72 : nil) else {
-            throw ModelError.badCheckpoint(path: file.url.path, reason: "hidden size \(hidden) is no multiple of 72: "
-                                           + "give the number of heads (--num-heads)")
-        }
+        let heads = try DiTConfig.heads(given: numHeads, hidden: hidden, path: file.url.path)
         let config = PixArtConfig(sampleSize: p, patchSize: p, inChannels: patch[1], outChannels: output[0] / (p * p),
                                   hiddenSize: hidden, depth: depth, numHeads: heads, captionChannels: caption[1],
                                   mlpHidden: mlp[0], interpolationScale: spaceScale)

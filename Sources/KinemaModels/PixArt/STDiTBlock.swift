@@ -14,7 +14,7 @@ final class STDiTBlock: Layer {
         let modulation: [Tensor]
         let norm1: LayerNorm.Cache, spatial: MultiHeadAttention.Cache, spatialOut: Tensor
         let temporal: MultiHeadAttention.Cache, temporalOut: Tensor
-        let cross: MultiHeadAttention.Cache, x3: Tensor
+        let cross: MultiHeadAttention.Cache
         let norm2: LayerNorm.Cache, mlp: MLP.Cache, mlpOut: Tensor
     }
 
@@ -86,7 +86,7 @@ final class STDiTBlock: Layer {
         let (mlpOut, mlpCache) = mlp.forward(normed2)
         let cache = Cache(modulation: modulation, norm1: LayerNorm.Cache(x: x, mean: mean1, rstd: rstd1),
                           spatial: spatialCache, spatialOut: spatialOut.reshaped(x.shape), temporal: temporalCache,
-                          temporalOut: temporalTokens, cross: crossCache, x3: x3,
+                          temporalOut: temporalTokens, cross: crossCache,
                           norm2: LayerNorm.Cache(x: x3, mean: mean2, rstd: rstd2), mlp: mlpCache, mlpOut: mlpOut)
         return (ResidualStream(x3, gate: modulation[5], branch: mlpOut), cache)
     }

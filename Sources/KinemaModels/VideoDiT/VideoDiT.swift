@@ -12,7 +12,6 @@ import KinemaTensor
 public final class VideoDiT {
     public struct Cache {
         let batch, captionTokens: Int
-        let grid: (t: Int, h: Int, w: Int)
         let patchEmbed: PatchEmbed.Cache
         let timestep: TimestepEmbedder.Cache
         let captionInput: Tensor  // what the caption projection read: pooled [B, C_text] or tokens [B, L, C_text]
@@ -105,7 +104,7 @@ public final class VideoDiT {
         let (outTokens, finalCache) = finalLayer.forward(stream, modulation: modulations.suffix(2))
         let out = Patches.unpatchify3D(outTokens, channels: config.outChannels, patchSize: p, temporalPatch: pt,
                                        grid: grid, backend: backend)
-        let cache = Cache(batch: batch, captionTokens: inContext ? length : 0, grid: grid, patchEmbed: patchCache,
+        let cache = Cache(batch: batch, captionTokens: inContext ? length : 0, patchEmbed: patchCache,
                           timestep: timestepCache, captionInput: projectedInput, conditioning: c, activated: activated,
                           blocks: blockCaches, finalLayer: finalCache)
         return (out.dtype == x.dtype ? out : backend.cast(out, to: x.dtype), cache)
@@ -182,7 +181,7 @@ public enum VideoDiTCheckpoint {
             && ((try? file.info("x_embedder.proj.weight").shape.count) == 5)
     }
 
-    /// The config the tensors' shapes imply; heads (in no shape) given, else 72 per head as in DiT-XL; the
+    /// The config the tensors' shapes imply; heads (in no shape) given, else the DiT paper's for the width; the
     /// conditioning given (adaLN-zero and in-context hold the same tensors; a cross-attention one is recognised).
     public static func inferConfig(_ file: SafetensorsFile, numHeads: Int? = nil,
                                    conditioning: VideoDiTConfig.Conditioning = .adaLNZero) throws -> VideoDiTConfig {
@@ -194,10 +193,7 @@ public enum VideoDiTCheckpoint {
                                            + "kernel [D, C, pt, p, p]")
         }
         let (hidden, pt, p) = (patch[0], patch[2], patch[3])
-        guard let heads = numHeads ?? (hidden % 72 == 0 ? hidden / 72 : nil) else {
-            throw ModelError.badCheckpoint(path: file.url.path, reason: "hidden size \(hidden) is no multiple of 72: "
-                                           + "give the number of heads (--num-heads)")
-        }
+        let heads = try DiTConfig.heads(given: numHeads, hidden: hidden, path: file.url.path)
         let crossAttention = file.contains("blocks.0.cross_attn.to_q.weight")
         let config = VideoDiTConfig(patchSize: p, temporalPatch: pt, inChannels: patch[1],
                                     outChannels: output[0] / (pt * p * p), hiddenSize: hidden,
