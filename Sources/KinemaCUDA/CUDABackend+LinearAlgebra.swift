@@ -238,6 +238,9 @@ extension CUDABackend: LinearAlgebraOps {
         let aux = gelu ? empty([rows.shape[0], outFeatures], dtype: x.dtype) : nil
         let epilogue: Epilogue = aux.map { .geluAux(bias: bias, aux: $0) } ?? (bias.map { .bias($0) } ?? .none)
         let shape = MatmulShape(rows, weight, transposeA: false, transposeB: true, output: y)
+        if hopperMatmul(rows, weight, transposeB: true, into: y, epilogue: epilogue) {
+            return (y.reshaped(outShape), aux?.reshaped(outShape))
+        }
         if shape.m > 0 && shape.n > 0 && shape.k > 0,
            runMatmul(rows, weight, transposeA: false, transposeB: true, shape: shape, into: y, alpha: 1, beta: 0,
                      epilogue: epilogue) {
@@ -251,7 +254,7 @@ extension CUDABackend: LinearAlgebraOps {
         return gelu ? (self.gelu(z).reshaped(outShape), z.reshaped(outShape)) : (z.reshaped(outShape), nil)
     }
 
-    public func linearInputGradient(_ dy: Tensor, weight: Tensor, geluInput: Tensor?) -> Tensor {
+    public func linearInputGradient(_ dy: Tensor, weight: Tensor, geluInput: Tensor?, biasGradient: Tensor?) -> Tensor {
         let (inFeatures, outFeatures) = (weight.shape[1], weight.shape[0])
         precondition(weight.rank == 2 && dy.shape.last == outFeatures,
                      "linearInputGradient: gradient \(dy.shape) for weight \(weight.shape)")
@@ -261,6 +264,11 @@ extension CUDABackend: LinearAlgebraOps {
                      "linearInputGradient: GELU input \(geluInput!.shape), want \(outShape)")
         let dx = empty([rows.shape[0], inFeatures], dtype: dy.dtype)
         let shape = MatmulShape(rows, weight, transposeA: false, transposeB: false, output: dx)
+        if hopperMatmul(rows, weight, transposeB: false, into: dx, epilogue: geluInput.map { .dGELU(aux: $0) } ?? .none,
+                        columnSums: biasGradient) {
+            return dx.reshaped(outShape)
+        }
+        if let biasGradient { accumulateBiasGradient(rows, into: biasGradient) }
         guard shape.m > 0 && shape.n > 0 && shape.k > 0 else {
             fill(dx, with: 0)
             return dx.reshaped(outShape)

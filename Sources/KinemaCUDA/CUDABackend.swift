@@ -13,6 +13,8 @@ public final class CUDABackend: @unchecked Sendable {
     public let deviceName: String
     /// Compute capability as one number, e.g. 90 for sm_90.
     public let architecture: Int
+    /// Streaming multiprocessors: a persistent kernel's grid.
+    let multiprocessors: Int
     let driver: CUDADriver
     let compiler: NVRTC
     let allocator: DeviceAllocator
@@ -31,6 +33,17 @@ public final class CUDABackend: @unchecked Sendable {
     /// cuLaunchKernelEx, unless KINEMA_DEPENDENT_LAUNCH=0 (for A/B timings).
     public lazy var launchesDependently = architecture >= 90 && driver.cuLaunchKernelEx != nil
         && ProcessInfo.processInfo.environment["KINEMA_DEPENDENT_LAUNCH"] != "0"
+    /// Whether bf16 products of linear layers run on Kinema's own Hopper kernel (Kernels/HopperMatmul.cu) where it
+    /// applies: on sm_90 with a driver that encodes TMA descriptors, when KINEMA_HOPPER_MATMUL=1. Off by default:
+    /// it beats cuBLASLt plus the column sums on the input gradients but loses on the GELU epilogues, and the
+    /// DiT-XL/2 step is not yet faster with it (BENCHMARKS.md, ninth session).
+    public lazy var usesHopperMatmul = architecture == 90 && driver.cuTensorMapEncodeTiled != nil
+        && ProcessInfo.processInfo.environment["KINEMA_HOPPER_MATMUL"] == "1"
+    /// Whether the Hopper kernel can run here at all (what the GPU checks turn on to test it).
+    public var supportsHopperMatmul: Bool { architecture == 90 && driver.cuTensorMapEncodeTiled != nil }
+    /// Products with fewer output elements stay on cuBLASLt: below about half a wave of 128 × 192 tiles the
+    /// persistent kernel leaves SMs idle (the adaLN products, 64 rows). The GPU checks lower it to reach small shapes.
+    public var hopperMatmulMinimumOutputs = 128 * 192 * 64
     /// The dynamic shared memory each function has been allowed beyond the default 48 KiB.
     private var sharedMemoryLimits: [UnsafeMutableRawPointer: Int] = [:]
     /// cuBLASLt, its handle and its workspace, opened on the first matrix product.
@@ -78,6 +91,9 @@ public final class CUDABackend: @unchecked Sendable {
         try driver.check(driver.cuDeviceGetAttribute(&major, 75, handle), "cuDeviceGetAttribute(major)")
         try driver.check(driver.cuDeviceGetAttribute(&minor, 76, handle), "cuDeviceGetAttribute(minor)")
         architecture = Int(major * 10 + minor)
+        var smCount: Int32 = 0
+        try driver.check(driver.cuDeviceGetAttribute(&smCount, 16, handle), "cuDeviceGetAttribute(multiprocessors)")
+        multiprocessors = Int(smCount)
         var context: UnsafeMutableRawPointer?
         try driver.check(driver.cuDevicePrimaryCtxRetain(&context, handle), "cuDevicePrimaryCtxRetain")
         try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
@@ -176,7 +192,8 @@ public final class CUDABackend: @unchecked Sendable {
     public static func kernelResources(file: String, architecture: Int = 90) throws -> String {
         let compiler = try NVRTC(cacheDirectory: FileManager.default.temporaryDirectory)
         return try elementTypes.map { element in
-            let options = NVRTC.options(architecture: architecture, compileOptions(element: element) + ["--ptxas-options=-v"])
+            let options = NVRTC.options(architecture: architecture, name: file,
+                                        compileOptions(element: element) + ["--ptxas-options=-v"])
             let log = try compiler.compile(source: source(of: file), name: file, options: options).log
             return "== \(file) (\(element))\n\(log)"
         }.joined(separator: "\n")

@@ -40,6 +40,12 @@ final class CUDADriver: @unchecked Sendable {
     /// cuFuncSetAttribute(function, attribute, value); Kinema sets CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.
     let cuFuncSetAttribute: @convention(c) (Handle, Int32, Int32) -> Int32
     let cuGetErrorString: @convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Int32
+    /// cuTensorMapEncodeTiled(map, dataType, rank, address, dims, strides, box, elementStrides, interleave, swizzle,
+    /// l2Promotion, oobFill): the TMA descriptor of a tensor (CUDA 12+ drivers; nil on older ones, which then run
+    /// every product on cuBLASLt).
+    let cuTensorMapEncodeTiled: (@convention(c) (UnsafeMutableRawPointer, UInt32, UInt32, UnsafeMutableRawPointer?,
+                                                 UnsafePointer<UInt64>, UnsafePointer<UInt64>, UnsafePointer<UInt32>,
+                                                 UnsafePointer<UInt32>, UInt32, UInt32, UInt32, UInt32) -> Int32)?
 
     init() throws {
         library = try DynamicLibrary(candidates: ["libcuda.so.1", "libcuda.so"], purpose: "the CUDA driver")
@@ -73,6 +79,7 @@ final class CUDADriver: @unchecked Sendable {
         cuLaunchKernelEx = try? library.function("cuLaunchKernelEx")
         cuFuncSetAttribute = try library.function("cuFuncSetAttribute")
         cuGetErrorString = try library.function("cuGetErrorString")
+        cuTensorMapEncodeTiled = try? library.function("cuTensorMapEncodeTiled")
     }
 
     /// CU_STREAM_NON_BLOCKING: the stream does not wait on (or hold up) the legacy default stream.

@@ -31,7 +31,7 @@ final class NVRTC: @unchecked Sendable {
 
     /// The cubin of `source` for `sm_<architecture>`, from the disk cache or freshly compiled (and then cached).
     func cubin(source: String, name: String, architecture: Int, options extra: [String] = []) throws -> [UInt8] {
-        let options = Self.options(architecture: architecture, extra)
+        let options = Self.options(architecture: architecture, name: name, extra)
         let key = Self.fnv1a(source + "\u{0}" + options.joined(separator: " ") + "\u{0}\(architecture)")
         let cached = cacheDirectory.appendingPathComponent("\(name)-sm\(architecture)-\(String(key, radix: 16)).cubin")
         if let data = FileManager.default.contents(atPath: cached.path) { return [UInt8](data) }
@@ -46,8 +46,13 @@ final class NVRTC: @unchecked Sendable {
         return cubin
     }
 
-    static func options(architecture: Int, _ extra: [String]) -> [String] {
-        ["--gpu-architecture=sm_\(architecture)", "--std=c++17", "-default-device"] + extra
+    /// Kernel files built for the architecture-specific target sm_90a on sm_90 (H100, H200): the Hopper products'
+    /// wgmma and TMA instructions exist only there. Every other file keeps the portable target.
+    static let architectureSpecific: Set<String> = ["HopperMatmul"]
+
+    static func options(architecture: Int, name: String, _ extra: [String]) -> [String] {
+        let target = architecture == 90 && architectureSpecific.contains(name) ? "sm_90a" : "sm_\(architecture)"
+        return ["--gpu-architecture=\(target)", "--std=c++17", "-default-device"] + extra
     }
 
     /// Compiles without the cache; returns the cubin and NVRTC's log (ptxas's register and spill report under

@@ -122,12 +122,12 @@ extension GPUCheck {
                      tolerance: tolerance)
                 let (dOut, gdOut) = pairBF16([rows, outFeatures])
                 same("linearInputGradient \(name)",
-                     gpu.linearInputGradient(cast(gdOut), weight: cast(gw), geluInput: nil),
-                     cpu.linearInputGradient(dOut, weight: w, geluInput: nil), tolerance: tolerance)
+                     gpu.linearInputGradient(cast(gdOut), weight: cast(gw), geluInput: nil, biasGradient: nil),
+                     cpu.linearInputGradient(dOut, weight: w, geluInput: nil, biasGradient: nil), tolerance: tolerance)
                 let (z, gz) = pairBF16([rows, inFeatures], scale: 2)
                 same("linearInputGradient × GELU′ \(name)",
-                     gpu.linearInputGradient(cast(gdOut), weight: cast(gw), geluInput: cast(gz)),
-                     cpu.linearInputGradient(dOut, weight: w, geluInput: z), tolerance: tolerance)
+                     gpu.linearInputGradient(cast(gdOut), weight: cast(gw), geluInput: cast(gz), biasGradient: nil),
+                     cpu.linearInputGradient(dOut, weight: w, geluInput: z, biasGradient: nil), tolerance: tolerance)
             }
         }
 

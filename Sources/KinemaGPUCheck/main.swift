@@ -43,11 +43,12 @@ gpu.poisonsNewTensors = true  // every output starts as NaN: an element a kernel
 print("device: \(gpu.name)")
 
 let harness = GPUCheck(gpu: gpu)
-// `--only FAMILY` (memory, linear-algebra, training, nn, mixed-precision, attention, dit, vae, text, pixart) runs one
+// `--only FAMILY` (memory, linear-algebra, hopper-matmul, training, nn, mixed-precision, attention, dit, vae, text, pixart) runs one
 // family; the default runs all.
 let families: [(name: String, run: () -> Void)] = [
     ("memory", harness.checkMemoryAndElementwise),
     ("linear-algebra", harness.checkLinearAlgebra),
+    ("hopper-matmul", harness.checkHopperMatmul),
     ("training", harness.checkTraining),
     ("nn", harness.checkNN),
     ("mixed-precision", harness.checkMixedPrecision),

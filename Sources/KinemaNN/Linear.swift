@@ -44,20 +44,24 @@ public final class Linear: Layer {
     }
 
     /// Accumulates dW += dyᵀ x and db += Σ dy; returns dx = dy W — or, when this layer's input was GELU(z) and
-    /// `geluInput` is z, the gradient with respect to z, (dy W) ⊙ GELU′(z), in the same product.
+    /// `geluInput` is z, the gradient with respect to z, (dy W) ⊙ GELU′(z), in the same product (which may also sum
+    /// db from the dy it reads).
     public func backward(_ dy: Tensor, input x: Tensor, geluInput: Tensor? = nil) -> Tensor {
-        accumulateGradients(dy, input: x)
-        return backend.linearInputGradient(dy, weight: weight.value, geluInput: geluInput)
+        accumulateWeightGradient(dy, input: x)
+        return backend.linearInputGradient(dy, weight: weight.value, geluInput: geluInput, biasGradient: bias?.gradient)
     }
 
     /// The parameter half of the backward, for callers that need no input gradient (the first layer of an
     /// embedder).
     public func accumulateGradients(_ dy: Tensor, input x: Tensor) {
+        accumulateWeightGradient(dy, input: x)
+        if let bias { backend.accumulateBiasGradient(dy.reshaped([-1, outFeatures]), into: bias.gradient) }
+    }
+
+    private func accumulateWeightGradient(_ dy: Tensor, input x: Tensor) {
         precondition(dy.shape == Array(x.shape.dropLast()) + [outFeatures],
                      "\(weight.name): gradient \(dy.shape) does not fit input \(x.shape)")
-        let rows = dy.reshaped([-1, outFeatures])
-        backend.matmul(rows, x.reshaped([-1, inFeatures]), transposeA: true, transposeB: false,
-                       into: weight.gradient, alpha: 1, beta: 1)
-        if let bias { backend.accumulateBiasGradient(rows, into: bias.gradient) }
+        backend.matmul(dy.reshaped([-1, outFeatures]), x.reshaped([-1, inFeatures]), transposeA: true,
+                       transposeB: false, into: weight.gradient, alpha: 1, beta: 1)
     }
 }

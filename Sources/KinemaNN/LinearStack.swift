@@ -59,12 +59,12 @@ public struct LinearStack {
         return backend.linear(x, weight: weight, bias: bias, gelu: false).y
     }
 
-    /// Accumulates every layer's dW and db from dy [..., Σ out] (one product, one column sum) and returns dx.
+    /// Accumulates every layer's dW and db from dy [..., Σ out] (one product; db with the input gradient's) and
+    /// returns dx.
     public func backward(_ dy: Tensor, input x: Tensor) -> Tensor {
         let rows = dy.reshaped([-1, weight.shape[0]])
         backend.matmul(rows, x.reshaped([-1, inFeatures]), transposeA: true, transposeB: false, into: weightGradient,
                        alpha: 1, beta: 1)
-        if let biasGradient { backend.accumulateBiasGradient(rows, into: biasGradient) }
-        return backend.linearInputGradient(dy, weight: weight, geluInput: nil)
+        return backend.linearInputGradient(dy, weight: weight, geluInput: nil, biasGradient: biasGradient)
     }
 }

@@ -15,8 +15,10 @@ public protocol LinearAlgebraOps: AnyObject {
     /// stores it), and with `gelu` y = GELU(x Wᵀ + bias), returning the pre-activation too (the backward's input).
     func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, gelu: Bool) -> (y: Tensor, preActivation: Tensor?)
     /// The input gradient of a Linear layer, dy W; with `geluInput`, the gradient through a GELU in front of the
-    /// layer is applied too: (dy W) ⊙ GELU′(geluInput).
-    func linearInputGradient(_ dy: Tensor, weight: Tensor, geluInput: Tensor?) -> Tensor
+    /// layer is applied too: (dy W) ⊙ GELU′(geluInput). With `biasGradient` (f32 [out]), the layer's bias gradient
+    /// on the way: biasGradient += Σ dy over its leading positions (a backend may sum dy as it reads it for the
+    /// product).
+    func linearInputGradient(_ dy: Tensor, weight: Tensor, geluInput: Tensor?, biasGradient: Tensor?) -> Tensor
 }
 
 extension LinearAlgebraOps where Self: MemoryOps {
@@ -41,7 +43,8 @@ extension LinearAlgebraOps where Self: MemoryOps & NNOps {
         return gelu ? (self.gelu(z).reshaped(shape), z.reshaped(shape)) : (z.reshaped(shape), nil)
     }
 
-    public func linearInputGradient(_ dy: Tensor, weight: Tensor, geluInput: Tensor?) -> Tensor {
+    public func linearInputGradient(_ dy: Tensor, weight: Tensor, geluInput: Tensor?, biasGradient: Tensor?) -> Tensor {
+        if let biasGradient { accumulateBiasGradient(dy, into: biasGradient) }
         let dx = matmul(dy.reshaped([-1, weight.shape[0]]), weight)
             .reshaped(Array(dy.shape.dropLast()) + [weight.shape[1]])
         return geluInput.map { geluBackward(dx, x: $0) } ?? dx

@@ -1,0 +1,383 @@
+// MARK: Matrix products of our own on Hopper (sm_90a): TMA, mbarriers and wgmma, persistent and warp-specialised
+//
+// C[M, N] = A[M, K] · B with bf16 operands, f32 accumulation and a bf16 output, for the products of a linear layer,
+// with what cuBLASLt's epilogues do fused (bias, GELU keeping its input, × GELU′) and one thing they cannot: the
+// input gradient dy W also sums dy's columns (the layer's bias gradient) from the tiles it has in shared memory
+// anyway. A is row-major (K contiguous: activations). B is either [N, K] (K contiguous: a weight in the forward,
+// x Wᵀ) or [K, N] (N contiguous: the same weight in the input gradient, dy W); the tensor cores read both layouts
+// from shared memory (wgmma's transpose bit), so neither is copied.
+//
+// A CTA of three warpgroups owns one SM; CTAs run in clusters of two that take vertically adjacent output tiles of
+// BM × BN = 128 × 192 (N fastest, so the clusters working at the same time share A's rows in L2), persistently:
+// the cluster's first tile pair, then every grid's worth on. Warpgroup 0 is the producer: one thread issues the TMA
+// copies of A[128 × 64] and its half of B[192 × 64] for each K step into a ring of 4 stages; the TMA multicasts each
+// half of B to both CTAs, so L2 serves 28 KiB a K step and CTA instead of 40. A stage has a `full` barrier (its
+// 40 KiB have landed) and an `empty` one (the consumers of both CTAs, which both read it, are done with it).
+// Warpgroups 1 and 2 are the consumers: each multiplies its 64 rows of the tile by all 192 columns (wgmma
+// m64n192k16, four per K step), one K step's products kept in flight, while the producer runs ahead into the next
+// tile.
+//
+// The epilogue goes through shared memory: each consumer writes its 64 × 192 results (bias added, GELU or × GELU′
+// applied) as three 64 × 64 boxes in the 128-byte swizzled layout (no bank conflicts), and one thread hands them to
+// a TMA store, which runs while the consumer starts the next tile; the buffer is reused once that store has read it.
+// The GELU's input goes out by plain stores; the dGELU's aux tile comes in by TMA during the main loop.
+//
+// Tails are free: TMA reads zeros past the tensor's edges and stores only inside it. The host requires K and N to be
+// multiples of 8 (TMA's 16-byte row strides) and 16-byte aligned bases; other shapes go to cuBLASLt.
+
+#if defined(ELEMENT_BF16) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+#define GEMM_BM 128
+#define GEMM_BN 192
+#define GEMM_BK 64
+#define GEMM_A_BYTES (GEMM_BM * GEMM_BK * 2)
+#define GEMM_B_BYTES (GEMM_BN * GEMM_BK * 2)
+#define GEMM_STAGE_BYTES (GEMM_A_BYTES + GEMM_B_BYTES)
+#define GEMM_STAGES 4
+#define GEMM_OUT_BYTES (64 * GEMM_BN * 2)  // one consumer's 64 × 192 bf16 results: three 64 × 64 boxes
+
+// What the epilogue does with a tile's f32 sums before the bf16 store (CUDABackend+HopperMatmul's Epilogue).
+#define EPILOGUE_NONE 0
+#define EPILOGUE_BIAS 1       // + bias[n]
+#define EPILOGUE_GELU_AUX 2   // z = sum + bias[n]: aux = z, out = GELU(z)
+#define EPILOGUE_DGELU 3      // out = sum · GELU′(aux)
+
+// cuda.h's CUtensorMap: 128 opaque bytes made by cuTensorMapEncodeTiled on the host, passed by value.
+struct __align__(64) TensorMap { u64 opaque[16]; };
+
+__device__ inline u32 shared_address(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+
+// mbarriers (64-bit words in shared memory): a phase completes when `count` threads have arrived and the
+// transaction bytes announced by arrive.expect_tx have landed; waiters name the parity of the phase they wait for.
+__device__ inline void barrier_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count));
+}
+__device__ inline void barrier_expect_bytes(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+// Arrives on the barrier at the same offset in the shared memory of the cluster's CTA `rank` (this CTA's too).
+__device__ inline void barrier_arrive_cluster(u32 bar, u32 rank) {
+    asm volatile("{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
+                 "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}" ::"r"(bar), "r"(rank) : "memory");
+}
+__device__ inline void barrier_wait(u32 bar, u32 parity) {
+    u32 done = 0;
+    while (!done) {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
+                     : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+    }
+}
+__device__ inline void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+__device__ inline u32 cluster_rank() { u32 r; asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r)); return r; }
+// The 128 threads of one warpgroup wait for each other (named barrier `id`; 0 is __syncthreads').
+__device__ inline void warpgroup_sync(int id) { asm volatile("bar.sync %0, 128;" ::"r"(id) : "memory"); }
+
+// TMA: a box of a 2-D tensor (coordinates innermost first) into shared memory, its bytes counted on `bar`; the same
+// into every CTA of `mask` at the same offsets (each CTA's barrier at `bar`'s offset counts them); a box out of
+// shared memory into the tensor (a bulk group: commit, then wait until it has read, or finished).
+__device__ inline void tma_load(u32 target, const TensorMap* map, u32 bar, int inner, int outer) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];"
+                 ::"r"(target), "l"((u64)map), "r"(bar), "r"(inner), "r"(outer) : "memory");
+}
+__device__ inline void tma_load_multicast(u32 target, const TensorMap* map, u32 bar, int inner, int outer, u16 mask) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
+                 " [%0], [%1, {%3, %4}], [%2], %5;"
+                 ::"r"(target), "l"((u64)map), "r"(bar), "r"(inner), "r"(outer), "h"(mask) : "memory");
+}
+__device__ inline void tma_store(const TensorMap* map, u32 source, int inner, int outer) {
+    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.tile.bulk_group [%0, {%2, %3}], [%1];"
+                 ::"l"((u64)map), "r"(source), "r"(inner), "r"(outer) : "memory");
+}
+__device__ inline void tma_store_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+__device__ inline void tma_store_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+__device__ inline void tma_store_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+// Writes of this thread to shared memory become visible to the TMA (the async proxy).
+__device__ inline void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+
+// A wgmma shared-memory matrix descriptor for 128-byte swizzled tiles: start address, the leading and stride byte
+// offsets (PTX ISA, "matrix descriptor"), layout 1 = 128B swizzle. K-major tiles (rows of 64 K elements, 128 bytes):
+// 8-row atoms 1024 bytes apart (stride), the leading offset unused. MN-major tiles (rows of 64 N elements, one per
+// k): the next 8 k rows 1024 bytes on (stride), the next 64 columns one 64-row box on (leading).
+__device__ inline u64 matrix_descriptor(u32 address, u32 leading, u32 stride) {
+    return (u64)((address & 0x3FFFF) >> 4) | ((u64)(leading >> 4) << 16) | ((u64)(stride >> 4) << 32) | (1ull << 62);
+}
+
+__device__ inline void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ inline void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N> __device__ inline void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory"); }
+
+// D[64 × 192] (+)= A[64 × 16] · B[16 × 192] for a warpgroup, f32 accumulators in 96 registers a thread: thread t
+// holds rows 16 (t / 32) + (t % 32) / 4 (+ 8) and columns 8 j + 2 (t % 4) (+ 1), j = 0 … 23, as d[4 j … 4 j + 3].
+// `accumulate` 0 overwrites D (the first K step of a tile). B is K-major (TRANSPOSE_B 0) or N-major (1).
+template <int TRANSPOSE_B> __device__ inline void wgmma_m64n192k16(float* d, u64 a, u64 b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+        "}, %96, %97, p, 1, 1, 0, %99;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+        : "l"(a), "l"(b), "r"(accumulate), "n"(TRANSPOSE_B));
+}
+
+// GELU (tanh approximation) and its derivative, with u = √(2/π)(v + 0.044715 v³) and t = tanh u from the hardware's
+// tanh (relative error 2⁻¹¹, far below the bf16 output's rounding): GELU = v (1 + t) / 2, the same function as
+// the CPU's v σ(2u) at one special-function op an element instead of two.
+__device__ inline float tanh_approx(float x) { float y; asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+__device__ inline float gelu_tanh(float v) {
+    float t = tanh_approx(0.7978845608f * v * (1.0f + 0.044715f * v * v));
+    return 0.5f * v * (1.0f + t);
+}
+__device__ inline float gelu_tanh_slope(float v) {
+    float t = tanh_approx(0.7978845608f * v * (1.0f + 0.044715f * v * v));
+    return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * 0.7978845608f * (1.0f + 3.0f * 0.044715f * v * v);
+}
+__device__ inline u32 pack_bf16x2(float low, float high) {
+    u32 w;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(w) : "f"(high), "f"(low));
+    return w;
+}
+__device__ inline float2 unpack_bf16x2(u32 w) { return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xFFFF0000u)); }
+
+// Where element (row, column) of a 128-byte swizzled tile of 64-element rows lies, from the tile's start: the
+// 16-byte chunks of row r are permuted by r % 8 (what TMA reads and writes with SWIZZLE_128B). An output buffer is
+// three such 64 × 64 boxes side by side.
+__device__ inline u32 swizzled_offset(int row, int column) {
+    return row * 128 + ((((column % 64) / 8) ^ (row % 8)) << 4) + (column % 8) * 2;
+}
+__device__ inline u32 output_offset(int row, int column) { return (column / 64) * 8192 + swizzled_offset(row, column); }
+
+// The epilogue of two adjacent sums (x, y) (the bias already added); `z` is the dGELU's aux pair, `kept` receives the
+// GELU's input.
+template <int EPILOGUE> __device__ inline u32 finish_pair(float x, float y, u32 z, u32* kept) {
+    if (EPILOGUE == EPILOGUE_GELU_AUX) { *kept = pack_bf16x2(x, y); x = gelu_tanh(x); y = gelu_tanh(y); }
+    if (EPILOGUE == EPILOGUE_DGELU) { float2 zf = unpack_bf16x2(z); x *= gelu_tanh_slope(zf.x); y *= gelu_tanh_slope(zf.y); }
+    return pack_bf16x2(x, y);
+}
+
+// The column sums of a consumer's 64 rows of the A tile of one K step (its 64 columns), as four partial rows of 16
+// rows each (one a warp): thread t adds 8 columns (one 16-byte chunk, t % 8) of 4 rows (t / 8 + 16 i), the warp's
+// four row groups meet by shuffles, and lanes 0 … 7 store. Run while the step's wgmma work in the background.
+__device__ inline void sum_a_columns(u32 a, float* partials, long long partialRow, int K, int k0) {
+    int t = threadIdx.x % 128, chunk = t % 8;
+    float s[8] = {};
+    #pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        int row = t / 8 + 16 * i;
+        u32 w[4];
+        asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3]) : "r"(a + swizzled_offset(row, 8 * chunk)));
+        #pragma unroll
+        for (int q = 0; q < 4; ++q) { float2 v = unpack_bf16x2(w[q]); s[2 * q] += v.x; s[2 * q + 1] += v.y; }
+    }
+    #pragma unroll
+    for (int q = 0; q < 8; ++q) {
+        s[q] += __shfl_xor_sync(0xffffffffu, s[q], 8);
+        s[q] += __shfl_xor_sync(0xffffffffu, s[q], 16);
+    }
+    int column = k0 + 8 * chunk;
+    if (t % 32 < 8 && column < K) {
+        float4* out = (float4*)(partials + (partialRow + t / 32) * K + column);
+        out[0] = make_float4(s[0], s[1], s[2], s[3]);
+        out[1] = make_float4(s[4], s[5], s[6], s[7]);
+    }
+}
+
+// One pass of a consumer's epilogue into its output buffer: the GELU's input (PASS 0) or the result (PASS 1).
+template <int EPILOGUE, int PASS>
+__device__ inline void write_outputs(const float* d, u32 output) {
+    int t = threadIdx.x % 128, rowIn = (t / 32) * 16 + (t % 32) / 4;
+    #pragma unroll
+    for (int j = 0; j < 24; ++j) {
+        #pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            u32 at = output + output_offset(rowIn + 8 * half, 8 * j + 2 * (t % 4)), z = 0, kept = 0;
+            if (EPILOGUE == EPILOGUE_DGELU) asm volatile("ld.shared.u32 %0, [%1];" : "=r"(z) : "r"(at));
+            u32 out = finish_pair<EPILOGUE>(d[4 * j + 2 * half], d[4 * j + 2 * half + 1], z, &kept);
+            asm volatile("st.shared.u32 [%0], %1;" ::"r"(at), "r"(PASS == 0 ? kept : out));
+        }
+    }
+}
+
+// Hands a consumer's output buffer to the TMA store (after every thread's writes are visible to it) and, when
+// `reuse`, waits until the store has read it.
+__device__ inline void store_outputs(const TensorMap* map, u32 output, int consumer, int n0, int row0, bool reuse) {
+    fence_async_shared();
+    warpgroup_sync(1 + consumer);
+    if (threadIdx.x % 128 == 0) {
+        for (int p = 0; p < 3; ++p) tma_store(map, output + p * 8192, n0 + 64 * p, row0);
+        tma_store_commit();
+        if (reuse) tma_store_wait_read();
+    }
+    if (reuse) warpgroup_sync(1 + consumer);
+}
+
+// The origin of this CTA's half of a cluster tile: pair of row tiles tile / nTiles, column tile (tile + that pair)
+// % nTiles. The skew spreads the first column (whose tiles also sum A's columns) over all clusters: without it a
+// grid of 66 clusters and 6 column tiles gives every first-column tile to the same 11 clusters.
+__device__ inline void tile_origin(long long tile, int nTiles, u32 rank, int& m0, int& n0) {
+    long long pair = tile / nTiles;
+    m0 = (int)(pair * 2 + rank) * GEMM_BM;
+    n0 = (int)((tile + pair) % nTiles) * GEMM_BN;
+}
+
+template <int TRANSPOSE_B, int EPILOGUE>
+__device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* mapB, const TensorMap* mapC,
+                                     const TensorMap* mapAux, const bf16* __restrict__ bias,
+                                     float* __restrict__ partials, long long M, int N, int K) {
+    extern __shared__ unsigned char dynamic[];
+    // 128-byte swizzling repeats every 1024 bytes: the stages and output buffers start on such boundaries.
+    u32 base = (shared_address(dynamic) + 1023) & ~1023u;
+    u32 outputs = base + GEMM_STAGES * GEMM_STAGE_BYTES;
+    // full[s] at bars + 8 s, empty[s] at bars + 8 (STAGES + s), the consumers' aux tiles at bars + 8 (2 STAGES + c);
+    // from bars + 128 the consumers' bias tiles (192 bf16 each).
+    u32 bars = outputs + 2 * GEMM_OUT_BYTES;
+    int warpgroup = threadIdx.x / 128, t = threadIdx.x % 128;
+    u32 rank = cluster_rank();
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < GEMM_STAGES; ++s) {
+            barrier_init(bars + 8 * s, 1);
+            barrier_init(bars + 8 * (GEMM_STAGES + s), 4);  // two consumers in each of the two CTAs
+        }
+        for (int i = 0; i < 2; ++i) barrier_init(bars + 8 * (2 * GEMM_STAGES + i), 1);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    // Every barrier of the cluster is initialised before any CTA multicasts into another or arrives on its barriers.
+    cluster_sync();
+    int nTiles = (N + GEMM_BN - 1) / GEMM_BN, kSteps = (K + GEMM_BK - 1) / GEMM_BK;
+    // A cluster's tile is 2 · 128 rows by 192 columns: this CTA takes the upper or the lower half.
+    long long tiles = ((M + 2 * GEMM_BM - 1) / (2 * GEMM_BM)) * nTiles;
+    int stage = 0;
+    u32 parity = 0;
+    if (warpgroup == 0) {
+        if (t == 0) {
+            for (long long tile = blockIdx.x / 2; tile < tiles; tile += gridDim.x / 2) {
+                int m0, n0;
+                tile_origin(tile, nTiles, rank, m0, n0);
+                for (int k = 0; k < kSteps; ++k) {
+                    u32 full = bars + 8 * stage, empty = bars + 8 * (GEMM_STAGES + stage);
+                    u32 a = base + stage * GEMM_STAGE_BYTES, b = a + GEMM_A_BYTES;
+                    barrier_wait(empty, parity ^ 1);
+                    barrier_expect_bytes(full, GEMM_STAGE_BYTES);
+                    tma_load(a, mapA, full, k * GEMM_BK, m0);
+                    // This CTA's half of B, into both: rows 96 r … of a K-major tile, or k rows 32 r … of each of
+                    // the three 64-column boxes of an N-major one (boxes of 96 × 64 and 32 × 64).
+                    if (TRANSPOSE_B) {
+                        for (int p = 0; p < 3; ++p) {
+                            tma_load_multicast(b + p * 8192 + rank * 4096, mapB, full, n0 + 64 * p, k * GEMM_BK + 32 * rank, 3);
+                        }
+                    } else {
+                        tma_load_multicast(b + rank * 96 * 128, mapB, full, k * GEMM_BK, n0 + 96 * rank, 3);
+                    }
+                    if (++stage == GEMM_STAGES) { stage = 0; parity ^= 1; }
+                }
+            }
+        }
+    } else {
+        int consumer = warpgroup - 1;
+        u32 output = outputs + consumer * GEMM_OUT_BYTES, auxFull = bars + 8 * (2 * GEMM_STAGES + consumer);
+        u32 auxParity = 0;
+        float d[96];
+        for (long long tile = blockIdx.x / 2; tile < tiles; tile += gridDim.x / 2) {
+            int m0, n0;
+            tile_origin(tile, nTiles, rank, m0, n0);
+            int row0 = m0 + 64 * consumer;
+            // A's column sums come from the CTAs of the first column of tiles, which see every row of A once.
+            bool sumsA = partials != nullptr && n0 == 0;
+            // Before the main loop: the previous tile's store has read the buffer, so the dGELU's aux tile may land
+            // in it.
+            if (t == 0) {
+                tma_store_wait_read();
+                if (EPILOGUE == EPILOGUE_DGELU) {
+                    barrier_expect_bytes(auxFull, GEMM_OUT_BYTES);
+                    for (int p = 0; p < 3; ++p) tma_load(output + p * 8192, mapAux, auxFull, n0 + 64 * p, row0);
+                }
+            }
+            // This tile's 192 bias values into shared memory, read by the epilogue after the main loop.
+            u32 biasAt = bars + 128 + consumer * GEMM_BN * 2;
+            if ((EPILOGUE == EPILOGUE_BIAS || EPILOGUE == EPILOGUE_GELU_AUX) && t < GEMM_BN / 2) {
+                int column = n0 + 2 * t;
+                u32 pair = column < N ? __ldg((const unsigned*)(bias + column)) : 0u;
+                asm volatile("st.shared.u32 [%0], %1;" ::"r"(biasAt + 4 * t), "r"(pair));
+            }
+            int previous = -1;
+            for (int k = 0; k < kSteps; ++k) {
+                barrier_wait(bars + 8 * stage, parity);
+                u32 a = base + stage * GEMM_STAGE_BYTES + consumer * (64 * 128), b = base + stage * GEMM_STAGE_BYTES + GEMM_A_BYTES;
+                wgmma_fence();
+                #pragma unroll
+                for (int kk = 0; kk < GEMM_BK / 16; ++kk) {
+                    u64 da = matrix_descriptor(a + 32 * kk, 16, 1024);
+                    u64 db = TRANSPOSE_B ? matrix_descriptor(b + 2048 * kk, 8192, 1024) : matrix_descriptor(b + 32 * kk, 16, 1024);
+                    wgmma_m64n192k16<TRANSPOSE_B>(d, da, db, k > 0 || kk > 0);
+                }
+                wgmma_commit();
+                if (sumsA) sum_a_columns(a, partials, (m0 / GEMM_BM) * 8 + 4 * consumer, K, k * GEMM_BK);
+                // One K step stays in flight: the one before it is done, so its stage goes back to the producers.
+                wgmma_wait<1>();
+                if (previous >= 0 && t == 0) for (u32 r = 0; r < 2; ++r) barrier_arrive_cluster(bars + 8 * (GEMM_STAGES + previous), r);
+                previous = stage;
+                if (++stage == GEMM_STAGES) { stage = 0; parity ^= 1; }
+            }
+            wgmma_wait<0>();
+            if (previous >= 0 && t == 0) for (u32 r = 0; r < 2; ++r) barrier_arrive_cluster(bars + 8 * (GEMM_STAGES + previous), r);
+            // The accumulators are final only after the wait: no reads of d may move above it.
+            #pragma unroll
+            for (int i = 0; i < 96; ++i) asm volatile("" : "+f"(d[i])::"memory");
+            if (EPILOGUE == EPILOGUE_DGELU) { barrier_wait(auxFull, auxParity); auxParity ^= 1; }
+            warpgroup_sync(1 + consumer);  // the buffer is free (the previous store has read it; t 0 waited)
+            if (EPILOGUE == EPILOGUE_BIAS || EPILOGUE == EPILOGUE_GELU_AUX) {
+                #pragma unroll
+                for (int j = 0; j < 24; ++j) {
+                    u32 pair;
+                    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(pair) : "r"(biasAt + 4 * (4 * j + t % 4)));
+                    float2 b = unpack_bf16x2(pair);
+                    for (int half = 0; half < 2; ++half) { d[4 * j + 2 * half] += b.x; d[4 * j + 2 * half + 1] += b.y; }
+                }
+            }
+            if (EPILOGUE == EPILOGUE_GELU_AUX) {
+                write_outputs<EPILOGUE, 0>(d, output);
+                store_outputs(mapAux, output, consumer, n0, row0, true);
+            }
+            write_outputs<EPILOGUE, 1>(d, output);
+            store_outputs(mapC, output, consumer, n0, row0, false);
+        }
+        if (t == 0) tma_store_wait_all();
+    }
+    // No CTA leaves while its peer may still multicast into it or arrive on its barriers.
+    cluster_sync();
+}
+
+#define HOPPER_MATMUL(NAME, TRANSPOSE_B, EPILOGUE)                                                               \
+    extern "C" __global__ void __launch_bounds__(384, 1) __cluster_dims__(2, 1, 1)                                \
+        NAME(const __grid_constant__ TensorMap mapA, const __grid_constant__ TensorMap mapB,                      \
+             const __grid_constant__ TensorMap mapC, const __grid_constant__ TensorMap mapAux, const bf16* bias,  \
+             float* partials, long long M, int N, int K) {                                                        \
+        GRID_DEPENDENCY();                                                                                        \
+        hopper_matmul<TRANSPOSE_B, EPILOGUE>(&mapA, &mapB, &mapC, &mapAux, bias, partials, M, N, K);              \
+    }
+// x Wᵀ (+ bias), GELU with its input kept; dy W, × GELU′(aux) (either with dy's column sums when given `partials`).
+HOPPER_MATMUL(hopper_matmul_nt, 0, EPILOGUE_NONE)
+HOPPER_MATMUL(hopper_matmul_nt_bias, 0, EPILOGUE_BIAS)
+HOPPER_MATMUL(hopper_matmul_nt_gelu, 0, EPILOGUE_GELU_AUX)
+HOPPER_MATMUL(hopper_matmul_nn, 1, EPILOGUE_NONE)
+HOPPER_MATMUL(hopper_matmul_nn_dgelu, 1, EPILOGUE_DGELU)
+
+#endif
