@@ -102,7 +102,10 @@ if let only, !families.contains(where: { $0.name == only }) {
     print("--only \(only): unknown family; one of \(families.map(\.name).joined(separator: ", "))")
     exit(2)
 }
-for family in families where only == nil || family.name == only { family.run() }
+for family in families where only == nil || family.name == only {
+    harness.restartSeeds()
+    family.run()
+}
 
 print("\(harness.passed) passed, \(harness.failed) failed")
 exit(harness.failed == 0 ? 0 : 1)
