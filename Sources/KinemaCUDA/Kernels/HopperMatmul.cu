@@ -20,7 +20,8 @@
 // The epilogue goes through shared memory: each consumer writes its 64 × 192 results (bias added, GELU or × GELU′
 // applied) as three 64 × 64 boxes in the 128-byte swizzled layout (no bank conflicts), and one thread hands them to
 // a TMA store, which runs while the consumer starts the next tile; the buffer is reused once that store has read it.
-// The GELU's input goes out by plain stores; the dGELU's aux tile comes in by TMA during the main loop.
+// The GELU's input goes out first the same way (the buffer then waits for that store to read it); the dGELU's aux
+// tile comes in by TMA during the main loop. The bias tile waits in shared memory from the tile's start.
 //
 // Tails are free: TMA reads zeros past the tensor's edges and stores only inside it. The host requires K and N to be
 // multiples of 8 (TMA's 16-byte row strides) and 16-byte aligned bases; other shapes go to cuBLASLt.
