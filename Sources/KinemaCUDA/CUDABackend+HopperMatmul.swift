@@ -59,12 +59,8 @@ extension CUDABackend {
 
     /// The TMA descriptor of a row-major bf16 matrix read in boxes of `boxRows` × 64 columns, 128-byte swizzled
     /// (the layout wgmma reads without bank conflicts), zeros past its edges.
-    private func tensorMap(_ tensor: Tensor, _ encode: @convention(c) (UnsafeMutableRawPointer, UInt32, UInt32,
-                                                                          UnsafeMutableRawPointer?, UnsafePointer<UInt64>,
-                                                                          UnsafePointer<UInt64>, UnsafePointer<UInt32>,
-                                                                          UnsafePointer<UInt32>, UInt32, UInt32, UInt32,
-                                                                          UInt32) -> Int32,
-                           rows: Int, columns: Int, boxRows: Int) -> TensorMap {
+    private func tensorMap(_ tensor: Tensor, _ encode: CUDADriver.TensorMapEncoder, rows: Int, columns: Int,
+                           boxRows: Int) -> TensorMap {
         var map = TensorMap()
         let dimensions: [UInt64] = [UInt64(columns), UInt64(rows)], strides: [UInt64] = [UInt64(columns * 2)]
         let box: [UInt32] = [64, UInt32(boxRows)], elementStrides: [UInt32] = [1, 1]

@@ -37,7 +37,7 @@ public final class CUDABackend: @unchecked Sendable {
     /// applies: on sm_90 with a driver that encodes TMA descriptors, when KINEMA_HOPPER_MATMUL=1. Off by default:
     /// it beats cuBLASLt plus the column sums on the input gradients but loses on the GELU epilogues, and the
     /// DiT-XL/2 step is not yet faster with it (BENCHMARKS.md, ninth session).
-    public lazy var usesHopperMatmul = architecture == 90 && driver.cuTensorMapEncodeTiled != nil
+    public lazy var usesHopperMatmul = supportsHopperMatmul
         && ProcessInfo.processInfo.environment["KINEMA_HOPPER_MATMUL"] == "1"
     /// Whether the Hopper kernel can run here at all (what the GPU checks turn on to test it).
     public var supportsHopperMatmul: Bool { architecture == 90 && driver.cuTensorMapEncodeTiled != nil }

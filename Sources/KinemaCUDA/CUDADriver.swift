@@ -43,9 +43,10 @@ final class CUDADriver: @unchecked Sendable {
     /// cuTensorMapEncodeTiled(map, dataType, rank, address, dims, strides, box, elementStrides, interleave, swizzle,
     /// l2Promotion, oobFill): the TMA descriptor of a tensor (CUDA 12+ drivers; nil on older ones, which then run
     /// every product on cuBLASLt).
-    let cuTensorMapEncodeTiled: (@convention(c) (UnsafeMutableRawPointer, UInt32, UInt32, UnsafeMutableRawPointer?,
+    let cuTensorMapEncodeTiled: TensorMapEncoder?
+    typealias TensorMapEncoder = @convention(c) (UnsafeMutableRawPointer, UInt32, UInt32, UnsafeMutableRawPointer?,
                                                  UnsafePointer<UInt64>, UnsafePointer<UInt64>, UnsafePointer<UInt32>,
-                                                 UnsafePointer<UInt32>, UInt32, UInt32, UInt32, UInt32) -> Int32)?
+                                                 UnsafePointer<UInt32>, UInt32, UInt32, UInt32, UInt32) -> Int32
 
     init() throws {
         library = try DynamicLibrary(candidates: ["libcuda.so.1", "libcuda.so"], purpose: "the CUDA driver")

@@ -29,15 +29,14 @@ public struct GaussianDiffusion: Sendable {
 
     /// Everything a training step needs before the model runs: uniform timesteps, standard normal noise from the
     /// device stream (seed and offset reserved from `random`, so every backend draws the same values) and x_t.
-    /// `frameMask` (video latents [B, C, F, …], `FrameMasks`): conditioning frames keep x_0 in x_t.
-    public func noisedBatch(_ xStart: Tensor, frameMask: [[Bool]]? = nil, random: inout RandomStream,
+    /// `frameMask` (video latents [B, C, F, …]): conditioning frames keep x_0 in x_t.
+    public func noisedBatch(_ xStart: Tensor, frameMask: FrameMask? = nil, random: inout RandomStream,
                             backend: any Backend) -> (timesteps: [Int], noise: Tensor, xT: Tensor) {
         let timesteps = sampleTimesteps(batch: xStart.shape[0], random: &random)
         let offset = random.reserveNormals(xStart.count)
         let noise = backend.randomNormal(xStart.shape, dtype: xStart.dtype, seed: random.seed, offset: offset)
         let xT = qSample(xStart, timesteps: timesteps, noise: noise, backend: backend)
-        guard let frameMask else { return (timesteps, noise, xT) }
-        return (timesteps, noise, FrameMasks.keepConditioningFrames(xT, clean: xStart, frameMask: frameMask, backend: backend))
+        return (timesteps, noise, frameMask?.keepConditioningFrames(xT, clean: xStart, backend: backend) ?? xT)
     }
 
     /// The loss terms of one batch and the gradient of the scalar loss with respect to the model output.
@@ -56,11 +55,11 @@ public struct GaussianDiffusion: Sendable {
 
     /// DiT's training loss for a model output on x_t = qSample(xStart, t, noise):
     /// loss = mean_i (mse_i + vb_i), where vb_i sees ε̂ as a constant (DiT detaches it), so the ε̂ half of the
-    /// gradient comes from the MSE alone and the v half from the bound alone. With `frameMask` (`FrameMasks`) both
+    /// gradient comes from the MSE alone and the v half from the bound alone. With `frameMask` both
     /// terms are means over each sample's generated frames only, and the conditioning frames get no gradient (as
     /// Open-Sora's IDDPM `training_losses` with a mask).
     public func trainingLoss(modelOutput: Tensor, xStart: Tensor, xT: Tensor, noise: Tensor, timesteps: [Int],
-                             frameMask: [[Bool]]? = nil, backend: any Backend) -> TrainingLoss {
+                             frameMask: FrameMask? = nil, backend: any Backend) -> TrainingLoss {
         let batch = xStart.shape[0], channels = xStart.shape[1]
         precondition(timesteps.count == batch, "trainingLoss: \(timesteps.count) timesteps for batch \(batch)")
         let expected = [batch, learnSigma ? 2 * channels : channels] + xStart.shape.dropFirst(2)
@@ -68,8 +67,8 @@ public struct GaussianDiffusion: Sendable {
                      "trainingLoss: model output \(modelOutput.shape), expected \(expected)")
         // A mask zeroes the conditioning frames' terms; each sample's share (frames / generated frames) turns its
         // full-size means into means over its generated frames, in the weights and in the reported terms alike.
-        let mask = frameMask.map { FrameMasks.tensor($0, like: xStart, backend: backend) }
-        let share = frameMask.map(FrameMasks.generatedShare) ?? [Double](repeating: 1, count: batch)
+        let mask = frameMask?.tensor
+        let share = frameMask?.generatedShare ?? [Double](repeating: 1, count: batch)
         let weights = share.map { $0 / Double(batch) }
         let onGenerated = { (values: [Double]) in zip(values, share).map { $0 * $1 } }
         let halves = learnSigma ? backend.chunk(modelOutput, parts: 2, axis: 1) : [modelOutput]

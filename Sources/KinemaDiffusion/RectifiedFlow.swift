@@ -11,7 +11,7 @@ public typealias VelocityModel = (_ x: Tensor, _ timesteps: [Double]) -> Tensor
 /// v = x_0 − ε, timesteps drawn uniformly or logit-normally and optionally shifted toward the noise end for larger
 /// (and longer) inputs, and Euler steps from t = T down to 0.
 ///
-/// Frame masks (image-to-video, `FrameMasks`): a conditioning frame stays clean in x_t (it is at t = 0), is left out
+/// Frame masks (image-to-video, `FrameMask`): a conditioning frame stays clean in x_t (it is at t = 0), is left out
 /// of the loss, and is held at its given latents through sampling.
 public struct RectifiedFlow: Sendable, Equatable {
     public enum TimestepSampling: Sendable, Equatable {
@@ -90,21 +90,20 @@ public struct RectifiedFlow: Sendable, Equatable {
         }
     }
 
-    /// x_t = (1 − t/T) · x_0 + (t/T) · ε per sample; conditioning frames (`frameMask` false) keep x_0.
-    public func interpolate(_ xStart: Tensor, noise: Tensor, timesteps: [Double], frameMask: [[Bool]]? = nil,
+    /// x_t = (1 − t/T) · x_0 + (t/T) · ε per sample; conditioning frames (`frameMask`'s false ones) keep x_0.
+    public func interpolate(_ xStart: Tensor, noise: Tensor, timesteps: [Double], frameMask: FrameMask? = nil,
                             backend: any Backend) -> Tensor {
         precondition(timesteps.count == xStart.shape[0],
                      "RectifiedFlow.interpolate: \(timesteps.count) timesteps for batch \(xStart.shape[0])")
         precondition(noise.shape == xStart.shape, "RectifiedFlow.interpolate: noise \(noise.shape) for x \(xStart.shape)")
         let xT = backend.rowwiseAxpby(timesteps.map { 1 - $0 / trainingSteps }, xStart,
                                       timesteps.map { $0 / trainingSteps }, noise)
-        guard let frameMask else { return xT }
-        return FrameMasks.keepConditioningFrames(xT, clean: xStart, frameMask: frameMask, backend: backend)
+        return frameMask?.keepConditioningFrames(xT, clean: xStart, backend: backend) ?? xT
     }
 
     /// Everything a training step needs before the model runs: timesteps, standard normal noise from the device
     /// stream (offset reserved from `random`, so every backend draws the same values) and x_t.
-    public func noisedBatch(_ xStart: Tensor, size: InputSize, frameMask: [[Bool]]? = nil, random: inout RandomStream,
+    public func noisedBatch(_ xStart: Tensor, size: InputSize, frameMask: FrameMask? = nil, random: inout RandomStream,
                             backend: any Backend) -> (timesteps: [Double], noise: Tensor, xT: Tensor) {
         let timesteps = sampleTimesteps(batch: xStart.shape[0], size: size, random: &random)
         let offset = random.reserveNormals(xStart.count)
@@ -126,7 +125,7 @@ public struct RectifiedFlow: Sendable, Equatable {
     /// Open-Sora's `training_losses`: the velocity half of the model output (the first C channels of a [B, 2C, …]
     /// output; the second half gets zero gradient) against x_0 − ε, averaged per sample over the elements of its
     /// generated frames (`mean_flat` with a mask), then over the batch.
-    public func trainingLoss(modelOutput: Tensor, xStart: Tensor, noise: Tensor, frameMask: [[Bool]]? = nil,
+    public func trainingLoss(modelOutput: Tensor, xStart: Tensor, noise: Tensor, frameMask: FrameMask? = nil,
                              backend: any Backend) -> TrainingLoss {
         let batch = xStart.shape[0], channels = xStart.shape[1]
         let rest = Array(xStart.shape.dropFirst(2))
@@ -139,10 +138,9 @@ public struct RectifiedFlow: Sendable, Equatable {
         if let frameMask {
             // Zero the conditioning frames of both sides (no loss, no gradient there), then rescale each sample's
             // full-size mean to a mean over its generated frames.
-            let mask = FrameMasks.tensor(frameMask, like: xStart, backend: backend)
-            velocity = backend.mul(velocity, mask)
-            target = backend.mul(target, mask)
-            frameShare = FrameMasks.generatedShare(frameMask)
+            velocity = backend.mul(velocity, frameMask.tensor)
+            target = backend.mul(target, frameMask.tensor)
+            frameShare = frameMask.generatedShare
         }
         let weights = frameShare.map { $0 / Double(batch) }
         let (mse, dVelocity) = backend.meanSquaredError(velocity, target: target, weights: weights)
@@ -172,7 +170,7 @@ public struct RectifiedFlow: Sendable, Equatable {
         let batch = noise.shape[0], channels = noise.shape[1]
         precondition(condition.map { $0.latents.shape == noise.shape } ?? true,
                      "RectifiedFlow.sample: condition \(condition?.latents.shape ?? []) for noise \(noise.shape)")
-        let keep = FrameMasks.holding(condition, backend: backend)
+        let keep = FrameMask.holding(condition, backend: backend)
         var x = keep(noise)
         for (i, t) in timesteps.enumerated() {
             let output = model(x, [Double](repeating: t, count: batch))

@@ -187,7 +187,7 @@ public struct DiffusionSampler: Sendable {
     /// The full reverse process from x_T (`initialNoise`, or standard normal noise drawn from `random`) down to x_0.
     /// Noise for each step is drawn with `backend.randomNormal(seed: random.seed, offset: random.reserveNormals(n))`;
     /// steps that add no noise draw nothing. `condition` (video latents shaped `shape` and a frame mask,
-    /// `FrameMasks`): the conditioning frames start at, and after every step return to, the given latents, as the
+    /// `FrameMask`): the conditioning frames start at, and after every step return to, the given latents, as the
     /// model saw them clean in training (image-to-video).
     public func sample(_ method: Method, shape: [Int], dtype: DType = .f32, denoiser: Denoiser,
                        random: inout RandomStream, initialNoise: Tensor? = nil,
@@ -203,7 +203,7 @@ public struct DiffusionSampler: Sendable {
         }
         precondition(condition.map { $0.latents.shape == shape } ?? true,
                      "sample: condition \(condition?.latents.shape ?? []) for shape \(shape)")
-        let keep = FrameMasks.holding(condition, backend: backend)
+        let keep = FrameMask.holding(condition, backend: backend)
         x = keep(x)
         let total = schedule.count
         for (done, index) in (0..<total).reversed().enumerated() {

@@ -60,11 +60,11 @@ extension GPUCheck {
 
     /// DiT-XL/2's eight products of a block (16 384 tokens, width 1152, MLP 4608) with their epilogues, on the Hopper
     /// kernel and on cuBLASLt (with its separate bias-gradient column sums): the same results within bf16 rounding,
-    /// and each one's time (mean of 20 after 3).
+    /// and each one's time (mean of 20 after 3). Leaves usesHopperMatmul off; checkHopperMatmul restores it.
     private func compareHopperWithCuBLAS() {
         let poisons = gpu.poisonsNewTensors
         gpu.poisonsNewTensors = false
-        defer { gpu.poisonsNewTensors = poisons; gpu.usesHopperMatmul = true }  // checkHopperMatmul restores it
+        defer { gpu.poisonsNewTensors = poisons }
         let tokens = 16_384, gpu = self.gpu
         func input(_ shape: [Int], scale: Double = 1) -> Tensor {
             gpu.cast(gpu.affine(gpu.randomNormal(shape, dtype: .f32, seed: UInt64(shape.reduce(0, +)), offset: 0),

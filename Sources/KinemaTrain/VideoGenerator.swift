@@ -120,28 +120,23 @@ public struct VideoGenerator {
             condition = (backend.upload(clean, shape: shape, dtype: model.ioDType),
                          firstFrames.map { frame in (0..<frames).map { !(frame != nil && $0 == 0) } })
         }
+        // Both samplers' model: one pass over [x; x] with [captions; empty captions], the C predicted channels
+        // (velocity or ε) guided, the conditional half kept.
+        let guided: VelocityModel = { x, timesteps in
+            let t = backend.upload(timesteps + timesteps, shape: [2 * batch], dtype: model.ioDType)
+            let out = model.predict(backend.concat([x, x], axis: 0), timesteps: t, captions: captions, captionMask: masks)
+            return ClassifierFreeGuidance.combineConditionalHalf(out, scale: scale, guidedChannels: channels,
+                                                                 backend: backend)
+        }
         if let diffusion {
-            let denoiser: Denoiser = { x, timesteps in
-                let t = backend.upload((timesteps + timesteps).map(Double.init), shape: [2 * batch], dtype: model.ioDType)
-                let out = model.predict(backend.concat([x, x], axis: 0), timesteps: t, captions: captions,
-                                        captionMask: masks)
-                return ClassifierFreeGuidance.combineConditionalHalf(out, scale: scale, guidedChannels: channels,
-                                                                     backend: backend)
-            }
             var random = RandomStream(seed: seed)
-            return diffusion.sample(diffusionMethod, shape: shape, dtype: model.ioDType, denoiser: denoiser,
+            return diffusion.sample(diffusionMethod, shape: shape, dtype: model.ioDType,
+                                    denoiser: { x, timesteps in guided(x, timesteps.map(Double.init)) },
                                     random: &random, initialNoise: noise, condition: condition, backend: backend,
                                     progress: progress)
         }
-        let velocity: VelocityModel = { x, timesteps in
-            let doubled = backend.concat([x, x], axis: 0)
-            let t = backend.upload(timesteps + timesteps, shape: [2 * batch], dtype: model.ioDType)
-            let out = model.predict(doubled, timesteps: t, captions: captions, captionMask: masks)
-            let halves = backend.chunk(out, parts: 2, axis: 0)
-            return backend.add(halves[1], backend.affine(backend.sub(halves[0], halves[1]), scale: scale, shift: 0))
-        }
         let size = RectifiedFlow.InputSize(height: pixelHeight, width: pixelWidth, frames: frames)
-        return flow.sample(noise: noise, steps: steps, size: size, model: velocity, condition: condition,
+        return flow.sample(noise: noise, steps: steps, size: size, model: guided, condition: condition,
                            backend: backend, progress: progress)
     }
 

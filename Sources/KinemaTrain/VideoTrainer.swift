@@ -152,12 +152,13 @@ public final class VideoTrainer {
         let start = DispatchTime.now().uptimeNanoseconds
         let (xStart, states, mask, pixelSize) = nextBatch()
         let count = xStart.shape[0], frames = xStart.shape[2]
-        var frameMask: [[Bool]]?
+        var frameMask: FrameMask?
         if firstFrameProbability > 0 {
-            frameMask = (0..<count).map { _ in
+            let rows = (0..<count).map { _ in
                 let conditioned = training.random.nextUniform() < Float(firstFrameProbability)
                 return (0..<frames).map { !(conditioned && $0 == 0) }
             }
+            frameMask = FrameMask(rows, like: xStart, backend: backend)
         }
         let (lossValue, mse, vb): (Double, Double, Double?)
         switch objective {

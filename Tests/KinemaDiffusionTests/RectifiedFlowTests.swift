@@ -28,8 +28,9 @@ final class RectifiedFlowTests: XCTestCase {
         let flow = RectifiedFlow()
         let x0 = io.tensor("x0", on: backend), noise = io.tensor("noise", on: backend)
         let timesteps = io.doubles("timesteps")
-        let mask = frameMask(io.doubles("mask"), frames: 4)
-        XCTAssertEqual(mask, [[true, true, false, true], [false, true, true, true]])
+        let rows = frameMask(io.doubles("mask"), frames: 4)
+        XCTAssertEqual(rows, [[true, true, false, true], [false, true, true, true]])
+        let mask = FrameMask(rows, like: x0, backend: backend)
 
         let xT = flow.interpolate(x0, noise: noise, timesteps: timesteps, backend: backend)
         assertAbsolutelyClose(backend.downloadDouble(xT), io.doubles("x_t"), 1e-6, "x_t")

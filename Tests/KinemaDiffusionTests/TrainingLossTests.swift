@@ -128,8 +128,8 @@ final class TrainingLossTests: XCTestCase {
     /// conditioning frame and, on the others, the gradient of that plain loss.
     func testFrameMaskedLossIsTheLossOfTheGeneratedFrames() {
         let shape = [2, 2, 4, 3, 3]  // [B, C, F, H, W]; sample 0 conditions on frame 0, sample 1 on none
-        let mask = [[false, true, true, true], [true, true, true, true]]
         let xStart = backend.affine(backend.randomNormal(shape, dtype: .f64, seed: 1, offset: 0), scale: 0.5, shift: 0)
+        let mask = FrameMask([[false, true, true, true], [true, true, true, true]], like: xStart, backend: backend)
         var random = RandomStream(seed: 3)
         let (timesteps, noise, xT) = diffusion.noisedBatch(xStart, frameMask: mask, random: &random, backend: backend)
         let frame0 = { (x: Tensor) in self.backend.downloadDouble(self.backend.narrow(x, axis: 2, start: 0, length: 1)) }

@@ -38,8 +38,8 @@ extern "C" __global__ void cast(const void* in, int inType, void* out, int outTy
 
 // out[i] = in[source offset of output element i] for rank ≤ 8 (a 3D patch grid is 8 axes), in words of 2 to 16
 // bytes: the host views a kept last axis (the usual case: rows of D elements regrouped) as 16-byte words, so a
-// thread moves 8 bf16 at once and the index arithmetic is paid per word, not per element. 32-bit index arithmetic where every offset fits (div/mod on
-// 64-bit integers is several times slower). Strides are in words.
+// thread moves 8 bf16 at once and the index arithmetic is paid per word, not per element. 32-bit index arithmetic
+// where every offset fits (div/mod on 64-bit integers is several times slower). Strides are in words.
 struct PermuteMeta { long long shape[8]; long long strides[8]; int rank; };
 
 template <typename W, typename I>
