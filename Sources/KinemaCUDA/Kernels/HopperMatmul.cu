@@ -19,9 +19,10 @@
 //
 // The epilogue goes through shared memory: each consumer writes its 64 × 192 results (bias added, GELU or × GELU′
 // applied) as three 64 × 64 boxes in the 128-byte swizzled layout (no bank conflicts), and one thread hands them to
-// a TMA store, which runs while the consumer starts the next tile; the buffer is reused once that store has read it.
-// The GELU's input goes out first the same way (the buffer then waits for that store to read it); the dGELU's aux
-// tile comes in by TMA during the main loop. The bias tile waits in shared memory from the tile's start.
+// a TMA store, which runs during the consumer's next tile: the buffer is written again only in that tile's epilogue,
+// after its products. The GELU's input goes out first, and the GELU is computed while that store reads the buffer;
+// the dGELU's aux tile comes into the buffer by TMA during the second half of the main loop, and each thread writes
+// its results over its aux elements. The bias tile waits in shared memory from the tile's start.
 //
 // Tails are free: TMA reads zeros past the tensor's edges and stores only inside it. The host requires K and N to be
 // multiples of 8 (TMA's 16-byte row strides) and 16-byte aligned bases; other shapes go to cuBLASLt.
@@ -165,14 +166,6 @@ __device__ inline u32 swizzled_offset(int row, int column) {
 }
 __device__ inline u32 output_offset(int row, int column) { return (column / 64) * 8192 + swizzled_offset(row, column); }
 
-// The epilogue of two adjacent sums (x, y) (the bias already added); `z` is the dGELU's aux pair, `kept` receives the
-// GELU's input.
-template <int EPILOGUE> __device__ inline u32 finish_pair(float x, float y, u32 z, u32* kept) {
-    if (EPILOGUE == EPILOGUE_GELU_AUX) { *kept = pack_bf16x2(x, y); x = gelu_tanh(x); y = gelu_tanh(y); }
-    if (EPILOGUE == EPILOGUE_DGELU) { float2 zf = unpack_bf16x2(z); x *= gelu_tanh_slope(zf.x); y *= gelu_tanh_slope(zf.y); }
-    return pack_bf16x2(x, y);
-}
-
 // The column sums of a consumer's 64 rows of the A tile of one K step (its 64 columns), as four partial rows of 16
 // rows each (one a warp): thread t adds 8 columns (one 16-byte chunk, t % 8) of 4 rows (t / 8 + 16 i), the warp's
 // four row groups meet by shuffles, and lanes 0 … 7 store. Run while the step's wgmma work in the background.
@@ -201,33 +194,44 @@ __device__ inline void sum_a_columns(u32 a, float* partials, long long partialRo
     }
 }
 
-// One pass of a consumer's epilogue into its output buffer: the GELU's input (PASS 0) or the result (PASS 1).
-template <int EPILOGUE, int PASS>
-__device__ inline void write_outputs(const float* d, u32 output) {
+// A consumer's results into its output buffer: the sums (the bias added, the GELU applied) as they are (OP
+// EPILOGUE_NONE), or times GELU′ of the aux tile in the buffer, each element over its aux element (EPILOGUE_DGELU).
+// The aux pairs are read six columns of pairs at a time before any is written over: each shared load and store is
+// an ordered asm statement, so one at a time they would wait out a load's latency per pair.
+template <int OP> __device__ inline void write_outputs(const float* d, u32 output) {
     int t = threadIdx.x % 128, rowIn = (t / 32) * 16 + (t % 32) / 4;
     #pragma unroll
-    for (int j = 0; j < 24; ++j) {
+    for (int j0 = 0; j0 < 24; j0 += 6) {
+        u32 at[12], z[12];
         #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            u32 at = output + output_offset(rowIn + 8 * half, 8 * j + 2 * (t % 4)), z = 0, kept = 0;
-            if (EPILOGUE == EPILOGUE_DGELU) asm volatile("ld.shared.u32 %0, [%1];" : "=r"(z) : "r"(at));
-            u32 out = finish_pair<EPILOGUE>(d[4 * j + 2 * half], d[4 * j + 2 * half + 1], z, &kept);
-            asm volatile("st.shared.u32 [%0], %1;" ::"r"(at), "r"(PASS == 0 ? kept : out));
+        for (int i = 0; i < 12; ++i) {
+            at[i] = output + output_offset(rowIn + 8 * (i % 2), 8 * (j0 + i / 2) + 2 * (t % 4));
+            if (OP == EPILOGUE_DGELU) asm volatile("ld.shared.u32 %0, [%1];" : "=r"(z[i]) : "r"(at[i]));
+        }
+        #pragma unroll
+        for (int i = 0; i < 12; ++i) {
+            int e = 4 * (j0 + i / 2) + 2 * (i % 2);  // d[e], d[e + 1]: columns 8 j + 2 (t % 4) + 0, 1 of row half i % 2
+            float x = d[e], y = d[e + 1];
+            if (OP == EPILOGUE_DGELU) {
+                float2 zf = unpack_bf16x2(z[i]);
+                x *= gelu_tanh_slope(zf.x);
+                y *= gelu_tanh_slope(zf.y);
+            }
+            asm volatile("st.shared.u32 [%0], %1;" ::"r"(at[i]), "r"(pack_bf16x2(x, y)));
         }
     }
 }
 
-// Hands a consumer's output buffer to the TMA store (after every thread's writes are visible to it) and, when
-// `reuse`, waits until the store has read it.
-__device__ inline void store_outputs(const TensorMap* map, u32 output, int consumer, int n0, int row0, bool reuse) {
+// Hands a consumer's output buffer to the TMA store, after every thread's writes are visible to it. The store
+// runs on while the consumer goes on; the buffer is written again only after the next tile's products, once
+// tma_store_wait_read says the store has read it.
+__device__ inline void store_outputs(const TensorMap* map, u32 output, int consumer, int n0, int row0) {
     fence_async_shared();
     warpgroup_sync(1 + consumer);
     if (threadIdx.x % 128 == 0) {
         for (int p = 0; p < 3; ++p) tma_store(map, output + p * 8192, n0 + 64 * p, row0);
         tma_store_commit();
-        if (reuse) tma_store_wait_read();
     }
-    if (reuse) warpgroup_sync(1 + consumer);
 }
 
 // The origin of this CTA's half of a cluster tile: pair of row tiles tile / nTiles, column tile (tile + that pair)
@@ -247,8 +251,8 @@ __device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* map
     // 128-byte swizzling repeats every 1024 bytes: the stages and output buffers start on such boundaries.
     u32 base = (shared_address(dynamic) + 1023) & ~1023u;
     u32 outputs = base + GEMM_STAGES * GEMM_STAGE_BYTES;
-    // full[s] at bars + 8 s, empty[s] at bars + 8 (STAGES + s), the consumers' aux tiles at bars + 8 (2 STAGES + c);
-    // from bars + 128 the consumers' bias tiles (192 bf16 each).
+    // full[s] at bars + 8 s, empty[s] at bars + 8 (STAGES + s), the consumers' aux tiles at bars + 8 (2 STAGES + c)
+    // (STAGES: GEMM_STAGES); from bars + 128 the consumers' bias tiles (192 bf16 each).
     u32 bars = outputs + 2 * GEMM_OUT_BYTES;
     int warpgroup = threadIdx.x / 128, t = threadIdx.x % 128;
     u32 rank = cluster_rank();
@@ -302,15 +306,6 @@ __device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* map
             int row0 = m0 + 64 * consumer;
             // A's column sums come from the CTAs of the first column of tiles, which see every row of A once.
             bool sumsA = partials != nullptr && n0 == 0;
-            // Before the main loop: the previous tile's store has read the buffer, so the dGELU's aux tile may land
-            // in it.
-            if (t == 0) {
-                tma_store_wait_read();
-                if (EPILOGUE == EPILOGUE_DGELU) {
-                    barrier_expect_bytes(auxFull, GEMM_OUT_BYTES);
-                    for (int p = 0; p < 3; ++p) tma_load(output + p * 8192, mapAux, auxFull, n0 + 64 * p, row0);
-                }
-            }
             // This tile's 192 bias values into shared memory, read by the epilogue after the main loop.
             u32 biasAt = bars + 128 + consumer * GEMM_BN * 2;
             if ((EPILOGUE == EPILOGUE_BIAS || EPILOGUE == EPILOGUE_GELU_AUX) && t < GEMM_BN / 2) {
@@ -330,6 +325,13 @@ __device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* map
                     wgmma_m64n192k16<TRANSPOSE_B>(d, da, db, k > 0 || kk > 0);
                 }
                 wgmma_commit();
+                // Halfway through, the last tile's store has long read the buffer: the dGELU's aux tile comes into
+                // it during the rest of the loop.
+                if (EPILOGUE == EPILOGUE_DGELU && t == 0 && k == kSteps / 2) {
+                    tma_store_wait_read();
+                    barrier_expect_bytes(auxFull, GEMM_OUT_BYTES);
+                    for (int p = 0; p < 3; ++p) tma_load(output + p * 8192, mapAux, auxFull, n0 + 64 * p, row0);
+                }
                 if (sumsA) sum_a_columns(a, partials, (m0 / GEMM_BM) * 8 + 4 * consumer, K, k * GEMM_BK);
                 // One K step stays in flight: the one before it is done, so its stage goes back to the producers.
                 wgmma_wait<1>();
@@ -343,7 +345,9 @@ __device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* map
             #pragma unroll
             for (int i = 0; i < 96; ++i) asm volatile("" : "+f"(d[i])::"memory");
             if (EPILOGUE == EPILOGUE_DGELU) { barrier_wait(auxFull, auxParity); auxParity ^= 1; }
-            warpgroup_sync(1 + consumer);  // the buffer is free (the previous store has read it; t 0 waited)
+            // The last tile's stores, which ran during this tile's products, have read the buffer.
+            if (t == 0) tma_store_wait_read();
+            warpgroup_sync(1 + consumer);
             if (EPILOGUE == EPILOGUE_BIAS || EPILOGUE == EPILOGUE_GELU_AUX) {
                 #pragma unroll
                 for (int j = 0; j < 24; ++j) {
@@ -354,11 +358,16 @@ __device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* map
                 }
             }
             if (EPILOGUE == EPILOGUE_GELU_AUX) {
-                write_outputs<EPILOGUE, 0>(d, output);
-                store_outputs(mapAux, output, consumer, n0, row0, true);
+                // The GELU's input goes out first; its GELU is computed while that store reads the buffer.
+                write_outputs<EPILOGUE_NONE>(d, output);
+                store_outputs(mapAux, output, consumer, n0, row0);
+                #pragma unroll
+                for (int i = 0; i < 96; ++i) d[i] = gelu_tanh(d[i]);
+                if (t == 0) tma_store_wait_read();
+                warpgroup_sync(1 + consumer);
             }
-            write_outputs<EPILOGUE, 1>(d, output);
-            store_outputs(mapC, output, consumer, n0, row0, false);
+            write_outputs<EPILOGUE == EPILOGUE_DGELU ? EPILOGUE_DGELU : EPILOGUE_NONE>(d, output);
+            store_outputs(mapC, output, consumer, n0, row0);
         }
         if (t == 0) tma_store_wait_all();
     }
