@@ -42,6 +42,32 @@ public struct FrameMask {
         }
     }
 
+    /// The rows of a batch whose samples each either keep their first frame (image-to-video) or generate all
+    /// `frames`.
+    public static func firstFrame(_ conditioned: [Bool], frames: Int) -> [[Bool]] {
+        conditioned.map { keeps in (0..<frames).map { !(keeps && $0 == 0) } }
+    }
+
+    /// Per sample, what turns a mean over all of its elements into the mean over its generated frames: the
+    /// mask's `generatedShare`, or 1 for every sample without a mask.
+    static func share(_ mask: FrameMask?, batch: Int) -> [Double] {
+        mask?.generatedShare ?? [Double](repeating: 1, count: batch)
+    }
+
+    /// Both objectives' regression term: (prediction − target)² averaged per sample over its generated frames
+    /// (`mean_flat` with a mask; every element without one), and the gradient of the batch mean of those with
+    /// respect to `prediction` (none on a conditioning frame).
+    static func meanSquaredError(_ prediction: Tensor, target: Tensor, mask: FrameMask?,
+                                 backend: any Backend) -> (perSample: [Double], gradient: Tensor) {
+        let batch = prediction.shape[0], share = share(mask, batch: batch)
+        // The conditioning frames of both sides zeroed, each sample's full-size mean weighted up to a mean over
+        // its generated frames.
+        let (means, gradient) = backend.meanSquaredError(mask.map { backend.mul(prediction, $0.tensor) } ?? prediction,
+                                                         target: mask.map { backend.mul(target, $0.tensor) } ?? target,
+                                                         weights: share.map { $0 / Double(batch) })
+        return (zip(means, share).map { $0 * $1 }, gradient)
+    }
+
     /// What a sampler applies after every step: x ↦ x with `condition`'s frames held at its latents (the identity
     /// without one). The mask is built once, for the whole loop.
     static func holding(_ condition: (latents: Tensor, frameMask: [[Bool]])?, backend: any Backend) -> (Tensor) -> Tensor {

@@ -65,26 +65,20 @@ public struct GaussianDiffusion: Sendable {
         let expected = [batch, learnSigma ? 2 * channels : channels] + xStart.shape.dropFirst(2)
         precondition(modelOutput.shape == expected,
                      "trainingLoss: model output \(modelOutput.shape), expected \(expected)")
-        // A mask zeroes the conditioning frames' terms; each sample's share (frames / generated frames) turns its
-        // full-size means into means over its generated frames, in the weights and in the reported terms alike.
-        let mask = frameMask?.tensor
-        let share = frameMask?.generatedShare ?? [Double](repeating: 1, count: batch)
-        let weights = share.map { $0 / Double(batch) }
-        let onGenerated = { (values: [Double]) in zip(values, share).map { $0 * $1 } }
         let halves = learnSigma ? backend.chunk(modelOutput, parts: 2, axis: 1) : [modelOutput]
-        let epsilon = halves[0]
-        let (fullMSE, dEpsilon) = backend.meanSquaredError(mask.map { backend.mul(epsilon, $0) } ?? epsilon,
-                                                           target: mask.map { backend.mul(noise, $0) } ?? noise,
-                                                           weights: weights)
-        let mse = onGenerated(fullMSE)
+        let (mse, dEpsilon) = FrameMask.meanSquaredError(halves[0], target: noise, mask: frameMask, backend: backend)
         guard learnSigma else {
             return TrainingLoss(loss: mse.reduce(0, +) / Double(batch), perSample: mse, mse: mse, vb: nil,
                                 gradient: dEpsilon)
         }
+        // The bound's terms as the MSE's: the conditioning frames' zeroed, each sample's mean over its generated
+        // frames.
+        let share = FrameMask.share(frameMask, batch: batch)
         let (fullVB, dVariance) = backend.variationalBound(
-            epsilon: epsilon, varianceValues: halves[1], xStart: xStart, xT: xT,
-            coefficients: timesteps.map { schedule.vlbCoefficients(at: $0) }, mask: mask, weights: weights)
-        let vb = onGenerated(fullVB)
+            epsilon: halves[0], varianceValues: halves[1], xStart: xStart, xT: xT,
+            coefficients: timesteps.map { schedule.vlbCoefficients(at: $0) }, mask: frameMask?.tensor,
+            weights: share.map { $0 / Double(batch) })
+        let vb = zip(fullVB, share).map { $0 * $1 }
         let perSample = zip(mse, vb).map { $0 + $1 }
         return TrainingLoss(loss: perSample.reduce(0, +) / Double(batch), perSample: perSample, mse: mse, vb: vb,
                             gradient: backend.concat([dEpsilon, dVariance], axis: 1))

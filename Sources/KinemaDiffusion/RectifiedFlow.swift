@@ -132,19 +132,9 @@ public struct RectifiedFlow: Sendable, Equatable {
         precondition(modelOutput.shape == [batch, channels] + rest || modelOutput.shape == [batch, 2 * channels] + rest,
                      "RectifiedFlow.trainingLoss: model output \(modelOutput.shape) for x \(xStart.shape)")
         let learnsSigma = modelOutput.shape[1] == 2 * channels
-        var velocity = learnsSigma ? backend.chunk(modelOutput, parts: 2, axis: 1)[0] : modelOutput
-        var target = backend.sub(xStart, noise)
-        var frameShare = [Double](repeating: 1, count: batch)
-        if let frameMask {
-            // Zero the conditioning frames of both sides (no loss, no gradient there), then rescale each sample's
-            // full-size mean to a mean over its generated frames.
-            velocity = backend.mul(velocity, frameMask.tensor)
-            target = backend.mul(target, frameMask.tensor)
-            frameShare = frameMask.generatedShare
-        }
-        let weights = frameShare.map { $0 / Double(batch) }
-        let (mse, dVelocity) = backend.meanSquaredError(velocity, target: target, weights: weights)
-        let perSample = zip(mse, frameShare).map { $0 * $1 }
+        let velocity = learnsSigma ? backend.chunk(modelOutput, parts: 2, axis: 1)[0] : modelOutput
+        let (perSample, dVelocity) = FrameMask.meanSquaredError(velocity, target: backend.sub(xStart, noise),
+                                                                mask: frameMask, backend: backend)
         let gradient = learnsSigma
             ? backend.concat([dVelocity, backend.zeros(dVelocity.shape, dtype: dVelocity.dtype)], axis: 1)
             : dVelocity

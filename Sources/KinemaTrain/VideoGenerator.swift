@@ -118,7 +118,7 @@ public struct VideoGenerator {
                 }
             }
             condition = (backend.upload(clean, shape: shape, dtype: model.ioDType),
-                         firstFrames.map { frame in (0..<frames).map { !(frame != nil && $0 == 0) } })
+                         FrameMask.firstFrame(firstFrames.map { $0 != nil }, frames: frames))
         }
         // Both samplers' model: one pass over [x; x] with [captions; empty captions], the C predicted channels
         // (velocity or ε) guided, the conditional half kept.

@@ -154,11 +154,8 @@ public final class VideoTrainer {
         let count = xStart.shape[0], frames = xStart.shape[2]
         var frameMask: FrameMask?
         if firstFrameProbability > 0 {
-            let rows = (0..<count).map { _ in
-                let conditioned = training.random.nextUniform() < Float(firstFrameProbability)
-                return (0..<frames).map { !(conditioned && $0 == 0) }
-            }
-            frameMask = FrameMask(rows, like: xStart, backend: backend)
+            let conditioned = (0..<count).map { _ in training.random.nextUniform() < Float(firstFrameProbability) }
+            frameMask = FrameMask(FrameMask.firstFrame(conditioned, frames: frames), like: xStart, backend: backend)
         }
         let (lossValue, mse, vb): (Double, Double, Double?)
         switch objective {

@@ -251,8 +251,8 @@ __device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* map
     // 128-byte swizzling repeats every 1024 bytes: the stages and output buffers start on such boundaries.
     u32 base = (shared_address(dynamic) + 1023) & ~1023u;
     u32 outputs = base + GEMM_STAGES * GEMM_STAGE_BYTES;
-    // full[s] at bars + 8 s, empty[s] at bars + 8 (STAGES + s), the consumers' aux tiles at bars + 8 (2 STAGES + c)
-    // (STAGES: GEMM_STAGES); from bars + 128 the consumers' bias tiles (192 bf16 each).
+    // Barriers: full[s] at bars + 8 s, empty[s] at bars + 8 (GEMM_STAGES + s), consumer c's aux tile at
+    // bars + 8 (2 GEMM_STAGES + c); from bars + 128 the consumers' bias tiles (192 bf16 each).
     u32 bars = outputs + 2 * GEMM_OUT_BYTES;
     int warpgroup = threadIdx.x / 128, t = threadIdx.x % 128;
     u32 rank = cluster_rank();
@@ -345,8 +345,9 @@ __device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* map
             #pragma unroll
             for (int i = 0; i < 96; ++i) asm volatile("" : "+f"(d[i])::"memory");
             if (EPILOGUE == EPILOGUE_DGELU) { barrier_wait(auxFull, auxParity); auxParity ^= 1; }
-            // The last tile's stores, which ran during this tile's products, have read the buffer.
-            if (t == 0) tma_store_wait_read();
+            // The last tile's stores, which ran during this tile's products, have read the buffer (the dGELU's
+            // waited for that halfway, before its aux tile came in).
+            if (EPILOGUE != EPILOGUE_DGELU && t == 0) tma_store_wait_read();
             warpgroup_sync(1 + consumer);
             if (EPILOGUE == EPILOGUE_BIAS || EPILOGUE == EPILOGUE_GELU_AUX) {
                 #pragma unroll
