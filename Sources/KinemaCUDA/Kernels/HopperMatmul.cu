@@ -20,9 +20,10 @@
 // The epilogue goes through shared memory: each consumer writes its 64 × 192 results (bias added, GELU or × GELU′
 // applied) as three 64 × 64 boxes in the 128-byte swizzled layout (no bank conflicts), and one thread hands them to
 // a TMA store, which runs during the consumer's next tile: the buffer is written again only in that tile's epilogue,
-// after its products. The GELU's input goes out first, and the GELU is computed while that store reads the buffer;
-// the dGELU's aux tile comes into the buffer by TMA during the second half of the main loop, and each thread writes
-// its results over its aux elements. The bias tile waits in shared memory from the tile's start.
+// after its products. The GELU epilogues' elementwise work is done by helper warps (below) while the consumers go on:
+// the GELU forward's consumers write z = sum + bias and hand the buffer over; the dGELU's aux tile comes into the
+// buffer by TMA a quarter of the way through the main loop, the helpers turn it into GELU′ slopes, and each consumer
+// thread writes its results over its slopes. The bias tile waits in shared memory from the tile's start.
 //
 // Tails are free: TMA reads zeros past the tensor's edges and stores only inside it. The host requires K and N to be
 // multiples of 8 (TMA's 16-byte row strides) and 16-byte aligned bases; other shapes go to cuBLASLt.
@@ -61,6 +62,9 @@ __device__ inline void barrier_expect_bytes(u32 bar, u32 bytes) {
 __device__ inline void barrier_arrive_cluster(u32 bar, u32 rank) {
     asm volatile("{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
                  "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}" ::"r"(bar), "r"(rank) : "memory");
+}
+__device__ inline void barrier_arrive(u32 bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
 }
 __device__ inline void barrier_wait(u32 bar, u32 parity) {
     u32 done = 0;
@@ -194,10 +198,10 @@ __device__ inline void sum_a_columns(u32 a, float* partials, long long partialRo
     }
 }
 
-// A consumer's results into its output buffer: the sums (the bias added, the GELU applied) as they are (OP
-// EPILOGUE_NONE), or times GELU′ of the aux tile in the buffer, each element over its aux element (EPILOGUE_DGELU).
-// The aux pairs are read six columns of pairs at a time before any is written over: each shared load and store is
-// an ordered asm statement, so one at a time they would wait out a load's latency per pair.
+// A consumer's results into its output buffer: the sums (the bias added) as they are (OP EPILOGUE_NONE), or times
+// the GELU′ slopes the helper warps left in the buffer, each element over its slope (EPILOGUE_DGELU). The slopes
+// are read six columns of pairs at a time before any is written over: each shared load and store is an ordered asm
+// statement, so one at a time they would wait out a load's latency per pair.
 template <int OP> __device__ inline void write_outputs(const float* d, u32 output) {
     int t = threadIdx.x % 128, rowIn = (t / 32) * 16 + (t % 32) / 4;
     #pragma unroll
@@ -213,13 +217,44 @@ template <int OP> __device__ inline void write_outputs(const float* d, u32 outpu
             int e = 4 * (j0 + i / 2) + 2 * (i % 2);  // d[e], d[e + 1]: columns 8 j + 2 (t % 4) + 0, 1 of row half i % 2
             float x = d[e], y = d[e + 1];
             if (OP == EPILOGUE_DGELU) {
-                float2 zf = unpack_bf16x2(z[i]);
-                x *= gelu_tanh_slope(zf.x);
-                y *= gelu_tanh_slope(zf.y);
+                float2 slope = unpack_bf16x2(z[i]);
+                x *= slope.x;
+                y *= slope.y;
             }
             asm volatile("st.shared.u32 [%0], %1;" ::"r"(at[i]), "r"(pack_bf16x2(x, y)));
         }
     }
+}
+
+// MARK: Helper warps: the GELU epilogues' elementwise work, off the consumers' path
+//
+// Warps 1–3 of the producer warpgroup (its warp 0 issues the TMA copies) take the work of the GELU epilogues that
+// needs no accumulator, while the consumers go on with their next tile's products. In the forward, once a consumer
+// has written z = sum + bias (bf16) into its buffer, they store z (the aux output), turn the buffer into GELU(z) in
+// place (the GELU of z as stored: of the kept input itself, not of the f32 sum) and store that. In the dGELU input gradient,
+// once the aux tile has come into a consumer's buffer a quarter of the way through its main loop, they turn it into
+// GELU′(aux) in place (rounded to bf16), and the consumer's epilogue is a product by it. Both are elementwise, so the
+// helpers walk the buffer as 16-byte words whatever its swizzle. (fc1's forward with GELU: 0.288 → 0.278 ms, now
+// below cuBLASLt's 0.285; the dGELU's 0.320 is unchanged: BENCHMARKS.md, eleventh session.)
+#define HELPER_THREADS 96
+
+__device__ inline void helpers_sync() { asm volatile("bar.sync 3, %0;" ::"n"(HELPER_THREADS) : "memory"); }
+
+// f(v) for every element of a consumer's 64 × 192 buffer, in place.
+template <typename F> __device__ inline void helpers_transform(u32 buffer, F f) {
+    for (int word = threadIdx.x - 32; word < GEMM_OUT_BYTES / 16; word += HELPER_THREADS) {
+        u32 at = buffer + 16 * word, w[4];
+        asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3]) : "r"(at));
+        #pragma unroll
+        for (int q = 0; q < 4; ++q) { float2 v = unpack_bf16x2(w[q]); w[q] = pack_bf16x2(f(v.x), f(v.y)); }
+        asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(at), "r"(w[0]), "r"(w[1]), "r"(w[2]), "r"(w[3]) : "memory");
+    }
+}
+
+// One consumer's 64 × 192 buffer (three 64 × 64 boxes) into the tensor at (row0, n0): one bulk group.
+__device__ inline void store_tile(const TensorMap* map, u32 output, int n0, int row0) {
+    for (int p = 0; p < 3; ++p) tma_store(map, output + p * 8192, n0 + 64 * p, row0);
+    tma_store_commit();
 }
 
 // Hands a consumer's output buffer to the TMA store, after every thread's writes are visible to it. The store
@@ -229,8 +264,7 @@ __device__ inline void store_outputs(const TensorMap* map, u32 output, int consu
     fence_async_shared();
     warpgroup_sync(1 + consumer);
     if (threadIdx.x % 128 == 0) {
-        for (int p = 0; p < 3; ++p) tma_store(map, output + p * 8192, n0 + 64 * p, row0);
-        tma_store_commit();
+        store_tile(map, output, n0, row0);
     }
 }
 
@@ -251,8 +285,10 @@ __device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* map
     // 128-byte swizzling repeats every 1024 bytes: the stages and output buffers start on such boundaries.
     u32 base = (shared_address(dynamic) + 1023) & ~1023u;
     u32 outputs = base + GEMM_STAGES * GEMM_STAGE_BYTES;
-    // Barriers: full[s] at bars + 8 s, empty[s] at bars + 8 (GEMM_STAGES + s), consumer c's aux tile at
-    // bars + 8 (2 GEMM_STAGES + c); from bars + 128 the consumers' bias tiles (192 bf16 each).
+    // Barriers: full[s] at bars + 8 s, empty[s] at bars + 8 (GEMM_STAGES + s), then for consumer c: its aux tile
+    // has landed at bars + 8 (2 GEMM_STAGES + c), its buffer holds z (forward) or GELU′ (input gradient) for the
+    // helpers or from them at bars + 8 (2 GEMM_STAGES + 2 + c), the helpers' stores have read its buffer at
+    // bars + 8 (2 GEMM_STAGES + 4 + c); from bars + 128 the consumers' bias tiles (192 bf16 each).
     u32 bars = outputs + 2 * GEMM_OUT_BYTES;
     int warpgroup = threadIdx.x / 128, t = threadIdx.x % 128;
     u32 rank = cluster_rank();
@@ -261,7 +297,7 @@ __device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* map
             barrier_init(bars + 8 * s, 1);
             barrier_init(bars + 8 * (GEMM_STAGES + s), 4);  // two consumers in each of the two CTAs
         }
-        for (int i = 0; i < 2; ++i) barrier_init(bars + 8 * (2 * GEMM_STAGES + i), 1);
+        for (int i = 0; i < 6; ++i) barrier_init(bars + 8 * (2 * GEMM_STAGES + i), 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     // Every barrier of the cluster is initialised before any CTA multicasts into another or arrives on its barriers.
@@ -294,11 +330,48 @@ __device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* map
                     if (++stage == GEMM_STAGES) { stage = 0; parity ^= 1; }
                 }
             }
+        } else if (t >= 32 && (EPILOGUE == EPILOGUE_GELU_AUX || EPILOGUE == EPILOGUE_DGELU)) {
+            bool lead = t == 32;
+            u32 phase = 0;
+            for (long long tile = blockIdx.x / 2; tile < tiles; tile += gridDim.x / 2) {
+                int m0, n0;
+                tile_origin(tile, nTiles, rank, m0, n0);
+                for (int consumer = 0; consumer < 2; ++consumer) {
+                    u32 output = outputs + consumer * GEMM_OUT_BYTES;
+                    u32 handed = bars + 8 * (2 * GEMM_STAGES + 2 + consumer);
+                    if (EPILOGUE == EPILOGUE_GELU_AUX) {
+                        // z is in the buffer: out to the aux tensor, then GELU(z) in its place, out to C.
+                        barrier_wait(handed, phase);
+                        if (lead) {
+                            store_tile(mapAux, output, n0, m0 + 64 * consumer);
+                            tma_store_wait_read();
+                        }
+                        helpers_sync();
+                        helpers_transform(output, [](float v) { return gelu_tanh(v); });
+                        fence_async_shared();
+                        helpers_sync();
+                        if (lead) {
+                            store_tile(mapC, output, n0, m0 + 64 * consumer);
+                            tma_store_wait_read();
+                            barrier_arrive(bars + 8 * (2 * GEMM_STAGES + 4 + consumer));
+                        }
+                    } else {
+                        // The aux tile has landed: GELU′ of it in its place, for the consumer's epilogue.
+                        barrier_wait(bars + 8 * (2 * GEMM_STAGES + consumer), phase);
+                        helpers_transform(output, [](float v) { return gelu_tanh_slope(v); });
+                        helpers_sync();
+                        if (lead) barrier_arrive(handed);
+                    }
+                }
+                phase ^= 1;
+            }
+            if (lead) tma_store_wait_all();
         }
     } else {
         int consumer = warpgroup - 1;
         u32 output = outputs + consumer * GEMM_OUT_BYTES, auxFull = bars + 8 * (2 * GEMM_STAGES + consumer);
-        u32 auxParity = 0;
+        u32 handed = bars + 8 * (2 * GEMM_STAGES + 2 + consumer), released = bars + 8 * (2 * GEMM_STAGES + 4 + consumer);
+        u32 phase = 0;
         float d[96];
         for (long long tile = blockIdx.x / 2; tile < tiles; tile += gridDim.x / 2) {
             int m0, n0;
@@ -325,9 +398,9 @@ __device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* map
                     wgmma_m64n192k16<TRANSPOSE_B>(d, da, db, k > 0 || kk > 0);
                 }
                 wgmma_commit();
-                // Halfway through, the last tile's store has long read the buffer: the dGELU's aux tile comes into
-                // it during the rest of the loop.
-                if (EPILOGUE == EPILOGUE_DGELU && t == 0 && k == kSteps / 2) {
+                // A quarter of the way through, the last tile's store has long read the buffer: the dGELU's aux
+                // tile comes into it, and the helpers turn it into slopes, during the rest of the loop.
+                if (EPILOGUE == EPILOGUE_DGELU && t == 0 && k == kSteps / 4) {
                     tma_store_wait_read();
                     barrier_expect_bytes(auxFull, GEMM_OUT_BYTES);
                     for (int p = 0; p < 3; ++p) tma_load(output + p * 8192, mapAux, auxFull, n0 + 64 * p, row0);
@@ -344,10 +417,13 @@ __device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* map
             // The accumulators are final only after the wait: no reads of d may move above it.
             #pragma unroll
             for (int i = 0; i < 96; ++i) asm volatile("" : "+f"(d[i])::"memory");
-            if (EPILOGUE == EPILOGUE_DGELU) { barrier_wait(auxFull, auxParity); auxParity ^= 1; }
-            // The last tile's stores, which ran during this tile's products, have read the buffer (the dGELU's
-            // waited for that halfway, before its aux tile came in).
-            if (EPILOGUE != EPILOGUE_DGELU && t == 0) tma_store_wait_read();
+            // The buffer is free again: the last tile's stores, which ran during this tile's products, have read
+            // it (the dGELU's waited for that a quarter of the way, before its aux tile came in, and now waits for
+            // the helpers' slopes in its place; the GELU's stores are the helpers').
+            if (EPILOGUE == EPILOGUE_DGELU) barrier_wait(handed, phase);
+            if (EPILOGUE == EPILOGUE_GELU_AUX) barrier_wait(released, phase ^ 1);
+            phase ^= 1;
+            if (EPILOGUE == EPILOGUE_BIAS || EPILOGUE == EPILOGUE_NONE) { if (t == 0) tma_store_wait_read(); }
             warpgroup_sync(1 + consumer);
             if (EPILOGUE == EPILOGUE_BIAS || EPILOGUE == EPILOGUE_GELU_AUX) {
                 #pragma unroll
@@ -358,17 +434,15 @@ __device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* map
                     for (int half = 0; half < 2; ++half) { d[4 * j + 2 * half] += b.x; d[4 * j + 2 * half + 1] += b.y; }
                 }
             }
-            if (EPILOGUE == EPILOGUE_GELU_AUX) {
-                // The GELU's input goes out first; its GELU is computed while that store reads the buffer.
-                write_outputs<EPILOGUE_NONE>(d, output);
-                store_outputs(mapAux, output, consumer, n0, row0);
-                #pragma unroll
-                for (int i = 0; i < 96; ++i) d[i] = gelu_tanh(d[i]);
-                if (t == 0) tma_store_wait_read();
-                warpgroup_sync(1 + consumer);
-            }
             write_outputs<EPILOGUE == EPILOGUE_DGELU ? EPILOGUE_DGELU : EPILOGUE_NONE>(d, output);
-            store_outputs(mapC, output, consumer, n0, row0);
+            if (EPILOGUE == EPILOGUE_GELU_AUX) {
+                // z goes to the helpers, which store it, apply the GELU and store again.
+                fence_async_shared();
+                warpgroup_sync(1 + consumer);
+                if (t == 0) barrier_arrive(handed);
+            } else {
+                store_outputs(mapC, output, consumer, n0, row0);
+            }
         }
         if (t == 0) tma_store_wait_all();
     }
