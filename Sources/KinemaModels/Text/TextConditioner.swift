@@ -44,19 +44,17 @@ public final class TextConditioner {
     }
 
     /// The same on the host, row-major (what a latent cache stores).
+    ///
+    /// Each caption not yet cached is encoded alone. Batched, a caption's states depended in their last bits on the
+    /// captions beside it (a BLAS may pick its kernels by the number of rows), so a run resumed with a cold cache
+    /// drifted from the run it continues; alone, they are the same whenever and with whatever they are asked for.
     public func encodeOnHost(_ captions: [String]) -> (states: [Float], mask: [Int32]) {
-        let missing = Array(Set(captions.filter { cache[$0] == nil }))
-        if !missing.isEmpty {
-            let encoded = missing.map(tokenizer.encode)
-            let hostIDs = encoded.flatMap(\.ids)
-            let ids = backend.upload(hostIDs, shape: [missing.count, length])
-            let mask = backend.upload(encoded.flatMap(\.mask), shape: [missing.count, length])
-            let states = backend.download(backend.cast(encoder.forward(inputIDs: ids, hostIDs: hostIDs,
-                                                                       attentionMask: mask).lastHiddenState, to: .f32))
-            let stride = length * width
-            for (row, caption) in missing.enumerated() {
-                cache[caption] = (Array(states[(row * stride)..<((row + 1) * stride)]), encoded[row].mask)
-            }
+        for caption in captions where cache[caption] == nil {
+            let encoded = tokenizer.encode(caption)
+            let ids = backend.upload(encoded.ids, shape: [1, length])
+            let mask = backend.upload(encoded.mask, shape: [1, length])
+            let states = encoder.forward(inputIDs: ids, hostIDs: encoded.ids, attentionMask: mask).lastHiddenState
+            cache[caption] = (backend.download(backend.cast(states, to: .f32)), encoded.mask)
         }
         let rows = captions.map { cache[$0]! }
         return (rows.flatMap(\.states), rows.flatMap(\.mask))
