@@ -164,3 +164,7 @@ func parseClasses(_ text: String, classCount: Int) throws -> [Int] {
 func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }
+
+/// `--conditioning adaln-zero|cross-attention|in-context`: parsed, listed in --help and refused with the valid
+/// values by the argument parser itself.
+extension VideoDiTConfig.Conditioning: ExpressibleByArgument {}

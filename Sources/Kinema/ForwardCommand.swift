@@ -32,7 +32,7 @@ struct ForwardCommand: ParsableCommand {
     @Option(help: "An Open-Sora STDiT's space_scale (0.5 for its 256 px release, 1 at 512 px).") var spaceScale = 1.0
     @Option(help: "An Open-Sora STDiT's time_scale.") var timeScale = 1.0
     @Option(help: "A video DiT's conditioning (adaln-zero or in-context; the tensors tell a cross-attention one).")
-    var conditioning = "adaln-zero"
+    var conditioning = VideoDiTConfig.Conditioning.adaLNZero
     @OptionGroup var deviceOptions: DeviceOptions
 
     func run() throws {
@@ -108,10 +108,6 @@ struct ForwardCommand: ParsableCommand {
         case _ where (try? SafetensorsFile(url: URL(fileURLWithPath: checkpoint))).map({
             STDiTCheckpoint.isOpenSoraSTDiT($0) || VideoDiTCheckpoint.isVideoDiT($0) }) ?? false:
             let weights = try SafetensorsFile(url: URL(fileURLWithPath: checkpoint))
-            guard let conditioning = VideoDiTConfig.Conditioning(rawValue: self.conditioning) else {
-                throw ValidationError("--conditioning '\(self.conditioning)': use "
-                    + VideoDiTConfig.Conditioning.allCases.map(\.rawValue).joined(separator: ", "))
-            }
             let model: any TextConditionedVideoModel = STDiTCheckpoint.isOpenSoraSTDiT(weights)
                 ? try STDiTCheckpoint.load(checkpoint, numHeads: numHeads, spaceScale: spaceScale, timeScale: timeScale,
                                            backend: backend, dtype: dtype, keepsMaster: false)

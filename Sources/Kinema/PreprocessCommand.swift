@@ -9,17 +9,17 @@ struct PreprocessCommand: ParsableCommand {
         commandName: "preprocess",
         abstract: "Index a folder of videos as the CSV that `kinema train` reads, or encode clips into a latent cache.",
         discussion: """
-        Indexing (--input FOLDER --output videos.csv): class folders (UCF101: one subfolder per class; the caption \\
-        is the folder's name in words) or captioned videos (a same-named .txt beside each video). Every video is \\
-        probed with ffprobe for its frame count, size and fps; a video that cannot be read, or lacks a caption, is \\
-        reported with its path and left out. Paths in the CSV are relative to the CSV's folder when the videos are \\
+        Indexing (--input FOLDER --output videos.csv): class folders (UCF101: one subfolder per class; the caption \
+        is the folder's name in words) or captioned videos (a same-named .txt beside each video). Every video is \
+        probed with ffprobe for its frame count, size and fps; a video that cannot be read, or lacks a caption, is \
+        reported with its path and left out. Paths in the CSV are relative to the CSV's folder when the videos are \
         inside it.
 
-        Caching (--data videos.csv|synthetic-video --cache FOLDER): every clip (cut as training cuts it: \\
-        --num-frames, --frame-interval, --image-size or --buckets; one temporal crop each) is encoded once by the \\
-        VAE (--vae; without one the pixels are kept) and its caption by the text encoder (--text-encoder, \\
-        --caption-length), into safetensors shards of --shard-size clips of one shape, then the index \\
-        latent-cache.json (written last: a folder with an index is complete). `kinema train --data FOLDER` then \\
+        Caching (--data videos.csv|synthetic-video --cache FOLDER): every clip (cut as training cuts it: \
+        --num-frames, --frame-interval, --image-size or --buckets; one temporal crop each) is encoded once by the \
+        VAE (--vae; without one the pixels are kept) and its caption by the text encoder (--text-encoder, \
+        --caption-length), into safetensors shards of --shard-size clips of one shape, then the index \
+        latent-cache.json (written last: a folder with an index is complete). `kinema train --data FOLDER` then \
         reads latents and caption states directly, loading neither model.
         """)
 
@@ -33,7 +33,7 @@ struct PreprocessCommand: ParsableCommand {
     @Option(help: "Caching: pixel side of the clips (without --buckets).") var imageSize = 16
     @Option(help: "Caching: clips per shard.") var shardSize = 256
     @Option(help: "Caching: the seed of the temporal crops.") var seed: UInt64 = 0
-    @OptionGroup var video: VideoTrainingOptions
+    @OptionGroup var video: VideoDataOptions
     @OptionGroup var deviceOptions: DeviceOptions
 
     func run() throws {

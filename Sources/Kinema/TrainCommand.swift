@@ -35,6 +35,7 @@ struct TrainCommand: ParsableCommand {
         + "subfolder of PNG/JPEG images per class.",
         valueName: "synthetic|synthetic-video|videos.csv|cache|folder"))
     var data = "synthetic"
+    @OptionGroup var videoData: VideoDataOptions
     @OptionGroup var video: VideoTrainingOptions
 
     @Option(help: "Image side in pixels (images are center-cropped and resized to it).") var imageSize = 16
@@ -96,15 +97,15 @@ struct TrainCommand: ParsableCommand {
     /// Text-to-video: a Latte, STDiT or video DiT on captioned clips (synthetic, a CSV, or a latent cache).
     func runVideo() throws {
         let backend = try deviceOptions.backend()
-        let clips = try openVideoClips(data, video: video, imageSize: imageSize, seed: seed)
+        let clips = try openVideoClips(data, video: videoData, imageSize: imageSize, seed: seed)
         let cache = (clips as? LatentCacheDataset)?.index
-        guard cache == nil || (video.vae == nil && video.textEncoder == nil) else {
+        guard cache == nil || (videoData.vae == nil && videoData.textEncoder == nil) else {
             throw ValidationError("\(data) is a latent cache, encoded by \(cache!.vae.isEmpty ? "no VAE" : cache!.vae) and "
                 + "\(cache!.textEncoder): drop --vae and --text-encoder")
         }
-        let text = cache == nil ? try TextConditioner(folder: video.textEncoder ?? TextConditioner.defaultFolder,
-                                                      backend: backend, length: video.captionLength) : nil
-        let vae = cache == nil ? try video.vae.map { try AutoencoderKLCheckpoint.load(folder: $0, backend: backend) } : nil
+        let text = cache == nil ? try TextConditioner(folder: videoData.textEncoder ?? TextConditioner.defaultFolder,
+                                                      backend: backend, length: videoData.captionLength) : nil
+        let vae = cache == nil ? try videoData.vae.map { try AutoencoderKLCheckpoint.load(folder: $0, backend: backend) } : nil
         let factor = cache?.downsampling ?? vae?.config.downsampling ?? 1
         let imageSize = cache == nil ? self.imageSize : clips.imageSize, captionWidth = cache?.captionWidth ?? text!.width
         guard imageSize % factor == 0 else {
@@ -113,7 +114,7 @@ struct TrainCommand: ParsableCommand {
         let channels = cache?.latentChannels ?? vae?.config.latentChannels ?? 3, dtype = try deviceOptions.dtype()
         let objective: VideoObjective
         switch video.diffusion {
-        case "rectified-flow": objective = .rectifiedFlow(RectifiedFlow(shift: try video.shift(imageSize: imageSize)))
+        case "rectified-flow": objective = .rectifiedFlow(RectifiedFlow(shift: try video.shift(imageSize: imageSize, frames: videoData.numFrames)))
         case "iddpm": objective = .iddpm(GaussianDiffusion(learnSigma: true))
         default: throw ValidationError("--diffusion '\(video.diffusion)': use rectified-flow or iddpm")
         }
@@ -121,14 +122,10 @@ struct TrainCommand: ParsableCommand {
         let model: any CheckpointableVideoModel
         switch try video.architecture(modelOptions.model) {
         case VideoDiT.modelKind:
-            guard let conditioning = VideoDiTConfig.Conditioning(rawValue: video.conditioning) else {
-                throw ValidationError("--conditioning '\(video.conditioning)': use "
-                    + VideoDiTConfig.Conditioning.allCases.map(\.rawValue).joined(separator: ", "))
-            }
             model = try VideoDiT(config: modelOptions.videoDiTConfig(channels: channels, outChannels: outChannels,
                                                                      captionChannels: captionWidth,
                                                                      temporalPatch: video.temporalPatch,
-                                                                     conditioning: conditioning),
+                                                                     conditioning: video.conditioning),
                                  backend: backend, dtype: dtype, seed: seed)
         case let kind:
             let config = try modelOptions.videoConfig(imageSize: imageSize / factor, channels: channels,
@@ -158,7 +155,7 @@ struct TrainCommand: ParsableCommand {
 
 /// The clips a video run reads: the bundled synthetic ones (`syntheticCount` of them), a CSV of videos (bucketed with
 /// --buckets), or a latent cache of `kinema preprocess --cache` (encoded already).
-func openVideoClips(_ data: String, video: VideoTrainingOptions, imageSize: Int, seed: UInt64,
+func openVideoClips(_ data: String, video: VideoDataOptions, imageSize: Int, seed: UInt64,
                     syntheticCount: Int = 50_000) throws -> any VideoDataSource {
     if LatentCacheIndex.isCache(data) { return try LatentCacheDataset(folder: data) }
     guard imageSize >= 8, video.numFrames >= 2 else {
@@ -178,27 +175,8 @@ func openVideoClips(_ data: String, video: VideoTrainingOptions, imageSize: Int,
                               imageSize: imageSize, buckets: try video.buckets.map { try VideoBuckets(spec: $0) })
 }
 
-/// The options of text-to-video training.
-struct VideoTrainingOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("The text-to-video architecture: latte, stdit or video-dit (3D patches, full "
-        + "attention; an STDiT-XL/2 or vDiT-… --model implies its architecture)."))
-    var videoModel = "latte"
-    @Option(help: "How a video-dit reads the caption: adaln-zero, cross-attention or in-context.")
-    var conditioning = "cross-attention"
-    @Option(help: "Frames per patch of a video-dit.") var temporalPatch = 2
-    @Option(help: ArgumentHelp("The training objective: rectified-flow (Open-Sora 1.2; Euler sampling) or iddpm "
-        + "(DiT's Gaussian diffusion with learned variance; DDIM sampling)."))
-    var diffusion = "rectified-flow"
-
-    /// latte, stdit or video-dit, from --video-model and --model.
-    func architecture(_ model: String) throws -> String {
-        guard VideoModelCheckpoint.kinds.contains(videoModel) else {
-            throw ValidationError("--video-model '\(videoModel)': use " + VideoModelCheckpoint.kinds.joined(separator: ", "))
-        }
-        if model.hasPrefix("STDiT") { return STDiT.modelKind }
-        return model.hasPrefix("vDiT") ? VideoDiT.modelKind : videoModel
-    }
-
+/// The clips and captions of a video run: what `kinema train` reads and `kinema preprocess --cache` encodes.
+struct VideoDataOptions: ParsableArguments {
     @Option(help: "Frames per clip (video data).") var numFrames = 8
     @Option(help: ArgumentHelp("Buckets for a CSV of videos of mixed sizes, HEIGHTxWIDTHxFRAMES,… (e.g. "
         + "16x16x8,16x24x8,24x16x4): each video trains at the bucket closest to its aspect ratio that it fills, a batch "
@@ -215,6 +193,29 @@ struct VideoTrainingOptions: ParsableArguments {
         + "combinations: default (a yellow triangle moving up, a red circle moving right, a green square moving down, "
         + "a blue triangle moving left) or none.", valueName: "default|none"))
     var holdOut = "default"
+}
+
+/// The options of text-to-video training (beside its data's, VideoDataOptions).
+struct VideoTrainingOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The text-to-video architecture: latte, stdit or video-dit (3D patches, full "
+        + "attention; an STDiT-XL/2 or vDiT-… --model implies its architecture)."))
+    var videoModel = "latte"
+    @Option(help: "How a video-dit reads the caption: adaln-zero, cross-attention or in-context.")
+    var conditioning = VideoDiTConfig.Conditioning.crossAttention
+    @Option(help: "Frames per patch of a video-dit.") var temporalPatch = 2
+    @Option(help: ArgumentHelp("The training objective: rectified-flow (Open-Sora 1.2; Euler sampling) or iddpm "
+        + "(DiT's Gaussian diffusion with learned variance; DDIM sampling)."))
+    var diffusion = "rectified-flow"
+
+    /// latte, stdit or video-dit, from --video-model and --model.
+    func architecture(_ model: String) throws -> String {
+        guard VideoModelCheckpoint.kinds.contains(videoModel) else {
+            throw ValidationError("--video-model '\(videoModel)': use " + VideoModelCheckpoint.kinds.joined(separator: ", "))
+        }
+        if model.hasPrefix("STDiT") { return STDiT.modelKind }
+        return model.hasPrefix("vDiT") ? VideoDiT.modelKind : videoModel
+    }
+
     @Option(help: "Probability of training on the empty caption (for classifier-free guidance).") var captionDropout = 0.1
     @Option(help: ArgumentHelp("Probability of keeping a clip's first frame clean and out of the loss, so the model "
         + "also learns image-to-video (`kinema sample --image`), with either objective."))
@@ -224,7 +225,8 @@ struct VideoTrainingOptions: ParsableArguments {
         + "near the noise end, where the layout and motion of a clip are decided).", valueName: "none|open-sora|r"))
     var timestepShift = "none"
 
-    func shift(imageSize: Int) throws -> RectifiedFlow.ResolutionShift? {
+    /// The timestep shift of clips of `imageSize` pixels a side and `frames` frames.
+    func shift(imageSize: Int, frames: Int) throws -> RectifiedFlow.ResolutionShift? {
         switch timestepShift {
         case "none": return nil
         case "open-sora": return RectifiedFlow.ResolutionShift()
@@ -233,7 +235,7 @@ struct VideoTrainingOptions: ParsableArguments {
                 throw ValidationError("--timestep-shift '\(timestepShift)': use none, open-sora or a positive number")
             }
             // The clip's own size as the base: the ratio is r itself.
-            return RectifiedFlow.ResolutionShift(basePixels: Double(imageSize * imageSize), baseFrames: Double(numFrames),
+            return RectifiedFlow.ResolutionShift(basePixels: Double(imageSize * imageSize), baseFrames: Double(frames),
                                                  scale: ratio)
         }
     }
