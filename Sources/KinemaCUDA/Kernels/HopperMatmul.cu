@@ -229,13 +229,14 @@ template <int OP> __device__ inline void write_outputs(const float* d, u32 outpu
 // MARK: Helper warps: the GELU epilogues' elementwise work, off the consumers' path
 //
 // Warps 1–3 of the producer warpgroup (its warp 0 issues the TMA copies) take the work of the GELU epilogues that
-// needs no accumulator, while the consumers go on with their next tile's products. In the forward, once a consumer
-// has written z = sum + bias (bf16) into its buffer, they store z (the aux output), turn the buffer into GELU(z) in
-// place (the GELU of z as stored: of the kept input itself, not of the f32 sum) and store that. In the dGELU input gradient,
-// once the aux tile has come into a consumer's buffer a quarter of the way through its main loop, they turn it into
-// GELU′(aux) in place (rounded to bf16), and the consumer's epilogue is a product by it. Both are elementwise, so the
-// helpers walk the buffer as 16-byte words whatever its swizzle. (fc1's forward with GELU: 0.288 → 0.278 ms, now
-// below cuBLASLt's 0.285; the dGELU's 0.320 is unchanged: BENCHMARKS.md, eleventh session.)
+// needs no accumulator, while the consumers go on with their next tile's products.
+// - Forward: once a consumer has written z = sum + bias (bf16) into its buffer, they store z (the aux output), turn
+//   the buffer into GELU(z) in place (the GELU of z as stored, the kept input itself, not of the f32 sum) and store
+//   that.
+// - dGELU input gradient: once the aux tile has come into a consumer's buffer, a quarter of the way through its main
+//   loop, they turn it into GELU′(aux) in place (rounded to bf16), and the consumer's epilogue is a product by it.
+// Both are elementwise, so the helpers walk the buffer as 16-byte words whatever its swizzle. fc1's forward with GELU
+// went 0.288 → 0.278 ms, below cuBLASLt's 0.285; the dGELU's 0.320 did not move (BENCHMARKS.md, eleventh session).
 #define HELPER_THREADS 96
 
 __device__ inline void helpers_sync() { asm volatile("bar.sync 3, %0;" ::"n"(HELPER_THREADS) : "memory"); }
