@@ -128,16 +128,12 @@ public final class LatentCacheDataset: EncodedVideoSource, @unchecked Sendable {
         return (latents, [indices.count] + shape!, states, mask, indices.map { index.captions[$0] })
     }
 
-    /// Row `row` of an f32 or i32 tensor as floats.
+    /// Row `row` (along the first axis) of a tensor as floats, decoded as every safetensors read is.
     private static func row(_ row: Int, of name: String, in file: SafetensorsFile) throws -> [Float] {
         let (dtype, shape) = try file.info(name)
-        let width = shape.dropFirst().reduce(1, *)
+        let size = shape.dropFirst().reduce(1, *) * dtype.byteSize
         return try file.withBytes(name) { bytes in
-            let start = row * width * 4
-            return (0..<width).map { i -> Float in
-                let bits = bytes.loadUnaligned(fromByteOffset: start + 4 * i, as: UInt32.self)
-                return dtype == .i32 ? Float(Int32(bitPattern: bits)) : Float(bitPattern: bits)
-            }
+            decodeFloats(UnsafeRawBufferPointer(rebasing: bytes[(row * size)..<((row + 1) * size)]), dtype: dtype)
         }
     }
 }
