@@ -33,6 +33,8 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
     public let frameInterval: Int
     public let imageSize: Int
     public var report: (String) -> Void
+    /// The rows of each clip shape, in row order: a batch's bucket peers and the sample groups, found once.
+    private let members: [VideoBucket: [Int]]
     private let lock = NSLock()
     private var bad: Set<Int> = []
 
@@ -43,7 +45,7 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
 
     public var sampleGroups: [[Int]]? {
         buckets.map { buckets in
-            buckets.buckets.map { bucket in shapes.indices.filter { shapes[$0] == bucket } }.filter { !$0.isEmpty }
+            buckets.buckets.compactMap { members[$0] }
         }
     }
 
@@ -111,6 +113,7 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
         self.csvPath = csv
         self.rows = rows
         self.shapes = shapes
+        members = Dictionary(grouping: shapes.indices, by: { shapes[$0] })
         self.buckets = buckets
         self.frames = buckets?.buckets.first?.frames ?? frames
         self.frameInterval = frameInterval
@@ -137,7 +140,7 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
     public func batch(indices: [Int], random: inout RandomStream) -> (videos: [Float], shape: [Int], captions: [String]) {
         let shape = shapes[indices[0]], frames = shape.frames
         precondition(indices.allSatisfy { shapes[$0] == shape }, "\(csvPath): a batch mixes clip shapes")
-        let peers = buckets == nil ? Array(0..<count) : shapes.indices.filter { shapes[$0] == shape }
+        let peers = members[shape]!  // where a bad video's replacement comes from: its bucket (every row without buckets)
         let plane = shape.height * shape.width, videoSize = 3 * frames * plane
         var values = [Float](repeating: 0, count: indices.count * videoSize), captions: [String] = []
         for (slot, requested) in indices.enumerated() {
