@@ -28,8 +28,7 @@ public final class Latte {
     let stem: AdaLNSingleStem
     let spatialBlocks: [AdaLNSingleBlock]
     let temporalBlocks: [AdaLNSingleBlock]
-    /// The 1D sin-cos over frame positions, flattened [F·D], per frame count (made once each).
-    private var temporalTables: [Int: Tensor] = [:]
+    let temporalPositions: TemporalPositions
     public let arena: ParameterArena
 
     public init(config: PixArtConfig, videoLength: Int, backend: any Backend, dtype: DType = .f32, seed: UInt64 = 0,
@@ -50,6 +49,7 @@ public final class Latte {
             AdaLNSingleBlock(backend: backend, name: "temporal_transformer_blocks.\($0)", config: config,
                              crossAttention: false, dtype: layerDType, seed: seed)
         }
+        temporalPositions = TemporalPositions(backend: backend, dim: config.hiddenSize, dtype: dtype)
         arena = stem.makeArena(blocks: spatialBlocks + temporalBlocks, dtype: dtype, keepsMaster: keepsMaster)
     }
 
@@ -59,7 +59,7 @@ public final class Latte {
     /// their mask (i32 [B, L] or nil) → [B, outChannels, F, H, W] in x's dtype.
     public func forward(_ x: Tensor, timesteps: Tensor, captions captionInput: Tensor,
                         captionMask: Tensor?) -> (Tensor, Cache) {
-        let p = config.patchSize, d = config.hiddenSize
+        let p = config.patchSize
         precondition(x.rank == 5 && x.shape[1] == config.inChannels && x.shape[3] % p == 0 && x.shape[4] % p == 0,
                      "Latte expects [B, \(config.inChannels), F, H, W] with H, W multiples of \(p), got \(x.shape)")
         let (batch, frames) = (x.shape[0], x.shape[2])
@@ -75,13 +75,11 @@ public final class Latte {
         for (index, (spatial, temporal)) in zip(spatialBlocks, temporalBlocks).enumerated() {
             let (afterSpatial, spatialCache) = spatial.forward(stream, t6: frameT6, captions: captions,
                                                                captionMask: captionMask, captionRepeats: frames)
-            var sequences = regroup(afterSpatial.value(backend), batch: batch, frames, patchesPerFrame)
-            if index == 0 && frames > 1 {
-                sequences = backend.addBias(sequences.reshaped([batch * patchesPerFrame, frames * d]),
-                                            temporalTable(frames)).reshaped([batch * patchesPerFrame, frames, d])
-            }
+            var sequences = regroup(afterSpatial.value(backend), batch: batch, frames, patchesPerFrame, backend: backend)
+            if index == 0 && frames > 1 { sequences = temporalPositions.add(to: sequences) }
             let (afterTemporal, temporalCache) = temporal.forward(ResidualStream(sequences), t6: patchT6)
-            stream = ResidualStream(regroup(afterTemporal.value(backend), batch: batch, patchesPerFrame, frames))
+            stream = ResidualStream(regroup(afterTemporal.value(backend), batch: batch, patchesPerFrame, frames,
+                                            backend: backend))
             spatialCaches.append(spatialCache)
             temporalCaches.append(temporalCache)
         }
@@ -103,10 +101,10 @@ public final class Latte {
         var dFrameT6: Tensor?, dPatchT6: Tensor?, dCaptions: Tensor?
         func accumulate(_ total: inout Tensor?, _ part: Tensor) { total = total.map { backend.add($0, part) } ?? part }
         for index in (0..<config.depth).reversed() {
-            let dSequences = regroup(dx, batch: batch, frames, patchesPerFrame)
+            let dSequences = regroup(dx, batch: batch, frames, patchesPerFrame, backend: backend)
             let (dTemporalIn, dt6Temporal, _) = temporalBlocks[index].backward(dSequences, cache.temporal[index])
             accumulate(&dPatchT6, dt6Temporal)
-            let dSpatialOut = regroup(dTemporalIn, batch: batch, patchesPerFrame, frames)
+            let dSpatialOut = regroup(dTemporalIn, batch: batch, patchesPerFrame, frames, backend: backend)
             let (dSpatialIn, dt6Spatial, dBlockCaptions) = spatialBlocks[index].backward(dSpatialOut,
                                                                                           cache.spatial[index])
             accumulate(&dFrameT6, dt6Spatial)
@@ -128,23 +126,6 @@ public final class Latte {
 
     public func stateDict() -> [(name: String, tensor: Tensor)] {
         parameters.map { ($0.name, $0.weights) }
-    }
-
-    /// [B·A, C, D] → [B·C, A, D] (the rows of each sample regrouped): frames-major [B·F, N, D] to patch sequences
-    /// [B·N, F, D] with (A, C) = (F, N), and back with (N, F).
-    private func regroup(_ x: Tensor, batch: Int, _ a: Int, _ c: Int) -> Tensor {
-        let d = x.shape[x.rank - 1]
-        return backend.permute(x.reshaped([batch, a, c, d]), [0, 2, 1, 3]).reshaped([batch * c, a, d])
-    }
-
-    /// The 1D sin-cos over frame positions 0..<F, flattened [F·D] (Latte's temp_pos_embed for F = video_length).
-    private func temporalTable(_ frames: Int) -> Tensor {
-        if let table = temporalTables[frames] { return table }
-        let table = backend.upload(PositionalEmbedding.sinCos1D(dim: config.hiddenSize,
-                                                                positions: (0..<frames).map(Double.init)),
-                                   shape: [frames * config.hiddenSize], dtype: dtype)
-        temporalTables[frames] = table
-        return table
     }
 
     private func compute(_ x: Tensor) -> Tensor { x.dtype == dtype ? x : backend.cast(x, to: dtype) }

@@ -25,7 +25,7 @@ public final class STDiT {
     public let dtype: DType
     let stem: AdaLNSingleStem
     let blocks: [STDiTBlock]
-    private var temporalTables: [Int: Tensor] = [:]
+    let temporalPositions: TemporalPositions
     public let arena: ParameterArena
     /// Open-Sora's `y_embedder.y_embedding` [model_max_length, caption_channels], its null caption for classifier-free
     /// guidance, when a checkpoint provides one (a buffer there: never trained).
@@ -47,6 +47,7 @@ public final class STDiT {
         blocks = (0..<config.depth).map {
             STDiTBlock(backend: backend, name: "blocks.\($0)", config: config, dtype: layerDType, seed: seed)
         }
+        temporalPositions = TemporalPositions(backend: backend, dim: config.hiddenSize, dtype: dtype, timeScale: timeScale)
         arena = stem.makeArena(blocks: blocks, dtype: dtype, keepsMaster: keepsMaster)
     }
 
@@ -70,7 +71,7 @@ public final class STDiT {
         for (index, block) in blocks.enumerated() {
             let (next, cache) = block.forward(stream, t6: t6, captions: captions, captionMask: captionMask,
                                               frames: frames, patches: patches,
-                                              temporalPositions: index == 0 ? temporalTable(frames) : nil)
+                                              temporalPositions: index == 0 ? temporalPositions : nil)
             stream = next
             caches.append(cache)
         }
@@ -107,16 +108,6 @@ public final class STDiT {
     }
 
     public func stateDict() -> [(name: String, tensor: Tensor)] { parameters.map { ($0.name, $0.weights) } }
-
-    /// The 1D sin-cos over frame positions t / time_scale, flattened [T·D] (Open-Sora's pos_embed_temporal).
-    private func temporalTable(_ frames: Int) -> Tensor {
-        if let table = temporalTables[frames] { return table }
-        let table = backend.upload(PositionalEmbedding.sinCos1D(dim: config.hiddenSize,
-                                                                positions: (0..<frames).map { Double($0) / timeScale }),
-                                   shape: [frames * config.hiddenSize], dtype: dtype)
-        temporalTables[frames] = table
-        return table
-    }
 
     private func compute(_ x: Tensor) -> Tensor { x.dtype == dtype ? x : backend.cast(x, to: dtype) }
 }

@@ -56,29 +56,20 @@ final class STDiTBlock: Layer {
     var parameters: [Parameter] { layers.flatMap(\.parameters) + [scaleShiftTable] }
     var packedRuns: [Range<Int>] { KinemaNN.packedRuns(of: layers) }
 
-    /// [B·A, C, D] → [B·C, A, D]: frame-major tokens [B, T·S, D] as per-patch sequences [B·S, T, D] with
-    /// (A, C) = (T, S), and back with (S, T).
-    private func regroup(_ x: Tensor, batch: Int, _ a: Int, _ c: Int) -> Tensor {
-        backend.permute(x.reshaped([batch, a, c, dim]), [0, 2, 1, 3]).reshaped([batch * c, a, dim])
-    }
-
     /// The stream [B, T·S, D], t₆ [B, 6D], the projected captions [B, L, D] and their mask, and (block 0) the
-    /// temporal positions flattened [T·D].
+    /// temporal positions to add before the temporal attention.
     func forward(_ stream: ResidualStream, t6: Tensor, captions: Tensor, captionMask: Tensor?, frames: Int,
-                 patches: Int, temporalPositions: Tensor?) -> (ResidualStream, Cache) {
+                 patches: Int, temporalPositions: TemporalPositions?) -> (ResidualStream, Cache) {
         let batch = t6.shape[0]
         let modulation = backend.chunk(backend.addBias(t6, scaleShiftTable.value.reshaped([6 * dim])), parts: 6, axis: 1)
         let (x, normed1, mean1, rstd1) = stream.layerNormModulate(backend, shift: modulation[0], scale: modulation[1],
                                                                   eps: eps)
         let (spatialOut, spatialCache) = attn.forward(normed1.reshaped([batch * frames, patches, dim]))
         let x1 = backend.gatedResidual(x, gate: modulation[2], spatialOut.reshaped(x.shape))
-        var sequences = regroup(x1, batch: batch, frames, patches)
-        if let temporalPositions {
-            sequences = backend.addBias(sequences.reshaped([batch * patches, frames * dim]), temporalPositions)
-                .reshaped([batch * patches, frames, dim])
-        }
+        var sequences = regroup(x1, batch: batch, frames, patches, backend: backend)
+        if let temporalPositions { sequences = temporalPositions.add(to: sequences) }
         let (temporalOut, temporalCache) = attnTemp.forward(sequences)
-        let temporalTokens = regroup(temporalOut, batch: batch, patches, frames).reshaped(x.shape)
+        let temporalTokens = regroup(temporalOut, batch: batch, patches, frames, backend: backend).reshaped(x.shape)
         let x2 = backend.gatedResidual(x1, gate: modulation[2], temporalTokens)
         let (crossOut, crossCache) = crossAttn.forward(x2, context: captions, keyMask: captionMask)
         let x3 = backend.add(x2, crossOut)
@@ -103,8 +94,9 @@ final class STDiTBlock: Layer {
         let (dCross, dCaptions) = crossAttn.backward(dx3, cache.cross)
         let dx2 = backend.add(dx3, dCross)
         let (dGateTemporal, dTemporalTokens) = backend.gatedResidualBackward(dx2, gate: m[2], y: cache.temporalOut)
-        let dSequences = attnTemp.backward(regroup(dTemporalTokens, batch: batch, frames, patches), cache.temporal).dx
-        let dx1 = backend.add(dx2, regroup(dSequences, batch: batch, patches, frames).reshaped(shape))
+        let dSequences = attnTemp.backward(regroup(dTemporalTokens, batch: batch, frames, patches, backend: backend),
+                                           cache.temporal).dx
+        let dx1 = backend.add(dx2, regroup(dSequences, batch: batch, patches, frames, backend: backend).reshaped(shape))
         let (dGateSpatial, dSpatialOut) = backend.gatedResidualBackward(dx1, gate: m[2], y: cache.spatialOut)
         let dNormed1 = attn.backward(dSpatialOut.reshaped([batch * frames, patches, dim]), cache.spatial).dx
         let (dx, dShift1, dScale1) = backend.layerNormModulateBackward(
