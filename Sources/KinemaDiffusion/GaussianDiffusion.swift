@@ -51,6 +51,10 @@ public struct GaussianDiffusion: Sendable {
         public var vb: [Double]?
         /// d loss / d model output, shaped like the model output ([B, 2C, …] or [B, C, …]).
         public var gradient: Tensor
+
+        /// The batch means of `mse` and `vb`: what a training log records beside the loss.
+        public var meanMSE: Double { mse.reduce(0, +) / Double(mse.count) }
+        public var meanVB: Double? { vb.map { $0.reduce(0, +) / Double($0.count) } }
     }
 
     /// DiT's training loss for a model output on x_t = qSample(xStart, t, noise):

@@ -72,8 +72,7 @@ public final class Trainer {
         backend.synchronize()
 
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        let mean = { (values: [Double]) in values.reduce(0, +) / Double(values.count) }
-        return StepMetrics(step: optimizer.step, loss: loss.loss, mse: mean(loss.mse), vb: loss.vb.map(mean),
+        return StepMetrics(step: optimizer.step, loss: loss.loss, mse: loss.meanMSE, vb: loss.meanVB,
                            gradNorm: norm, lr: rate, imagesPerSecond: Double(batch.count) / seconds)
     }
 

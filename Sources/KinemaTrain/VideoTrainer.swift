@@ -181,8 +181,7 @@ public final class VideoTrainer {
                 terms = loss
                 return (loss.loss, loss.gradient)
             }
-            let mean = { (values: [Double]) in values.reduce(0, +) / Double(values.count) }
-            (mse, vb) = (mean(terms!.mse), terms!.vb.map(mean))
+            (mse, vb) = (terms!.meanMSE, terms!.meanVB)
         }
         let (norm, rate) = training.update(model.arena)
         backend.synchronize()
