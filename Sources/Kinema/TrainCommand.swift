@@ -105,7 +105,8 @@ struct TrainCommand: ParsableCommand {
         }
         let text = cache == nil ? try TextConditioner(folder: videoData.textEncoder ?? TextConditioner.defaultFolder,
                                                       backend: backend, length: videoData.captionLength) : nil
-        let vae = cache == nil ? try videoData.vae.map { try AutoencoderKLCheckpoint.load(folder: $0, backend: backend) } : nil
+        let vae = cache == nil
+            ? try videoData.vae.map { try AutoencoderKLCheckpoint.load(folder: $0, backend: backend) } : nil
         let factor = cache?.downsampling ?? vae?.config.downsampling ?? 1
         let imageSize = cache == nil ? self.imageSize : clips.imageSize, captionWidth = cache?.captionWidth ?? text!.width
         guard imageSize % factor == 0 else {
@@ -114,7 +115,9 @@ struct TrainCommand: ParsableCommand {
         let channels = cache?.latentChannels ?? vae?.config.latentChannels ?? 3, dtype = try deviceOptions.dtype()
         let objective: VideoObjective
         switch video.diffusion {
-        case "rectified-flow": objective = .rectifiedFlow(RectifiedFlow(shift: try video.shift(imageSize: imageSize, frames: videoData.numFrames)))
+        case "rectified-flow":
+            let shift = try video.shift(imageSize: imageSize, frames: videoData.numFrames)
+            objective = .rectifiedFlow(RectifiedFlow(shift: shift))
         case "iddpm": objective = .iddpm(GaussianDiffusion(learnSigma: true))
         default: throw ValidationError("--diffusion '\(video.diffusion)': use rectified-flow or iddpm")
         }

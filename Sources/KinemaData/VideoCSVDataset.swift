@@ -140,7 +140,8 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
     public func batch(indices: [Int], random: inout RandomStream) -> (videos: [Float], shape: [Int], captions: [String]) {
         let shape = shapes[indices[0]], frames = shape.frames
         precondition(indices.allSatisfy { shapes[$0] == shape }, "\(csvPath): a batch mixes clip shapes")
-        let peers = members[shape]!  // where a bad video's replacement comes from: its bucket (every row without buckets)
+        // Where a bad video's replacement comes from: its bucket (every row without buckets).
+        let peers = members[shape]!
         let plane = shape.height * shape.width, videoSize = 3 * frames * plane
         var values = [Float](repeating: 0, count: indices.count * videoSize), captions: [String] = []
         for (slot, requested) in indices.enumerated() {

@@ -75,7 +75,8 @@ public final class Latte {
         for (index, (spatial, temporal)) in zip(spatialBlocks, temporalBlocks).enumerated() {
             let (afterSpatial, spatialCache) = spatial.forward(stream, t6: frameT6, captions: captions,
                                                                captionMask: captionMask, captionRepeats: frames)
-            var sequences = regroup(afterSpatial.value(backend), batch: batch, frames, patchesPerFrame, backend: backend)
+            var sequences = regroup(afterSpatial.value(backend), batch: batch, frames, patchesPerFrame,
+                                    backend: backend)
             if index == 0 && frames > 1 { sequences = temporalPositions.add(to: sequences) }
             let (afterTemporal, temporalCache) = temporal.forward(ResidualStream(sequences), t6: patchT6)
             stream = ResidualStream(regroup(afterTemporal.value(backend), batch: batch, patchesPerFrame, frames,

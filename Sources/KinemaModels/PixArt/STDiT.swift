@@ -47,7 +47,8 @@ public final class STDiT {
         blocks = (0..<config.depth).map {
             STDiTBlock(backend: backend, name: "blocks.\($0)", config: config, dtype: layerDType, seed: seed)
         }
-        temporalPositions = TemporalPositions(backend: backend, dim: config.hiddenSize, dtype: dtype, timeScale: timeScale)
+        temporalPositions = TemporalPositions(backend: backend, dim: config.hiddenSize, dtype: dtype,
+                                              timeScale: timeScale)
         arena = stem.makeArena(blocks: blocks, dtype: dtype, keepsMaster: keepsMaster)
     }
 
