@@ -35,9 +35,10 @@ public final class CUDABackend: @unchecked Sendable {
         && ProcessInfo.processInfo.environment["KINEMA_DEPENDENT_LAUNCH"] != "0"
     /// Whether bf16 products of linear layers run on Kinema's own Hopper kernel (Kernels/HopperMatmul.cu) where it
     /// applies: on sm_90 with a driver that encodes TMA descriptors, when KINEMA_HOPPER_MATMUL=1. Off by default:
-    /// its kernels add up to about 1.7 ms less than cuBLASLt's plus the column sums, but outside the profiler the
-    /// DiT-XL/2 step is 0 to 2.6 ms slower with it, depending on the machine. Neither dependent launches nor the
-    /// cluster count explain it; the H100 runs these steps at its power cap (BENCHMARKS.md, eleventh session).
+    /// its kernels add up to about 1.2 ms less than cuBLASLt's plus the column sums, but outside the profiler the
+    /// DiT-XL/2 step is 0 to 2.6 ms slower with it, depending on the machine: a cost of 13–27 µs a launch where it
+    /// meets other kernels, which neither dependent launches nor the cluster count explain (BENCHMARKS.md, eleventh
+    /// session).
     public lazy var usesHopperMatmul = supportsHopperMatmul
         && ProcessInfo.processInfo.environment["KINEMA_HOPPER_MATMUL"] == "1"
     /// Whether the Hopper kernel can run here at all (what the GPU checks turn on to test it).

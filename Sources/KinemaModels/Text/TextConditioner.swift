@@ -48,6 +48,7 @@ public final class TextConditioner {
     /// Each caption not yet cached is encoded alone. Batched, a caption's states depended in their last bits on the
     /// captions beside it (a BLAS may pick its kernels by the number of rows), so a run resumed with a cold cache
     /// drifted from the run it continues; alone, they are the same whenever and with whatever they are asked for.
+    /// The price is one encoder pass per new caption; `kinema preprocess --cache` pays it once per dataset.
     public func encodeOnHost(_ captions: [String]) -> (states: [Float], mask: [Int32]) {
         for caption in captions where cache[caption] == nil {
             let encoded = tokenizer.encode(caption)
