@@ -243,38 +243,31 @@ def ddim_step(diffusion, model_output, x, index):
 # timing and reporting
 # --------------------------------------------------------------------------------------------------------------------
 
-class Timer:
-    """CUDA events around a region (synchronised at its end, like Kinema's bench), or perf_counter on the CPU."""
-
-    def __init__(self, device):
-        self.cuda = device.type == "cuda"
-
-    def __call__(self, body):
-        if self.cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            value = body()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end) / 1000.0, value
-        start = time.perf_counter()
-        value = body()
-        return time.perf_counter() - start, value
-
-
 def measure(device, body, warmup, count):
     """(warm-up wall seconds, [seconds of each timed call], [their values]): `warmup` untimed calls of body (compiles
-    happen there), then `count` timed ones."""
+    happen there), then `count` timed ones, queued back to back as a training loop runs them: CUDA events between
+    the calls, waited for once at the end, like Kinema's bench (`measureSeconds(repeating:)`); perf_counter around
+    each call on the CPU."""
     start = time.perf_counter()
     for _ in range(warmup):
         body()
     sync(device)
     warmup_seconds = time.perf_counter() - start
-    timer, times, values = Timer(device), [], []
-    for _ in range(count):
-        seconds, value = timer(body)
-        times.append(seconds)
-        values.append(value)
+    values = []
+    if device.type == "cuda":
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(count + 1)]
+        events[0].record()
+        for i in range(count):
+            values.append(body())
+            events[i + 1].record()
+        events[-1].synchronize()
+        times = [events[i].elapsed_time(events[i + 1]) / 1000.0 for i in range(count)]
+    else:
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            values.append(body())
+            times.append(time.perf_counter() - started)
     return warmup_seconds, times, values
 
 

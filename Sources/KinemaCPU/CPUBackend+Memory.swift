@@ -213,12 +213,12 @@ extension CPUBackend: MemoryOps {
         return out
     }
 
-    /// The CPU runs each op as it is called, so the device's time is the wall clock around `body`.
-    public func measureSeconds(_ body: () -> Void) -> Double {
-        synchronize()
-        let start = DispatchTime.now().uptimeNanoseconds
-        body()
-        synchronize()
-        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    /// The CPU runs each op as it is called, so the device's time is the wall clock around each run of `body`.
+    public func measureSeconds(repeating count: Int, _ body: (Int) -> Void) -> [Double] {
+        (0..<count).map { run in
+            let start = DispatchTime.now().uptimeNanoseconds
+            body(run)
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        }
     }
 }

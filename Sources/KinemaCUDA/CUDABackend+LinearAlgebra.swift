@@ -110,6 +110,7 @@ extension CUDABackend: LinearAlgebraOps {
     }
 
     private static let maxTunedOutputBytes = 256 << 20
+    private static let tuningRounds = 5
 
     /// Times the heuristic's candidates on this product's own operands and keeps the fastest: the heuristic's
     /// favourite is often not the fastest on Hopper (BENCHMARKS.md). Once per plan, at its first use (a warm-up
@@ -129,17 +130,24 @@ extension CUDABackend: LinearAlgebraOps {
             trial = .geluAux(bias: bias, aux: empty(aux.shape, dtype: aux.dtype))
         }
         try setEpilogueOperands(trial, plan: plan, lt: try cublas())
-        var best: (seconds: Double, algorithm: [UInt8])?
-        for algorithm in plan.candidates {
-            // A warm-up run, which also drops a candidate the library refuses; then the best of three.
-            var status = invoke(plan, algorithm: algorithm, a, b, into: output, alpha: alpha, beta: beta)
-            guard status == 0 else { continue }
-            let seconds = (0..<3).map { _ in
-                measureSeconds { status = invoke(plan, algorithm: algorithm, a, b, into: output, alpha: alpha, beta: beta) }
-            }.min()!
-            if status == 0 && seconds < best?.seconds ?? .infinity { best = (seconds, algorithm) }
+        // A warm-up run of each, which also drops a candidate the library refuses; then rounds that time every
+        // candidate in turn (two launches each), each keeping its best, so that a clock that drifts while a plan is
+        // tuned (the H100 runs at its power cap) weighs on all candidates alike. Timed once each, one after the
+        // other, two runs of one binary chose different weight-gradient algorithms, 0.6 ms a step apart.
+        let usable = plan.candidates.filter { invoke(plan, algorithm: $0, a, b, into: output, alpha: alpha, beta: beta) == 0 }
+        var best = [Double](repeating: .infinity, count: usable.count)
+        for _ in 0..<Self.tuningRounds {
+            for (index, algorithm) in usable.enumerated() {
+                var status: Int32 = 0
+                let seconds = measureSeconds {
+                    for _ in 0..<2 { status = invoke(plan, algorithm: algorithm, a, b, into: output, alpha: alpha, beta: beta) }
+                }
+                if status == 0 { best[index] = Swift.min(best[index], seconds) }
+            }
         }
-        if let best { plan.algo = best.algorithm }
+        if let fastest = best.indices.min(by: { best[$0] < best[$1] }), best[fastest].isFinite {
+            plan.algo = usable[fastest]
+        }
     }
 
     private func setEpilogueOperands(_ epilogue: Epilogue, plan: MatmulPlan, lt: CuBLASLt) throws {

@@ -199,22 +199,30 @@ extension CUDABackend: MemoryOps {
         }
     }
 
-    /// The device time between two events recorded on the stream before and after the work `body` queues (host
-    /// waits inside `body`, e.g. a download, count as the device idling between its work).
-    public func measureSeconds(_ body: () -> Void) -> Double {
+    /// The device time of each run of `body`: between events recorded on the stream before the first run and after
+    /// each, with one wait at the end (a host wait inside `body`, e.g. a download, counts as the device idling in
+    /// that run).
+    public func measureSeconds(repeating count: Int, _ body: (Int) -> Void) -> [Double] {
         do {
-            var start: UnsafeMutableRawPointer?, end: UnsafeMutableRawPointer?
-            try driver.check(driver.cuEventCreate(&start, CUDADriver.eventDefault), "cuEventCreate")
-            defer { _ = driver.cuEventDestroy(start!) }
-            try driver.check(driver.cuEventCreate(&end, CUDADriver.eventDefault), "cuEventCreate")
-            defer { _ = driver.cuEventDestroy(end!) }
-            try driver.check(driver.cuEventRecord(start!, stream), "cuEventRecord")
-            body()
-            try driver.check(driver.cuEventRecord(end!, stream), "cuEventRecord")
-            try driver.check(driver.cuEventSynchronize(end!), "cuEventSynchronize")
-            var milliseconds: Float = 0
-            try driver.check(driver.cuEventElapsedTime(&milliseconds, start!, end!), "cuEventElapsedTime")
-            return Double(milliseconds) / 1000
+            var events: [UnsafeMutableRawPointer] = []
+            defer { for event in events { _ = driver.cuEventDestroy(event) } }
+            for _ in 0...count {
+                var event: UnsafeMutableRawPointer?
+                try driver.check(driver.cuEventCreate(&event, CUDADriver.eventDefault), "cuEventCreate")
+                events.append(event!)
+            }
+            try driver.check(driver.cuEventRecord(events[0], stream), "cuEventRecord")
+            for run in 0..<count {
+                body(run)
+                try driver.check(driver.cuEventRecord(events[run + 1], stream), "cuEventRecord")
+            }
+            try driver.check(driver.cuEventSynchronize(events[count]), "cuEventSynchronize")
+            return try (0..<count).map { run in
+                var milliseconds: Float = 0
+                try driver.check(driver.cuEventElapsedTime(&milliseconds, events[run], events[run + 1]),
+                                 "cuEventElapsedTime")
+                return Double(milliseconds) / 1000
+            }
         } catch {
             preconditionFailure("\(error)")
         }

@@ -55,8 +55,9 @@ public struct BenchmarkDevice {
 }
 
 /// `kinema bench`: times DiT training steps or whole guided sampler runs on random inputs of the model's shape.
-/// Each timed step is measured by the backend (`measureSeconds`: device events on CUDA); warm-up is excluded and
-/// the median is reported.
+/// Each timed step is measured by the backend (`measureSeconds(repeating:)`: device events on CUDA, the steps
+/// queued back to back with one wait at the end, as a training loop runs them); warm-up is excluded and the median
+/// is reported.
 public enum Benchmark {
     struct Timing {
         var medianSeconds: Double
@@ -73,13 +74,11 @@ public enum Benchmark {
         backend.synchronize()
         let warm = device.deviceAllocations?()
         var hostTimes: [Double] = []
-        let times = (0..<steps).map { _ in
-            backend.measureSeconds {
-                let start = DispatchTime.now().uptimeNanoseconds, waited = device.hostWaitSeconds?() ?? 0
-                body()
-                hostTimes.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-                                 - ((device.hostWaitSeconds?() ?? 0) - waited))
-            }
+        let times = backend.measureSeconds(repeating: steps) { _ in
+            let start = DispatchTime.now().uptimeNanoseconds, waited = device.hostWaitSeconds?() ?? 0
+            body()
+            hostTimes.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                             - ((device.hostWaitSeconds?() ?? 0) - waited))
         }
         let after = device.deviceAllocations?()
         return Timing(medianSeconds: times.sorted()[times.count / 2],

@@ -151,8 +151,7 @@ __device__ inline void run_finish(TokenRun run, const float* sums, RunSums out, 
         float *rstd, long long rows, int width, double eps, long long tokens, int modulation, int vectors
 #define LAYERNORM_FORWARD_ARGUMENTS \
     x, branch, gate, sum, weight, bias, y, mean, rstd, rows, width, eps, tokens, modulation, vectors
-template <int P> __device__ inline void layernorm_forward(LAYERNORM_FORWARD_PARAMETERS) {
-    bool packed = vectors != 0;
+template <int P, bool packed> __device__ inline void layernorm_forward(LAYERNORM_FORWARD_PARAMETERS) {
     float add = modulation ? 1.0f : 0.0f;
     for (long long row = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; row < rows;
          row += (long long)gridDim.x * blockDim.x / 32) {
@@ -208,9 +207,8 @@ template <int P> __device__ inline void layernorm_forward(LAYERNORM_FORWARD_PARA
 #define LAYERNORM_BACKWARD_ARGUMENTS                                                                              \
     dy, x, weight, mean, rstd, residual, dx, first, second, firstOut, secondOut, counters, outputsF32, accumulate, \
         tokens, width, chunkRows, chunks, modulation, vectors
-template <int P> __device__ inline void layernorm_backward(LAYERNORM_BACKWARD_PARAMETERS) {
+template <int P, bool packed> __device__ inline void layernorm_backward(LAYERNORM_BACKWARD_PARAMETERS) {
     RunSums out = {first, second, firstOut, secondOut, counters, outputsF32 != 0, accumulate != 0};
-    bool packed = vectors != 0;
     float add = modulation ? 1.0f : 0.0f;
     TokenRun run = token_run(runShared, out, tokens, width, chunkRows, chunks);
     const T* a = modulation ? weight + run.sample * width : weight;
@@ -294,9 +292,8 @@ extern "C" __global__ void gated_residual(const T* x, const T* gate, const T* br
 #define PER_SAMPLE_SCALE_BACKWARD_ARGUMENTS                                                                       \
     dy, c, g, add, out, first, second, firstOut, secondOut, counters, outputsF32, accumulate, tokens, width,      \
         chunkRows, chunks, vectors
-template <int P> __device__ inline void per_sample_scale_backward(PER_SAMPLE_SCALE_BACKWARD_PARAMETERS) {
+template <int P, bool packed> __device__ inline void per_sample_scale_backward(PER_SAMPLE_SCALE_BACKWARD_PARAMETERS) {
     RunSums sumsOut = {first, second, firstOut, secondOut, counters, outputsF32 != 0, accumulate != 0};
-    bool packed = vectors != 0;
     TokenRun run = token_run(runShared, sumsOut, tokens, width, chunkRows, chunks);
     const T* scale = g + run.sample * width;
     RUN_ROW_LOOP(row, run) {
@@ -326,17 +323,20 @@ template <int P> __device__ inline void per_sample_scale_backward(PER_SAMPLE_SCA
     extern "C" __global__ void __launch_bounds__(256, FORWARD_BLOCKS(P))                                          \
         layernorm_forward_##P(LAYERNORM_FORWARD_PARAMETERS) {                                                     \
         GRID_DEPENDENCY();                                                                                        \
-        layernorm_forward<P>(LAYERNORM_FORWARD_ARGUMENTS);                                                        \
+        if (vectors) layernorm_forward<P, true>(LAYERNORM_FORWARD_ARGUMENTS);                                     \
+        else layernorm_forward<P, false>(LAYERNORM_FORWARD_ARGUMENTS);                                            \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(256)                                                             \
         layernorm_backward_##P(LAYERNORM_BACKWARD_PARAMETERS) {                                                   \
         GRID_DEPENDENCY();                                                                                        \
-        layernorm_backward<P>(LAYERNORM_BACKWARD_ARGUMENTS);                                                      \
+        if (vectors) layernorm_backward<P, true>(LAYERNORM_BACKWARD_ARGUMENTS);                                   \
+        else layernorm_backward<P, false>(LAYERNORM_BACKWARD_ARGUMENTS);                                          \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(256)                                                             \
         per_sample_scale_backward_##P(PER_SAMPLE_SCALE_BACKWARD_PARAMETERS) {                                     \
         GRID_DEPENDENCY();                                                                                        \
-        per_sample_scale_backward<P>(PER_SAMPLE_SCALE_BACKWARD_ARGUMENTS);                                        \
+        if (vectors) per_sample_scale_backward<P, true>(PER_SAMPLE_SCALE_BACKWARD_ARGUMENTS);                     \
+        else per_sample_scale_backward<P, false>(PER_SAMPLE_SCALE_BACKWARD_ARGUMENTS);                            \
     }
 ROW_KERNELS(1)
 ROW_KERNELS(2)
