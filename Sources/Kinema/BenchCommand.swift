@@ -22,7 +22,8 @@ struct BenchCommand: ParsableCommand {
         quarter is padding, the rectified-flow loss; a sample is one video of frames × (side/16)² tokens.
 
         Each timed step is measured on the device (CUDA events on the backend's stream between steps queued back \
-        to back, waited for once at the end, as a training loop runs; wall clock on the CPU); warm-up is excluded and the median is reported. FLOPs are counted as DESIGN.md says (2 per multiply-add, \
+        to back, waited for once at the end, as a training loop runs; wall clock on the CPU); warm-up is \
+        excluded and the median is reported. FLOPs are counted as DESIGN.md says (2 per multiply-add, \
         training = 3 × forward); MFU is against --peak-tflops (default: H100 SXM dense bf16, 989). On CUDA the \
         command fails if the caching allocator asks the driver for memory during the timed steps.
         """)

@@ -134,13 +134,17 @@ extension CUDABackend: LinearAlgebraOps {
         // candidate in turn (two launches each), each keeping its best, so that a clock that drifts while a plan is
         // tuned (the H100 runs at its power cap) weighs on all candidates alike. Timed once each, one after the
         // other, two runs of one binary chose different weight-gradient algorithms, 0.6 ms a step apart.
-        let usable = plan.candidates.filter { invoke(plan, algorithm: $0, a, b, into: output, alpha: alpha, beta: beta) == 0 }
+        let usable = plan.candidates.filter {
+            invoke(plan, algorithm: $0, a, b, into: output, alpha: alpha, beta: beta) == 0
+        }
         var best = [Double](repeating: .infinity, count: usable.count)
         for _ in 0..<Self.tuningRounds {
             for (index, algorithm) in usable.enumerated() {
                 var status: Int32 = 0
                 let seconds = measureSeconds {
-                    for _ in 0..<2 { status = invoke(plan, algorithm: algorithm, a, b, into: output, alpha: alpha, beta: beta) }
+                    for _ in 0..<2 {
+                        status = invoke(plan, algorithm: algorithm, a, b, into: output, alpha: alpha, beta: beta)
+                    }
                 }
                 if status == 0 { best[index] = Swift.min(best[index], seconds) }
             }

@@ -317,7 +317,10 @@ template <int P, bool packed> __device__ inline void per_sample_scale_backward(P
 // One entry point per row kernel and pack count P (widths up to 256 · P; the host picks the smallest P). The
 // forward's registers are capped so that more warps share an SM (FORWARD_BLOCKS 256-thread blocks): a warp has
 // nothing in flight while it reduces a row, so the others must keep memory busy (DiT-XL/2: 5.43 → 4.57 ms a step).
-// The token-run kernels are left uncapped: at 80 registers they spill and were slower (4.76 → 5.51 ms).
+// The token-run kernels are left uncapped: at 80 registers they spill and were slower (4.76 → 5.51 ms). Each entry
+// runs its kernel with `packed` a compile-time constant: with it a run-time flag, the element-by-element path's
+// out-of-line calls (load_pack_elements) sat in the same code, and the forward spilled at its cap around them
+// (24 bytes, 196 608 local-memory requests a launch; without: 4.58 → 3.96 ms a DiT-XL/2 step).
 #define FORWARD_BLOCKS(P) ((P) <= 4 ? 4 : (P) <= 6 ? 3 : 2)
 #define ROW_KERNELS(P)                                                                                            \
     extern "C" __global__ void __launch_bounds__(256, FORWARD_BLOCKS(P))                                          \
