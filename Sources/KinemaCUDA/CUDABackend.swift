@@ -35,10 +35,9 @@ public final class CUDABackend: @unchecked Sendable {
         && ProcessInfo.processInfo.environment["KINEMA_DEPENDENT_LAUNCH"] != "0"
     /// Whether bf16 products of linear layers run on Kinema's own Hopper kernel (Kernels/HopperMatmul.cu) where it
     /// applies: on sm_90 with a driver that encodes TMA descriptors, when KINEMA_HOPPER_MATMUL=1. Off by default:
-    /// its kernels add up to about 1.2 ms less than cuBLASLt's plus the column sums, but outside the profiler the
-    /// DiT-XL/2 step is 0 to 2.6 ms slower with it, depending on the machine: a cost of 13–27 µs a launch where it
-    /// meets other kernels, which neither dependent launches nor the cluster count explain (BENCHMARKS.md, eleventh
-    /// session).
+    /// the DiT-XL/2 step is no faster with it. In a kernel timeline of the plain step its products take what
+    /// cuBLASLt's and the column sums take, but the LayerNorm backward after its input-gradient product takes
+    /// 12.6 µs a launch longer than after cuBLASLt's (BENCHMARKS.md, twelfth session).
     public lazy var usesHopperMatmul = supportsHopperMatmul
         && ProcessInfo.processInfo.environment["KINEMA_HOPPER_MATMUL"] == "1"
     /// Whether the Hopper kernel can run here at all (what the GPU checks turn on to test it).
