@@ -38,6 +38,36 @@ extension CUDABackend: MemoryOps {
         }
     }
 
+    /// One launch for all ranges: a block per piece of at most `fillPieceElements` (grid-strided over them), its
+    /// threads over the piece's elements, so a long range is not one block's work. The pieces go up as a small i64
+    /// table [start, count] ahead of it on the stream.
+    public func fill(_ tensor: Tensor, ranges: [Range<Int>], with value: Double) {
+        precondition(ranges.allSatisfy { $0.lowerBound >= 0 && $0.upperBound <= tensor.count },
+                     "fill: a range outside a tensor of \(tensor.count) elements")
+        let pieces = ranges.flatMap { range in
+            stride(from: range.lowerBound, to: range.upperBound, by: Self.fillPieceElements).map {
+                $0..<Swift.min($0 + Self.fillPieceElements, range.upperBound)
+            }
+        }
+        guard !pieces.isEmpty else { return }
+        let table = upload(pieces.flatMap { [Double($0.lowerBound), Double($0.count)] }, shape: [pieces.count, 2],
+                           dtype: .i64)
+        let count = Int32(pieces.count), grid = (Swift.min(pieces.count, 1024), 1, 1), block = (256, 1, 1)
+        switch tensor.dtype {
+        case .f32, .i32:
+            let bits = tensor.dtype == .f32 ? Float(value).bitPattern : UInt32(bitPattern: Int32(value))
+            launch("fill_ranges_u32", in: "Elementwise", grid: grid, block: block, [tensor, table, count, bits])
+        case .f64, .i64:
+            let bits = tensor.dtype == .f64 ? value.bitPattern : UInt64(bitPattern: Int64(value))
+            launch("fill_ranges_u64", in: "Elementwise", grid: grid, block: block, [tensor, table, count, bits])
+        case .bf16, .f16:
+            let bits = tensor.dtype == .bf16 ? bf16Bits(from: Float(value)) : f16Bits(from: Float(value))
+            launch("fill_ranges_u16", in: "Elementwise", grid: grid, block: block, [tensor, table, count, bits])
+        }
+    }
+
+    private static let fillPieceElements = 8192
+
     public func upload(_ values: [Float], shape: [Int], dtype: DType) -> Tensor {
         precondition(values.count == shape.reduce(1, *), "upload: \(values.count) values for shape \(shape)")
         return uploadBytes(hostBytes(values.map(Double.init), dtype: dtype), shape: shape, dtype: dtype)

@@ -33,6 +33,18 @@ extension GPUCheck {
                       cpu.download(cpu.cast(cpu.cast(a, to: dtype), to: .f32)), tolerance: 0)
             }
         }
+        // Ranges filled in one launch, the rest kept: empty, adjacent and end-touching ranges, in every width, of a
+        // view that starts inside its buffer.
+        let ranges = [0..<5, 5..<5, 17..<1_300, 1_300..<1_301, 2_000..<2_001, 40_000..<70_001]
+        for dtype in [DType.f32, .bf16, .f64] {
+            let (a, ga) = pair([70_004])
+            let view = { (t: Tensor) in Tensor(shape: [70_001], dtype: dtype, buffer: t.buffer, offset: t.offset + 3) }
+            let (x, gx) = (view(cpu.cast(a, to: dtype)), view(gpu.cast(ga, to: dtype)))
+            cpu.fill(x, ranges: ranges, with: -2.5)
+            gpu.fill(gx, ranges: ranges, with: -2.5)
+            check("fill ranges \(dtype) n=70001", gpu.download(gpu.cast(gx, to: .f32)), cpu.download(cpu.cast(x, to: .f32)),
+                  tolerance: 0)
+        }
         for shape in [[3, 5, 7], [2, 3, 4, 5, 6, 7], [2, 3, 2, 2, 3, 2, 2, 2]] {
             let (x, gx) = pair(shape)
             // Reversed, and for rank 8 the 3D patchify's [B, C, T, pt, H, p, W, p] → [B, T, H, W, C, pt, p, p].

@@ -27,6 +27,7 @@ public final class Linear: Layer {
                         dtype: dtype, backend: backend)
         self.bias = bias ? Parameter(name: "\(name).bias", shape: [outFeatures], constant: 0, dtype: dtype,
                                      backend: backend) : nil
+        weight.gradientWrittenByProducts = true
     }
 
     /// x [..., in] → [..., out]. The backward needs x itself, so there is no separate cache.
@@ -62,6 +63,6 @@ public final class Linear: Layer {
         precondition(dy.shape == Array(x.shape.dropLast()) + [outFeatures],
                      "\(weight.name): gradient \(dy.shape) does not fit input \(x.shape)")
         backend.matmul(dy.reshaped([-1, outFeatures]), x.reshaped([-1, inFeatures]), transposeA: true,
-                       transposeB: false, into: weight.gradient, alpha: 1, beta: 1)
+                       transposeB: false, into: weight.gradient, alpha: 1, beta: weight.productBeta())
     }
 }

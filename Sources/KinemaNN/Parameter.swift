@@ -1,7 +1,10 @@
 import KinemaTensor
 
 /// A trainable tensor and its gradient accumulator. Layers accumulate (+=) into `gradient` in their backward,
-/// so the training loop zeroes it once per optimizer step (gradient accumulation needs nothing else).
+/// so the training loop zeroes it once per optimizer step (gradient accumulation needs nothing else) — except for
+/// gradients written by one product (`gradientWrittenByProducts`): those the optimizer leaves as they are, marked
+/// stale, and the step's first product overwrites them (β = 0), as PyTorch's gradients set to None are written, not
+/// added to: the optimizer's pass then writes 4 bytes an element less, and the products read nothing back.
 ///
 /// Inside a model that owns a `ParameterArena`, `value`, `gradient` and `master` are views of the arena's flat
 /// buffers: the optimizer updates all parameters in one pass over them. Assign new weights with `load(_:backend:)`,
@@ -18,6 +21,12 @@ public final class Parameter {
     public var gradient: Tensor
     /// The f32 master weights when `value` is a lower-precision copy of them (nil when `value` is itself f32/f64).
     public internal(set) var master: Tensor?
+    /// Set by a layer whose backward writes this gradient by products only (a linear layer's weight: dW = dyᵀ x):
+    /// the optimizer may then leave it stale instead of zeroing it (`ParameterArena.consumeGradients`).
+    public internal(set) var gradientWrittenByProducts = false
+    /// The optimizer has read `gradient` and left its values there: they stand for zero. The next product into it
+    /// overwrites (`productBeta()`); `ParameterArena.settleGradients` zeroes it if none comes before a flat read.
+    public internal(set) var gradientIsStale = false
 
     public init(name: String, value: Tensor, backend: any Backend) {
         self.name = name
@@ -36,6 +45,14 @@ public final class Parameter {
 
     public func zeroGradient(backend: any Backend) {
         backend.fill(gradient, with: 0)
+        gradientIsStale = false
+    }
+
+    /// β for a product into `gradient` (gradient = β · gradient + product): 0 when it is stale, which this write
+    /// ends, else 1.
+    func productBeta() -> Double {
+        defer { gradientIsStale = false }
+        return gradientIsStale ? 0 : 1
     }
 
     /// Writes loaded weights (any float dtype, same shape): into the master exactly when there is one, and into

@@ -88,7 +88,45 @@ public final class ParameterArena {
     /// One fill of the whole gradient buffer.
     public func zeroGradients() {
         backend.fill(gradients, with: 0)
+        for parameter in parameters { parameter.gradientIsStale = false }
     }
+
+    /// After the optimizer has read the gradients: zeroes those that layers add into (one launch over their ranges)
+    /// and marks those written by products stale, for their next product to overwrite.
+    public func consumeGradients() {
+        backend.fill(gradients, ranges: addedGradientRanges, with: 0)
+        for parameter in parameters where parameter.gradientWrittenByProducts { parameter.gradientIsStale = true }
+    }
+
+    /// Zeroes the gradients still stale (of layers this step's backward did not run), so that a pass over the flat
+    /// buffer (the gradient norm, the optimizer) reads zeros there; nothing when every product ran.
+    public func settleGradients() {
+        let stale = parameters.indices.filter { parameters[$0].gradientIsStale }
+        guard !stale.isEmpty else { return }
+        backend.fill(gradients, ranges: stale.map { offsets[$0]..<(offsets[$0] + parameters[$0].value.count) },
+                     with: 0)
+        for index in stale { parameters[index].gradientIsStale = false }
+    }
+
+    /// The element ranges of the gradients layers add into, runs of consecutive such parameters merged (the padding
+    /// between them is zero anyway).
+    private lazy var addedGradientRanges: [Range<Int>] = {
+        var ranges: [Range<Int>] = [], extending = false
+        for (parameter, offset) in zip(parameters, offsets) {  // offsets grow with the index
+            if parameter.gradientWrittenByProducts {
+                extending = false
+                continue
+            }
+            let end = offset + parameter.value.count
+            if extending {
+                ranges[ranges.count - 1] = ranges[ranges.count - 1].lowerBound..<end
+            } else {
+                ranges.append(offset..<end)
+            }
+            extending = true
+        }
+        return ranges
+    }()
 
     /// Casts the master into the compute copy (after loading weights into the master); nothing without a master.
     public func refreshValuesFromMaster() {

@@ -38,6 +38,7 @@ public final class PatchEmbed: Layer {
                                                               stream: initializerStream(for: weightName)),
                            dtype: dtype, backend: backend)
         bias = Parameter(name: "\(name).proj.bias", shape: [dim], constant: 0, dtype: dtype, backend: backend)
+        weight.gradientWrittenByProducts = true
     }
 
     private var patchLength: Int { inChannels * (temporalPatch ?? 1) * patchSize * patchSize }
@@ -67,7 +68,7 @@ public final class PatchEmbed: Layer {
     public func backward(_ dy: Tensor, _ cache: Cache) {
         let rows = dy.reshaped([-1, dim])
         backend.matmul(rows, cache.patches.reshaped([-1, patchLength]), transposeA: true, transposeB: false,
-                       into: weight.gradient.reshaped([dim, patchLength]), alpha: 1, beta: 1)
+                       into: weight.gradient.reshaped([dim, patchLength]), alpha: 1, beta: weight.productBeta())
         backend.accumulateBiasGradient(rows, into: bias.gradient)
     }
 }

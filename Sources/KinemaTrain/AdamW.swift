@@ -24,15 +24,18 @@ public final class AdamW {
 
     /// Applies one update with learning rate `learningRate` and gradients multiplied by `gradScale`, and moves
     /// `ema` (if given) toward the new weights in the same pass, as `ema.update(step:)` would after it. The update
-    /// consumes the gradients: they are zero afterwards, ready for the next backward without a fill.
+    /// consumes the gradients (`ParameterArena.consumeGradients`): ready for the next backward without a fill, the
+    /// ones layers add into zeroed, the ones products write left stale for their next product to overwrite.
     public func update(learningRate: Double, gradScale: Double = 1, ema: ExponentialMovingAverage? = nil) {
         step += 1
         var h = hyperparameters
         h.learningRate = learningRate
         precondition(ema.map { $0.arena === arena } ?? true, "AdamW.update: the EMA belongs to another arena")
+        arena.settleGradients()
         backend.adamW(master: arena.weights, gradient: arena.gradients, m: m, v: v, computeCopy: arena.computeCopy,
                       step: step, hyperparameters: h, gradScale: gradScale,
-                      ema: ema.map { ($0.average, $0.effectiveDecay(afterUpdates: step)) }, clearsGradient: true)
+                      ema: ema.map { ($0.average, $0.effectiveDecay(afterUpdates: step)) }, clearsGradient: false)
+        arena.consumeGradients()
     }
 
     /// State tensors under checkpoint names (views of the flat moments, one pair per parameter), and restore.
@@ -54,6 +57,7 @@ public final class AdamW {
 /// is zero) — and the factor that clips it to `maxNorm` (1 when under it), as torch.nn.utils.clip_grad_norm_
 /// computes it.
 public func clipGradientNorm(_ arena: ParameterArena, maxNorm: Double?) -> (norm: Double, scale: Double) {
+    arena.settleGradients()
     let norm = arena.backend.squaredNorm(arena.gradients).squareRoot()
     guard let maxNorm, maxNorm > 0, norm.isFinite else { return (norm, 1) }
     return (norm, min(1, maxNorm / (norm + 1e-6)))

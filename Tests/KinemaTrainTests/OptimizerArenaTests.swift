@@ -237,4 +237,34 @@ final class OptimizerArenaTests: XCTestCase {
         train(second, steps: 4...6)
         XCTAssertEqual(snapshot(second), snapshot(straight))
     }
+
+    /// The update leaves a linear layer's weight gradient stale rather than zeroing it: the next backward's product
+    /// overwrites it (a second backward before the next update adds), the bias gradient is zeroed, and a gradient
+    /// no backward wrote reads as zero to the norm and the next update.
+    func testUpdateLeavesProductGradientsToBeOverwritten() {
+        let first = Linear(backend: backend, name: "a", inFeatures: 3, outFeatures: 2, dtype: .f32, seed: 1)
+        let second = Linear(backend: backend, name: "b", inFeatures: 2, outFeatures: 2, dtype: .f32, seed: 2)
+        let arena = ParameterArena(parameters: first.parameters + second.parameters, computeDType: .f32,
+                                   backend: backend)
+        let optimizer = AdamW(arena: arena, hyperparameters: h)
+        let x = randomTensor([4, 3], dtype: .f32, seed: 5, backend: backend)
+        let dy = randomTensor([4, 2], dtype: .f32, seed: 6, backend: backend)
+        let product = backend.download(backend.matmul(dy, x, transposeA: true))
+        _ = first.backward(dy, input: x)
+        _ = second.backward(dy, input: backend.randomNormal([4, 2], dtype: .f32, seed: 7, offset: 0))
+        optimizer.update(learningRate: 1e-3)
+        XCTAssertTrue(first.weight.gradientIsStale && second.weight.gradientIsStale)
+        XCTAssertEqual(backend.download(first.bias!.gradient), [0, 0])
+        _ = first.backward(dy, input: x)
+        XCTAssertFalse(first.weight.gradientIsStale)
+        XCTAssertEqual(backend.download(first.weight.gradient), product, "overwritten, not added to")
+        _ = first.backward(dy, input: x)
+        XCTAssertEqual(backend.download(first.weight.gradient), product.map { $0 + $0 }, "a second backward adds")
+        // `second` ran no backward since the update: its stale gradient reads as zero.
+        let expected = (backend.download(first.weight.gradient) + backend.download(first.bias!.gradient))
+            .reduce(0) { $0 + Double($1) * Double($1) }
+        XCTAssertEqual(clipGradientNorm(arena, maxNorm: nil).norm, expected.squareRoot(), accuracy: 1e-5)
+        XCTAssertFalse(second.weight.gradientIsStale)
+        XCTAssertEqual(backend.download(second.weight.gradient), [0, 0, 0, 0])
+    }
 }

@@ -13,6 +13,18 @@ extern "C" __global__ void fill_u64(u64* out, u64 value, long long n) {
     GRID_DEPENDENCY();
     GRID_LOOP(i, n) out[i] = value;
 }
+// ranges: [count][start, length] element ranges of `out`; block b fills ranges b, b + gridDim.x, …
+#define FILL_RANGES(NAME, TYPE)                                                                                   \
+    extern "C" __global__ void NAME(TYPE* out, const long long* ranges, int count, TYPE value) {                  \
+        GRID_DEPENDENCY();                                                                                        \
+        for (int r = blockIdx.x; r < count; r += gridDim.x) {                                                     \
+            TYPE* piece = out + ranges[2 * r];                                                                    \
+            for (long long i = threadIdx.x; i < ranges[2 * r + 1]; i += blockDim.x) piece[i] = value;             \
+        }                                                                                                         \
+    }
+FILL_RANGES(fill_ranges_u16, u16)
+FILL_RANGES(fill_ranges_u32, u32)
+FILL_RANGES(fill_ranges_u64, u64)
 
 // Casts between the floating dtypes: codes 0 f32, 1 f64, 2 bf16, 3 f16.
 __device__ inline double load_as(const void* p, int type, long long i) {

@@ -6,6 +6,10 @@ public protocol MemoryOps: AnyObject {
     func empty(_ shape: [Int], dtype: DType) -> Tensor
     func zeros(_ shape: [Int], dtype: DType) -> Tensor
     func fill(_ tensor: Tensor, with value: Double)
+    /// Fills the elements `ranges` (flat indices, counted from the tensor's start) of a contiguous tensor with
+    /// `value`, the rest untouched: one pass for many small pieces (the gradients the optimizer clears while it
+    /// leaves the larger ones to be overwritten).
+    func fill(_ tensor: Tensor, ranges: [Range<Int>], with value: Double)
 
     /// Host values to a new tensor of `dtype` (rounded to nearest even for bf16/f16).
     func upload(_ values: [Float], shape: [Int], dtype: DType) -> Tensor
@@ -44,6 +48,16 @@ public protocol MemoryOps: AnyObject {
 }
 
 extension MemoryOps {
+    /// One fill per range, of a view of it: the CPU's way, where a fill costs no launch.
+    public func fill(_ tensor: Tensor, ranges: [Range<Int>], with value: Double) {
+        for range in ranges {
+            precondition(range.lowerBound >= 0 && range.upperBound <= tensor.count,
+                         "fill: range \(range) outside a tensor of \(tensor.count) elements")
+            fill(Tensor(shape: [range.count], dtype: tensor.dtype, buffer: tensor.buffer,
+                        offset: tensor.offset + range.lowerBound), with: value)
+        }
+    }
+
     /// The seconds the device spent on the work `body` queues (one run of `measureSeconds(repeating:)`).
     public func measureSeconds(_ body: () -> Void) -> Double {
         measureSeconds(repeating: 1) { _ in body() }[0]
