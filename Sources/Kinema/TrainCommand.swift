@@ -160,7 +160,11 @@ struct TrainCommand: ParsableCommand {
 /// --buckets), or a latent cache of `kinema preprocess --cache` (encoded already).
 func openVideoClips(_ data: String, video: VideoDataOptions, imageSize: Int, seed: UInt64,
                     syntheticCount: Int = 50_000) throws -> any VideoDataSource {
-    if LatentCacheIndex.isCache(data) { return try LatentCacheDataset(folder: data) }
+    if LatentCacheIndex.isCache(data) {
+        // A cache holds its clips' shapes already: --buckets there only gives shapes their batch sizes.
+        let buckets = try video.buckets.map { try VideoBuckets(spec: $0) }
+        return try LatentCacheDataset(folder: data, batchSizes: buckets?.batchSizes ?? [:])
+    }
     guard imageSize >= 8, video.numFrames >= 2 else {
         throw ValidationError("--image-size must be at least 8 and --num-frames at least 2 for videos")
     }
@@ -181,9 +185,10 @@ func openVideoClips(_ data: String, video: VideoDataOptions, imageSize: Int, see
 /// The clips and captions of a video run: what `kinema train` reads and `kinema preprocess --cache` encodes.
 struct VideoDataOptions: ParsableArguments {
     @Option(help: "Frames per clip (video data).") var numFrames = 8
-    @Option(help: ArgumentHelp("Buckets for a CSV of videos of mixed sizes, HEIGHTxWIDTHxFRAMES,… (e.g. "
-        + "16x16x8,16x24x8,24x16x4): each video trains at the bucket closest to its aspect ratio that it fills, a batch "
-        + "holds one bucket; replaces --image-size and --num-frames as the clip shape."))
+    @Option(help: ArgumentHelp("Buckets for a CSV of videos of mixed sizes, HEIGHTxWIDTHxFRAMES[:BATCH],… (e.g. "
+        + "16x16x8:32,16x24x8:24,24x16x4): each video trains at the bucket closest to its aspect ratio that it fills, "
+        + "a batch holds one bucket, BATCH of them (default --batch-size); replaces --image-size and --num-frames as "
+        + "the clip shape. With a latent cache, the batch sizes of its clip shapes."))
     var buckets: String?
     @Option(help: "Take every N-th frame of a CSV dataset's videos.") var frameInterval = 1
     @Option(help: ArgumentHelp("Text encoder folder (transformers BERT, T5 or CLIP text model with its tokenizer); "

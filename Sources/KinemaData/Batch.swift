@@ -49,11 +49,23 @@ public protocol DataSource {
     func batch(indices: [Int], random: inout RandomStream) -> Batch
 }
 
+/// Samples that may share a batch (one bucket of clips) and the batch size they train at (nil: the run's).
+public struct SampleGroup: Equatable, Sendable {
+    public var indices: [Int]
+    public var batchSize: Int?
+
+    public init(_ indices: [Int], batchSize: Int? = nil) {
+        self.indices = indices
+        self.batchSize = batchSize
+    }
+}
+
 /// Hands out the sample indices of an endless sequence of epochs: each epoch is a permutation of 0..<count drawn
 /// from (seed, epoch) by Fisher–Yates with Philox, cut into batches of `batchSize`; the incomplete last batch of an
 /// epoch is dropped. The whole progress is `state` (epoch, position), so a checkpoint resumes mid-epoch exactly.
 /// With `groups` (bucketed data: indices that may share a batch), each group is permuted and cut into full batches
-/// of its own, and the epoch's batches are then shuffled together, so every batch holds one group.
+/// of its own size (its `batchSize`, else `batchSize`: large clips train in smaller batches), and the epoch's
+/// batches are then shuffled together, so every batch holds one group.
 public struct EpochSampler: Sendable {
     /// Where the sampler stands: `position` samples of epoch `epoch` have been handed out.
     public struct State: Codable, Equatable, Sendable {
@@ -69,13 +81,16 @@ public struct EpochSampler: Sendable {
     public let count: Int
     public let batchSize: Int
     public let seed: UInt64
-    public let groups: [[Int]]?
+    public let groups: [SampleGroup]?
     public private(set) var state: State
-    private var order: [Int]
+    /// The epoch's batches, and the next one to hand out (its samples before it are `state.position`).
+    private var batches: [[Int]]
+    private var next = 0
 
-    public init(count: Int, batchSize: Int, seed: UInt64, groups: [[Int]]? = nil, state: State = State()) {
-        precondition(batchSize > 0, "batch size must be positive")
-        precondition((groups?.map(\.count).max() ?? count) >= batchSize,
+    public init(count: Int, batchSize: Int, seed: UInt64, groups: [SampleGroup]? = nil, state: State = State()) {
+        precondition(batchSize > 0 && (groups ?? []).allSatisfy { ($0.batchSize ?? 1) > 0 },
+                     "batch sizes must be positive")
+        precondition(groups.map { $0.contains { $0.indices.count >= $0.batchSize ?? batchSize } } ?? (count >= batchSize),
                      "dataset of \(count) samples cannot fill one batch of \(batchSize)\(groups == nil ? "" : " from one group")")
         precondition(state.epoch >= 0 && state.position >= 0, "invalid sampler state \(state)")
         self.count = count
@@ -83,39 +98,50 @@ public struct EpochSampler: Sendable {
         self.seed = seed
         self.groups = groups
         self.state = state
-        self.order = Self.epochOrder(count: count, batchSize: batchSize, groups: groups, seed: seed, epoch: state.epoch)
+        batches = Self.epochBatches(count: count, batchSize: batchSize, groups: groups, seed: seed, epoch: state.epoch)
+        var handedOut = 0
+        while next < batches.count && handedOut < state.position {
+            handedOut += batches[next].count
+            next += 1
+        }
+        precondition(handedOut == state.position, "sampler state \(state) is not at a batch boundary of this data")
     }
 
     public var epoch: Int { state.epoch }
     public var position: Int { state.position }
 
     /// Full batches per epoch (the remainder is dropped, per group when grouped).
-    public var batchesPerEpoch: Int { order.count / batchSize }
+    public var batchesPerEpoch: Int { batches.count }
 
-    /// The indices of the next batch; moves to the next epoch (and its permutation) when the current one cannot
-    /// fill another batch.
+    /// The indices of the next batch; moves to the next epoch (and its permutation) when the current one has handed
+    /// out all its batches.
     public mutating func nextBatch() -> [Int] {
-        if state.position + batchSize > order.count {
+        if next == batches.count {
             state = State(epoch: state.epoch + 1, position: 0)
-            order = Self.epochOrder(count: count, batchSize: batchSize, groups: groups, seed: seed, epoch: state.epoch)
+            batches = Self.epochBatches(count: count, batchSize: batchSize, groups: groups, seed: seed, epoch: state.epoch)
+            next = 0
         }
-        defer { state.position += batchSize }
-        return Array(order[state.position..<(state.position + batchSize)])
+        defer {
+            state.position += batches[next].count
+            next += 1
+        }
+        return batches[next]
     }
 
-    /// An epoch's indices, batch after batch: one permutation of 0..<count, or each group's permutation cut into
-    /// full batches and the batches permuted (each group and the batch order from their own Philox keys).
-    static func epochOrder(count: Int, batchSize: Int, groups: [[Int]]?, seed: UInt64, epoch: Int) -> [Int] {
-        guard let groups else { return permutation(count: count, seed: seed, epoch: epoch) }
+    /// An epoch's batches: one permutation of 0..<count cut into full batches, or each group's permutation cut into
+    /// full batches of its size and the batches permuted (each group and the batch order from their own Philox keys).
+    static func epochBatches(count: Int, batchSize: Int, groups: [SampleGroup]?, seed: UInt64, epoch: Int) -> [[Int]] {
+        func cut(_ order: [Int], _ size: Int) -> [[Int]] {
+            stride(from: 0, to: order.count - size + 1, by: size).map { Array(order[$0..<($0 + size)]) }
+        }
+        guard let groups else { return cut(permutation(count: count, seed: seed, epoch: epoch), batchSize) }
         var batches: [[Int]] = []
         for (number, group) in groups.enumerated() {
-            let shuffled = permutation(count: group.count, seed: seed &+ UInt64(number + 1) &* 0x9E37_79B9_7F4A_7C15,
-                                       epoch: epoch).map { group[$0] }
-            batches += stride(from: 0, to: shuffled.count - batchSize + 1, by: batchSize).map {
-                Array(shuffled[$0..<($0 + batchSize)])
-            }
+            let shuffled = permutation(count: group.indices.count, seed: seed &+ UInt64(number + 1) &* 0x9E37_79B9_7F4A_7C15,
+                                       epoch: epoch).map { group.indices[$0] }
+            batches += cut(shuffled, group.batchSize ?? batchSize)
         }
-        return permutation(count: batches.count, seed: seed ^ 0xB0C4_E75A_3D1F_0001, epoch: epoch).flatMap { batches[$0] }
+        return permutation(count: batches.count, seed: seed ^ 0xB0C4_E75A_3D1F_0001, epoch: epoch).map { batches[$0] }
     }
 
     /// The order of epoch `epoch`: Fisher–Yates driven by Philox with key `seed`, counter = step, stream = epoch.

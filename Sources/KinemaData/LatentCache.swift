@@ -62,8 +62,11 @@ public final class LatentCacheDataset: EncodedVideoSource, @unchecked Sendable {
     private let files: [SafetensorsFile]
     /// Clip number → (shard, row).
     private let locations: [(shard: Int, row: Int)]
+    /// The batch size of each clip shape that has its own (`--buckets` with sizes, given at training time).
+    public let batchSizes: [VideoBucket: Int]
 
-    public init(folder path: String) throws {
+    /// The cache at `path`; `batchSizes` (each a shape of the cache's clips) give shapes their own batch size.
+    public init(folder path: String, batchSizes: [VideoBucket: Int] = [:]) throws {
         let folder = URL(fileURLWithPath: path)
         self.folder = folder
         let indexURL = folder.appendingPathComponent(LatentCacheIndex.fileName)
@@ -92,6 +95,12 @@ public final class LatentCacheDataset: EncodedVideoSource, @unchecked Sendable {
             throw DataError.emptyDataset(path: indexURL.path, reason: "\(locations.count) clips for "
                                          + "\(index.captions.count) captions")
         }
+        let shapes = index.shards.map(\.clip)
+        if let stranger = batchSizes.keys.first(where: { !shapes.contains($0) }) {
+            throw DataError.badOption("a batch size for clips of \(stranger), which \(path) does not hold (its clips: "
+                                      + "\(Set(shapes).map(\.description).sorted().joined(separator: ", ")))")
+        }
+        self.batchSizes = batchSizes
         let null = try SafetensorsFile(url: folder.appendingPathComponent(LatentCacheIndex.nullCaptionFile))
         nullCaption = (try null.floats("states"), try null.floats("mask").map { Int32($0) })
     }
@@ -103,9 +112,11 @@ public final class LatentCacheDataset: EncodedVideoSource, @unchecked Sendable {
     public var clipShapes: [VideoBucket] { Array(Set(index.shards.map(\.clip))).sorted { $0.description < $1.description } }
 
     /// Clips of one shape may share a batch.
-    public var sampleGroups: [[Int]]? {
+    public var sampleGroups: [SampleGroup]? {
         let shapes = index.shards.map(\.clip)
-        return clipShapes.map { shape in locations.indices.filter { shapes[locations[$0].shard] == shape } }
+        return clipShapes.map { shape in
+            SampleGroup(locations.indices.filter { shapes[locations[$0].shard] == shape }, batchSize: batchSizes[shape])
+        }
     }
 
     /// `VideoDataSource`: a cache holds no pixels to hand out; training reads `encodedBatch`.

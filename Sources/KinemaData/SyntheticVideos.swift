@@ -235,14 +235,15 @@ public protocol VideoDataSource {
     func batch(indices: [Int], random: inout RandomStream) -> (videos: [Float], shape: [Int], captions: [String])
     /// Captions the data leaves out on purpose (to score a model on them), sorted.
     var heldOutCaptions: [String] { get }
-    /// Bucketed data: the indices that may share a batch (one group per bucket); nil when any may.
-    var sampleGroups: [[Int]]? { get }
+    /// Bucketed data: the indices that may share a batch, with their batch size (one group per bucket); nil when
+    /// any may.
+    var sampleGroups: [SampleGroup]? { get }
     /// Every clip shape a batch can have.
     var clipShapes: [VideoBucket] { get }
 }
 
 extension VideoDataSource {
-    public var sampleGroups: [[Int]]? { nil }
+    public var sampleGroups: [SampleGroup]? { nil }
     public var clipShapes: [VideoBucket] { [VideoBucket(height: imageSize, width: imageSize, frames: frames)] }
 }
 

@@ -11,29 +11,42 @@ public struct VideoBucket: Hashable, Codable, Sendable, CustomStringConvertible 
 }
 
 /// Buckets by resolution, aspect ratio and frame count (Open-Sora's dynamic resolution): every video goes to one
-/// bucket, every batch comes from one bucket, so one run trains on mixed sizes without padding.
+/// bucket, every batch comes from one bucket, so one run trains on mixed sizes without padding. A bucket may have its
+/// own batch size (larger clips in smaller batches, as Open-Sora's bucket configs give them); the others train at
+/// the run's.
 public struct VideoBuckets: Sendable, Equatable {
     public let buckets: [VideoBucket]
+    /// The batch size of each bucket that has its own.
+    public let batchSizes: [VideoBucket: Int]
 
-    public init(_ buckets: [VideoBucket]) throws {
+    public init(_ buckets: [VideoBucket], batchSizes: [VideoBucket: Int] = [:]) throws {
         guard !buckets.isEmpty, buckets.allSatisfy({ $0.height > 0 && $0.width > 0 && $0.frames > 0 }),
               Set(buckets).count == buckets.count else {
             throw DataError.badOption("buckets must be distinct, with positive sizes (got \(buckets))")
         }
+        guard batchSizes.allSatisfy({ buckets.contains($0.key) && $0.value > 0 }) else {
+            throw DataError.badOption("bucket batch sizes must be positive, for buckets of the list (got \(batchSizes))")
+        }
         self.buckets = buckets
+        self.batchSizes = batchSizes
     }
 
-    /// "HxWxF,HxWxF,…", e.g. "16x16x8,16x24x8,24x16x4".
+    /// "HxWxF[:BATCH],…", e.g. "16x16x8:32,16x24x8:24,24x16x4" (the last at the run's batch size).
     public init(spec: String) throws {
-        let parsed = spec.split(separator: ",").map { item -> VideoBucket? in
-            let numbers = item.trimmingCharacters(in: .whitespaces).split(separator: "x").compactMap { Int($0) }
-            return numbers.count == 3 ? VideoBucket(height: numbers[0], width: numbers[1], frames: numbers[2]) : nil
+        var buckets: [VideoBucket] = [], batchSizes: [VideoBucket: Int] = [:]
+        for item in spec.split(separator: ",", omittingEmptySubsequences: false) {
+            let parts = item.trimmingCharacters(in: .whitespaces).split(separator: ":", omittingEmptySubsequences: false)
+            let numbers = parts[0].split(separator: "x").compactMap { Int($0) }
+            let batch = parts.count == 2 ? Int(parts[1]) : nil
+            guard parts.count <= 2, numbers.count == 3, parts.count == 1 || batch != nil else {
+                throw DataError.badOption("--buckets '\(spec)': give HEIGHTxWIDTHxFRAMES buckets, each with an optional "
+                                          + ":BATCH size, separated by commas, e.g. 16x16x8:32,16x24x8:24,24x16x4")
+            }
+            let bucket = VideoBucket(height: numbers[0], width: numbers[1], frames: numbers[2])
+            buckets.append(bucket)
+            if let batch { batchSizes[bucket] = batch }
         }
-        guard !parsed.isEmpty, parsed.allSatisfy({ $0 != nil }) else {
-            throw DataError.badOption("--buckets '\(spec)': give HEIGHTxWIDTHxFRAMES buckets separated by commas, "
-                                      + "e.g. 16x16x8,16x24x8")
-        }
-        try self.init(parsed.map { $0! })
+        try self.init(buckets, batchSizes: batchSizes)
     }
 
     /// The bucket of a video of `height` × `width` with `frames` frames (nil where unknown): of the buckets it can

@@ -43,9 +43,9 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
     /// Frames a clip of `frames` frames spans in its source video.
     func span(_ frames: Int) -> Int { (frames - 1) * frameInterval + 1 }
 
-    public var sampleGroups: [[Int]]? {
+    public var sampleGroups: [SampleGroup]? {
         buckets.map { buckets in
-            buckets.buckets.compactMap { members[$0] }
+            buckets.buckets.compactMap { bucket in members[bucket].map { SampleGroup($0, batchSize: buckets.batchSizes[bucket]) } }
         }
     }
 

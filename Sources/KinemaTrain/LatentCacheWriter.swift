@@ -16,7 +16,7 @@ public enum LatentCacheWriter {
         let backend = text.backend, shapes = data.clipShapes
         var random = RandomStream(seed: seed)
         var shards: [LatentCacheIndex.Shard] = [], captions: [String] = [], done = 0
-        let groups = data.sampleGroups ?? [Array(0..<data.count)]
+        let groups = data.sampleGroups?.map(\.indices) ?? [Array(0..<data.count)]
         for group in groups {
             for start in stride(from: 0, to: group.count, by: shardSize) {
                 let members = Array(group[start..<min(start + shardSize, group.count)])

@@ -12,16 +12,21 @@ final class TrainingRun {
     let ema: ExponentialMovingAverage
     let schedule: LearningRateSchedule
     let dataCount: Int
-    let groups: [[Int]]?
+    let groups: [SampleGroup]?
     var sampler: EpochSampler
     var random: RandomStream
 
-    /// `groups`: bucketed data's indices that may share a batch (nil: any).
-    init(arena: ParameterArena, dataCount: Int, groups: [[Int]]? = nil, options: TrainingOptions) throws {
+    /// `groups`: bucketed data's indices that may share a batch, with their batch sizes (nil: any, at the options').
+    init(arena: ParameterArena, dataCount: Int, groups: [SampleGroup]? = nil, options: TrainingOptions) throws {
         try options.validate()
-        guard (groups?.map(\.count).max() ?? dataCount) >= options.batchSize else {
-            throw TrainingError.options("the data has \(groups?.map(\.count).max() ?? dataCount) samples\(groups == nil ? "" : " in its largest bucket"), "
-                + "fewer than one batch of \(options.batchSize)")
+        if let groups {
+            guard groups.contains(where: { $0.indices.count >= $0.batchSize ?? options.batchSize }) else {
+                throw TrainingError.options("no bucket of the data fills one batch: "
+                    + groups.map { "\($0.indices.count) samples for \($0.batchSize ?? options.batchSize)" }
+                        .joined(separator: ", "))
+            }
+        } else if dataCount < options.batchSize {
+            throw TrainingError.options("the data has \(dataCount) samples, fewer than one batch of \(options.batchSize)")
         }
         self.groups = groups
         self.options = options

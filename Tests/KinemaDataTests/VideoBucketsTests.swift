@@ -17,8 +17,37 @@ final class VideoBucketsTests: XCTestCase {
         // A large square video: the squares tie on aspect, the larger wins.
         XCTAssertEqual(buckets.assign(height: 64, width: 64, frames: 30)?.description, "32x32x8")
         XCTAssertNil(buckets.assign(height: 8, width: 8, frames: 30), "smaller than every bucket")
-        for bad in ["", "16x16", "16x16x8,16x16x8", "0x16x8", "axbxc"] {
+        for bad in ["", "16x16", "16x16x8,16x16x8", "0x16x8", "axbxc", "16x16x8:", "16x16x8:0", "16x16x8:2:3",
+                    "16x16x8:b", "16x16x8,"] {
             XCTAssertThrowsError(try VideoBuckets(spec: bad), bad)
+        }
+        let sized = try VideoBuckets(spec: "16x16x8:6, 32x32x8:2,16x24x8")
+        XCTAssertEqual(sized.buckets.map(\.description), ["16x16x8", "32x32x8", "16x24x8"])
+        XCTAssertEqual(sized.batchSizes, [VideoBucket(height: 16, width: 16, frames: 8): 6,
+                                          VideoBucket(height: 32, width: 32, frames: 8): 2])
+    }
+
+    /// Buckets with their own batch sizes: every batch holds one group at that group's size (the others at the
+    /// run's), an epoch hands out each group's full batches once, and a state saved between batches of different
+    /// sizes resumes exactly.
+    func testGroupsTrainAtTheirOwnBatchSizes() {
+        let groups = [SampleGroup(Array(0..<7), batchSize: 3), SampleGroup(Array(7..<12)), SampleGroup([12, 13], batchSize: 1)]
+        var sampler = EpochSampler(count: 14, batchSize: 2, seed: 9, groups: groups)
+        XCTAssertEqual(sampler.batchesPerEpoch, 2 + 2 + 2)
+        var sizes: [Int: [Int]] = [:], states: [EpochSampler.State] = [], batches: [[Int]] = []
+        for _ in 0..<(2 * sampler.batchesPerEpoch) {
+            states.append(sampler.state)
+            let batch = sampler.nextBatch()
+            let group = groups.firstIndex { Set(batch).isSubset(of: $0.indices) }
+            XCTAssertNotNil(group, "\(batch) mixes groups")
+            sizes[group!, default: []].append(batch.count)
+            batches.append(batch)
+        }
+        XCTAssertEqual(sizes, [0: [3, 3, 3, 3], 1: [2, 2, 2, 2], 2: [1, 1, 1, 1]])
+        XCTAssertEqual(Set(batches.prefix(6).joined()).count, 6 + 4 + 2)
+        for index in [3, 7] {
+            var resumed = EpochSampler(count: 14, batchSize: 2, seed: 9, groups: groups, state: states[index])
+            XCTAssertEqual(resumed.nextBatch(), batches[index], "resumed from \(states[index])")
         }
     }
 
@@ -26,7 +55,7 @@ final class VideoBucketsTests: XCTestCase {
     /// the same batches (resume).
     func testGroupedSamplerKeepsBatchesWithinAGroup() {
         let groups = [Array(0..<7), Array(7..<12), [12]]
-        var sampler = EpochSampler(count: 13, batchSize: 2, seed: 5, groups: groups)
+        var sampler = EpochSampler(count: 13, batchSize: 2, seed: 5, groups: groups.map { SampleGroup($0) })
         XCTAssertEqual(sampler.batchesPerEpoch, 3 + 2)
         var seen: [Int] = []
         for _ in 0..<sampler.batchesPerEpoch {
@@ -39,7 +68,7 @@ final class VideoBucketsTests: XCTestCase {
         let saved = EpochSampler.State(epoch: sampler.epoch, position: sampler.position)
         let next = sampler.nextBatch()
         XCTAssertEqual(sampler.epoch, 1)
-        var resumed = EpochSampler(count: 13, batchSize: 2, seed: 5, groups: groups, state: saved)
+        var resumed = EpochSampler(count: 13, batchSize: 2, seed: 5, groups: groups.map { SampleGroup($0) }, state: saved)
         XCTAssertEqual(resumed.nextBatch(), next)
         // Without groups the order is the plain permutation, as before buckets existed.
         var plain = EpochSampler(count: 13, batchSize: 2, seed: 5)
@@ -61,11 +90,11 @@ final class VideoBucketsTests: XCTestCase {
         try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: csv)
         var reports: [String] = []
         let data = try VideoCSVDataset(csv: csv.path, frames: 8, imageSize: 16,
-                                       buckets: try VideoBuckets(spec: "16x16x8,16x24x8,24x16x4")) { reports.append($0) }
+                                       buckets: try VideoBuckets(spec: "16x16x8,16x24x8:2,24x16x4")) { reports.append($0) }
         XCTAssertEqual(data.count, 4)
         XCTAssertTrue(reports.contains { $0.contains("no bucket fits") }, "\(reports)")
         XCTAssertEqual(data.shapes.map(\.description), ["16x16x8", "16x24x8", "24x16x4", "16x24x8"])
-        XCTAssertEqual(data.sampleGroups, [[0], [1, 3], [2]])
+        XCTAssertEqual(data.sampleGroups, [SampleGroup([0]), SampleGroup([1, 3], batchSize: 2), SampleGroup([2])])
         var random = RandomStream(seed: 1)
         let wide = data.batch(indices: [1, 3], random: &random)
         XCTAssertEqual(wide.shape, [2, 3, 8, 16, 24])

@@ -46,7 +46,12 @@ final class LatentCacheTests: XCTestCase {
         XCTAssertEqual(index.downsampling, vae.config.downsampling)
         let cache = try LatentCacheDataset(folder: folder.path)
         XCTAssertEqual(cache.count, 4)
-        XCTAssertEqual(cache.sampleGroups, [[0, 1], [2, 3]])
+        XCTAssertEqual(cache.sampleGroups, [SampleGroup([0, 1]), SampleGroup([2, 3])])
+        let wide = VideoBucket(height: 16, width: 24, frames: 4)
+        XCTAssertEqual(try LatentCacheDataset(folder: folder.path, batchSizes: [wide: 1]).sampleGroups,
+                       [SampleGroup([0, 1]), SampleGroup([2, 3], batchSize: 1)])
+        XCTAssertThrowsError(try LatentCacheDataset(folder: folder.path,
+                                                    batchSizes: [VideoBucket(height: 8, width: 8, frames: 4): 1]))
         // Clip 2 (16×24): the cached latents are the VAE's encoding of the clip, the states the encoder's.
         let batch = try cache.encodedBatch(indices: [2])
         let clip = try data.clip(at: 2, start: 0).flatMap { $0.chwFloats() }  // [F][C, H, W]
