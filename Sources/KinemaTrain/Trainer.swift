@@ -63,7 +63,8 @@ public final class Trainer {
         let (timesteps, noise, xT) = diffusion.noisedBatch(xStart, random: &training.random, backend: backend)
         let timestepTensor = backend.upload(timesteps.map(Double.init), shape: [batch.count], dtype: model.ioDType)
 
-        // The gradients are zero: the arena starts so and every optimizer update consumes them.
+        // The gradients read as zero: the arena starts so, and every optimizer update consumes them (zeroed, or left
+        // stale for the backward's products to overwrite).
         let (output, cache) = model.forward(xT, timesteps: timestepTensor, labels: labels)
         let loss = diffusion.trainingLoss(modelOutput: output, xStart: xStart, xT: xT, noise: noise,
                                           timesteps: timesteps, backend: backend)
