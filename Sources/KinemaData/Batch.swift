@@ -87,24 +87,36 @@ public struct EpochSampler: Sendable {
     private var batches: [[Int]]
     private var next = 0
 
-    public init(count: Int, batchSize: Int, seed: UInt64, groups: [SampleGroup]? = nil, state: State = State()) {
+    public init(count: Int, batchSize: Int, seed: UInt64, groups: [SampleGroup]? = nil) {
         precondition(batchSize > 0 && (groups ?? []).allSatisfy { ($0.batchSize ?? 1) > 0 },
                      "batch sizes must be positive")
-        precondition(groups.map { $0.contains { $0.indices.count >= $0.batchSize ?? batchSize } } ?? (count >= batchSize),
-                     "dataset of \(count) samples cannot fill one batch of \(batchSize)\(groups == nil ? "" : " from one group")")
-        precondition(state.epoch >= 0 && state.position >= 0, "invalid sampler state \(state)")
+        let fills = groups.map { $0.contains { $0.indices.count >= $0.batchSize ?? batchSize } } ?? (count >= batchSize)
+        precondition(fills, "dataset of \(count) samples cannot fill one batch of \(batchSize)"
+                     + (groups == nil ? "" : " from one group"))
         self.count = count
         self.batchSize = batchSize
         self.seed = seed
         self.groups = groups
-        self.state = state
+        state = State()
+        batches = Self.epochBatches(count: count, batchSize: batchSize, groups: groups, seed: seed, epoch: 0)
+    }
+
+    /// The sampler of the same data and options at a saved `state` (a checkpoint's). Throws when the state cannot
+    /// be one of theirs: its position is not where a batch of its epoch starts (the data or the batch sizes changed).
+    public init(count: Int, batchSize: Int, seed: UInt64, groups: [SampleGroup]? = nil,
+                resumingAt state: State) throws {
+        self.init(count: count, batchSize: batchSize, seed: seed, groups: groups)
         batches = Self.epochBatches(count: count, batchSize: batchSize, groups: groups, seed: seed, epoch: state.epoch)
         var handedOut = 0
         while next < batches.count && handedOut < state.position {
             handedOut += batches[next].count
             next += 1
         }
-        precondition(handedOut == state.position, "sampler state \(state) is not at a batch boundary of this data")
+        guard state.epoch >= 0, handedOut == state.position else {
+            throw DataError.badOption("the saved data position (epoch \(state.epoch), sample \(state.position)) is not "
+                + "where a batch starts: the data or the batch sizes differ from the run that saved it")
+        }
+        self.state = state
     }
 
     public var epoch: Int { state.epoch }
@@ -118,7 +130,8 @@ public struct EpochSampler: Sendable {
     public mutating func nextBatch() -> [Int] {
         if next == batches.count {
             state = State(epoch: state.epoch + 1, position: 0)
-            batches = Self.epochBatches(count: count, batchSize: batchSize, groups: groups, seed: seed, epoch: state.epoch)
+            batches = Self.epochBatches(count: count, batchSize: batchSize, groups: groups, seed: seed,
+                                        epoch: state.epoch)
             next = 0
         }
         defer {
@@ -137,8 +150,8 @@ public struct EpochSampler: Sendable {
         guard let groups else { return cut(permutation(count: count, seed: seed, epoch: epoch), batchSize) }
         var batches: [[Int]] = []
         for (number, group) in groups.enumerated() {
-            let shuffled = permutation(count: group.indices.count, seed: seed &+ UInt64(number + 1) &* 0x9E37_79B9_7F4A_7C15,
-                                       epoch: epoch).map { group.indices[$0] }
+            let key = seed &+ UInt64(number + 1) &* 0x9E37_79B9_7F4A_7C15
+            let shuffled = permutation(count: group.indices.count, seed: key, epoch: epoch).map { group.indices[$0] }
             batches += cut(shuffled, group.batchSize ?? batchSize)
         }
         return permutation(count: batches.count, seed: seed ^ 0xB0C4_E75A_3D1F_0001, epoch: epoch).map { batches[$0] }

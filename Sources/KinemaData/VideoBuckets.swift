@@ -25,7 +25,8 @@ public struct VideoBuckets: Sendable, Equatable {
             throw DataError.badOption("buckets must be distinct, with positive sizes (got \(buckets))")
         }
         guard batchSizes.allSatisfy({ buckets.contains($0.key) && $0.value > 0 }) else {
-            throw DataError.badOption("bucket batch sizes must be positive, for buckets of the list (got \(batchSizes))")
+            throw DataError.badOption("bucket batch sizes must be positive, for buckets of the list "
+                                      + "(got \(batchSizes))")
         }
         self.buckets = buckets
         self.batchSizes = batchSizes
@@ -35,12 +36,14 @@ public struct VideoBuckets: Sendable, Equatable {
     public init(spec: String) throws {
         var buckets: [VideoBucket] = [], batchSizes: [VideoBucket: Int] = [:]
         for item in spec.split(separator: ",", omittingEmptySubsequences: false) {
-            let parts = item.trimmingCharacters(in: .whitespaces).split(separator: ":", omittingEmptySubsequences: false)
+            let parts = item.trimmingCharacters(in: .whitespaces)
+                .split(separator: ":", omittingEmptySubsequences: false)
             let numbers = parts[0].split(separator: "x").compactMap { Int($0) }
             let batch = parts.count == 2 ? Int(parts[1]) : nil
             guard parts.count <= 2, numbers.count == 3, parts.count == 1 || batch != nil else {
-                throw DataError.badOption("--buckets '\(spec)': give HEIGHTxWIDTHxFRAMES buckets, each with an optional "
-                                          + ":BATCH size, separated by commas, e.g. 16x16x8:32,16x24x8:24,24x16x4")
+                throw DataError.badOption("--buckets '\(spec)': give HEIGHTxWIDTHxFRAMES buckets, each with an "
+                                          + "optional :BATCH size, separated by commas, e.g. "
+                                          + "16x16x8:32,16x24x8:24,24x16x4")
             }
             let bucket = VideoBucket(height: numbers[0], width: numbers[1], frames: numbers[2])
             buckets.append(bucket)

@@ -45,7 +45,9 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
 
     public var sampleGroups: [SampleGroup]? {
         buckets.map { buckets in
-            buckets.buckets.compactMap { bucket in members[bucket].map { SampleGroup($0, batchSize: buckets.batchSizes[bucket]) } }
+            buckets.buckets.compactMap { bucket in
+                members[bucket].map { SampleGroup($0, batchSize: buckets.batchSizes[bucket]) }
+            }
         }
     }
 

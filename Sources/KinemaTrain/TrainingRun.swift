@@ -26,7 +26,8 @@ final class TrainingRun {
                         .joined(separator: ", "))
             }
         } else if dataCount < options.batchSize {
-            throw TrainingError.options("the data has \(dataCount) samples, fewer than one batch of \(options.batchSize)")
+            throw TrainingError.options("the data has \(dataCount) samples, fewer than one batch of "
+                                        + "\(options.batchSize)")
         }
         self.groups = groups
         self.options = options
@@ -54,8 +55,8 @@ final class TrainingRun {
     func resume(from url: URL, model: some CheckpointableModel) throws {
         let saved = try TrainingCheckpoint.restore(from: url, model: model, ema: ema, optimizer: optimizer)
         random = RandomStream(seed: saved.randomSeed, position: saved.randomPosition)
-        sampler = EpochSampler(count: dataCount, batchSize: options.batchSize, seed: options.seed, groups: groups,
-                               state: .init(epoch: saved.samplerEpoch, position: saved.samplerPosition))
+        sampler = try EpochSampler(count: dataCount, batchSize: options.batchSize, seed: options.seed, groups: groups,
+                                   resumingAt: .init(epoch: saved.samplerEpoch, position: saved.samplerPosition))
     }
 
     /// The end of a step once the gradients are in the arena: clip the global norm, AdamW at the scheduled rate,

@@ -41,7 +41,7 @@ final class SamplerTests: XCTestCase {
         let saved = try JSONEncoder().encode(interrupted.state)
         XCTAssertEqual(String(decoding: saved, as: UTF8.self).contains("epoch"), true)
         let state = try JSONDecoder().decode(EpochSampler.State.self, from: saved)
-        var resumed = EpochSampler(count: 37, batchSize: 8, seed: 2024, state: state)
+        var resumed = try EpochSampler(count: 37, batchSize: 8, seed: 2024, resumingAt: state)
         XCTAssertEqual(resumed.state, reference.state)
         for _ in 0..<20 { XCTAssertEqual(resumed.nextBatch(), reference.nextBatch()) }
         XCTAssertEqual(resumed.state, reference.state)

@@ -30,8 +30,9 @@ final class VideoBucketsTests: XCTestCase {
     /// Buckets with their own batch sizes: every batch holds one group at that group's size (the others at the
     /// run's), an epoch hands out each group's full batches once, and a state saved between batches of different
     /// sizes resumes exactly.
-    func testGroupsTrainAtTheirOwnBatchSizes() {
-        let groups = [SampleGroup(Array(0..<7), batchSize: 3), SampleGroup(Array(7..<12)), SampleGroup([12, 13], batchSize: 1)]
+    func testGroupsTrainAtTheirOwnBatchSizes() throws {
+        let groups = [SampleGroup(Array(0..<7), batchSize: 3), SampleGroup(Array(7..<12)),
+                      SampleGroup([12, 13], batchSize: 1)]
         var sampler = EpochSampler(count: 14, batchSize: 2, seed: 9, groups: groups)
         XCTAssertEqual(sampler.batchesPerEpoch, 2 + 2 + 2)
         var sizes: [Int: [Int]] = [:], states: [EpochSampler.State] = [], batches: [[Int]] = []
@@ -46,14 +47,19 @@ final class VideoBucketsTests: XCTestCase {
         XCTAssertEqual(sizes, [0: [3, 3, 3, 3], 1: [2, 2, 2, 2], 2: [1, 1, 1, 1]])
         XCTAssertEqual(Set(batches.prefix(6).joined()).count, 6 + 4 + 2)
         for index in [3, 7] {
-            var resumed = EpochSampler(count: 14, batchSize: 2, seed: 9, groups: groups, state: states[index])
+            var resumed = try EpochSampler(count: 14, batchSize: 2, seed: 9, groups: groups, resumingAt: states[index])
             XCTAssertEqual(resumed.nextBatch(), batches[index], "resumed from \(states[index])")
         }
+        // A position inside a batch (as if saved with other batch sizes): a clear error, not a trap.
+        let starts = Set(states.prefix(6).map(\.position))
+        let inside = (1...12).first { !starts.contains($0) }!
+        XCTAssertThrowsError(try EpochSampler(count: 14, batchSize: 2, seed: 9, groups: groups,
+                                              resumingAt: .init(epoch: 0, position: inside)))
     }
 
     /// Every batch from one group; each epoch hands out each group's full batches once; the same seed and state give
     /// the same batches (resume).
-    func testGroupedSamplerKeepsBatchesWithinAGroup() {
+    func testGroupedSamplerKeepsBatchesWithinAGroup() throws {
         let groups = [Array(0..<7), Array(7..<12), [12]]
         var sampler = EpochSampler(count: 13, batchSize: 2, seed: 5, groups: groups.map { SampleGroup($0) })
         XCTAssertEqual(sampler.batchesPerEpoch, 3 + 2)
@@ -68,7 +74,8 @@ final class VideoBucketsTests: XCTestCase {
         let saved = EpochSampler.State(epoch: sampler.epoch, position: sampler.position)
         let next = sampler.nextBatch()
         XCTAssertEqual(sampler.epoch, 1)
-        var resumed = EpochSampler(count: 13, batchSize: 2, seed: 5, groups: groups.map { SampleGroup($0) }, state: saved)
+        var resumed = try EpochSampler(count: 13, batchSize: 2, seed: 5, groups: groups.map { SampleGroup($0) },
+                                       resumingAt: saved)
         XCTAssertEqual(resumed.nextBatch(), next)
         // Without groups the order is the plain permutation, as before buckets existed.
         var plain = EpochSampler(count: 13, batchSize: 2, seed: 5)
