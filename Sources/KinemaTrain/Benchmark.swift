@@ -61,8 +61,9 @@ public struct BenchmarkDevice {
 public enum Benchmark {
     struct Timing {
         var medianSeconds: Double
-        /// The median host time spent queueing a step, not counting waits for the device (downloads, syncs): near
-        /// the device time, the step is bound by the host, not the GPU.
+        /// The median host time spent queueing a step, not counting waits for the device (downloads, syncs). With
+        /// the steps queued back to back it includes launches blocked on the driver's full queue, so it comes near
+        /// the device time whenever the host keeps ahead; only above it is the step bound by the host.
         var medianHostSeconds: Double
         var allocationsWarm: Int?
         var allocationsDuringTimedSteps: Int?
