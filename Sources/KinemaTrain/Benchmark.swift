@@ -63,7 +63,8 @@ public enum Benchmark {
         var medianSeconds: Double
         /// The median host time spent queueing a step, not counting waits for the device (downloads, syncs). With
         /// the steps queued back to back it includes launches blocked on the driver's full queue, so it comes near
-        /// the device time whenever the host keeps ahead; only above it is the step bound by the host.
+        /// the device time whether the host keeps ahead or falls behind; the GPU's idle time in a kernel timeline
+        /// (scripts/kernel_timeline.py) tells which.
         var medianHostSeconds: Double
         var allocationsWarm: Int?
         var allocationsDuringTimedSteps: Int?
