@@ -16,11 +16,11 @@ struct PreprocessCommand: ParsableCommand {
         inside it.
 
         Caching (--data videos.csv|synthetic-video --cache FOLDER): every clip (cut as training cuts it: \
-        --num-frames, --frame-interval, --image-size or --buckets; one temporal crop each) is encoded once by the \
-        VAE (--vae; without one the pixels are kept) and its caption by the text encoder (--text-encoder, \
-        --caption-length), into safetensors shards of --shard-size clips of one shape, then the index \
-        latent-cache.json (written last: a folder with an index is complete). `kinema train --data FOLDER` then \
-        reads latents and caption states directly, loading neither model.
+        --num-frames, --frame-interval, --image-size or --buckets; --crops-per-clip temporal crops of each video, \
+        default one) is encoded by the VAE (--vae; without one the pixels are kept) and its caption by the text \
+        encoder (--text-encoder, --caption-length), into safetensors shards of --shard-size clips of one shape, \
+        then the index latent-cache.json (written last: a folder with an index is complete). `kinema train --data \
+        FOLDER` then reads latents and caption states directly, loading neither model.
         """)
 
     @Option(help: "Indexing: the folder of videos.") var input: String?
@@ -33,6 +33,8 @@ struct PreprocessCommand: ParsableCommand {
     @Option(help: "Caching: pixel side of the clips (without --buckets).") var imageSize = 16
     @Option(help: "Caching: clips per shard.") var shardSize = 256
     @Option(help: "Caching: the seed of the temporal crops.") var seed: UInt64 = 0
+    @Option(help: "Caching: temporal crops drawn and encoded per video (for videos longer than a clip).")
+    var cropsPerClip = 1
     @OptionGroup var video: VideoDataOptions
     @OptionGroup var deviceOptions: DeviceOptions
 
@@ -64,7 +66,9 @@ struct PreprocessCommand: ParsableCommand {
     }
 
     private func encode(_ data: String, into cache: String) throws {
-        guard shardSize > 0 else { throw ValidationError("--shard-size must be positive") }
+        guard shardSize > 0, cropsPerClip > 0 else {
+            throw ValidationError("--shard-size and --crops-per-clip must be positive")
+        }
         guard !LatentCacheIndex.isCache(data) else { throw ValidationError("\(data) is a latent cache already") }
         let backend = try deviceOptions.backend()
         // The synthetic clips are endless: a cache of them holds 8 of each of the 48 prompts.
@@ -72,8 +76,19 @@ struct PreprocessCommand: ParsableCommand {
         let text = try TextConditioner(folder: video.textEncoder ?? TextConditioner.defaultFolder, backend: backend,
                                        length: video.captionLength)
         let vae = try video.vae.map { try AutoencoderKLCheckpoint.load(folder: $0, backend: backend) }
+        // A crop starts at random only where the video's length is known (the CSV's num_frames, or ffprobe's with
+        // --buckets); elsewhere every crop starts at the first frame.
+        if cropsPerClip > 1, let csv = clips as? VideoCSVDataset {
+            let unknown = csv.rows.filter { $0.numFrames == nil }.count
+            if unknown > 0 {
+                printError("warning: \(unknown) of the \(csv.count) videos of \(data) have no num_frames column value: "
+                           + "their \(cropsPerClip) crops all start at frame 0 (add the column, or probe the videos "
+                           + "with --buckets)")
+            }
+        }
         let index = try LatentCacheWriter.write(data: clips, vae: vae, text: text, to: URL(fileURLWithPath: cache),
-                                                shardSize: shardSize, seed: seed) { done, total in
+                                                shardSize: shardSize, cropsPerClip: cropsPerClip,
+                                                seed: seed) { done, total in
             if done == total || done % 64 < 8 { printError("encoded \(done)/\(total) clips") }
         }
         printError("wrote \(index.captions.count) clips in \(index.shards.count) shard(s) "

@@ -3,21 +3,24 @@ import KinemaData
 import KinemaModels
 import KinemaTensor
 
-/// Writes a latent cache: every clip of a video dataset encoded once, by the VAE (or kept as pixels) and the text
+/// Writes a latent cache: every clip of a video dataset encoded by the VAE (or kept as pixels) and the text
 /// encoder, into safetensors shards of one clip shape each, then the index. Shards are written to temporary names
-/// and renamed, and the index last, so a folder with an index is a complete cache. Each clip keeps the temporal crop
-/// drawn for it here (as Open-Sora's cached features do).
+/// and renamed, and the index last, so a folder with an index is a complete cache. Each cached clip keeps the
+/// temporal crop drawn for it here (as Open-Sora's cached features do); `cropsPerClip` passes over the data draw
+/// that many crops of each video, so training on the cache still sees several parts of a long video (a cached clip
+/// per crop, its caption repeated).
 public enum LatentCacheWriter {
     public static func write(data: any VideoDataSource, vae: AutoencoderKL?, text: TextConditioner, to folder: URL,
-                             shardSize: Int = 256, batchSize: Int = 8, seed: UInt64 = 0,
+                             shardSize: Int = 256, batchSize: Int = 8, cropsPerClip: Int = 1, seed: UInt64 = 0,
                              progress: (Int, Int) -> Void = { _, _ in }) throws -> LatentCacheIndex {
-        precondition(shardSize > 0 && batchSize > 0, "shard and batch sizes must be positive")
+        precondition(shardSize > 0 && batchSize > 0 && cropsPerClip > 0,
+                     "shard and batch sizes and crops per clip must be positive")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let backend = text.backend, shapes = data.clipShapes
         var random = RandomStream(seed: seed)
         var shards: [LatentCacheIndex.Shard] = [], captions: [String] = [], done = 0
         let groups = data.sampleGroups?.map(\.indices) ?? [Array(0..<data.count)]
-        for group in groups {
+        for group in Array(repeating: groups, count: cropsPerClip).joined() {
             for start in stride(from: 0, to: group.count, by: shardSize) {
                 let members = Array(group[start..<min(start + shardSize, group.count)])
                 var latents: [Float] = [], states: [Float] = [], mask: [Int32] = [], latentShape: [Int] = [], clip: [Int] = []
@@ -34,7 +37,7 @@ public enum LatentCacheWriter {
                     mask += captionMask
                     captions += batch.captions
                     done += indices.count
-                    progress(done, data.count)
+                    progress(done, data.count * cropsPerClip)
                 }
                 let name = String(format: "shard-%05d.safetensors", shards.count)
                 let entries: [(name: String, dtype: DType, shape: [Int], bytes: [UInt8])] = [

@@ -71,6 +71,43 @@ final class LatentCacheTests: XCTestCase {
         XCTAssertEqual(cache.nullCaption.states, backend.download(text.encode([""]).states))
     }
 
+    /// `cropsPerClip`: each 12-frame video is cached as three 4-frame clips, each a real crop of it (the pixels of
+    /// frames s … s + 3 for some start s), not all the same, with the caption repeated.
+    func testCachesSeveralCropsOfALongVideo() throws {
+        let folder = Fixtures.temporaryDirectory("kinema-cache-crops")
+        let source = SyntheticVideos(frames: 12, imageSize: 16, count: 2, seed: 8)
+        var lines = ["path,text,num_frames"]  // the frame count lets the crop start anywhere in 0...8
+        for index in 0..<2 {
+            let path = folder.appendingPathComponent("\(index).mp4").path
+            try FFmpeg.writeVideo(source.video(at: index), fps: 8, toPath: path)
+            lines.append("\(index).mp4,\(source.caption(at: index)),12")
+        }
+        let csv = folder.appendingPathComponent("videos.csv")
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: csv)
+        let data = try VideoCSVDataset(csv: csv.path, frames: 4, imageSize: 16)
+        let text = try TextConditioner(folder: Fixtures.url("bert").path, backend: backend, length: 6)
+        let cacheFolder = folder.appendingPathComponent("cache")
+        let index = try LatentCacheWriter.write(data: data, vae: nil, text: text, to: cacheFolder, cropsPerClip: 3)
+        XCTAssertEqual(index.captions, Array(repeating: [source.caption(at: 0), source.caption(at: 1)], count: 3)
+            .flatMap { $0.map(\.description) })
+        let cache = try LatentCacheDataset(folder: cacheFolder.path)
+        XCTAssertEqual(cache.count, 6)
+        // [C, F, H, W] pixels of video 0 from frame `start`, as the cache keeps them without a VAE.
+        func crop(_ start: Int) throws -> [Float] {
+            let frames = try data.clip(at: 0, start: start).map { $0.chwFloats() }  // [F][C, H, W]
+            return (0..<3).flatMap { c in frames.flatMap { $0[(c * 256)..<((c + 1) * 256)] } }
+        }
+        let crops = try (0...8).map(crop)
+        var starts: [Int] = []
+        for cached in [0, 2, 4] {
+            let latents = try cache.encodedBatch(indices: [cached]).latents
+            let start = crops.firstIndex { relativeError(latents, $0) < 1e-6 }
+            XCTAssertNotNil(start, "cached clip \(cached) is no crop of video 0")
+            starts += start.map { [$0] } ?? []
+        }
+        XCTAssertGreaterThan(Set(starts).count, 1, "the three crops all start at \(starts)")
+    }
+
     /// Training reads the cache with neither model loaded; its checkpoint names the cache's VAE and text encoder,
     /// so sampling decodes.
     func testTrainsFromTheCacheAndSamples() throws {
