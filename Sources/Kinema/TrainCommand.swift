@@ -179,16 +179,18 @@ func openVideoClips(_ data: String, video: VideoDataOptions, imageSize: Int, see
         ? SyntheticVideos(frames: video.numFrames, imageSize: imageSize, count: syntheticCount, seed: seed,
                           heldOut: video.holdOut == "default" ? SyntheticVideos.defaultHeldOut : [])
         : try VideoCSVDataset(csv: data, frames: video.numFrames, frameInterval: video.frameInterval,
-                              imageSize: imageSize, buckets: try video.buckets.map { try VideoBuckets(spec: $0) })
+                              imageSize: imageSize, buckets: try video.buckets.map { try VideoBuckets(spec: $0) },
+                              seed: seed)
 }
 
 /// The clips and captions of a video run: what `kinema train` reads and `kinema preprocess --cache` encodes.
 struct VideoDataOptions: ParsableArguments {
     @Option(help: "Frames per clip (video data).") var numFrames = 8
-    @Option(help: ArgumentHelp("Buckets for a CSV of videos of mixed sizes, HEIGHTxWIDTHxFRAMES[:BATCH],… (e.g. "
-        + "16x16x8:32,16x24x8:24,24x16x4): each video trains at the bucket closest to its aspect ratio that it fills, "
-        + "a batch holds one bucket, BATCH of them (default --batch-size); replaces --image-size and --num-frames as "
-        + "the clip shape. With a latent cache, the batch sizes of its clip shapes."))
+    @Option(help: ArgumentHelp("Buckets for a CSV of videos of mixed sizes, HEIGHTxWIDTHxFRAMES[:BATCH][@KEEP],… "
+        + "(e.g. 16x16x8:32,16x24x8:24@0.5,24x16x4): each video trains at the bucket closest to its aspect ratio that "
+        + "it fills (that bucket keeping it with probability KEEP, else the next), a batch holds one bucket, BATCH of "
+        + "them (default --batch-size); replaces --image-size and --num-frames as the clip shape. With a latent "
+        + "cache, the batch sizes of its clip shapes."))
     var buckets: String?
     @Option(help: "Take every N-th frame of a CSV dataset's videos.") var frameInterval = 1
     @Option(help: ArgumentHelp("Text encoder folder (transformers BERT, T5 or CLIP text model with its tokenizer); "

@@ -53,7 +53,9 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
 
     public var clipShapes: [VideoBucket] { Array(Set(shapes)).sorted { $0.description < $1.description } }
 
+    /// `seed` drives the buckets' keep draws (one stream over the rows in order).
     public init(csv: String, frames: Int, frameInterval: Int = 1, imageSize: Int, buckets: VideoBuckets? = nil,
+                seed: UInt64 = 0,
                 report: @escaping (String) -> Void = ImageFolderDataset.printToStandardError) throws {
         precondition(frames >= 1 && frameInterval >= 1 && imageSize > 0,
                      "frames, frame interval and image size must be positive")
@@ -67,7 +69,8 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
         }
         let folder = URL(fileURLWithPath: csv).deletingLastPathComponent()
         let span = (frames - 1) * frameInterval + 1
-        var rows: [Row] = [], shapes: [VideoBucket] = [], short = 0, unfitting = 0
+        var rows: [Row] = [], shapes: [VideoBucket] = [], short = 0, unfitting = 0, unkept = 0
+        var keepDraws = RandomStream(seed: seed)
         for (number, fields) in table.dropFirst().enumerated() where !(fields.count == 1 && fields[0].isEmpty) {
             func field(_ name: String) -> String? {
                 columns[name].flatMap { $0 < fields.count ? fields[$0].trimmingCharacters(in: .whitespaces) : nil }
@@ -99,15 +102,19 @@ public final class VideoCSVDataset: VideoDataSource, @unchecked Sendable {
                     continue
                 }
             }
+            let draw = { (_: VideoBucket, probability: Double) in Double(keepDraws.nextUniform()) < probability }
             guard let bucket = buckets.assign(height: sized.height, width: sized.width, frames: sized.numFrames,
-                                              frameInterval: frameInterval) else {
-                unfitting += 1
+                                              frameInterval: frameInterval, keeps: draw) else {
+                let fits = buckets.assign(height: sized.height, width: sized.width, frames: sized.numFrames,
+                                          frameInterval: frameInterval) != nil
+                if fits { unkept += 1 } else { unfitting += 1 }
                 continue
             }
             rows.append(sized)
             shapes.append(bucket)
         }
         if short > 0 { report("skipping \(short) video(s) of \(csv) shorter than \(span) frames (num_frames column)") }
+        if unkept > 0 { report("leaving out \(unkept) video(s) of \(csv) that no bucket they fit kept (@KEEP draws)") }
         if unfitting > 0 {
             report("skipping \(unfitting) video(s) of \(csv) that no bucket fits (smaller or shorter than every one)")
         }

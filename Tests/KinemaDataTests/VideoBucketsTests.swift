@@ -21,6 +21,21 @@ final class VideoBucketsTests: XCTestCase {
                     "16x16x8:b", "16x16x8,"] {
             XCTAssertThrowsError(try VideoBuckets(spec: bad), bad)
         }
+        for bad in ["16x16x8@0", "16x16x8@1.5", "16x16x8@", "16x16x8@a", "16x16x8:2@0.5@0.5", "16x16x8@0.5:2"] {
+            XCTAssertThrowsError(try VideoBuckets(spec: bad), bad)
+        }
+        // Keep probabilities: a large square video's best bucket, 32x32x8, keeps it or passes it on to 16x16x8.
+        let keeping = try VideoBuckets(spec: "16x16x8,32x32x8:2@0.25")
+        XCTAssertEqual(keeping.keepProbabilities, [VideoBucket(height: 32, width: 32, frames: 8): 0.25])
+        var asked: [String] = []
+        let passed = keeping.assign(height: 64, width: 64, frames: 30) { bucket, probability in
+            asked.append("\(bucket)@\(probability)")
+            return false
+        }
+        XCTAssertEqual(passed?.description, "16x16x8")
+        XCTAssertEqual(asked, ["32x32x8@0.25"], "only buckets with a probability draw")
+        XCTAssertEqual(keeping.assign(height: 64, width: 64, frames: 30) { _, _ in true }?.description, "32x32x8")
+        XCTAssertEqual(keeping.assign(height: 64, width: 64, frames: 30)?.description, "32x32x8", "no draw: kept")
         let sized = try VideoBuckets(spec: "16x16x8:6, 32x32x8:2,16x24x8")
         XCTAssertEqual(sized.buckets.map(\.description), ["16x16x8", "32x32x8", "16x24x8"])
         XCTAssertEqual(sized.batchSizes, [VideoBucket(height: 16, width: 16, frames: 8): 6,
