@@ -160,9 +160,9 @@ struct TrainCommand: ParsableCommand {
 /// --buckets), or a latent cache of `kinema preprocess --cache` (encoded already).
 func openVideoClips(_ data: String, video: VideoDataOptions, imageSize: Int, seed: UInt64,
                     syntheticCount: Int = 50_000) throws -> any VideoDataSource {
+    let buckets = try video.buckets.map { try VideoBuckets(spec: $0) }
+    // A cache holds its clips' shapes already: --buckets there only gives shapes their batch sizes.
     if LatentCacheIndex.isCache(data) {
-        // A cache holds its clips' shapes already: --buckets there only gives shapes their batch sizes.
-        let buckets = try video.buckets.map { try VideoBuckets(spec: $0) }
         return try LatentCacheDataset(folder: data, batchSizes: buckets?.batchSizes ?? [:])
     }
     guard imageSize >= 8, video.numFrames >= 2 else {
@@ -179,8 +179,7 @@ func openVideoClips(_ data: String, video: VideoDataOptions, imageSize: Int, see
         ? SyntheticVideos(frames: video.numFrames, imageSize: imageSize, count: syntheticCount, seed: seed,
                           heldOut: video.holdOut == "default" ? SyntheticVideos.defaultHeldOut : [])
         : try VideoCSVDataset(csv: data, frames: video.numFrames, frameInterval: video.frameInterval,
-                              imageSize: imageSize, buckets: try video.buckets.map { try VideoBuckets(spec: $0) },
-                              seed: seed)
+                              imageSize: imageSize, buckets: buckets, seed: seed)
 }
 
 /// The clips and captions of a video run: what `kinema train` reads and `kinema preprocess --cache` encodes.

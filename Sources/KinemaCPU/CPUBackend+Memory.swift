@@ -214,10 +214,10 @@ extension CPUBackend: MemoryOps {
     }
 
     /// The CPU runs each op as it is called, so the device's time is the wall clock around each run of `body`.
-    public func measureSeconds(repeating count: Int, _ body: (Int) -> Void) -> [Double] {
-        (0..<count).map { run in
+    public func measureSeconds(repeating count: Int, _ body: () -> Void) -> [Double] {
+        (0..<count).map { _ in
             let start = DispatchTime.now().uptimeNanoseconds
-            body(run)
+            body()
             return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         }
     }

@@ -232,7 +232,7 @@ extension CUDABackend: MemoryOps {
     /// The device time of each run of `body`: between events recorded on the stream before the first run and after
     /// each, with one wait at the end (a host wait inside `body`, e.g. a download, counts as the device idling in
     /// that run).
-    public func measureSeconds(repeating count: Int, _ body: (Int) -> Void) -> [Double] {
+    public func measureSeconds(repeating count: Int, _ body: () -> Void) -> [Double] {
         do {
             var events: [UnsafeMutableRawPointer] = []
             defer { for event in events { _ = driver.cuEventDestroy(event) } }
@@ -243,7 +243,7 @@ extension CUDABackend: MemoryOps {
             }
             try driver.check(driver.cuEventRecord(events[0], stream), "cuEventRecord")
             for run in 0..<count {
-                body(run)
+                body()
                 try driver.check(driver.cuEventRecord(events[run + 1], stream), "cuEventRecord")
             }
             try driver.check(driver.cuEventSynchronize(events[count]), "cuEventSynchronize")

@@ -88,6 +88,11 @@ public struct EpochSampler: Sendable {
     private var next = 0
 
     public init(count: Int, batchSize: Int, seed: UInt64, groups: [SampleGroup]? = nil) {
+        self.init(count: count, batchSize: batchSize, seed: seed, groups: groups, epoch: 0)
+    }
+
+    /// The sampler at the start of epoch `epoch`.
+    private init(count: Int, batchSize: Int, seed: UInt64, groups: [SampleGroup]?, epoch: Int) {
         precondition(batchSize > 0 && (groups ?? []).allSatisfy { ($0.batchSize ?? 1) > 0 },
                      "batch sizes must be positive")
         let fills = groups.map { $0.contains { $0.indices.count >= $0.batchSize ?? batchSize } } ?? (count >= batchSize)
@@ -97,16 +102,15 @@ public struct EpochSampler: Sendable {
         self.batchSize = batchSize
         self.seed = seed
         self.groups = groups
-        state = State()
-        batches = Self.epochBatches(count: count, batchSize: batchSize, groups: groups, seed: seed, epoch: 0)
+        state = State(epoch: epoch)
+        batches = Self.epochBatches(count: count, batchSize: batchSize, groups: groups, seed: seed, epoch: epoch)
     }
 
     /// The sampler of the same data and options at a saved `state` (a checkpoint's). Throws when the state cannot
     /// be one of theirs: its position is not where a batch of its epoch starts (the data or the batch sizes changed).
     public init(count: Int, batchSize: Int, seed: UInt64, groups: [SampleGroup]? = nil,
                 resumingAt state: State) throws {
-        self.init(count: count, batchSize: batchSize, seed: seed, groups: groups)
-        batches = Self.epochBatches(count: count, batchSize: batchSize, groups: groups, seed: seed, epoch: state.epoch)
+        self.init(count: count, batchSize: batchSize, seed: seed, groups: groups, epoch: max(0, state.epoch))
         var handedOut = 0
         while next < batches.count && handedOut < state.position {
             handedOut += batches[next].count

@@ -65,7 +65,8 @@ public struct LinearStack {
         let rows = dy.reshaped([-1, weight.shape[0]])
         // The stacked weights are consumed and written together: one β for the span.
         let betas = layers.map { $0.weight.productBeta() }
-        precondition(Set(betas).count == 1, "LinearStack: the stacked weights' gradients are not all stale or all written")
+        precondition(Set(betas).count == 1,
+                     "LinearStack: the stacked weights' gradients are not all stale or all written")
         backend.matmul(rows, x.reshaped([-1, inFeatures]), transposeA: true, transposeB: false, into: weightGradient,
                        alpha: 1, beta: betas[0])
         return backend.linearInputGradient(dy, weight: weight, geluInput: nil, biasGradient: biasGradient)

@@ -76,7 +76,7 @@ public enum Benchmark {
         backend.synchronize()
         let warm = device.deviceAllocations?()
         var hostTimes: [Double] = []
-        let times = backend.measureSeconds(repeating: steps) { _ in
+        let times = backend.measureSeconds(repeating: steps) {
             let start = DispatchTime.now().uptimeNanoseconds, waited = device.hostWaitSeconds?() ?? 0
             body()
             hostTimes.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9

@@ -292,7 +292,8 @@ extern "C" __global__ void gated_residual(const T* x, const T* gate, const T* br
 #define PER_SAMPLE_SCALE_BACKWARD_ARGUMENTS                                                                       \
     dy, c, g, add, out, first, second, firstOut, secondOut, counters, outputsF32, accumulate, tokens, width,      \
         chunkRows, chunks, vectors
-template <int P, bool packed> __device__ inline void per_sample_scale_backward(PER_SAMPLE_SCALE_BACKWARD_PARAMETERS) {
+template <int P, bool packed>
+__device__ inline void per_sample_scale_backward(PER_SAMPLE_SCALE_BACKWARD_PARAMETERS) {
     RunSums sumsOut = {first, second, firstOut, secondOut, counters, outputsF32 != 0, accumulate != 0};
     TokenRun run = token_run(runShared, sumsOut, tokens, width, chunkRows, chunks);
     const T* scale = g + run.sample * width;

@@ -40,11 +40,11 @@ public protocol MemoryOps: AnyObject {
     /// Waits until all queued work on the device is done (no-op on the CPU).
     func synchronize()
 
-    /// The seconds the device spent on each of `count` runs of `body` (given its run's index), one after the other
+    /// The seconds the device spent on each of `count` runs of `body`, one after the other
     /// with no wait between them: on CUDA the times between events recorded on the backend's stream before the
     /// first run and after each, waited for once at the end, so the host queues run i + 1 while the device still
     /// works on run i, as a training loop does; on the CPU, which runs ops as they are called, the wall clock.
-    func measureSeconds(repeating count: Int, _ body: (Int) -> Void) -> [Double]
+    func measureSeconds(repeating count: Int, _ body: () -> Void) -> [Double]
 }
 
 extension MemoryOps {
@@ -60,7 +60,7 @@ extension MemoryOps {
 
     /// The seconds the device spent on the work `body` queues (one run of `measureSeconds(repeating:)`).
     public func measureSeconds(_ body: () -> Void) -> Double {
-        measureSeconds(repeating: 1) { _ in body() }[0]
+        measureSeconds(repeating: 1, body)[0]
     }
 }
 
