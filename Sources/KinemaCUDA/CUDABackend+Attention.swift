@@ -273,8 +273,26 @@ extension CUDABackend {
         let (keysPadded, queriesPadded) = ((shape.keys + 63) / 64 * 64, (shape.queries + 127) / 128 * 128)
         let dkvArguments: [any KernelArgument] = [q, k, v, dOut, lseLog2, delta, argument(keyMask), dk, dv,
                                                   qStrides, kStrides, vStrides, dOutStrides, dkStrides, dvStrides]
-        // dK/dV: 64-row K and V, two buffers of 32-row Q and dO with 2 × 32 lse and δ.
-        let dkvLaunch = (grid: ((shape.keys + 63) / 64, shape.pairs, 1), bytes: tileBytes + 4 * 32 * 4)
+        let dkvGrid = ((shape.keys + 63) / 64, shape.pairs, 1)
+        // dK/dV, the Hopper kernel where it applies: 64-row K and V, four buffers of 32-row Q and dO (D columns,
+        // unpadded) with 4 × 32 lse and δ; otherwise 64-row K and V, two buffers of 32-row Q and dO with 2 × 32 lse
+        // and δ. `scores`: where the short-sequence backward keeps dSᵀ, and its row length.
+        let hopperKeys = usesHopperAttention && vectors
+        func launchKeyGradients(scores: Tensor?, columns: Int) {
+            if hopperKeys {
+                launch("flash_backward_dkv_hopper_\(padded)", in: "FlashAttention", grid: dkvGrid,
+                       block: (Self.flashThreads, 1, 1), sharedMemoryBytes: (2 * 64 + 8 * 32) * padded * 2 + 8 * 32 * 4,
+                       dkvArguments + sizes.dropLast() + [argument(scores), Int32(columns)])
+            } else if let scores {
+                launch("flash_backward_dkv_scores_\(padded)", in: "FlashAttention", grid: dkvGrid,
+                       block: (Self.flashThreads, 1, 1), sharedMemoryBytes: tileBytes + 4 * 32 * 4,
+                       dkvArguments + sizes + [scores, Int32(columns)])
+            } else {
+                launch("flash_backward_dkv_\(padded)", in: "FlashAttention", grid: dkvGrid,
+                       block: (Self.flashThreads, 1, 1), sharedMemoryBytes: tileBytes + 4 * 32 * 4,
+                       dkvArguments + sizes)
+            }
+        }
         // The δ pass reads O and dO as dense rows, in either order of heads and tokens.
         let tokenMajor = AttentionStrides(batch: shape.queries * shape.heads * shape.headDim,
                                           head: shape.headDim, row: shape.heads * shape.headDim)
@@ -287,9 +305,7 @@ extension CUDABackend {
                    [out, dOut, logSumExp, delta, lseLog2, Int32(shape.queries), Int32(shape.headDim),
                     Int32(shape.heads), Int64(rows), Int32(outStrides == tokenMajor && shape.heads > 1 ? 1 : 0)])
             let scores = empty([shape.pairs * keysPadded * queriesPadded], dtype: .bf16)
-            launch("flash_backward_dkv_scores_\(padded)", in: "FlashAttention", grid: dkvLaunch.grid,
-                   block: (Self.flashThreads, 1, 1), sharedMemoryBytes: dkvLaunch.bytes,
-                   dkvArguments + sizes + [scores, Int32(queriesPadded)])
+            launchKeyGradients(scores: scores, columns: queriesPadded)
             // dQ from dSᵀ, 8 warps: three buffers of a 64-row K tile and a 64 × 128 dSᵀ tile.
             launch("flash_backward_dq_scores_\(padded)", in: "FlashAttention",
                    grid: (queriesPadded / 128, shape.pairs, 1), block: (256, 1, 1),
@@ -303,8 +319,7 @@ extension CUDABackend {
                block: (Self.flashThreads, 1, 1), sharedMemoryBytes: tileBytes + (2 * 32 + 64) * 4,
                [q, k, v, out, dOut, logSumExp, argument(keyMask), dq, delta, lseLog2,
                 qStrides, kStrides, vStrides, outStrides, dOutStrides, dqStrides] + sizes)
-        launch("flash_backward_dkv_\(padded)", in: "FlashAttention", grid: dkvLaunch.grid,
-               block: (Self.flashThreads, 1, 1), sharedMemoryBytes: dkvLaunch.bytes, dkvArguments + sizes)
+        launchKeyGradients(scores: nil, columns: 0)
     }
 
     /// Checks the flash kernels' limits (bf16 operands, Dh ≤ 128, B·H within a grid's y) and returns the padded D.

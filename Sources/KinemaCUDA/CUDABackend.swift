@@ -40,6 +40,12 @@ public final class CUDABackend: @unchecked Sendable {
     /// 12.6 µs a launch longer than after cuBLASLt's (BENCHMARKS.md, twelfth session).
     public lazy var usesHopperMatmul = supportsHopperMatmul
         && ProcessInfo.processInfo.environment["KINEMA_HOPPER_MATMUL"] == "1"
+    /// Whether flash attention's dK/dV runs on the wgmma kernel (Kernels/FlashAttention.cu) where it applies (sm_90,
+    /// head dims a multiple of 8, 16-byte aligned rows), when KINEMA_HOPPER_ATTENTION=1. Off by default: at DiT-XL/2's
+    /// shapes it is slower than the mma.sync kernel (0.38–0.39 against 0.26 ms; BENCHMARKS.md, thirteenth session),
+    /// its per-thread tile loads and its dSᵀ stores costing more than its products save.
+    public lazy var usesHopperAttention = architecture == 90
+        && ProcessInfo.processInfo.environment["KINEMA_HOPPER_ATTENTION"] == "1"
     /// Whether the Hopper kernel can run here at all (what the GPU checks turn on to test it).
     public var supportsHopperMatmul: Bool { architecture == 90 && driver.cuTensorMapEncodeTiled != nil }
     /// Products with fewer output elements stay on cuBLASLt: below about half a wave of 128 × 192 tiles the
@@ -165,9 +171,11 @@ public final class CUDABackend: @unchecked Sendable {
     }
 
     /// What NVRTC compiles for `Kernels/<file>.cu`: Common.cuh (grid loops, integer types, the block reduction) in
-    /// front of the file.
+    /// front of the file, and Hopper.cuh (mbarriers, TMA, wgmma) for the files built for sm_90a where it applies.
     static func source(of file: String) throws -> String {
-        try kernelSource("Common", extension: "cuh") + "\n" + kernelSource(file, extension: "cu")
+        let headers = NVRTC.architectureSpecific.contains(file) ? ["Common", "Hopper"] : ["Common"]
+        return try (headers.map { try kernelSource($0, extension: "cuh") } + [kernelSource(file, extension: "cu")])
+            .joined(separator: "\n")
     }
 
     /// Compiles every kernel file for `sm_<architecture>` without a GPU (NVRTC alone): catches a kernel that does not

@@ -47,8 +47,8 @@ final class NVRTC: @unchecked Sendable {
     }
 
     /// Kernel files built for the architecture-specific target sm_90a on sm_90 (H100, H200): the Hopper products'
-    /// wgmma and TMA instructions exist only there. Every other file keeps the portable target.
-    static let architectureSpecific: Set<String> = ["HopperMatmul"]
+    /// and flash attention's wgmma and TMA instructions exist only there. Every other file keeps the portable target.
+    static let architectureSpecific: Set<String> = ["HopperMatmul", "FlashAttention"]
 
     static func options(architecture: Int, name: String, _ extra: [String]) -> [String] {
         let target = architecture == 90 && architectureSpecific.contains(name) ? "sm_90a" : "sm_\(architecture)"

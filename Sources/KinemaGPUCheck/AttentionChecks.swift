@@ -7,15 +7,25 @@ extension GPUCheck {
     func checkAttention() {
         checkExactAttention()
         checkBiasedAttention()
-        // Both backwards: the short-sequence one (dSᵀ stored, the default at these sizes) and the two-kernel one.
-        let budget = gpu.scoreGradientBudget
-        defer { gpu.scoreGradientBudget = budget }
-        for (path, bytes) in [("scores", budget), ("two-kernel", 0)] {
-            gpu.scoreGradientBudget = bytes
-            checkFlashAttention(path)
-            for (batch, heads, tokens, headDim) in [(64, 16, 256, 72), (64, 16, 256, 64), (64, 8, 256, 128),
-                                                    (8, 16, 1024, 72)] {
-                timeFlashAttention(path, batch: batch, heads: heads, tokens: tokens, headDim: headDim)
+        checkAndTimeFlashAttention(checks: true)
+    }
+
+    /// The bf16 flash kernels' checks (when `checks`) and timings, on every backward path this GPU has.
+    func checkAndTimeFlashAttention(checks: Bool) {
+        // Both backwards: the short-sequence one (dSᵀ stored, the default at these sizes) and the two-kernel one,
+        // each with the dK/dV kernel on mma.sync and, on sm_90, on wgmma.
+        let (budget, hopper) = (gpu.scoreGradientBudget, gpu.usesHopperAttention)
+        defer { (gpu.scoreGradientBudget, gpu.usesHopperAttention) = (budget, hopper) }
+        for usesHopper in gpu.architecture == 90 ? [false, true] : [false] {
+            gpu.usesHopperAttention = usesHopper
+            for (path, bytes) in [("scores", budget), ("two-kernel", 0)] {
+                gpu.scoreGradientBudget = bytes
+                let name = usesHopper ? "\(path), wgmma dK/dV" : path
+                if checks { checkFlashAttention(name) }
+                for (batch, heads, tokens, headDim) in [(64, 16, 256, 72), (64, 16, 256, 64), (64, 8, 256, 128),
+                                                        (8, 16, 1024, 72)] {
+                    timeFlashAttention(name, batch: batch, heads: heads, tokens: tokens, headDim: headDim)
+                }
             }
         }
     }

@@ -43,8 +43,8 @@ gpu.poisonsNewTensors = true  // every output starts as NaN: an element a kernel
 print("device: \(gpu.name)")
 
 let harness = GPUCheck(gpu: gpu)
-// `--only FAMILY` (memory, linear-algebra, hopper-matmul, training, nn, mixed-precision, attention, dit, vae, text, pixart) runs one
-// family; the default runs all.
+// `--only FAMILY` (memory, linear-algebra, hopper-matmul, training, nn, mixed-precision, attention, attention-speed
+// (the flash timings alone), dit, vae, text, pixart) runs one family; the default runs all.
 let families: [(name: String, run: () -> Void)] = [
     ("memory", harness.checkMemoryAndElementwise),
     ("linear-algebra", harness.checkLinearAlgebra),
@@ -53,6 +53,7 @@ let families: [(name: String, run: () -> Void)] = [
     ("nn", harness.checkNN),
     ("mixed-precision", harness.checkMixedPrecision),
     ("attention", harness.checkAttention),
+    ("attention-speed", { harness.checkAndTimeFlashAttention(checks: false) }),
     ("dit", {
         harness.checkDiTTrainingStep("DiT tiny step", config: DiTConfig(inputSize: 8, patchSize: 2, hiddenSize: 64,
                                                                         depth: 2, numHeads: 4, numClasses: 10), batch: 4)

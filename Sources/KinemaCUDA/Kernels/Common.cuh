@@ -104,15 +104,18 @@ __device__ inline void store_pack(T* row, int j, int width, bool packed, Pack8 p
     else store_pack_elements(row, j, width, p);
 }
 
+// The shared-state-space address of a pointer into shared memory (what ldmatrix, cp.async and wgmma take).
+__device__ inline u32 shared_address(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+
 // Copies from device to shared memory that bypass registers (cp.async, sm_80+): a thread issues many 16-byte
 // chunks at once and they land while it computes on earlier data. commit_copies() closes a group of the copies the
 // thread has issued; wait_copies<N>() waits until at most the N newest groups are still in flight. Only the
 // copies of the calling thread: others' need a barrier after their wait to be seen.
 __device__ inline void copy_async16(void* target, const void* source) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((u32)__cvta_generic_to_shared(target)), "l"(source));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared_address(target)), "l"(source));
 }
 __device__ inline void copy_async4(void* target, const void* source) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"((u32)__cvta_generic_to_shared(target)), "l"(source));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(shared_address(target)), "l"(source));
 }
 __device__ inline void commit_copies() { asm volatile("cp.async.commit_group;"); }
 template <int N> __device__ inline void wait_copies() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }

@@ -1,6 +1,7 @@
 // Flash attention (FlashAttention-2 style) on bf16 operands with f32 accumulation on the tensor cores
-// (mma.sync m16n8k16). Nothing of size Nq × Nk is ever stored: the forward keeps the output and the per-row
-// log-sum-exp, the backward rebuilds the probabilities from them.
+// (mma.sync m16n8k16; on sm_90a, an opt-in dK/dV kernel on wgmma, below). Nothing of size Nq × Nk is ever
+// stored: the forward keeps the output and the per-row log-sum-exp, the backward rebuilds the probabilities from
+// them.
 //
 // Operands are [B, H, N, Dh]-indexed with explicit element strides (batch, head, row) and a contiguous head dim,
 // so token-major [B, N, H, Dh] or packed qkv [B, N, 3, H, Dh] pass without a permute. lse, delta are contiguous
@@ -45,8 +46,6 @@ __device__ inline void mma(float* c, const u32* a, const u32* b) {
 // Fragment loads from a shared tile of row stride S (elements), by ldmatrix: lane l gives the address of row l % 8
 // of 8 × 8 block l / 8 and receives, per block, the element pair the PTX m16n8k16 layout assigns it (g = l / 4 the
 // row of A and C or the column of B, t = l % 4 the pair along k). One instruction replaces 2 to 4 32-bit loads.
-
-__device__ inline u32 shared_address(const u16* p) { return (u32)__cvta_generic_to_shared(p); }
 
 // A[i][k] = M[row0 + i][col0 + k], 16 × 16 (blocks: rows 0–7 / 8–15 × k 0–7, then k 8–15).
 template <int S> __device__ inline void load_a(u32* a, const u16* m, int row0, int col0) {
@@ -402,13 +401,10 @@ __device__ inline void flash_backward_dq(const u16* q, const u16* k, const u16* 
 #define DKV_KEYS 64
 #define DKV_QUERIES 32
 
-// Query tile query0.. of Q and dO into a buffer (Q then dO, BM rows each) with its lse and δ: one commit group.
-template <int BM, int D>
-__device__ inline void load_queries(u16* buffer, float* lseTile, float* deltaTile, const u16* qBase,
-                                    const u16* gBase, Strides qs, Strides gs, const float* lseLog2,
-                                    const float* delta, int pair, int query0, int nq, int dh, bool vectors) {
-    load_tile<BM, D>(buffer, qBase, qs.row, query0, nq, dh, vectors);
-    load_tile<BM, D>(buffer + BM * (D + 8), gBase, gs.row, query0, nq, dh, vectors);
+// The lse (log2 units) and δ of query tile query0.., by asynchronous copies (the caller commits them).
+template <int BM>
+__device__ inline void load_query_statistics(float* lseTile, float* deltaTile, const float* lseLog2,
+                                             const float* delta, int pair, int query0, int nq) {
     for (int j = threadIdx.x; j < BM; j += FLASH_THREADS) {
         long long row = (long long)pair * nq + query0 + j;
         if (query0 + j < nq) {
@@ -419,7 +415,49 @@ __device__ inline void load_queries(u16* buffer, float* lseTile, float* deltaTil
             deltaTile[j] = 0.0f;
         }
     }
+}
+
+// Query tile query0.. of Q and dO into a buffer (Q then dO, BM rows each) with its lse and δ: one commit group.
+template <int BM, int D>
+__device__ inline void load_queries(u16* buffer, float* lseTile, float* deltaTile, const u16* qBase,
+                                    const u16* gBase, Strides qs, Strides gs, const float* lseLog2,
+                                    const float* delta, int pair, int query0, int nq, int dh, bool vectors) {
+    load_tile<BM, D>(buffer, qBase, qs.row, query0, nq, dh, vectors);
+    load_tile<BM, D>(buffer + BM * (D + 8), gBase, gs.row, query0, nq, dh, vectors);
+    load_query_statistics<BM>(lseTile, deltaTile, lseLog2, delta, pair, query0, nq);
     commit_copies();
+}
+
+// A warp's 16 keys × BM queries of Sᵀ and dPᵀ (C tiles) into Pᵀ = exp2(Sᵀ · scale log2 e + key bias − lse) and
+// dSᵀ = Pᵀ ⊙ (dPᵀ − δ), in place; bias[0], bias[1] are the key biases of the thread's rows g and g + 8.
+template <int BM>
+__device__ inline void transposed_score_gradients(float (&s)[BM / 8][4], float (&dp)[BM / 8][4], const float* bias,
+                                                  const float* lseTile, const float* deltaTile, float scaleLog2) {
+    int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int n = 0; n < BM / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            int column = n * 8 + 2 * (lane & 3) + (e & 1);
+            float p = exp2f(s[n][e] * scaleLog2 + bias[e >> 1] - lseTile[column]);
+            s[n][e] = p;
+            dp[n][e] = p * (dp[n][e] - deltaTile[column]);
+        }
+    }
+}
+
+// A warp's dSᵀ tile as rows key0 + g (+ 8) of the pair's stored dSᵀ (BN-key tiles, gridDim.x of them), columns
+// query0 + 8n + 2t, + 1: one u32 a pair.
+template <int BM, int BN>
+__device__ inline void store_transposed_score_gradients(u16* dsT, const float (&ds)[BM / 8][4], int pair, int key0,
+                                                        int query0, int dsColumns) {
+    int lane = threadIdx.x & 31;
+    u16* rows = dsT + ((long long)pair * gridDim.x * BN + key0 + (lane >> 2)) * dsColumns + query0 + 2 * (lane & 3);
+#pragma unroll
+    for (int n = 0; n < BM / 8; ++n) {
+        *(u32*)(rows + n * 8) = pack_bf16(ds[n][0], ds[n][1]);
+        *(u32*)(rows + 8 * dsColumns + n * 8) = pack_bf16(ds[n][2], ds[n][3]);
+    }
 }
 
 // SCORES: the kernel also stores dSᵀ (bf16, unscaled) into dsT [B·H][keys padded to 64][dsColumns] for the dQ
@@ -477,26 +515,8 @@ __device__ inline void flash_backward_dkv(const u16* q, const u16* k, const u16*
                 mma(dp[n], vFragment, bFragment);
             }
         }
-#pragma unroll
-        for (int n = 0; n < BM / 8; ++n) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                int column = n * 8 + 2 * (lane & 3) + (e & 1);
-                float p = exp2f(s[n][e] * scaleLog2 + bias[e >> 1] - lseTile[column]);
-                s[n][e] = p;
-                dp[n][e] = p * (dp[n][e] - deltaTile[column]);
-            }
-        }
-        if (SCORES) {
-            // Row key0 + warp·16 + g (+ 8) of the pair's dSᵀ, columns tile·BM + 8n + 2t, + 1: one u32 a pair.
-            u16* rows = dsT + ((long long)pair * gridDim.x * BN + key0 + warp * 16 + (lane >> 2)) * dsColumns
-                        + tile * BM + 2 * (lane & 3);
-#pragma unroll
-            for (int n = 0; n < BM / 8; ++n) {
-                *(u32*)(rows + n * 8) = pack_bf16(dp[n][0], dp[n][1]);
-                *(u32*)(rows + 8 * dsColumns + n * 8) = pack_bf16(dp[n][2], dp[n][3]);
-            }
-        }
+        transposed_score_gradients<BM>(s, dp, bias, lseTile, deltaTile, scaleLog2);
+        if (SCORES) store_transposed_score_gradients<BM, BN>(dsT, dp, pair, key0 + warp * 16, tile * BM, dsColumns);
         accumulate_product<BM, D>(dvAcc, s, gTile);
         accumulate_product<BM, D>(dkAcc, dp, qTile);
         wait_copies<0>();
@@ -601,6 +621,192 @@ __device__ inline void flash_backward_dq_scores(const u16* k, const u16* dsT, u1
     const float scales[2] = {scale, scale};
     store_rows<D>(slice(dq, dqs, b, h), dqs.row, row0 + warp * 16, nq, dh, dqAcc, scales, vectors);
 }
+
+// MARK: dK/dV on Hopper's warpgroup products (sm_90a)
+//
+// flash_backward_dkv's computation with wgmma instead of mma.sync: the CTA's four warps are one warpgroup that owns
+// 64 keys. Sᵀ = K Qᵀ and dPᵀ = V dOᵀ take K and V from registers and Q, dO from shared tiles (m64n{BM}k16); dV += Pᵀ dO
+// and dK += dSᵀ Q take Pᵀ and dSᵀ from registers (m64n{D}k16). The accumulators lie as mma.sync's C tiles did (warp
+// w: keys 16 w + g, + 8), so the softmax, the stored dSᵀ and the epilogue are the same code as there.
+//
+// Opt-in (CUDABackend.usesHopperAttention): at DiT-XL/2's shapes it is slower than flash_backward_dkv. Its products
+// alone, every tile from one buffer, take 0.19 ms; the tile loads by cp.async add 0.10 and the softmax with the dSᵀ
+// stores 0.09 (BENCHMARKS.md, thirteenth session). What it lacks is FlashAttention-3's: TMA loads shared by two
+// consumer warpgroups, and dSᵀ stored through shared memory in whole sectors.
+//
+// Tiles lie in shared memory as wgmma's unswizzled core matrices (8 rows × 8 columns, 128 contiguous bytes), column
+// group after column group: element (r, c) of a ROWS-row tile at ((c / 8) · ROWS + r) · 8 + c % 8. The same Q or dO
+// tile is then a K-major operand (N = queries, K = head dim: Sᵀ = K Qᵀ) and an N-major one (N = head dim, K =
+// queries: dK += dSᵀ Q), each 8 × 8 block read as one 128-byte line, without bank conflicts.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+#define HOPPER_DKV_QUERIES 32
+#define HOPPER_DKV_BUFFERS 4
+
+// Rows row0.. of a [rows, dh] matrix into a core-matrix tile, zeros past rows and dh: one cp.async per 16 bytes.
+// A warp takes 8 rows × 4 column groups at a time: in global memory, 64 contiguous bytes of each row (two whole
+// sectors); in shared memory, four runs of 128 contiguous bytes (8 rows of one group), one per 8 threads, without
+// bank conflicts. Needs dh % 8 == 0 and 16-byte aligned rows.
+template <int ROWS, int D>
+__device__ inline void load_core_tile(u16* tile, const u16* source, long long stride, int row0, int rows, int dh) {
+    constexpr int GROUPS = D / 8, QUADS = (GROUPS + 3) / 4;
+    for (int c = threadIdx.x; c < ROWS * QUADS * 4; c += FLASH_THREADS) {
+        int block = c / 32, r = block % (ROWS / 8) * 8 + c % 8, group = block / (ROWS / 8) * 4 + c % 32 / 8;
+        if (group >= GROUPS) continue;
+        int row = row0 + r, column = group * 8;
+        u16* target = tile + (group * ROWS + r) * 8;
+        if (row < rows && column < dh) copy_async16(target, source + row * stride + column);
+        else *(uint4*)target = make_uint4(0, 0, 0, 0);
+    }
+}
+
+// Descriptors of the 16-wide K step kk of a ROWS-row core-matrix tile at shared address `tile`: as a K-major operand
+// (its rows are M or N, its columns K: core matrices 128 bytes apart along the rows, ROWS · 16 along K), or an
+// N-major one (its rows are K, its columns N: 128 bytes apart along K, ROWS · 16 along N).
+// The mma A fragment (as load_a) of rows row0.. and columns col0.. (16 × 16) of a ROWS-row core-matrix tile.
+template <int ROWS> __device__ inline void load_a_cores(u32* a, const u16* tile, int row0, int col0) {
+    int lane = threadIdx.x & 31, block = lane >> 3;
+    int r = row0 + (lane & 7) + (block & 1) * 8, group = col0 / 8 + (block >> 1);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+                 : "r"(shared_address(tile + (group * ROWS + r) * 8)));
+}
+
+template <int ROWS> __device__ inline u64 k_major_step(u32 tile, int kk) {
+    return core_matrix_descriptor(tile + kk * ROWS * 32, ROWS * 16, 128);
+}
+template <int ROWS> __device__ inline u64 n_major_step(u32 tile, int kk) {
+    return core_matrix_descriptor(tile + kk * 256, 128, ROWS * 16);
+}
+
+// The products run one tile ahead of the softmax: while the warps turn tile t's Sᵀ and dPᵀ into Pᵀ and dSᵀ, the
+// tensor cores work on tile t + 1's Sᵀ and dPᵀ and on tile t − 1's dV and dK. Per tile t:
+//     wait for Sᵀ, dPᵀ of t (dV, dK of t − 1 may still run); tile t + 1 has landed; prefetch t + 2 into the buffer
+//     of t − 2 (its products are done); issue Sᵀ, dPᵀ of t + 1; softmax of t; issue dV, dK of t.
+// Two register sets of scores and of fragments alternate between even and odd tiles (the loop is unrolled by two),
+// so no instruction writes a register that a product in flight reads or writes; four query buffers.
+template <int D, bool SCORES>
+__device__ inline void flash_backward_dkv_hopper(const u16* q, const u16* k, const u16* v, const u16* dO,
+                                                 const float* lseLog2, const float* delta, const int* mask, u16* dk,
+                                                 u16* dv, Strides qs, Strides ks, Strides vs, Strides gs, Strides dks,
+                                                 Strides dvs, int nq, int nk, int dh, int heads, float scale,
+                                                 float scaleLog2, u16* dsT, int dsColumns) {
+    constexpr int BN = DKV_KEYS, BM = HOPPER_DKV_QUERIES, BUFFERS = HOPPER_DKV_BUFFERS;
+    extern __shared__ __align__(128) u16 shared[];
+    u16* kTile = shared;
+    u16* vTile = kTile + BN * D;
+    u16* buffers = vTile + BN * D;                           // query buffers: Q then dO, BM rows each
+    float* lseTiles = (float*)(buffers + BUFFERS * 2 * BM * D);  // [BUFFERS][BM]
+    float* deltaTiles = lseTiles + BUFFERS * BM;                 // [BUFFERS][BM]
+    int pair = blockIdx.y, b = pair / heads, h = pair % heads, key0 = blockIdx.x * BN;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int tiles = (nq + BM - 1) / BM;
+    const u16* qBase = slice(q, qs, b, h);
+    const u16* gBase = slice(dO, gs, b, h);
+    load_core_tile<BN, D>(kTile, slice(k, ks, b, h), ks.row, key0, nk, dh);
+    load_core_tile<BN, D>(vTile, slice(v, vs, b, h), vs.row, key0, nk, dh);
+    auto loadQueries = [&](int tile) {
+        int buffer = tile % BUFFERS;
+        u16* target = buffers + buffer * 2 * BM * D;
+        load_core_tile<BM, D>(target, qBase, qs.row, tile * BM, nq, dh);
+        load_core_tile<BM, D>(target + BM * D, gBase, gs.row, tile * BM, nq, dh);
+        load_query_statistics<BM>(lseTiles + buffer * BM, deltaTiles + buffer * BM, lseLog2, delta, pair, tile * BM,
+                                  nq);
+        commit_copies();
+    };
+    // Tiles landed for every thread, and visible to the tensor cores (the async proxy).
+    auto waitForTiles = [] {
+        wait_copies<0>();
+        fence_async_shared();
+        __syncthreads();
+    };
+    auto queryAddress = [&](int tile) { return shared_address(buffers + tile % BUFFERS * 2 * BM * D); };
+    // K and V, the left operands of every tile's Sᵀ and dPᵀ, wait in registers (loaded once, after the first
+    // tile): read from shared memory by each product, they would take more of its bandwidth than Q and dO do.
+    u32 kFragments[D / 16][4], vFragments[D / 16][4];
+    // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ of a tile: one wgmma group.
+    auto issueScores = [&](int tile, float (&s)[BM / 8][4], float (&dp)[BM / 8][4]) {
+        u32 qAddress = queryAddress(tile), gAddress = qAddress + BM * D * 2;
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+            Wgmma<BM>::registers<0>(&s[0][0], kFragments[kk], k_major_step<BM>(qAddress, kk), kk);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+            Wgmma<BM>::registers<0>(&dp[0][0], vFragments[kk], k_major_step<BM>(gAddress, kk), kk);
+        wgmma_commit();
+    };
+
+    loadQueries(0);
+    float bias[2];
+    for (int half = 0; half < 2; ++half) bias[half] = key_bias(mask, b, nk, key0 + warp * 16 + (lane >> 2) + 8 * half);
+    waitForTiles();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        load_a_cores<BN>(kFragments[kk], kTile, warp * 16, kk * 16);
+        load_a_cores<BN>(vFragments[kk], vTile, warp * 16, kk * 16);
+    }
+    float dkAcc[D / 8][4] = {}, dvAcc[D / 8][4] = {};
+    float s0[BM / 8][4], dp0[BM / 8][4], s1[BM / 8][4], dp1[BM / 8][4];
+    u32 p0[BM / 16][4], ds0[BM / 16][4], p1[BM / 16][4], ds1[BM / 16][4];
+    issueScores(0, s0, dp0);
+    if (tiles > 1) loadQueries(1);
+
+    // Tile t, its scores in (s, dp) and its fragments into (p, ds); tile t + 1's scores go into (sNext, dpNext).
+    auto step = [&](int tile, float (&s)[BM / 8][4], float (&dp)[BM / 8][4], float (&sNext)[BM / 8][4],
+                    float (&dpNext)[BM / 8][4], u32 (&p)[BM / 16][4], u32 (&ds)[BM / 16][4]) {
+        if (tile == 0) wgmma_wait<0>();
+        else wgmma_wait<1>();  // the groups in flight were Sᵀ, dPᵀ of t, then dV, dK of t − 1
+        if (tile + 1 < tiles) {
+            waitForTiles();  // tile t + 1; and every warp is past its wait, so tile t − 2's buffer is free
+            if (tile + 2 < tiles) loadQueries(tile + 2);
+            issueScores(tile + 1, sNext, dpNext);
+        }
+        int buffer = tile % BUFFERS;
+        transposed_score_gradients<BM>(s, dp, bias, lseTiles + buffer * BM, deltaTiles + buffer * BM, scaleLog2);
+        if (SCORES) store_transposed_score_gradients<BM, BN>(dsT, dp, pair, key0 + warp * 16, tile * BM, dsColumns);
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; ++kk) {
+            accumulator_to_a(p[kk], s[2 * kk], s[2 * kk + 1]);
+            accumulator_to_a(ds[kk], dp[2 * kk], dp[2 * kk + 1]);
+        }
+        u32 qAddress = queryAddress(tile), gAddress = qAddress + BM * D * 2;
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; ++kk) {
+            Wgmma<D>::template registers<1>(&dvAcc[0][0], p[kk], n_major_step<BM>(gAddress, kk), 1);
+            Wgmma<D>::template registers<1>(&dkAcc[0][0], ds[kk], n_major_step<BM>(qAddress, kk), 1);
+        }
+        wgmma_commit();
+    };
+    for (int tile = 0; tile < tiles; tile += 2) {
+        step(tile, s0, dp0, s1, dp1, p0, ds0);
+        if (tile + 1 < tiles) step(tile + 1, s1, dp1, s0, dp0, p1, ds1);
+    }
+    wgmma_wait<0>();
+    const float one[2] = {1, 1}, scales[2] = {scale, scale};
+    store_rows<D>(slice(dv, dvs, b, h), dvs.row, key0 + warp * 16, nk, dh, dvAcc, one, true);
+    store_rows<D>(slice(dk, dks, b, h), dks.row, key0 + warp * 16, nk, dh, dkAcc, scales, true);
+}
+
+#define HOPPER_FLASH_KERNELS(D)                                                                                      \
+    extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_backward_dkv_hopper_##D(                       \
+        const u16* q, const u16* k, const u16* v, const u16* dO, const float* lseLog2, const float* delta,           \
+        const int* mask, u16* dk, u16* dv, Strides qs, Strides ks, Strides vs, Strides gs, Strides dks, Strides dvs, \
+        int nq, int nk, int dh, int heads, float scale, float scaleLog2, u16* dsT, int dsColumns) {                  \
+        GRID_DEPENDENCY();                                                                                           \
+        if (dsT) flash_backward_dkv_hopper<D, true>(q, k, v, dO, lseLog2, delta, mask, dk, dv, qs, ks, vs, gs, dks, \
+                                                    dvs, nq, nk, dh, heads, scale, scaleLog2, dsT, dsColumns);      \
+        else flash_backward_dkv_hopper<D, false>(q, k, v, dO, lseLog2, delta, mask, dk, dv, qs, ks, vs, gs, dks,    \
+                                                 dvs, nq, nk, dh, heads, scale, scaleLog2, nullptr, 0);             \
+    }
+
+HOPPER_FLASH_KERNELS(64)
+HOPPER_FLASH_KERNELS(80)
+HOPPER_FLASH_KERNELS(96)
+HOPPER_FLASH_KERNELS(128)
+
+#endif
 
 // Forward CTAs an SM should hold (registers capped to fit): 4 at D = 80 (DiT-XL/2's 72), where that costs no
 // spills; the others spill at 4.

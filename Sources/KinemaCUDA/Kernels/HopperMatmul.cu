@@ -45,104 +45,6 @@
 #define EPILOGUE_GELU_AUX 2   // z = sum + bias[n]: aux = z, out = GELU(z)
 #define EPILOGUE_DGELU 3      // out = sum · GELU′(aux)
 
-// cuda.h's CUtensorMap: 128 opaque bytes made by cuTensorMapEncodeTiled on the host, passed by value.
-struct __align__(64) TensorMap { u64 opaque[16]; };
-
-__device__ inline u32 shared_address(const void* p) { return (u32)__cvta_generic_to_shared(p); }
-
-// mbarriers (64-bit words in shared memory): a phase completes when `count` threads have arrived and the
-// transaction bytes announced by arrive.expect_tx have landed; waiters name the parity of the phase they wait for.
-__device__ inline void barrier_init(u32 bar, u32 count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count));
-}
-__device__ inline void barrier_expect_bytes(u32 bar, u32 bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-}
-// Arrives on the barrier at the same offset in the shared memory of the cluster's CTA `rank` (this CTA's too).
-__device__ inline void barrier_arrive_cluster(u32 bar, u32 rank) {
-    asm volatile("{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
-                 "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}" ::"r"(bar), "r"(rank) : "memory");
-}
-__device__ inline void barrier_arrive(u32 bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-__device__ inline void barrier_wait(u32 bar, u32 parity) {
-    u32 done = 0;
-    while (!done) {
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
-                     : "=r"(done) : "r"(bar), "r"(parity) : "memory");
-    }
-}
-__device__ inline void cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-__device__ inline u32 cluster_rank() { u32 r; asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r)); return r; }
-// The 128 threads of one warpgroup wait for each other (named barrier `id`; 0 is __syncthreads').
-__device__ inline void warpgroup_sync(int id) { asm volatile("bar.sync %0, 128;" ::"r"(id) : "memory"); }
-
-// TMA: a box of a 2-D tensor (coordinates innermost first) into shared memory, its bytes counted on `bar`; the same
-// into every CTA of `mask` at the same offsets (each CTA's barrier at `bar`'s offset counts them); a box out of
-// shared memory into the tensor (a bulk group: commit, then wait until it has read, or finished).
-__device__ inline void tma_load(u32 target, const TensorMap* map, u32 bar, int inner, int outer) {
-    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];"
-                 ::"r"(target), "l"((u64)map), "r"(bar), "r"(inner), "r"(outer) : "memory");
-}
-__device__ inline void tma_load_multicast(u32 target, const TensorMap* map, u32 bar, int inner, int outer, u16 mask) {
-    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
-                 " [%0], [%1, {%3, %4}], [%2], %5;"
-                 ::"r"(target), "l"((u64)map), "r"(bar), "r"(inner), "r"(outer), "h"(mask) : "memory");
-}
-__device__ inline void tma_store(const TensorMap* map, u32 source, int inner, int outer) {
-    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.tile.bulk_group [%0, {%2, %3}], [%1];"
-                 ::"l"((u64)map), "r"(source), "r"(inner), "r"(outer) : "memory");
-}
-__device__ inline void tma_store_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
-__device__ inline void tma_store_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
-__device__ inline void tma_store_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
-// Writes of this thread to shared memory become visible to the TMA (the async proxy).
-__device__ inline void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
-
-// A wgmma shared-memory matrix descriptor for 128-byte swizzled tiles: start address, the leading and stride byte
-// offsets (PTX ISA, "matrix descriptor"), layout 1 = 128B swizzle. K-major tiles (rows of 64 K elements, 128 bytes):
-// 8-row atoms 1024 bytes apart (stride), the leading offset unused. MN-major tiles (rows of 64 N elements, one per
-// k): the next 8 k rows 1024 bytes on (stride), the next 64 columns one 64-row box on (leading).
-__device__ inline u64 matrix_descriptor(u32 address, u32 leading, u32 stride) {
-    return (u64)((address & 0x3FFFF) >> 4) | ((u64)(leading >> 4) << 16) | ((u64)(stride >> 4) << 32) | (1ull << 62);
-}
-
-__device__ inline void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ inline void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-template <int N> __device__ inline void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory"); }
-
-// D[64 × 192] (+)= A[64 × 16] · B[16 × 192] for a warpgroup, f32 accumulators in 96 registers a thread: thread t
-// holds rows 16 (t / 32) + (t % 32) / 4 (+ 8) and columns 8 j + 2 (t % 4) (+ 1), j = 0 … 23, as d[4 j … 4 j + 3].
-// `accumulate` 0 overwrites D (the first K step of a tile). B is K-major (TRANSPOSE_B 0) or N-major (1).
-template <int TRANSPOSE_B> __device__ inline void wgmma_m64n192k16(float* d, u64 a, u64 b, int accumulate) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {"
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
-        "}, %96, %97, p, 1, 1, 0, %99;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
-        : "l"(a), "l"(b), "r"(accumulate), "n"(TRANSPOSE_B));
-}
-
 // GELU (tanh approximation) and its derivative, with u = √(2/π)(v + 0.044715 v³) and t = tanh u from the hardware's
 // tanh (relative error 2⁻¹¹, far below the bf16 output's rounding): GELU = v (1 + t) / 2, the same function as
 // the CPU's v σ(2u) at one special-function op an element instead of two.
@@ -396,7 +298,7 @@ __device__ inline void hopper_matmul(const TensorMap* mapA, const TensorMap* map
                 for (int kk = 0; kk < GEMM_BK / 16; ++kk) {
                     u64 da = matrix_descriptor(a + 32 * kk, 16, 1024);
                     u64 db = TRANSPOSE_B ? matrix_descriptor(b + 2048 * kk, 8192, 1024) : matrix_descriptor(b + 32 * kk, 16, 1024);
-                    wgmma_m64n192k16<TRANSPOSE_B>(d, da, db, k > 0 || kk > 0);
+                    Wgmma<GEMM_BN>::shared<TRANSPOSE_B>(d, da, db, k > 0 || kk > 0);
                 }
                 wgmma_commit();
                 // A quarter of the way through, the last tile's store has long read the buffer: the dGELU's aux
