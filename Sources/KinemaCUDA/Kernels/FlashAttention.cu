@@ -684,7 +684,9 @@ template <int ROWS> __device__ inline u64 n_major_step(u32 tile, int kk) {
 //     wait for Sᵀ, dPᵀ of t (dV, dK of t − 1 may still run); tile t + 1 has landed; prefetch t + 2 into the buffer
 //     of t − 2 (its products are done); issue Sᵀ, dPᵀ of t + 1; softmax of t; issue dV, dK of t.
 // Two register sets of scores and of fragments alternate between even and odd tiles (the loop is unrolled by two),
-// so no instruction writes a register that a product in flight reads or writes; four query buffers.
+// so that no instruction writes a register that a product in flight reads or writes; four query buffers. The local
+// ptxas (13.5) keeps the products in flight; the H100 machine's serializes them (C7513, an input register defined
+// in flight), so there the overlap does not happen yet.
 template <int D, bool SCORES>
 __device__ inline void flash_backward_dkv_hopper(const u16* q, const u16* k, const u16* v, const u16* dO,
                                                  const float* lseLog2, const float* delta, const int* mask, u16* dk,
