@@ -274,23 +274,19 @@ extension CUDABackend {
         let dkvArguments: [any KernelArgument] = [q, k, v, dOut, lseLog2, delta, argument(keyMask), dk, dv,
                                                   qStrides, kStrides, vStrides, dOutStrides, dkStrides, dvStrides]
         let dkvGrid = ((shape.keys + 63) / 64, shape.pairs, 1)
-        // dK/dV, the Hopper kernel where it applies: 64-row K and V, four buffers of 32-row Q and dO (D columns,
-        // unpadded) with 4 × 32 lse and δ; otherwise 64-row K and V, two buffers of 32-row Q and dO with 2 × 32 lse
-        // and δ. `scores`: where the short-sequence backward keeps dSᵀ, and its row length.
-        let hopperKeys = usesHopperAttention && vectors
+        // dK/dV: 64-row K and V, two buffers of 32-row Q and dO with 2 × 32 lse and δ; on the wgmma kernel where it
+        // applies, tiles of D columns (unpadded rows). `scores`: where the short-sequence backward keeps dSᵀ, and its
+        // row length.
         func launchKeyGradients(scores: Tensor?, columns: Int) {
-            if hopperKeys {
+            if usesHopperAttention && vectors {
                 launch("flash_backward_dkv_hopper_\(padded)", in: "FlashAttention", grid: dkvGrid,
-                       block: (Self.flashThreads, 1, 1), sharedMemoryBytes: (2 * 64 + 8 * 32) * padded * 2 + 8 * 32 * 4,
+                       block: (Self.flashThreads, 1, 1), sharedMemoryBytes: 256 * padded * 2 + 4 * 32 * 4,
                        dkvArguments + sizes.dropLast() + [argument(scores), Int32(columns)])
-            } else if let scores {
-                launch("flash_backward_dkv_scores_\(padded)", in: "FlashAttention", grid: dkvGrid,
-                       block: (Self.flashThreads, 1, 1), sharedMemoryBytes: tileBytes + 4 * 32 * 4,
-                       dkvArguments + sizes + [scores, Int32(columns)])
             } else {
-                launch("flash_backward_dkv_\(padded)", in: "FlashAttention", grid: dkvGrid,
-                       block: (Self.flashThreads, 1, 1), sharedMemoryBytes: tileBytes + 4 * 32 * 4,
-                       dkvArguments + sizes)
+                let scoreArguments: [any KernelArgument] = scores.map { [$0, Int32(columns)] } ?? []
+                launch("flash_backward_dkv_\(scores == nil ? "" : "scores_")\(padded)", in: "FlashAttention",
+                       grid: dkvGrid, block: (Self.flashThreads, 1, 1), sharedMemoryBytes: tileBytes + 4 * 32 * 4,
+                       dkvArguments + sizes + scoreArguments)
             }
         }
         // The δ pass reads O and dO as dense rows, in either order of heads and tokens.

@@ -40,17 +40,17 @@ public final class CUDABackend: @unchecked Sendable {
     /// 12.6 µs a launch longer than after cuBLASLt's (BENCHMARKS.md, twelfth session).
     public lazy var usesHopperMatmul = supportsHopperMatmul
         && ProcessInfo.processInfo.environment["KINEMA_HOPPER_MATMUL"] == "1"
-    /// Whether flash attention's dK/dV runs on the wgmma kernel (Kernels/FlashAttention.cu) where it applies (sm_90,
-    /// head dims a multiple of 8, 16-byte aligned rows), when KINEMA_HOPPER_ATTENTION=1. Off by default: at DiT-XL/2's
-    /// shapes it is slower than the mma.sync kernel (0.38–0.39 against 0.26 ms; BENCHMARKS.md, thirteenth session),
-    /// its per-thread tile loads and its dSᵀ stores costing more than its products save.
-    public lazy var usesHopperAttention = architecture == 90
-        && ProcessInfo.processInfo.environment["KINEMA_HOPPER_ATTENTION"] == "1"
     /// Whether the Hopper kernel can run here at all (what the GPU checks turn on to test it).
     public var supportsHopperMatmul: Bool { architecture == 90 && driver.cuTensorMapEncodeTiled != nil }
     /// Products with fewer output elements stay on cuBLASLt: below about half a wave of 128 × 192 tiles the
     /// persistent kernel leaves SMs idle (the adaLN products, 64 rows). The GPU checks lower it to reach small shapes.
     public var hopperMatmulMinimumOutputs = 128 * 192 * 64
+    /// Whether flash attention's dK/dV runs on the wgmma kernel (Kernels/FlashAttention.cu) where it applies (sm_90,
+    /// head dims a multiple of 8, 16-byte aligned rows), when KINEMA_HOPPER_ATTENTION=1. Off by default: at DiT-XL/2's
+    /// shapes it is slower than the mma.sync kernel (0.34 against 0.26 ms; BENCHMARKS.md, thirteenth session),
+    /// its per-thread tile loads and its dSᵀ stores costing more than its products save.
+    public lazy var usesHopperAttention = architecture == 90
+        && ProcessInfo.processInfo.environment["KINEMA_HOPPER_ATTENTION"] == "1"
     /// The dynamic shared memory each function has been allowed beyond the default 48 KiB.
     private var sharedMemoryLimits: [UnsafeMutableRawPointer: Int] = [:]
     /// cuBLASLt, its handle and its workspace, opened on the first matrix product.

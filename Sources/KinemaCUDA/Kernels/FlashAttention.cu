@@ -625,14 +625,15 @@ __device__ inline void flash_backward_dq_scores(const u16* k, const u16* dsT, u1
 // MARK: dK/dV on Hopper's warpgroup products (sm_90a)
 //
 // flash_backward_dkv's computation with wgmma instead of mma.sync: the CTA's four warps are one warpgroup that owns
-// 64 keys. Sᵀ = K Qᵀ and dPᵀ = V dOᵀ take K and V from registers and Q, dO from shared tiles (m64n{BM}k16); dV += Pᵀ dO
-// and dK += dSᵀ Q take Pᵀ and dSᵀ from registers (m64n{D}k16). The accumulators lie as mma.sync's C tiles did (warp
-// w: keys 16 w + g, + 8), so the softmax, the stored dSᵀ and the epilogue are the same code as there.
+// 64 keys. Sᵀ = K Qᵀ and dPᵀ = V dOᵀ multiply shared tiles (m64n{BM}k16); dV += Pᵀ dO and dK += dSᵀ Q take Pᵀ and
+// dSᵀ from registers (m64n{D}k16). The accumulators lie as mma.sync's C tiles did (warp w: keys 16 w + g, + 8), so
+// the softmax, the stored dSᵀ and the epilogue are the same code as there.
 //
-// Opt-in (CUDABackend.usesHopperAttention): at DiT-XL/2's shapes it is slower than flash_backward_dkv. Its products
-// alone, every tile from one buffer, take 0.19 ms; the tile loads by cp.async add 0.10 and the softmax with the dSᵀ
-// stores 0.09 (BENCHMARKS.md, thirteenth session). What it lacks is FlashAttention-3's: TMA loads shared by two
-// consumer warpgroups, and dSᵀ stored through shared memory in whole sectors.
+// Opt-in (CUDABackend.usesHopperAttention): at DiT-XL/2's shapes it is slower than flash_backward_dkv (0.34 against
+// 0.26 ms). Its products alone take 0.19 ms; the tile loads by cp.async add about 0.10 and the softmax with the dSᵀ
+// stores about 0.09 (BENCHMARKS.md, thirteenth session; neither running products a tile ahead nor K and V in
+// registers helped). What it lacks is FlashAttention-3's: TMA loads shared by two consumer warpgroups, and dSᵀ
+// stored through shared memory in whole sectors.
 //
 // Tiles lie in shared memory as wgmma's unswizzled core matrices (8 rows × 8 columns, 128 contiguous bytes), column
 // group after column group: element (r, c) of a ROWS-row tile at ((c / 8) · ROWS + r) · 8 + c % 8. The same Q or dO
@@ -641,7 +642,6 @@ __device__ inline void flash_backward_dq_scores(const u16* k, const u16* dsT, u1
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 #define HOPPER_DKV_QUERIES 32
-#define HOPPER_DKV_BUFFERS 4
 
 // Rows row0.. of a [rows, dh] matrix into a core-matrix tile, zeros past rows and dh: one cp.async per 16 bytes.
 // A warp takes 8 rows × 4 column groups at a time: in global memory, 64 contiguous bytes of each row (two whole
@@ -663,15 +663,6 @@ __device__ inline void load_core_tile(u16* tile, const u16* source, long long st
 // Descriptors of the 16-wide K step kk of a ROWS-row core-matrix tile at shared address `tile`: as a K-major operand
 // (its rows are M or N, its columns K: core matrices 128 bytes apart along the rows, ROWS · 16 along K), or an
 // N-major one (its rows are K, its columns N: 128 bytes apart along K, ROWS · 16 along N).
-// The mma A fragment (as load_a) of rows row0.. and columns col0.. (16 × 16) of a ROWS-row core-matrix tile.
-template <int ROWS> __device__ inline void load_a_cores(u32* a, const u16* tile, int row0, int col0) {
-    int lane = threadIdx.x & 31, block = lane >> 3;
-    int r = row0 + (lane & 7) + (block & 1) * 8, group = col0 / 8 + (block >> 1);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-                 : "r"(shared_address(tile + (group * ROWS + r) * 8)));
-}
-
 template <int ROWS> __device__ inline u64 k_major_step(u32 tile, int kk) {
     return core_matrix_descriptor(tile + kk * ROWS * 32, ROWS * 16, 128);
 }
@@ -679,36 +670,26 @@ template <int ROWS> __device__ inline u64 n_major_step(u32 tile, int kk) {
     return core_matrix_descriptor(tile + kk * 256, 128, ROWS * 16);
 }
 
-// The products run one tile ahead of the softmax: while the warps turn tile t's Sᵀ and dPᵀ into Pᵀ and dSᵀ, the
-// tensor cores work on tile t + 1's Sᵀ and dPᵀ and on tile t − 1's dV and dK. Per tile t:
-//     wait for Sᵀ, dPᵀ of t (dV, dK of t − 1 may still run); tile t + 1 has landed; prefetch t + 2 into the buffer
-//     of t − 2 (its products are done); issue Sᵀ, dPᵀ of t + 1; softmax of t; issue dV, dK of t.
-// Two register sets of scores and of fragments alternate between even and odd tiles (the loop is unrolled by two),
-// so that no instruction writes a register that a product in flight reads or writes; four query buffers. The local
-// ptxas (13.5) keeps the products in flight; the H100 machine's serializes them (C7513, an input register defined
-// in flight), so there the overlap does not happen yet.
 template <int D, bool SCORES>
 __device__ inline void flash_backward_dkv_hopper(const u16* q, const u16* k, const u16* v, const u16* dO,
                                                  const float* lseLog2, const float* delta, const int* mask, u16* dk,
                                                  u16* dv, Strides qs, Strides ks, Strides vs, Strides gs, Strides dks,
                                                  Strides dvs, int nq, int nk, int dh, int heads, float scale,
                                                  float scaleLog2, u16* dsT, int dsColumns) {
-    constexpr int BN = DKV_KEYS, BM = HOPPER_DKV_QUERIES, BUFFERS = HOPPER_DKV_BUFFERS;
+    constexpr int BN = DKV_KEYS, BM = HOPPER_DKV_QUERIES;
     extern __shared__ __align__(128) u16 shared[];
     u16* kTile = shared;
     u16* vTile = kTile + BN * D;
-    u16* buffers = vTile + BN * D;                           // query buffers: Q then dO, BM rows each
-    float* lseTiles = (float*)(buffers + BUFFERS * 2 * BM * D);  // [BUFFERS][BM]
-    float* deltaTiles = lseTiles + BUFFERS * BM;                 // [BUFFERS][BM]
+    u16* buffers = vTile + BN * D;                     // two query buffers: Q then dO, BM rows each
+    float* lseTiles = (float*)(buffers + 4 * BM * D);  // [2][BM]
+    float* deltaTiles = lseTiles + 2 * BM;             // [2][BM]
     int pair = blockIdx.y, b = pair / heads, h = pair % heads, key0 = blockIdx.x * BN;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int tiles = (nq + BM - 1) / BM;
     const u16* qBase = slice(q, qs, b, h);
     const u16* gBase = slice(dO, gs, b, h);
     load_core_tile<BN, D>(kTile, slice(k, ks, b, h), ks.row, key0, nk, dh);
     load_core_tile<BN, D>(vTile, slice(v, vs, b, h), vs.row, key0, nk, dh);
-    auto loadQueries = [&](int tile) {
-        int buffer = tile % BUFFERS;
+    auto loadQueries = [&](int tile, int buffer) {
         u16* target = buffers + buffer * 2 * BM * D;
         load_core_tile<BM, D>(target, qBase, qs.row, tile * BM, nq, dh);
         load_core_tile<BM, D>(target + BM * D, gBase, gs.row, tile * BM, nq, dh);
@@ -716,76 +697,52 @@ __device__ inline void flash_backward_dkv_hopper(const u16* q, const u16* k, con
                                   nq);
         commit_copies();
     };
-    // Tiles landed for every thread, and visible to the tensor cores (the async proxy).
-    auto waitForTiles = [] {
+    loadQueries(0, 0);
+    float bias[2];
+    for (int half = 0; half < 2; ++half) bias[half] = key_bias(mask, b, nk, key0 + warp * 16 + (lane >> 2) + 8 * half);
+    const u32 kAddress = shared_address(kTile), vAddress = shared_address(vTile);
+
+    float dkAcc[D / 8][4] = {}, dvAcc[D / 8][4] = {};
+    for (int tile = 0, tiles = (nq + BM - 1) / BM; tile < tiles; ++tile) {
+        // Tile t has landed for every thread, and the tensor cores (the async proxy) see what the copies and the
+        // zero fills wrote.
         wait_copies<0>();
         fence_async_shared();
         __syncthreads();
-    };
-    auto queryAddress = [&](int tile) { return shared_address(buffers + tile % BUFFERS * 2 * BM * D); };
-    // K and V, the left operands of every tile's Sᵀ and dPᵀ, wait in registers (loaded once, after the first
-    // tile): read from shared memory by each product, they would take more of its bandwidth than Q and dO do.
-    u32 kFragments[D / 16][4], vFragments[D / 16][4];
-    // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ of a tile: one wgmma group.
-    auto issueScores = [&](int tile, float (&s)[BM / 8][4], float (&dp)[BM / 8][4]) {
-        u32 qAddress = queryAddress(tile), gAddress = qAddress + BM * D * 2;
+        const int buffer = tile & 1;
+        const u32 qAddress = shared_address(buffers + buffer * 2 * BM * D), gAddress = qAddress + BM * D * 2;
+        float s[BM / 8][4], dp[BM / 8][4];
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk)
-            Wgmma<BM>::registers<0>(&s[0][0], kFragments[kk], k_major_step<BM>(qAddress, kk), kk);
+            Wgmma<BM>::shared<0>(&s[0][0], k_major_step<BN>(kAddress, kk), k_major_step<BM>(qAddress, kk), kk);
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk)
-            Wgmma<BM>::registers<0>(&dp[0][0], vFragments[kk], k_major_step<BM>(gAddress, kk), kk);
+            Wgmma<BM>::shared<0>(&dp[0][0], k_major_step<BN>(vAddress, kk), k_major_step<BM>(gAddress, kk), kk);
         wgmma_commit();
-    };
+        wgmma_wait<0>();
+        // Every warp is done with the other buffer (tile t − 1's products waited at its end): fill it.
+        if (tile + 1 < tiles) loadQueries(tile + 1, buffer ^ 1);
 
-    loadQueries(0);
-    float bias[2];
-    for (int half = 0; half < 2; ++half) bias[half] = key_bias(mask, b, nk, key0 + warp * 16 + (lane >> 2) + 8 * half);
-    waitForTiles();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-        load_a_cores<BN>(kFragments[kk], kTile, warp * 16, kk * 16);
-        load_a_cores<BN>(vFragments[kk], vTile, warp * 16, kk * 16);
-    }
-    float dkAcc[D / 8][4] = {}, dvAcc[D / 8][4] = {};
-    float s0[BM / 8][4], dp0[BM / 8][4], s1[BM / 8][4], dp1[BM / 8][4];
-    u32 p0[BM / 16][4], ds0[BM / 16][4], p1[BM / 16][4], ds1[BM / 16][4];
-    issueScores(0, s0, dp0);
-    if (tiles > 1) loadQueries(1);
-
-    // Tile t, its scores in (s, dp) and its fragments into (p, ds); tile t + 1's scores go into (sNext, dpNext).
-    auto step = [&](int tile, float (&s)[BM / 8][4], float (&dp)[BM / 8][4], float (&sNext)[BM / 8][4],
-                    float (&dpNext)[BM / 8][4], u32 (&p)[BM / 16][4], u32 (&ds)[BM / 16][4]) {
-        if (tile == 0) wgmma_wait<0>();
-        else wgmma_wait<1>();  // the groups in flight were Sᵀ, dPᵀ of t, then dV, dK of t − 1
-        if (tile + 1 < tiles) {
-            waitForTiles();  // tile t + 1; and every warp is past its wait, so tile t − 2's buffer is free
-            if (tile + 2 < tiles) loadQueries(tile + 2);
-            issueScores(tile + 1, sNext, dpNext);
-        }
-        int buffer = tile % BUFFERS;
         transposed_score_gradients<BM>(s, dp, bias, lseTiles + buffer * BM, deltaTiles + buffer * BM, scaleLog2);
         if (SCORES) store_transposed_score_gradients<BM, BN>(dsT, dp, pair, key0 + warp * 16, tile * BM, dsColumns);
+        u32 pFragments[BM / 16][4], dsFragments[BM / 16][4];
 #pragma unroll
         for (int kk = 0; kk < BM / 16; ++kk) {
-            accumulator_to_a(p[kk], s[2 * kk], s[2 * kk + 1]);
-            accumulator_to_a(ds[kk], dp[2 * kk], dp[2 * kk + 1]);
+            accumulator_to_a(pFragments[kk], s[2 * kk], s[2 * kk + 1]);
+            accumulator_to_a(dsFragments[kk], dp[2 * kk], dp[2 * kk + 1]);
         }
-        u32 qAddress = queryAddress(tile), gAddress = qAddress + BM * D * 2;
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BM / 16; ++kk) {
-            Wgmma<D>::template registers<1>(&dvAcc[0][0], p[kk], n_major_step<BM>(gAddress, kk), 1);
-            Wgmma<D>::template registers<1>(&dkAcc[0][0], ds[kk], n_major_step<BM>(qAddress, kk), 1);
+            Wgmma<D>::template registers<1>(&dvAcc[0][0], pFragments[kk], n_major_step<BM>(gAddress, kk), 1);
+            Wgmma<D>::template registers<1>(&dkAcc[0][0], dsFragments[kk], n_major_step<BM>(qAddress, kk), 1);
         }
         wgmma_commit();
-    };
-    for (int tile = 0; tile < tiles; tile += 2) {
-        step(tile, s0, dp0, s1, dp1, p0, ds0);
-        if (tile + 1 < tiles) step(tile + 1, s1, dp1, s0, dp0, p1, ds1);
+        // Waited here, not under the next tile's products: ptxas serializes products whose registers an instruction
+        // writes while they are in flight (C7513/C7515), which a tile ahead would do here.
+        wgmma_wait<0>();
     }
-    wgmma_wait<0>();
     const float one[2] = {1, 1}, scales[2] = {scale, scale};
     store_rows<D>(slice(dv, dvs, b, h), dvs.row, key0 + warp * 16, nk, dh, dvAcc, one, true);
     store_rows<D>(slice(dk, dks, b, h), dks.row, key0 + warp * 16, nk, dh, dkAcc, scales, true);
