@@ -209,7 +209,8 @@ extension CPUBackend: NNOps {
         return floatSwitch(x.dtype, "gatedResidual", f32: { run(Float.self) }, f64: { run(Double.self) })
     }
 
-    public func gatedResidualBackward(_ dOut: Tensor, gate: Tensor, y: Tensor) -> (dGate: Tensor, dY: Tensor) {
+    public func gatedResidualBackward(_ dOut: Tensor, gate: Tensor, y: Tensor,
+                                      biasGradient: Tensor?) -> (dGate: Tensor, dY: Tensor) {
         requireSameShape("gatedResidualBackward", dOut, y)
         let (batch, tokens, width) = tokenLayout("gatedResidualBackward", y, gate)
         func run<T: CPUScalar>(_: T.Type) -> (Tensor, Tensor) {
@@ -225,6 +226,7 @@ extension CPUBackend: NNOps {
             return (upload(sumGY, shape: gate.shape, dtype: y.dtype), dY)
         }
         let (dGate, dY) = floatSwitch(y.dtype, "gatedResidualBackward", f32: { run(Float.self) }, f64: { run(Double.self) })
+        if let biasGradient { accumulateBiasGradient(dY.reshaped([-1, width]), into: biasGradient) }
         return (dGate, dY)
     }
 

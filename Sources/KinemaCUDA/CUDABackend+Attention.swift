@@ -237,10 +237,11 @@ extension CUDABackend {
                      "flashAttention: logSumExp must be f32 [B, H, Nq], got \(logSumExp.dtype) \(logSumExp.shape)")
         let vectors = shape.headDim % 8 == 0 && qStrides.allowsVectors(q) && kStrides.allowsVectors(k)
             && vStrides.allowsVectors(v) && outStrides.allowsVectors(out)
-        // Two buffers of 64-row K and V tiles of (D + 8) bf16 (Q waits in the second), two sets of 64 key biases.
+        // Two buffers of 64-row K and V tiles of (D + 8) bf16 (the 128-row Q tile waits in the second), two sets of
+        // 64 key biases; 8 warps of 16 queries.
         let bytes = 4 * 64 * (padded + 8) * 2 + 2 * 64 * 4
-        launch("flash_forward_\(padded)", in: "FlashAttention", grid: ((shape.queries + 63) / 64, shape.pairs, 1),
-               block: (Self.flashThreads, 1, 1), sharedMemoryBytes: bytes,
+        launch("flash_forward_\(padded)", in: "FlashAttention", grid: ((shape.queries + 127) / 128, shape.pairs, 1),
+               block: (256, 1, 1), sharedMemoryBytes: bytes,
                [q, k, v, argument(keyMask), out, logSumExp, qStrides, kStrides, vStrides, outStrides,
                 Int32(shape.queries), Int32(shape.keys), Int32(shape.headDim), Int32(shape.heads),
                 Float(scale * M_LOG2E), Int32(vectors ? 1 : 0)])

@@ -208,13 +208,23 @@ extension CUDABackend: NNOps {
         return out
     }
 
-    public func gatedResidualBackward(_ dOut: Tensor, gate: Tensor, y: Tensor) -> (dGate: Tensor, dY: Tensor) {
+    public func gatedResidualBackward(_ dOut: Tensor, gate: Tensor, y: Tensor,
+                                      biasGradient: Tensor?) -> (dGate: Tensor, dY: Tensor) {
         let element = requireElement("gatedResidualBackward", dOut, gate, y)
         sameShape("gatedResidualBackward", dOut, y)
         let (batch, tokens, width) = tokenLayout("gatedResidualBackward", y, gate)
+        precondition(biasGradient.map { $0.dtype == .f32 && $0.count == width } ?? true,
+                     "gatedResidualBackward on CUDA: the bias gradient must be f32 [\(width)]")
         let dGate = empty(gate.shape, dtype: element)
-        let dY = perSampleScaleBackward(dOut, y, gate, add: 0, first: nil, second: dGate, batch: batch, tokens: tokens,
-                                        width: width)
+        // Σ_tokens dY = gate ⊙ Σ_tokens dOut per sample: the pass sums dOut per sample, a small launch weighs the
+        // samples' sums by their gates into the bias gradient (instead of a column-sum pass over dY).
+        let sampleSums = biasGradient.map { _ in empty([batch, width], dtype: .f32) }
+        let dY = perSampleScaleBackward(dOut, y, gate, add: 0, first: sampleSums, second: dGate, batch: batch,
+                                        tokens: tokens, width: width)
+        if let biasGradient, let sampleSums {
+            launch("scaled_sample_sums", in: "NN", element: element, grid: ((width + 31) / 32, 1, 1), block: (32, 8, 1),
+                   [gate, sampleSums, biasGradient, Int32(batch), Int32(width)])
+        }
         return (dGate, dY)
     }
 
@@ -239,7 +249,7 @@ extension CUDABackend: NNOps {
 
     /// Launches a token-run kernel (NN.cu) over data [segments, tokens, width]: `arguments`, then the partial rows
     /// and outputs of its two column sums and the run layout, then `then`. The sums per segment land in `first` and
-    /// `second` ([segments, width], either nil, f32 or the element type), written or, when `accumulate`, added to.
+    /// `second` ([segments, width], either nil, each f32 or the element type), written or, when `accumulate`, added to.
     /// Each warp keeps its own f32 slice of each sum in shared memory: at most 8 warps, as many as fit.
     private func launchTokenRuns(_ name: String, element: DType, segments: Int, tokens: Int, width: Int,
                                  first: Tensor?, second: Tensor?, accumulate: Bool, _ arguments: [any KernelArgument],
@@ -250,8 +260,6 @@ extension CUDABackend: NNOps {
             return
         }
         let outputs = [first, second].compactMap { $0 }
-        precondition(outputs.count < 2 || outputs[0].dtype == outputs[1].dtype,
-                     "\(name): the two column sums must share a dtype")
         let chunks = (tokens + Self.runRows - 1) / Self.runRows, chunkRows = (tokens + chunks - 1) / chunks
         let bytes = outputs.count * 4 * ((width + 7) / 8 * 8)
         precondition(bytes <= Self.maxSharedBytes, "\(name) on CUDA: rows of \(width) columns are too wide for the "
@@ -261,23 +269,23 @@ extension CUDABackend: NNOps {
         launch(rowKernel(name, width: width), in: "NN", element: element, grid: (segments * chunks, 1, 1), block: (warps * 32, 1, 1),
                sharedMemoryBytes: warps * bytes,
                arguments + [argument(partial(first)), argument(partial(second)), argument(first), argument(second),
-                            reductionCounters(segments), Int32(outputs.first?.dtype == .f32 ? 1 : 0),
+                            reductionCounters(segments), Int32((first?.dtype == .f32 ? 1 : 0) | (second?.dtype == .f32 ? 2 : 0)),
                             Int32(accumulate ? 1 : 0), Int64(tokens), Int32(width), Int32(chunkRows), Int32(chunks)]
                    + trailing)
     }
 
-    /// Columns one thread of column_sums adds (NN.cu's SUM_COLUMNS).
-    private static let sumColumns = 2
+    /// Columns a block of column_sums takes (NN.cu: 16 lanes × a pack of 8).
+    private static let sumStrip = 128
 
     /// Bias gradients: accumulator[j] += Σ_rows a[row, j] for a [rows, width], in one launch. Rows go in chunks of
-    /// 256 so the long reduction over every token of the batch still spreads over the whole GPU; each strip of 64
+    /// 256 so the long reduction over every token of the batch still spreads over the whole GPU; each strip of 128
     /// columns' last block adds its chunks up in order.
     func columnSums(_ a: Tensor, into accumulator: Tensor, rows: Int, width: Int) {
         guard width > 0 else { return }
         let chunkRows = Swift.max(256, (rows + 65_534) / 65_535), chunks = Swift.max(1, (rows + chunkRows - 1) / chunkRows)
-        let strips = (width + 32 * Self.sumColumns - 1) / (32 * Self.sumColumns)
-        let vectors = width % Self.sumColumns == 0 && Int(bitPattern: a.address) % (Self.sumColumns * a.dtype.byteSize) == 0
-        launch("column_sums", in: "NN", element: a.dtype, grid: (strips, chunks, 1), block: (32, 8, 1),
+        let strips = (width + Self.sumStrip - 1) / Self.sumStrip
+        let vectors = width % 8 == 0 && Int(bitPattern: a.address) % 16 == 0
+        launch("column_sums", in: "NN", element: a.dtype, grid: (strips, chunks, 1), block: (16, 16, 1),
                [a, empty([chunks, width], dtype: .f32), reductionCounters(strips), accumulator, Int64(rows), Int32(width),
                 Int32(chunkRows), Int32(vectors ? 1 : 0)])
     }

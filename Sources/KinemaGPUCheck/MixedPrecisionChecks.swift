@@ -197,6 +197,13 @@ extension GPUCheck {
         same("gatedResidualBackward dY \(tag)", gr.dY, cr.dY)
         let again = gpu.gatedResidualBackward(dy.gpu, gate: gate.gpu, y: y.gpu)
         checkRepeats("gatedResidualBackward repeat \(tag)", [gr.dGate, gr.dY], [again.dGate, again.dY])
+        // The bias gradient of the layer before the gate, from the per-sample sums (added to what it held).
+        let width = y.cpu.shape.last!, start = (0..<width).map { Float($0 % 7) - 3 }
+        let cpuBias = cpu.upload(start, shape: [width], dtype: .f32), gpuBias = gpu.upload(start, shape: [width], dtype: .f32)
+        _ = cpu.gatedResidualBackward(dy.cpu, gate: gate.cpu, y: y.cpu, biasGradient: cpuBias)
+        let fused = gpu.gatedResidualBackward(dy.gpu, gate: gate.gpu, y: y.gpu, biasGradient: gpuBias)
+        same("gatedResidualBackward dY with a bias gradient \(tag)", fused.dY, cr.dY)
+        same("gatedResidualBackward bias gradient \(tag)", gpuBias, cpuBias)
         same("gelu \(tag)", gpu.gelu(x.gpu), cpu.gelu(x.cpu))
         same("geluBackward \(tag)", gpu.geluBackward(dy.gpu, x: x.gpu), cpu.geluBackward(dy.cpu, x: x.cpu))
         same("silu \(tag)", gpu.silu(x.gpu), cpu.silu(x.cpu))

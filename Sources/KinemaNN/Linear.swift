@@ -44,12 +44,15 @@ public final class Linear: Layer {
         return (y, preActivation!)
     }
 
-    /// Accumulates dW += dyᵀ x and db += Σ dy; returns dx = dy W — or, when this layer's input was GELU(z) and
-    /// `geluInput` is z, the gradient with respect to z, (dy W) ⊙ GELU′(z), in the same product (which may also sum
-    /// db from the dy it reads).
-    public func backward(_ dy: Tensor, input x: Tensor, geluInput: Tensor? = nil) -> Tensor {
+    /// Accumulates dW += dyᵀ x and db += Σ dy (unless the caller has: `biasGradientAccumulated`, as a gated
+    /// residual's backward does for the layer before it); returns dx = dy W — or, when this layer's input was
+    /// GELU(z) and `geluInput` is z, the gradient with respect to z, (dy W) ⊙ GELU′(z), in the same product (which
+    /// may also sum db from the dy it reads).
+    public func backward(_ dy: Tensor, input x: Tensor, geluInput: Tensor? = nil,
+                         biasGradientAccumulated: Bool = false) -> Tensor {
         accumulateWeightGradient(dy, input: x)
-        return backend.linearInputGradient(dy, weight: weight.value, geluInput: geluInput, biasGradient: bias?.gradient)
+        return backend.linearInputGradient(dy, weight: weight.value, geluInput: geluInput,
+                                           biasGradient: biasGradientAccumulated ? nil : bias?.gradient)
     }
 
     /// The parameter half of the backward, for callers that need no input gradient (the first layer of an

@@ -31,8 +31,10 @@ public final class MLP: Layer {
         return (fc2.forward(activated), Cache(x: x, hidden: hidden, activated: activated))
     }
 
-    public func backward(_ dy: Tensor, _ cache: Cache) -> Tensor {
-        let dHidden = fc2.backward(dy, input: cache.activated, geluInput: cache.hidden)
+    /// `outputBiasGradientAccumulated`: fc2's bias gradient is already added (see Linear.backward).
+    public func backward(_ dy: Tensor, _ cache: Cache, outputBiasGradientAccumulated: Bool = false) -> Tensor {
+        let dHidden = fc2.backward(dy, input: cache.activated, geluInput: cache.hidden,
+                                   biasGradientAccumulated: outputBiasGradientAccumulated)
         return fc1.backward(dHidden, input: cache.x)
     }
 

@@ -99,8 +99,10 @@ public final class MultiHeadAttention: Layer {
     }
 
     /// Accumulates the parameter gradients; returns dx and (cross-attention) the context's gradient.
-    public func backward(_ dy: Tensor, _ cache: Cache) -> (dx: Tensor, dContext: Tensor?) {
-        let dMerged = toOut.backward(dy, input: cache.merged)
+    /// `outputBiasGradientAccumulated`: toOut's bias gradient is already added (see Linear.backward).
+    public func backward(_ dy: Tensor, _ cache: Cache,
+                         outputBiasGradientAccumulated: Bool = false) -> (dx: Tensor, dContext: Tensor?) {
+        let dMerged = toOut.backward(dy, input: cache.merged, biasGradientAccumulated: outputBiasGradientAccumulated)
         guard let context = cache.context, let q = cache.q else {
             let dQKV = backend.packedSelfAttentionBackward(dMerged, qkv: cache.packed, out: cache.merged,
                                                            logSumExp: cache.logSumExp, heads: heads,

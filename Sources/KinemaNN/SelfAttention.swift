@@ -42,8 +42,9 @@ public final class SelfAttention: Layer {
         return (proj.forward(merged), Cache(x: x, packed: packed, merged: merged, logSumExp: logSumExp, keyMask: keyMask))
     }
 
-    public func backward(_ dy: Tensor, _ cache: Cache) -> Tensor {
-        let dMerged = proj.backward(dy, input: cache.merged)
+    /// `outputBiasGradientAccumulated`: proj's bias gradient is already added (see Linear.backward).
+    public func backward(_ dy: Tensor, _ cache: Cache, outputBiasGradientAccumulated: Bool = false) -> Tensor {
+        let dMerged = proj.backward(dy, input: cache.merged, biasGradientAccumulated: outputBiasGradientAccumulated)
         let dQKV = backend.packedSelfAttentionBackward(dMerged, qkv: cache.packed, out: cache.merged,
                                                        logSumExp: cache.logSumExp, heads: heads, keyMask: cache.keyMask,
                                                        scale: scale)

@@ -129,6 +129,13 @@ final class NNOpsTests: XCTestCase {
             let (dGate, dY) = cpu.gatedResidualBackward(dy, gate: scale, y: y)
             assertClose(values(dGate), dGateRef, relativeTolerance: tolerance, "gatedResidual dGate \(dtype)")
             assertClose(values(dY), dYRef, relativeTolerance: tolerance, "gatedResidual dY \(dtype)")
+            // With a bias gradient: the same outputs, and Σ over batch and tokens of dY added to what it held.
+            let biasGradient = cpu.upload([Float](repeating: 0.5, count: width), shape: [width], dtype: dtype)
+            let fused = cpu.gatedResidualBackward(dy, gate: scale, y: y, biasGradient: biasGradient)
+            XCTAssertEqual(values(fused.dY), values(dY))
+            XCTAssertEqual(values(fused.dGate), values(dGate))
+            let dbRef = (0..<width).map { j in 0.5 + stride(from: j, to: dYRef.count, by: width).map { dYRef[$0] }.reduce(0, +) }
+            assertClose(values(biasGradient), dbRef, relativeTolerance: tolerance, "gatedResidual bias gradient \(dtype)")
         }
     }
 

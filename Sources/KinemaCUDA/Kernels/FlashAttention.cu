@@ -11,9 +11,9 @@
 // nothing to q·k and produce columns of the output that are never stored. Rows beyond Nq or Nk are zero too, and
 // keys beyond Nk or masked get a score of −∞. A query with no attended key outputs zeros, lse = −∞ and no gradient.
 //
-// Each CTA is 4 warps (8 in the short-sequence dQ kernel); a warp owns 16 rows (queries in the forward and dQ, keys
-// in dK/dV), so the warps never combine partial results: no atomics, a fixed summation order, bit-identical
-// results from run to run.
+// Each CTA is 4 warps (8 in the forward and the short-sequence dQ kernel); a warp owns 16 rows (queries in the
+// forward and dQ, keys in dK/dV), so the warps never combine partial results: no atomics, a fixed summation order,
+// bit-identical results from run to run.
 
 #define FLASH_THREADS 128
 #define NEGATIVE_INFINITY (-__int_as_float(0x7f800000))
@@ -191,12 +191,12 @@ __device__ inline void product_with_rows(float (&c)[N / 8][4], const u32 (&a)[D 
 }
 
 // Key tile key0.. of K and V into a buffer (K then V, BN rows each) and its key biases: one commit group.
-template <int BN, int D>
+template <int BN, int D, int THREADS = FLASH_THREADS>
 __device__ inline void load_keys(u16* buffer, float* bias, const u16* kBase, const u16* vBase, Strides ks, Strides vs,
                                  const int* mask, int b, int key0, int nk, int dh, bool vectors) {
-    load_tile<BN, D>(buffer, kBase, ks.row, key0, nk, dh, vectors);
-    load_tile<BN, D>(buffer + BN * (D + 8), vBase, vs.row, key0, nk, dh, vectors);
-    for (int j = threadIdx.x; j < BN; j += FLASH_THREADS) bias[j] = key_bias(mask, b, nk, key0 + j);
+    load_tile<BN, D, THREADS>(buffer, kBase, ks.row, key0, nk, dh, vectors);
+    load_tile<BN, D, THREADS>(buffer + BN * (D + 8), vBase, vs.row, key0, nk, dh, vectors);
+    for (int j = threadIdx.x; j < BN; j += THREADS) bias[j] = key_bias(mask, b, nk, key0 + j);
     commit_copies();
 }
 
@@ -209,17 +209,20 @@ __device__ inline void load_keys(u16* buffer, float* bias, const u16* kBase, con
 // (The loop is written out in each kernel: with the computation in a lambda too, the local ptxas gave dQ at D = 80
 // 130 registers instead of 128; the H100's NVRTC allocates differently again, hence DQ_BLOCKS below.)
 
-// MARK: Forward: one CTA per (64-query tile, pair), looping over 64-key tiles with the online softmax.
+// MARK: Forward: one CTA of 8 warps per (128-query tile, pair), looping over 64-key tiles with the online softmax.
+// (64 queries and 4 warps, the first version, read each K and V tile twice as often from L2: DiT-XL/2's 28
+// forwards took 4.32 ms a step against 3.81–3.97; BENCHMARKS.md, fourteenth session.)
 
-#define FORWARD_QUERIES 64
+#define FORWARD_QUERIES 128
 #define FORWARD_KEYS 64
+#define FORWARD_THREADS (2 * FORWARD_QUERIES)
 
 template <int D>
 __device__ inline void flash_forward(const u16* q, const u16* k, const u16* v, const int* mask, u16* o, float* lse,
                                      Strides qs, Strides ks, Strides vs, Strides os, int nq, int nk, int dh,
                                      int heads, float scaleLog2, int vectors) {
     constexpr int S = D + 8, BM = FORWARD_QUERIES, BN = FORWARD_KEYS;
-    static_assert(BM == BN, "the Q tile waits in the second key buffer");
+    static_assert(BM == 2 * BN, "the Q tile waits in the second key buffer");
     extern __shared__ __align__(16) u16 shared[];
     u16* buffers = shared;                            // two key buffers of 2·BN rows; Q waits in the second
     float* keyBias = (float*)(buffers + 4 * BN * S);  // [2][BN]
@@ -229,10 +232,10 @@ __device__ inline void flash_forward(const u16* q, const u16* k, const u16* v, c
     const u16* vBase = slice(v, vs, b, h);
 
     auto loadKeys = [&](int tile, int buffer) {
-        load_keys<BN, D>(buffers + buffer * 2 * BN * S, keyBias + buffer * BN, kBase, vBase, ks, vs, mask, b,
-                         tile * BN, nk, dh, vectors);
+        load_keys<BN, D, FORWARD_THREADS>(buffers + buffer * 2 * BN * S, keyBias + buffer * BN, kBase, vBase, ks, vs,
+                                          mask, b, tile * BN, nk, dh, vectors);
     };
-    load_tile<BM, D>(buffers + 2 * BN * S, slice(q, qs, b, h), qs.row, row0, nq, dh, vectors);
+    load_tile<BM, D, FORWARD_THREADS>(buffers + 2 * BN * S, slice(q, qs, b, h), qs.row, row0, nq, dh, vectors);
     loadKeys(0, 0);
     wait_copies<0>();
     __syncthreads();
@@ -767,9 +770,9 @@ HOPPER_FLASH_KERNELS(128)
 
 #endif
 
-// Forward CTAs an SM should hold (registers capped to fit): 4 at D = 80 (DiT-XL/2's 72), where that costs no
-// spills; the others spill at 4.
-#define FORWARD_BLOCKS(D) ((D) == 80 ? 4 : 2)
+// Forward CTAs an SM should hold (registers capped to fit): 2 at D = 80 (DiT-XL/2's 72), where that costs no
+// spills; the others spill at 2.
+#define FORWARD_BLOCKS(D) ((D) == 80 ? 2 : 1)
 // dQ CTAs an SM should hold: 4 at D = 80 (128 registers, 4 bytes of spills), which the H100's own NVRTC would
 // otherwise give 164 registers and 3 CTAs an SM (DiT-XL/2 step: 6.76–6.84 → 6.17–6.27 ms). dK/dV keeps no bound:
 // capped for 3 CTAs it took 163 registers and 7.7 ms instead of 159 and 7.2–7.3 ms; for 4 it spills 192 bytes.
@@ -777,7 +780,7 @@ HOPPER_FLASH_KERNELS(128)
 
 // One entry point per padded head dim (the host picks the smallest D ≥ Dh).
 #define FLASH_KERNELS(D)                                                                                             \
-    extern "C" __global__ void __launch_bounds__(FLASH_THREADS, FORWARD_BLOCKS(D)) flash_forward_##D(              \
+    extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_BLOCKS(D)) flash_forward_##D(              \
         const u16* q, const u16* k, const u16* v, const int* mask, u16* o, float* lse, Strides qs, Strides ks,       \
         Strides vs, Strides os, int nq, int nk, int dh, int heads, float scaleLog2, int vectors) {                   \
         GRID_DEPENDENCY();                                                                                           \

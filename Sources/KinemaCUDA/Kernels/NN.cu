@@ -69,7 +69,7 @@ struct RunSums {
     float *first, *second;
     void *firstOut, *secondOut;
     unsigned* counters;
-    bool f32, accumulate;
+    bool firstF32, secondF32, accumulate;  // each output f32 or T
 };
 
 // The block's run; its slices ([first: warps][slice], then [second: warps][slice] f32) start at `sums`, zeroed.
@@ -132,8 +132,8 @@ __device__ inline void run_finish(TokenRun run, const float* sums, RunSums out, 
     long long rows = run.sample * chunks * (long long)width;  // the sample's partial rows
     for (int j = threadIdx.x; j < width; j += blockDim.x) {
         long long i = run.sample * width + j;
-        if (out.first) store_sum(out.firstOut, out.f32, out.accumulate, i, sum_partials(out.first + rows + j, chunks, width));
-        if (out.second) store_sum(out.secondOut, out.f32, out.accumulate, i, sum_partials(out.second + rows + j, chunks, width));
+        if (out.first) store_sum(out.firstOut, out.firstF32, out.accumulate, i, sum_partials(out.first + rows + j, chunks, width));
+        if (out.second) store_sum(out.secondOut, out.secondF32, out.accumulate, i, sum_partials(out.second + rows + j, chunks, width));
     }
 }
 
@@ -208,7 +208,8 @@ template <int P, bool packed> __device__ inline void layernorm_forward(LAYERNORM
     dy, x, weight, mean, rstd, residual, dx, first, second, firstOut, secondOut, counters, outputsF32, accumulate, \
         tokens, width, chunkRows, chunks, modulation, vectors
 template <int P, bool packed> __device__ inline void layernorm_backward(LAYERNORM_BACKWARD_PARAMETERS) {
-    RunSums out = {first, second, firstOut, secondOut, counters, outputsF32 != 0, accumulate != 0};
+    RunSums out = {first, second, firstOut, secondOut, counters, (outputsF32 & 1) != 0, (outputsF32 & 2) != 0,
+                   accumulate != 0};
     float add = modulation ? 1.0f : 0.0f;
     TokenRun run = token_run(runShared, out, tokens, width, chunkRows, chunks);
     const T* a = modulation ? weight + run.sample * width : weight;
@@ -294,7 +295,8 @@ extern "C" __global__ void gated_residual(const T* x, const T* gate, const T* br
         chunkRows, chunks, vectors
 template <int P, bool packed>
 __device__ inline void per_sample_scale_backward(PER_SAMPLE_SCALE_BACKWARD_PARAMETERS) {
-    RunSums sumsOut = {first, second, firstOut, secondOut, counters, outputsF32 != 0, accumulate != 0};
+    RunSums sumsOut = {first, second, firstOut, secondOut, counters, (outputsF32 & 1) != 0, (outputsF32 & 2) != 0,
+                       accumulate != 0};
     TokenRun run = token_run(runShared, sumsOut, tokens, width, chunkRows, chunks);
     const T* scale = g + run.sample * width;
     RUN_ROW_LOOP(row, run) {
@@ -354,64 +356,80 @@ ROW_KERNELS(16)
 
 // MARK: Column sums: bias gradients
 //
-// Data [R, W]: accumulator[j] += Σ_r a[r, j]. A block of 32 × 8 threads takes a strip of 32 · SUM_COLUMNS columns
-// (SUM_COLUMNS adjacent ones per lane, one access: a warp reads whole 128-byte lines of a bf16 row) and a chunk of
-// `chunkRows` rows (blockIdx.y); its 8 row groups take every 8th row of the chunk in order, 8 loads in flight per
-// thread, and add up in group order in shared memory into the chunk's partial row. The strip's last block to finish
-// adds the chunks' partials in a fixed order into the accumulator: one launch, the same sums on every run.
+// Data [R, W]: accumulator[j] += Σ_r a[r, j]. A block of 16 × 16 threads takes a strip of 128 columns (a pack of 8
+// per lane: a half-warp reads 256 contiguous bytes of a bf16 row) and a chunk of `chunkRows` rows (blockIdx.y);
+// its 16 row slots take every 16th row of the chunk in order, SUM_UNROLL packs in flight per thread, and add up in
+// slot order in shared memory into the chunk's partial row. The strip's last block to finish adds the chunks'
+// partials in a fixed order into the accumulator: one launch, the same sums on every run.
 
-#define SUM_COLUMNS 2
+#define SUM_LANES 16
+#define SUM_SLOTS 16
+#define SUM_UNROLL 8
 
-// Columns j … j + SUM_COLUMNS − 1 of a row: one access when `vectors` (width a multiple of SUM_COLUMNS, base
-// aligned), else element by element with zeros past the row's end.
-struct __align__(SUM_COLUMNS * sizeof(T)) Columns { T e[SUM_COLUMNS]; };
-__device__ inline void load_columns(const T* row, int j, int width, bool vectors, float* v) {
-    if (vectors) {
-        Columns c = *(const Columns*)(row + j);
-        for (int k = 0; k < SUM_COLUMNS; ++k) v[k] = ld(c.e, k);
-    } else {
-        for (int k = 0; k < SUM_COLUMNS; ++k) v[k] = j + k < width ? ld(row, j + k) : 0.0f;
+template <bool packed>
+__device__ inline void column_sums(const T* a, float* partial, unsigned* counters, float* accumulator, long long rows,
+                                   int width, int chunkRows) {
+    __shared__ float slots[SUM_SLOTS][SUM_LANES * 8];
+    int lane = threadIdx.x, slot = threadIdx.y, j = (blockIdx.x * SUM_LANES + lane) * 8;
+    long long begin = blockIdx.y * (long long)chunkRows, end = min(rows, begin + chunkRows);
+    float total[8] = {};
+    if (j < width) {
+        #pragma unroll SUM_UNROLL
+        for (long long row = begin + slot; row < end; row += SUM_SLOTS) {
+            float v[8];
+            unpack8(load_pack(a + row * width, j, width, packed), v);
+            #pragma unroll
+            for (int c = 0; c < 8; ++c) total[c] += v[c];
+        }
     }
+    #pragma unroll
+    for (int c = 0; c < 8; ++c) slots[slot][lane * 8 + c] = total[c];
+    __syncthreads();
+    // Thread t < 128 adds the strip's column t over the slots in order: the chunk's partial row.
+    constexpr int strip = SUM_LANES * 8;
+    int thread = slot * SUM_LANES + lane, column = blockIdx.x * strip + thread % strip, half = thread / strip;
+    if (half == 0 && column < width) {
+        float t = 0;
+        for (int s = 0; s < SUM_SLOTS; ++s) t += slots[s][thread];
+        partial[blockIdx.y * (long long)width + column] = t;
+    }
+    if (!last_block(counters + blockIdx.x, gridDim.y)) return;
+    // The strip's total: the two halves of the block add the even and the odd chunks in order, then each other.
+    int chunks = gridDim.y;
+    float* halves = &slots[0][0];  // [2][strip]
+    halves[thread] = column < width ? sum_partials(partial + half * (long long)width + column, (chunks - half + 1) / 2,
+                                                   2LL * width) : 0.0f;
+    __syncthreads();
+    if (half == 0 && column < width) accumulator[column] += halves[thread] + halves[strip + thread];
 }
 
 extern "C" __global__ void column_sums(const T* a, float* partial, unsigned* counters, float* accumulator,
                                        long long rows, int width, int chunkRows, int vectors) {
     GRID_DEPENDENCY();
-    __shared__ float groups[8][32 * SUM_COLUMNS];
-    int lane = threadIdx.x, group = threadIdx.y, j = (blockIdx.x * 32 + lane) * SUM_COLUMNS;
-    long long begin = blockIdx.y * (long long)chunkRows, end = min(rows, begin + chunkRows);
-    float total[SUM_COLUMNS] = {};
+    if (vectors) column_sums<true>(a, partial, counters, accumulator, rows, width, chunkRows);
+    else column_sums<false>(a, partial, counters, accumulator, rows, width, chunkRows);
+}
+
+// accumulator[j] += Σ_s g[s, j] · sums[s, j]: the bias gradient of a layer whose output a per-sample gate scaled
+// (gated residual), from the per-sample sums of the gradient that reached the gate. A block of 32 × 8 threads takes
+// 32 columns; its row group r adds samples r, r + 8, … in order (loads independent of one another, so in flight
+// together), then the groups add up in order.
+extern "C" __global__ void scaled_sample_sums(const T* g, const float* sums, float* accumulator, int samples,
+                                              int width) {
+    GRID_DEPENDENCY();
+    __shared__ float groups[8][32];
+    int j = blockIdx.x * 32 + threadIdx.x, group = threadIdx.y;
+    float total = 0;
     if (j < width) {
         #pragma unroll 8
-        for (long long row = begin + group; row < end; row += 8) {
-            float v[SUM_COLUMNS];
-            load_columns(a + row * width, j, width, vectors, v);
-            for (int c = 0; c < SUM_COLUMNS; ++c) total[c] += v[c];
-        }
+        for (int s = group; s < samples; s += 8) total += ld(g, (long long)s * width + j) * sums[(long long)s * width + j];
     }
-    for (int c = 0; c < SUM_COLUMNS; ++c) groups[group][lane * SUM_COLUMNS + c] = total[c];
+    groups[group][threadIdx.x] = total;
     __syncthreads();
-    if (group == 0) {
-        for (int c = 0; c < SUM_COLUMNS && j + c < width; ++c) {
-            float t = 0;
-            for (int g = 0; g < 8; ++g) t += groups[g][lane * SUM_COLUMNS + c];
-            partial[blockIdx.y * (long long)width + j + c] = t;
-        }
-    }
-    if (!last_block(counters + blockIdx.x, gridDim.y)) return;
-    // The strip's total: group g adds chunks g, g + 8, … in order, then the groups add up in order.
-    int chunks = gridDim.y, mine = (chunks - group + 7) / 8;
-    for (int c = 0; c < SUM_COLUMNS; ++c) {
-        groups[group][lane * SUM_COLUMNS + c] =
-            j + c < width ? sum_partials(partial + group * (long long)width + j + c, mine, 8LL * width) : 0.0f;
-    }
-    __syncthreads();
-    if (group == 0) {
-        for (int c = 0; c < SUM_COLUMNS && j + c < width; ++c) {
-            float t = 0;
-            for (int g = 0; g < 8; ++g) t += groups[g][lane * SUM_COLUMNS + c];
-            accumulator[j + c] += t;
-        }
+    if (group == 0 && j < width) {
+        float t = 0;
+        for (int r = 0; r < 8; ++r) t += groups[r][threadIdx.x];
+        accumulator[j] += t;
     }
 }
 

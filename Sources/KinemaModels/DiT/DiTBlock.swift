@@ -110,9 +110,10 @@ final class DiTBlock: Layer {
     /// cross-attention).
     func backward(_ dOut: Tensor, _ cache: Cache) -> (dx: Tensor, dModulation: [Tensor], dCaptions: Tensor?) {
         // Second residual: x2 = x1 + gate₂ · mlp(modulate(norm2(x1))); the skip's gradient dOut joins in the
-        // pre-norm's backward.
-        let (dGate2, dMLPOut) = backend.gatedResidualBackward(dOut, gate: cache.gate2, y: cache.mlpOut)
-        let dModulated2 = mlp.backward(dMLPOut, cache.mlp)
+        // pre-norm's backward. Each gated residual's backward also adds the bias gradient of the layer before it.
+        let (dGate2, dMLPOut) = backend.gatedResidualBackward(dOut, gate: cache.gate2, y: cache.mlpOut,
+                                                              biasGradient: mlp.fc2.bias?.gradient)
+        let dModulated2 = mlp.backward(dMLPOut, cache.mlp, outputBiasGradientAccumulated: true)
         var (dx1, dShift2, dScale2) = backend.layerNormModulateBackward(
             dModulated2, x: cache.norm2.x, scale: cache.scale2, mean: cache.norm2.mean, rstd: cache.norm2.rstd,
             eps: norm2.eps, residual: dOut)
@@ -122,8 +123,9 @@ final class DiTBlock: Layer {
             (dx1, dCaptions) = (backend.add(dx1, dCross), dContext)
         }
         // First residual: x1 = x + gate₁ · attn(modulate(norm1(x))).
-        let (dGate1, dAttentionOut) = backend.gatedResidualBackward(dx1, gate: cache.gate1, y: cache.attentionOut)
-        let dModulated1 = attention.backward(dAttentionOut, cache.attention)
+        let (dGate1, dAttentionOut) = backend.gatedResidualBackward(dx1, gate: cache.gate1, y: cache.attentionOut,
+                                                                    biasGradient: attention.proj.bias?.gradient)
+        let dModulated1 = attention.backward(dAttentionOut, cache.attention, outputBiasGradientAccumulated: true)
         let (dx, dShift1, dScale1) = backend.layerNormModulateBackward(
             dModulated1, x: cache.norm1.x, scale: cache.scale1, mean: cache.norm1.mean, rstd: cache.norm1.rstd,
             eps: norm1.eps, residual: dx1)

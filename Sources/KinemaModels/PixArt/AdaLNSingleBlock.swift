@@ -78,8 +78,10 @@ final class AdaLNSingleBlock: Layer {
     /// cross-attention).
     func backward(_ dOut: Tensor, _ cache: Cache) -> (dx: Tensor, dt6: Tensor, dCaptions: Tensor?) {
         let m = cache.modulation
-        let (dGate2, dFeedForwardOut) = backend.gatedResidualBackward(dOut, gate: m[5], y: cache.feedForwardOut)
-        let dNormed2 = ff.backward(dFeedForwardOut, cache.feedForward)
+        // Each gated residual's backward also adds the bias gradient of the layer before it.
+        let (dGate2, dFeedForwardOut) = backend.gatedResidualBackward(dOut, gate: m[5], y: cache.feedForwardOut,
+                                                                      biasGradient: ff.fc2.bias?.gradient)
+        let dNormed2 = ff.backward(dFeedForwardOut, cache.feedForward, outputBiasGradientAccumulated: true)
         let (dx2, dShift2, dScale2) = backend.layerNormModulateBackward(
             dNormed2, x: cache.norm2.x, scale: m[4], mean: cache.norm2.mean, rstd: cache.norm2.rstd, eps: eps,
             residual: dOut)
@@ -88,8 +90,9 @@ final class AdaLNSingleBlock: Layer {
             let (dCross, dContext) = attn2.backward(dx2, crossCache)
             (dx1, dCaptions) = (backend.add(dx2, dCross), dContext)
         }
-        let (dGate1, dAttentionOut) = backend.gatedResidualBackward(dx1, gate: m[2], y: cache.attentionOut)
-        let dNormed1 = attn1.backward(dAttentionOut, cache.attention).dx
+        let (dGate1, dAttentionOut) = backend.gatedResidualBackward(dx1, gate: m[2], y: cache.attentionOut,
+                                                                    biasGradient: attn1.toOut.bias?.gradient)
+        let dNormed1 = attn1.backward(dAttentionOut, cache.attention, outputBiasGradientAccumulated: true).dx
         let (dx, dShift1, dScale1) = backend.layerNormModulateBackward(
             dNormed1, x: cache.norm1.x, scale: m[1], mean: cache.norm1.mean, rstd: cache.norm1.rstd, eps: eps,
             residual: dx1)

@@ -86,19 +86,25 @@ final class STDiTBlock: Layer {
     /// gradients of the input stream, of t₆ and of the projected captions.
     func backward(_ dOut: Tensor, _ cache: Cache, frames: Int, patches: Int) -> (dx: Tensor, dt6: Tensor, dCaptions: Tensor) {
         let m = cache.modulation, batch = m[0].shape[0], shape = dOut.shape
-        let (dGate2, dMLPOut) = backend.gatedResidualBackward(dOut, gate: m[5], y: cache.mlpOut)
-        let dNormed2 = mlp.backward(dMLPOut, cache.mlp)
+        // Each gated residual's backward also adds the bias gradient of the layer before it (a sum over every
+        // token, which the temporal branch's regrouping leaves unchanged).
+        let (dGate2, dMLPOut) = backend.gatedResidualBackward(dOut, gate: m[5], y: cache.mlpOut,
+                                                              biasGradient: mlp.fc2.bias?.gradient)
+        let dNormed2 = mlp.backward(dMLPOut, cache.mlp, outputBiasGradientAccumulated: true)
         let (dx3, dShift2, dScale2) = backend.layerNormModulateBackward(
             dNormed2, x: cache.norm2.x, scale: m[4], mean: cache.norm2.mean, rstd: cache.norm2.rstd, eps: eps,
             residual: dOut)
         let (dCross, dCaptions) = crossAttn.backward(dx3, cache.cross)
         let dx2 = backend.add(dx3, dCross)
-        let (dGateTemporal, dTemporalTokens) = backend.gatedResidualBackward(dx2, gate: m[2], y: cache.temporalOut)
+        let (dGateTemporal, dTemporalTokens) = backend.gatedResidualBackward(dx2, gate: m[2], y: cache.temporalOut,
+                                                                             biasGradient: attnTemp.toOut.bias?.gradient)
         let dSequences = attnTemp.backward(regroup(dTemporalTokens, batch: batch, frames, patches, backend: backend),
-                                           cache.temporal).dx
+                                           cache.temporal, outputBiasGradientAccumulated: true).dx
         let dx1 = backend.add(dx2, regroup(dSequences, batch: batch, patches, frames, backend: backend).reshaped(shape))
-        let (dGateSpatial, dSpatialOut) = backend.gatedResidualBackward(dx1, gate: m[2], y: cache.spatialOut)
-        let dNormed1 = attn.backward(dSpatialOut.reshaped([batch * frames, patches, dim]), cache.spatial).dx
+        let (dGateSpatial, dSpatialOut) = backend.gatedResidualBackward(dx1, gate: m[2], y: cache.spatialOut,
+                                                                        biasGradient: attn.toOut.bias?.gradient)
+        let dNormed1 = attn.backward(dSpatialOut.reshaped([batch * frames, patches, dim]), cache.spatial,
+                                     outputBiasGradientAccumulated: true).dx
         let (dx, dShift1, dScale1) = backend.layerNormModulateBackward(
             dNormed1.reshaped(shape), x: cache.norm1.x, scale: m[1], mean: cache.norm1.mean, rstd: cache.norm1.rstd,
             eps: eps, residual: dx1)
