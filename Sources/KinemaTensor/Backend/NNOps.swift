@@ -38,9 +38,10 @@ public protocol NNOps: AnyObject {
 
     /// Gated residual: out = x + gate · y, gate [B, D] broadcast over the tokens of x, y [B, N, D].
     func gatedResidual(_ x: Tensor, gate: Tensor, _ y: Tensor) -> Tensor
-    /// dx is dOut itself; returns the gradients of the gate and of y. With `biasGradient` ([D]: f32 on CUDA, y's dtype on the CPU) it also adds
-    /// Σ over batch and tokens of dY into it: the bias gradient of the linear layer that produced y, which the same
-    /// pass gets from its per-sample sums, so that layer's backward need not read dY again for it.
+    /// dx is dOut itself; returns the gradients of the gate and of y. With `biasGradient` (the gradient of the bias
+    /// of the linear layer that produced y, [D], as `accumulateBiasGradient` takes it) it also adds Σ over batch and
+    /// tokens of dY into it, which the same pass gets from its per-sample sums: that layer's backward need not read
+    /// dY again for it.
     func gatedResidualBackward(_ dOut: Tensor, gate: Tensor, y: Tensor, biasGradient: Tensor?) -> (dGate: Tensor, dY: Tensor)
 
     /// GELU with the tanh approximation (as DiT's MLP uses) and SiLU.
