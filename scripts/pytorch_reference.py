@@ -13,7 +13,8 @@ diffusers' DiT is the original DiT re-laid out, with two differences that matter
 copy of the timestep and label embedders (DiT-XL/2: 749.8M parameters against the original's 674.8M trainable, so
 AdamW and the EMA touch 11% more parameters; the extra embedder FLOPs, ~0.04% of the forward, are not counted), and in
 training each block drops labels (p = 0.1) independently. The layers, shapes and counted FLOPs are otherwise those of DiT. Kinema's
-`kinema bench train` may leave out the EMA: --no-ema gives the matching PyTorch step.
+`kinema bench train --max-grad-norm 0` is the matching Kinema step (Kinema clips the gradient norm to 1 by default;
+--max-grad-norm 1 here clips as it does).
 
 FLOPs are counted as ../DESIGN.md (and KinemaModels/DiT/DiTConfig.swift `forwardFLOPs`) counts them: 2 per
 multiply-add, attention 4·N²·D per layer; a training step is 3× the forward; DiT-XL/2 at 256 px is 237.2 GFLOP per
@@ -383,6 +384,8 @@ def bench_train(args, device, env, variant):
             out = forward(x_t, timestep=diffusion.map_tensor[t], class_labels=y, return_dict=False)[0]
         loss, _, _ = hybrid_loss(diffusion, out.float(), x_start, x_t, noise, t)
         loss.backward()
+        if args.max_grad_norm > 0:  # as `kinema train` does by default; DiT's train.py does not clip
+            torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=True)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if args.ema:
@@ -395,11 +398,11 @@ def bench_train(args, device, env, variant):
     flops = 3 * forward_flops(*_flop_args(args))
     extra = dict(parameters=n_params, timedSteps=len(times), warmupSteps=args.warmup,
                  warmupSeconds=round(warmup_seconds, 2), minStepSeconds=min(times), maxStepSeconds=max(times),
-                 lastLoss=float(losses[-1]), ema=args.ema, fusedAdamW=fused, flopsPerImage=flops,
+                 lastLoss=float(losses[-1]), ema=args.ema, maxGradNorm=args.max_grad_norm, fusedAdamW=fused, flopsPerImage=flops,
                  peakMemoryBytes=peak, attentionOps=ops, attentionProcessors=attention_processors(model))
     result = report(args, device, env, "train", variant, args.batch_size, median, flops, extra)
     line = (f"pytorch train {args.model} {args.image_size} px batch {args.batch_size} ({variant}, {args.precision}"
-            f"{', EMA' if args.ema else ''}): step {median * 1e3:.1f} ms, {result['imagesPerSecond']:.1f} images/s, "
+            f"{', EMA' if args.ema else ''}{f', clip {args.max_grad_norm:g}' if args.max_grad_norm > 0 else ''}): step {median * 1e3:.1f} ms, {result['imagesPerSecond']:.1f} images/s, "
             f"{result['tokensPerSecond']:.0f} tokens/s, {result['teraflopsPerSecond']:.1f} TFLOP/s, "
             f"MFU {100 * result['mfu']:.1f}%, peak memory {gib(peak)}  [steps {min(times) * 1e3:.1f}–"
             f"{max(times) * 1e3:.1f} ms over {len(times)}, warm-up {warmup_seconds:.1f} s, loss {float(losses[-1]):.4f}]")
@@ -595,6 +598,8 @@ def main():
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="bf16 autocast or plain fp32")
     parser.add_argument("--no-ema", dest="ema", action="store_false", help="leave out the EMA update")
     parser.add_argument("--ema-decay", type=float, default=0.9999)
+    parser.add_argument("--max-grad-norm", type=float, default=0,
+                        help="clip the global gradient norm to this (0, the default: no clipping, as DiT trains)")
     parser.add_argument("--no-profile-attention", dest="profile_attention", action="store_false",
                         help="skip the one profiled step that names the attention kernels")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="for MFU (H100 SXM dense bf16: 989)")

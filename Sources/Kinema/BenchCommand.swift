@@ -12,7 +12,8 @@ struct BenchCommand: ParsableCommand {
             + "TFLOP/s, MFU and peak memory.",
         discussion: """
         MODE train times the device work of one `kinema train` step on random images: upload, noising, forward, \
-        DiT's hybrid loss, backward, gradient-norm clipping, AdamW and EMA. MODE sample times one whole \
+        DiT's hybrid loss, backward, gradient-norm clipping (--max-grad-norm, 1 as `kinema train`; 0 leaves out \
+        the norm, as DiT's own step and scripts/pytorch_reference.py do), AdamW and EMA. MODE sample times one whole \
         `kinema sample` run: --sampling-steps DDIM steps with classifier-free guidance at --cfg-scale (each step one \
         forward of the doubled batch), from noise to samples. --image-size is in pixels: the model sees 4-channel \
         latents of a side 8 times smaller, as DiT does.
@@ -40,7 +41,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "DDIM steps per sampler run (sample).") var samplingSteps = 50
     @Option(help: "Classifier-free guidance scale (sample; 1: no guidance, one forward per step).") var cfgScale = 4.0
     @Option(help: "Peak TFLOP/s for MFU.") var peakTflops = 989.0
-    @Flag(help: "After the benchmark, run and print a per-kernel time profile of its steps (CUDA; events around every launch, so the profiled steps are not the timed ones).")
+    @Option(help: "Clip the global gradient norm to this in train mode, as `kinema train` does (0: no norm, no clipping).")
+    var maxGradNorm = 1.0
+    @Flag(help: "After the benchmark, run and print a per-kernel time profile of its steps (CUDA; events around every launch and all work on one stream, so the profiled steps are not the timed ones).")
     var profile = false
     @Flag(help: "Print the result as one JSON line on stdout (the human-readable line goes to stderr).")
     var json = false
@@ -55,6 +58,7 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--image-size must be a multiple of 8, --batch-size and --steps at least 1, "
                 + "--warmup at least 0")
         }
+        guard maxGradNorm >= 0 else { throw ValidationError("--max-grad-norm must be at least 0 (0: no clipping)") }
         guard (1...1000).contains(samplingSteps), cfgScale >= 1 else {
             throw ValidationError("--sampling-steps must be in 1...1000 and --cfg-scale at least 1")
         }
@@ -72,10 +76,15 @@ struct BenchCommand: ParsableCommand {
         let run = try makeRun(backend: backend, batchSize: batchSize, training: training, device: device)
         let result = try run(steps, warmup)
         if profile, let gpu {
+            // In order on one stream: a kernel's time between its events would otherwise include the share of the
+            // GPU that work running beside it took (CUDABackend.concurrently).
+            let concurrent = gpu.runsConcurrently
+            gpu.runsConcurrently = false
             gpu.startProfiling()
             _ = try run(training ? 3 : 1, 0)
             printError(gpu.profiler!.report(steps: training ? 3 : samplingSteps))
             gpu.profiler = nil
+            gpu.runsConcurrently = concurrent
         }
         let line = Self.describe(result, imageSize: imageSize)
         if json {
@@ -104,7 +113,7 @@ struct BenchCommand: ParsableCommand {
             return { steps, warmup in
                 Benchmark.trainLatte(model: latte, name: name, batchSize: batchSize, frames: numFrames,
                                      latentSize: latentSize, captionLength: captionLength, steps: steps,
-                                     warmup: warmup, device: device)
+                                     warmup: warmup, maxGradNorm: maxGradNorm, device: device)
             }
         }
         let config = try modelOptions.config(imageSize: latentSize, channels: 4, classes: 1000)
@@ -112,7 +121,7 @@ struct BenchCommand: ParsableCommand {
         return { steps, warmup in
             training
                 ? Benchmark.train(model: dit, name: name, batchSize: batchSize, steps: steps, warmup: warmup,
-                                  device: device)
+                                  maxGradNorm: maxGradNorm, device: device)
                 : try Benchmark.sample(model: dit, name: name, batchSize: batchSize, samplingSteps: samplingSteps,
                                        cfgScale: cfgScale, steps: steps, warmup: warmup, device: device)
         }

@@ -3,8 +3,7 @@ import RealModule
 
 extension CPUBackend: OptimizerOps {
     public func adamW(master: Tensor, gradient: Tensor, m: Tensor, v: Tensor, computeCopy: Tensor?, step: Int,
-                      hyperparameters h: AdamWHyperparameters, gradScale: Double, ema: (average: Tensor, decay: Double)?,
-                      clearsGradient: Bool) {
+                      hyperparameters h: AdamWHyperparameters, gradScale: Double, ema: (average: Tensor, decay: Double)?) {
         requireSameShape("adamW", master, gradient, m, v)
         if let ema { requireSameShape("adamW (EMA)", master, ema.average) }
         precondition(step >= 1, "adamW: step counts from 1")
@@ -30,7 +29,6 @@ extension CPUBackend: OptimizerOps {
                         m2[i] = beta2 * m2[i] + (1 - beta2) * grad * grad
                         p[i] = p[i] * decay - stepSize * m1[i] / (T.sqrt(m2[i]) / sqrtCorrection2 + eps)
                         if let average { average[i] = emaDecay * average[i] + (1 - emaDecay) * p[i] }
-                        if clearsGradient { g[i] = 0 }
                     }
                     if let computeCopy {
                         Self.round(UnsafeRawPointer(p).assumingMemoryBound(to: Float.self), tile..<end, into: computeCopy)

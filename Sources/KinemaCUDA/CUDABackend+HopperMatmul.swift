@@ -49,6 +49,7 @@ extension CUDABackend {
         let mapAux = aux.map { tensorMap($0, encode, rows: m, columns: n, boxRows: 64) } ?? mapC
         // Clusters take pairs of 128-row tiles; the column sums come as 8 partial rows a tile (16 rows each).
         let pairs = (m + 255) / 256, partials = columnSums.map { _ in empty([pairs * 2 * 8, k], dtype: .f32) }
+        retainForConcurrentWork(a, b, c, aux, bias)  // passed as TMA descriptors, not as tensors
         launch("hopper_matmul_\(kind)", in: "HopperMatmul", element: .bf16,
                grid: (Swift.min(pairs * ((n + 191) / 192), multiprocessors / 2) * 2, 1, 1), block: (384, 1, 1),
                sharedMemoryBytes: Self.hopperSharedBytes,

@@ -97,6 +97,7 @@ extension CUDABackend: LinearAlgebraOps {
     private func invoke(_ plan: MatmulPlan, algorithm: [UInt8], _ a: Tensor, _ b: Tensor, into c: Tensor, alpha: Double,
                         beta: Double) -> Int32 {
         let lt = try! cublas(), workspace = try! matmulWorkspace()
+        retainForConcurrentWork(a, b, c)
         // (alpha, beta) in the product's scale type: f64 for f64 products, f32 otherwise.
         var scales32 = (Float(alpha), Float(beta)), scales64 = (alpha, beta)
         return withUnsafeBytes(of: &scales32) { s32 in withUnsafeBytes(of: &scales64) { s64 in
@@ -161,11 +162,16 @@ extension CUDABackend: LinearAlgebraOps {
         }
         switch epilogue {
         case .none: break
-        case .bias(let bias): try set(CuBLASLt.descBiasPointer, deviceAddress(bias))
+        case .bias(let bias):
+            retainForConcurrentWork(bias)
+            try set(CuBLASLt.descBiasPointer, deviceAddress(bias))
         case .geluAux(let bias, let aux):
+            retainForConcurrentWork(bias, aux)
             if let bias { try set(CuBLASLt.descBiasPointer, deviceAddress(bias)) }
             try set(CuBLASLt.descAuxPointer, deviceAddress(aux))
-        case .dGELU(let aux): try set(CuBLASLt.descAuxPointer, deviceAddress(aux))
+        case .dGELU(let aux):
+            retainForConcurrentWork(aux)
+            try set(CuBLASLt.descAuxPointer, deviceAddress(aux))
         }
     }
 
@@ -280,7 +286,8 @@ extension CUDABackend: LinearAlgebraOps {
                         columnSums: biasGradient) {
             return dx.reshaped(outShape)
         }
-        if let biasGradient { accumulateBiasGradient(rows, into: biasGradient) }
+        // The bias gradient is read only by the optimizer: its column sums run beside the product.
+        if let biasGradient { concurrently { accumulateBiasGradient(rows, into: biasGradient) } }
         guard shape.m > 0 && shape.n > 0 && shape.k > 0 else {
             fill(dx, with: 0)
             return dx.reshaped(outShape)

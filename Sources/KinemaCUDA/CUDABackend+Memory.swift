@@ -126,6 +126,7 @@ extension CUDABackend: MemoryOps {
     public func downloadBytes(_ tensor: Tensor) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: tensor.byteCount)
         if !bytes.isEmpty {
+            awaitConcurrentWork()
             // Waits for the work that writes `tensor` (queued before the copy on the same stream), then for the copy.
             bytes.withUnsafeMutableBytes {
                 check(driver.cuMemcpyDtoHAsync($0.baseAddress!, deviceAddress(tensor), tensor.byteCount, stream),
@@ -231,7 +232,9 @@ extension CUDABackend: MemoryOps {
 
     /// The device time of each run of `body`: between events recorded on the stream before the first run and after
     /// each, with one wait at the end (a host wait inside `body`, e.g. a download, counts as the device idling in
-    /// that run).
+    /// that run). Work a run leaves on the second stream (`concurrently`: the EMA) runs beside the next run, as in a
+    /// training loop, and is in that run's time as far as it delays it; the last run waits for its own, so the runs
+    /// together cover all the work they queued.
     public func measureSeconds(repeating count: Int, _ body: () -> Void) -> [Double] {
         do {
             var events: [UnsafeMutableRawPointer] = []
@@ -244,6 +247,7 @@ extension CUDABackend: MemoryOps {
             try driver.check(driver.cuEventRecord(events[0], stream), "cuEventRecord")
             for run in 0..<count {
                 body()
+                if run == count - 1 { awaitConcurrentWork() }
                 try driver.check(driver.cuEventRecord(events[run + 1], stream), "cuEventRecord")
             }
             try driver.check(driver.cuEventSynchronize(events[count]), "cuEventSynchronize")

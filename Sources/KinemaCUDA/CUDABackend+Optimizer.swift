@@ -27,13 +27,23 @@ extension CUDABackend: OptimizerOps {
     /// One fused kernel per step over the whole (flat) tensor, writing the compute copy in the same pass. The
     /// constants are formed on the host exactly as the CPU backend forms them (bias corrections folded into the
     /// step size and the √v divisor), then rounded to the state's precision.
+    ///
+    /// The EMA: with a second stream (`runsConcurrently`) its own pass there, which reads the updated f32 master
+    /// beside the next step's forward and backward (12 bytes an element, off the step's path) instead of 8 bytes an
+    /// element more in this pass, which the next step waits for. Nothing reads the average before
+    /// `awaitConcurrentWork` (host reads, ExponentialMovingAverage's own reads), and the next update rewrites the
+    /// master only after it (ParameterArena.settleGradients).
     public func adamW(master: Tensor, gradient: Tensor, m: Tensor, v: Tensor, computeCopy: Tensor?, step: Int,
-                      hyperparameters h: AdamWHyperparameters, gradScale: Double, ema: (average: Tensor, decay: Double)?,
-                      clearsGradient: Bool) {
+                      hyperparameters h: AdamWHyperparameters, gradScale: Double, ema: (average: Tensor, decay: Double)?) {
         requireState("adamW", master, gradient, m, v)
         if let ema { requireState("adamW (EMA)", master, ema.average) }
+        if let ema, runsConcurrently, master.dtype == .f32 {
+            adamW(master: master, gradient: gradient, m: m, v: v, computeCopy: computeCopy, step: step,
+                  hyperparameters: h, gradScale: gradScale, ema: nil)
+            concurrently { emaUpdate(ema.average, toward: master, decay: ema.decay) }
+            return
+        }
         let emaArgument: any KernelArgument = ema?.average ?? UInt64(0)  // null: no EMA
-        let clears = Int32(clearsGradient ? 1 : 0)
         precondition(step >= 1, "adamW: step counts from 1")
         if let computeCopy {
             precondition(master.dtype == .f32 && computeCopy.count == master.count
@@ -61,13 +71,13 @@ extension CUDABackend: OptimizerOps {
             launch("adamw_f32", in: "Training", count: flatThreads(master.count, vectorized: vectorized),
                    [master, gradient, m, v, copyArgument, copyType, Float(h.beta1), Float(h.beta2), Float(gradScale),
                     Float(decay), stepSize, Float(sqrtCorrection2), Float(h.epsilon), emaArgument, Float(ema?.decay ?? 0),
-                    clears, n, vectorized])
+                    n, vectorized])
         } else {
             precondition(computeCopy == nil, "adamW: a compute copy needs an f32 master")
             let stepSize = h.learningRate / correction1
             launch("adamw_f64", in: "Training", count: master.count,
                    [master, gradient, m, v, h.beta1, h.beta2, gradScale, decay, stepSize, sqrtCorrection2,
-                    h.epsilon, emaArgument, ema?.decay ?? 0, clears, n])
+                    h.epsilon, emaArgument, ema?.decay ?? 0, n])
         }
     }
 

@@ -26,8 +26,8 @@ public final class CUDABackend: @unchecked Sendable {
     private let argumentPointers = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 64)
     /// cuLaunchKernelEx's CUlaunchConfig (56 bytes, cuda.h's layout) and at byte 64 its one CUlaunchAttribute
     /// (72 bytes): programmatic stream serialization, which lets a kernel start while the one before it on the
-    /// stream finishes (Common.cuh's GRID_DEPENDENCY). The stream and the attribute are written once, in init;
-    /// each launch writes only its grid, block and shared bytes.
+    /// stream finishes (Common.cuh's GRID_DEPENDENCY). The attribute is written once, in init; each launch writes
+    /// its grid, block, shared bytes and stream.
     private let launchConfig = UnsafeMutableRawPointer.allocate(byteCount: 64 + 72, alignment: 16)
     /// Whether kernels are launched with programmatic dependent launch: on sm_90 and later where the driver has
     /// cuLaunchKernelEx, unless KINEMA_DEPENDENT_LAUNCH=0 (for A/B timings).
@@ -60,6 +60,10 @@ public final class CUDABackend: @unchecked Sendable {
     /// Counters for kernels whose last block to finish adds up the others' partial results (Common.cuh's
     /// last_block): zero, and each such kernel leaves the ones it used at zero, so every launch shares them.
     private var counters: Tensor?
+    /// Where the embedding kernels record the first index outside a table they meet, i32 [set, op, position, index,
+    /// rows] (zero until one does), and whether a kernel may have written it since the host last read it.
+    private var indexErrorWords: Tensor?
+    private var indexErrorsUnread = false
     /// cuBLASLt descriptors and the chosen algorithm per product shape, made once (see CUDABackend+LinearAlgebra).
     var matmulPlans: [MatmulKey: MatmulPlan] = [:]
     /// Whether a bf16 product's plan times the heuristic's candidates at its first use and keeps the fastest (on
@@ -78,9 +82,18 @@ public final class CUDABackend: @unchecked Sendable {
     /// Set to time every launch and product by name (see KernelProfiler); nil in normal runs.
     public var profiler: KernelProfiler?
     private var modules: [String: UnsafeMutableRawPointer] = [:]
-    /// The stream every kernel, copy and matrix product of this backend is queued on: a non-blocking stream created
-    /// in init, so work is ordered on it alone (host reads wait on it with cuStreamSynchronize).
+    /// The stream kernels, copies and matrix products are queued on now: `mainStream`, or the concurrent stream
+    /// while `concurrently` queues its work (CUDABackend+Concurrency).
     var stream: UnsafeMutableRawPointer?
+    /// The backend's own stream: non-blocking, created in init, so work is ordered on it alone (host reads wait on it
+    /// with cuStreamSynchronize, after it has been made to wait for any concurrent work). Where the driver offers
+    /// stream priorities it has the highest: it carries the step's critical path.
+    private(set) var mainStream: UnsafeMutableRawPointer?
+    /// The second stream and its queued batches (nil until `concurrently` first needs it).
+    var concurrent: ConcurrentStream?
+    /// Whether `concurrently` queues its work on the second stream (off with KINEMA_CONCURRENT_GRADIENTS=0, for A/B
+    /// timings; off, it runs the work in order on the main stream).
+    public var runsConcurrently = ProcessInfo.processInfo.environment["KINEMA_CONCURRENT_GRADIENTS"] != "0"
 
     /// Opens `cuda:index`. Throws a clear error when the driver, NVRTC or the device is missing.
     public init(index: Int = 0, cacheDirectory: URL? = nil) throws {
@@ -104,7 +117,8 @@ public final class CUDABackend: @unchecked Sendable {
         var context: UnsafeMutableRawPointer?
         try driver.check(driver.cuDevicePrimaryCtxRetain(&context, handle), "cuDevicePrimaryCtxRetain")
         try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
-        try driver.check(driver.cuStreamCreate(&stream, CUDADriver.streamNonBlocking), "cuStreamCreate")
+        stream = try Self.createStream(driver, highestPriority: true)
+        mainStream = stream
         let cache = cacheDirectory ?? FileManager.default.homeDirectoryForCurrentUser
             .appendingPathComponent(".cache/kinema/kernels")
         compiler = try NVRTC(cacheDirectory: cache)
@@ -236,6 +250,9 @@ public final class CUDABackend: @unchecked Sendable {
             }
             // The host cost of a launch is what keeps a GPU fed through ~1400 launches a step: no allocation here.
             precondition(arguments.count <= 64, "\(name): more than 64 kernel arguments")
+            if let concurrent, concurrent.isQueueing {
+                for case let tensor as Tensor in arguments { concurrent.retain(tensor) }
+            }
             var offset = 0
             for (index, argument) in arguments.enumerated() {
                 let slot = argumentScratch + offset
@@ -266,15 +283,14 @@ public final class CUDABackend: @unchecked Sendable {
     private func prepareLaunchConfig() {
         launchConfig.initializeMemory(as: UInt8.self, repeating: 0, count: 64 + 72)
         let attribute = launchConfig + 64
-        launchConfig.storeBytes(of: stream, toByteOffset: 32, as: UnsafeMutableRawPointer?.self)
         launchConfig.storeBytes(of: attribute, toByteOffset: 40, as: UnsafeMutableRawPointer.self)
         launchConfig.storeBytes(of: UInt32(1), toByteOffset: 48, as: UInt32.self)
         attribute.storeBytes(of: UInt32(6), toByteOffset: 0, as: UInt32.self)
         attribute.storeBytes(of: Int32(1), toByteOffset: 8, as: Int32.self)
     }
 
-    /// A launch's own fields of the CUlaunchConfig: grid, block and dynamic shared bytes (stored one by one: no array
-    /// on the launch path).
+    /// A launch's own fields of the CUlaunchConfig: grid, block, dynamic shared bytes and the stream it goes to now
+    /// (stored one by one: no array on the launch path).
     private func fillLaunchConfig(grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int) {
         let store = { (value: Int, offset: Int) in
             self.launchConfig.storeBytes(of: UInt32(value), toByteOffset: offset, as: UInt32.self)
@@ -282,6 +298,7 @@ public final class CUDABackend: @unchecked Sendable {
         store(grid.0, 0); store(grid.1, 4); store(grid.2, 8)
         store(block.0, 12); store(block.1, 16); store(block.2, 20)
         store(sharedMemoryBytes, 24)
+        launchConfig.storeBytes(of: stream, toByteOffset: 32, as: UnsafeMutableRawPointer?.self)
     }
 
     /// Runs `body` (which queues work on the stream). When profiling, its device time is filed under `name` and the
@@ -308,8 +325,14 @@ public final class CUDABackend: @unchecked Sendable {
         return library
     }
 
-    /// 32 MiB for cuBLASLt's split-K and stream-K algorithms, allocated once.
+    /// 32 MiB for cuBLASLt's split-K and stream-K algorithms, allocated once for each stream (products on the two
+    /// streams may run at the same time).
     func matmulWorkspace() throws -> Tensor {
+        if let concurrent, concurrent.isQueueing {
+            if let workspace = concurrent.workspace { return workspace }
+            concurrent.workspace = empty([8 << 20], dtype: .i32)
+            return concurrent.workspace!
+        }
         if let workspace { return workspace }
         let tensor = empty([8 << 20], dtype: .i32)
         workspace = tensor
@@ -317,20 +340,56 @@ public final class CUDABackend: @unchecked Sendable {
     }
 
     /// At least `count` zero counters for last_block (one per group of blocks that finishes a reduction), allocated
-    /// once and grown when a launch needs more.
+    /// once for each stream and grown when a launch needs more.
     func reductionCounters(_ count: Int) -> Tensor {
+        if let concurrent, concurrent.isQueueing {
+            if let counters = concurrent.counters, counters.count >= count { return counters }
+            concurrent.counters = zeroCounters(count)
+            return concurrent.counters!
+        }
         if let counters, counters.count >= count { return counters }
+        counters = zeroCounters(count)
+        return counters!
+    }
+
+    private func zeroCounters(_ count: Int) -> Tensor {
         let tensor = empty([Swift.max(count, 4096)], dtype: .i32)
         fill(tensor, with: 0)
-        counters = tensor
         return tensor
     }
 
-    /// Waits for everything queued on the backend's stream.
+    /// Waits for everything queued on the backend's streams; stops with the message of an index outside a table
+    /// that an embedding kernel met (`takeIndexError`).
     public func synchronize() {
+        awaitConcurrentWork()
         let start = DispatchTime.now().uptimeNanoseconds
         do { try driver.check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize") } catch { preconditionFailure("\(error)") }
         hostWaitSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        // fatalError, not preconditionFailure: release builds are -Ounchecked, where a precondition is not checked.
+        if let message = takeIndexError() { fatalError(message) }
+    }
+
+    /// The error record the embedding kernels write to (CUDABackend+NN), zeroed once.
+    func indexErrors() -> Tensor {
+        indexErrorsUnread = true
+        if let indexErrorWords { return indexErrorWords }
+        let words = empty([5], dtype: .i32)
+        fill(words, with: 0)
+        indexErrorWords = words
+        return words
+    }
+
+    /// The first index outside a table an embedding kernel has met since the last call, as the message the CPU
+    /// backend stops with, and the record cleared; nil when there was none. Read only after a kernel that checks
+    /// indices has been queued (a host read then costs no extra copy otherwise).
+    public func takeIndexError() -> String? {
+        guard indexErrorsUnread, let words = indexErrorWords else { return nil }
+        indexErrorsUnread = false
+        let record = downloadBytes(words).withUnsafeBytes { Array($0.bindMemory(to: Int32.self)) }
+        guard record[0] != 0 else { return nil }
+        fill(words, with: 0)
+        return "\(record[1] == 0 ? "embedding" : "embeddingBackward"): index \(record[3]) at position \(record[2]) is "
+            + "outside the table's \(record[4]) rows (found by the GPU kernel, reported at the next host read)"
     }
 }
 

@@ -20,6 +20,12 @@ final class CUDADriver: @unchecked Sendable {
     // backend's non-blocking stream does not wait for.
     let cuStreamCreate: @convention(c) (UnsafeMutablePointer<Handle?>, UInt32) -> Int32
     let cuStreamSynchronize: @convention(c) (Handle?) -> Int32
+    /// cuStreamWaitEvent(stream, event, flags): work queued on the stream after it waits for the event's work.
+    let cuStreamWaitEvent: @convention(c) (Handle?, Handle, UInt32) -> Int32
+    /// cuStreamCreateWithPriority(stream, flags, priority) and cuCtxGetStreamPriorityRange(least, greatest): where
+    /// the driver has them, the stream of a backend's critical path goes first (nil: streams of equal priority).
+    let cuStreamCreateWithPriority: (@convention(c) (UnsafeMutablePointer<Handle?>, UInt32, Int32) -> Int32)?
+    let cuCtxGetStreamPriorityRange: (@convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) -> Int32)?
     let cuMemcpyHtoDAsync: @convention(c) (UInt64, UnsafeRawPointer, Int, Handle?) -> Int32
     let cuMemcpyDtoHAsync: @convention(c) (UnsafeMutableRawPointer, UInt64, Int, Handle?) -> Int32
     let cuMemcpyDtoDAsync: @convention(c) (UInt64, UInt64, Int, Handle?) -> Int32
@@ -65,6 +71,9 @@ final class CUDADriver: @unchecked Sendable {
         // (the _ptsz variants are for per-thread default streams, which Kinema does not use).
         cuStreamCreate = try library.function("cuStreamCreate")
         cuStreamSynchronize = try library.function("cuStreamSynchronize")
+        cuStreamWaitEvent = try library.function("cuStreamWaitEvent")
+        cuStreamCreateWithPriority = try? library.function("cuStreamCreateWithPriority")
+        cuCtxGetStreamPriorityRange = try? library.function("cuCtxGetStreamPriorityRange")
         cuMemcpyHtoDAsync = try library.function("cuMemcpyHtoDAsync_v2")
         cuMemcpyDtoHAsync = try library.function("cuMemcpyDtoHAsync_v2")
         cuMemcpyDtoDAsync = try library.function("cuMemcpyDtoDAsync_v2")
@@ -87,6 +96,8 @@ final class CUDADriver: @unchecked Sendable {
     static let streamNonBlocking: UInt32 = 1
     /// CU_EVENT_DEFAULT: an event that records timing.
     static let eventDefault: UInt32 = 0
+    /// CU_EVENT_DISABLE_TIMING: an event only ordered on (cheaper to record and wait for).
+    static let eventDisableTiming: UInt32 = 2
 
     /// Throws a CUDAError naming `function` unless `result` is CUDA_SUCCESS.
     func check(_ result: Int32, _ function: String) throws {

@@ -69,6 +69,27 @@ extension GPUCheck {
             gpu.embeddingBackward(gdOut, indices: gi, into: gdTable)
             same("embeddingBackward dTable [\(rows), \(width)] × \(count)", gdTable, dTable)
         }
+        // An index outside the table: the kernels skip it (a zero row), and the first one comes back as the CPU's
+        // message at the next host read, which would stop the program (taken here before it can).
+        let (table, gtable) = pair([10, 7])
+        let bad = gpu.upload([Int32(2), 10, -1], shape: [3])
+        let embedded = gpu.embedding(gtable, indices: bad)
+        let message = gpu.takeIndexError() ?? "none"
+        record("embedding reports the first index outside the table",
+               message.hasPrefix("embedding: index 10 at position 1 is outside the table's 10 rows"), message)
+        let rows = gpu.download(embedded), tableRows = cpu.download(table)
+        record("embedding skips an index outside the table", Array(rows[0..<7]) == Array(tableRows[14..<21])
+               && rows[7...].allSatisfy { $0 == 0 }, "\(rows.count) values")
+        let (dOut, gdOut) = pair([3, 7]), gdTable = gpu.zeros([10, 7], dtype: .f32)
+        gpu.embeddingBackward(gdOut, indices: bad, into: gdTable)
+        let backwardMessage = gpu.takeIndexError() ?? "none"
+        record("embeddingBackward reports an index outside the table",
+               backwardMessage.hasPrefix("embeddingBackward: index 10 at position 1"), backwardMessage)
+        let dRows = gpu.download(gdTable), dOutRows = cpu.download(dOut)
+        record("embeddingBackward skips it", Array(dRows[14..<21]) == Array(dOutRows[0..<7])
+               && dRows.enumerated().allSatisfy { $0.offset / 7 == 2 || $0.element == 0 }, "\(dRows.count) values")
+        record("no index error after valid indices", { _ = gpu.embedding(gtable, indices: gpu.upload([Int32(0)], shape: [1]))
+               return gpu.takeIndexError() == nil }(), "")
 
         // Timestep features, even and odd dims, both frequency shifts.
         let times: [Float] = [0, 1, 17.5, 250, 999, 3.25, 500.5]

@@ -50,7 +50,9 @@ public final class Linear: Layer {
     /// may also sum db from the dy it reads).
     public func backward(_ dy: Tensor, input x: Tensor, geluInput: Tensor? = nil,
                          biasGradientAccumulated: Bool = false) -> Tensor {
-        accumulateWeightGradient(dy, input: x)
+        // The weight gradient is read only by the optimizer: its product runs beside the input gradient's, which
+        // the rest of the backward waits for.
+        backend.concurrently { accumulateWeightGradient(dy, input: x) }
         return backend.linearInputGradient(dy, weight: weight.value, geluInput: geluInput,
                                            biasGradient: biasGradientAccumulated ? nil : bias?.gradient)
     }
@@ -58,8 +60,10 @@ public final class Linear: Layer {
     /// The parameter half of the backward, for callers that need no input gradient (the first layer of an
     /// embedder).
     public func accumulateGradients(_ dy: Tensor, input x: Tensor) {
-        accumulateWeightGradient(dy, input: x)
-        if let bias { backend.accumulateBiasGradient(dy.reshaped([-1, outFeatures]), into: bias.gradient) }
+        backend.concurrently {
+            accumulateWeightGradient(dy, input: x)
+            if let bias { backend.accumulateBiasGradient(dy.reshaped([-1, outFeatures]), into: bias.gradient) }
+        }
     }
 
     private func accumulateWeightGradient(_ dy: Tensor, input x: Tensor) {

@@ -60,6 +60,7 @@ public final class Parameter {
     public func load(_ source: Tensor, backend: any Backend) {
         precondition(source.shape == value.shape,
                      "Parameter \(name): loading \(source.shape) into \(value.shape)")
+        backend.awaitConcurrentWork()  // an EMA update may still read the master (CUDABackend.adamW)
         if let master {
             backend.copy(source, into: master)
             backend.copy(master, into: value)

@@ -87,6 +87,7 @@ public final class ParameterArena {
 
     /// One fill of the whole gradient buffer.
     public func zeroGradients() {
+        backend.awaitConcurrentWork()
         backend.fill(gradients, with: 0)
         for parameter in parameters { parameter.gradientIsStale = false }
     }
@@ -101,6 +102,7 @@ public final class ParameterArena {
     /// Zeroes the gradients still stale (of layers this step's backward did not run), so that a pass over the flat
     /// buffer (the gradient norm, the optimizer) reads zeros there; nothing when every product ran.
     public func settleGradients() {
+        backend.awaitConcurrentWork()  // the gradients products queued beside the backward
         let stale = parameters.indices.filter { parameters[$0].gradientIsStale }
         guard !stale.isEmpty else { return }
         backend.fill(gradients, ranges: stale.map { offsets[$0]..<(offsets[$0] + parameters[$0].value.count) },

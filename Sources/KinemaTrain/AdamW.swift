@@ -34,7 +34,7 @@ public final class AdamW {
         arena.settleGradients()
         backend.adamW(master: arena.weights, gradient: arena.gradients, m: m, v: v, computeCopy: arena.computeCopy,
                       step: step, hyperparameters: h, gradScale: gradScale,
-                      ema: ema.map { ($0.average, $0.effectiveDecay(afterUpdates: step)) }, clearsGradient: false)
+                      ema: ema.map { ($0.average, $0.effectiveDecay(afterUpdates: step)) })
         arena.consumeGradients()
     }
 

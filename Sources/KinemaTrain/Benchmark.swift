@@ -89,8 +89,9 @@ public enum Benchmark {
     }
 
     /// The device work of `Trainer.trainStep` on random images: upload the batch and labels (with label dropout),
-    /// noise it, zero the gradients, forward, DiT's hybrid loss, backward, clip the gradient norm, AdamW, EMA.
-    public static func train(model: DiT, name: String, batchSize: Int, steps: Int, warmup: Int,
+    /// noise it, zero the gradients, forward, DiT's hybrid loss, backward, clip the gradient norm (to `maxGradNorm`;
+    /// 0: no norm, as DiT's step), AdamW, EMA.
+    public static func train(model: DiT, name: String, batchSize: Int, steps: Int, warmup: Int, maxGradNorm: Double = 1,
                              device: BenchmarkDevice) -> BenchmarkResult {
         let backend = model.backend, config = model.config
         let shape = [batchSize, config.inChannels, config.inputSize, config.inputSize]
@@ -109,8 +110,7 @@ public enum Benchmark {
             let loss = diffusion.trainingLoss(modelOutput: out, xStart: xStart, xT: xT, noise: noise,
                                               timesteps: timesteps, backend: backend)
             model.backward(loss.gradient, cache)
-            let (_, scale) = clipGradientNorm(model.arena, maxNorm: 1)
-            optimizer.update(learningRate: 1e-4, gradScale: scale, ema: ema)
+            optimizer.update(learningRate: 1e-4, gradScale: gradientScale(model.arena, maxNorm: maxGradNorm), ema: ema)
         }
         return result("train", name, dtype: model.dtype, backend: backend, batch: batchSize,
                       tokensPerSample: config.tokenCount, timing, steps: steps, warmup: warmup,
@@ -146,7 +146,7 @@ public enum Benchmark {
     /// rectified-flow loss (logit-normal timesteps, shifted for the size), forward, backward, gradient-norm clipping,
     /// AdamW and EMA. A sample is one video; its tokens are F · (h/p) · (w/p).
     public static func trainLatte(model: Latte, name: String, batchSize: Int, frames: Int, latentSize: Int,
-                                  captionLength: Int, steps: Int, warmup: Int,
+                                  captionLength: Int, steps: Int, warmup: Int, maxGradNorm: Double = 1,
                                   device: BenchmarkDevice) -> BenchmarkResult {
         let backend = model.backend, config = model.config
         let shape = [batchSize, config.inChannels, frames, latentSize, latentSize]
@@ -169,8 +169,7 @@ public enum Benchmark {
             let (out, cache) = model.forward(xT, timesteps: t, captions: text, captionMask: textMask)
             let loss = flow.trainingLoss(modelOutput: out, xStart: xStart, noise: noise, backend: backend)
             model.backward(loss.gradient, cache)
-            let (_, scale) = clipGradientNorm(model.arena, maxNorm: 1)
-            optimizer.update(learningRate: 1e-4, gradScale: scale, ema: ema)
+            optimizer.update(learningRate: 1e-4, gradScale: gradientScale(model.arena, maxNorm: maxGradNorm), ema: ema)
         }
         let grid = latentSize / config.patchSize
         let forward = config.forwardFLOPs(frames: frames, gridHeight: grid, gridWidth: grid,
@@ -178,6 +177,11 @@ public enum Benchmark {
         return result("train", name, dtype: model.dtype, backend: backend, batch: batchSize,
                       tokensPerSample: frames * grid * grid, timing, steps: steps, warmup: warmup,
                       flopsPerSample: 3 * forward, device: device)
+    }
+
+    /// The factor that clips the gradient norm to `maxNorm`, or 1 without computing the norm when `maxNorm` is 0.
+    static func gradientScale(_ arena: ParameterArena, maxNorm: Double) -> Double {
+        maxNorm > 0 ? clipGradientNorm(arena, maxNorm: maxNorm).scale : 1
     }
 
     static func result(_ mode: String, _ name: String, dtype: DType, backend: any Backend, batch: Int,

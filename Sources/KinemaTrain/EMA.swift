@@ -18,8 +18,12 @@ public final class ExponentialMovingAverage {
         average = backend.clone(arena.weights)
     }
 
-    /// The average of each parameter, in the order of `arena.parameters` (views of `average`).
-    public var shadows: [Tensor] { arena.parameters.indices.map { arena.view(of: average, parameter: $0) } }
+    /// The average of each parameter, in the order of `arena.parameters` (views of `average`), once any update
+    /// still running beside other work (CUDABackend.adamW) is done.
+    public var shadows: [Tensor] {
+        backend.awaitConcurrentWork()
+        return arena.parameters.indices.map { arena.view(of: average, parameter: $0) }
+    }
 
     /// The decay used after `updates` updates: min(decay, (1 + n) / (10 + n)), the warm-up diffusers' EMAModel and
     /// timm use, so a short run's average is not dominated by its zero-initialised start (with a fixed 0.9999, a

@@ -551,23 +551,42 @@ extern "C" __global__ void group_norm_apply(const T* x, const T* weight, const T
 }
 
 // MARK: Embeddings
+//
+// Indices are checked here, not on the host (a download would stall the step until the GPU drains): an index outside
+// the table's `rows` is skipped (its output row is zero) and the first one seen goes into `errors` [set, op, position,
+// index, rows], which the backend reads at its next host read and reports (CUDABackend.reportIndexErrors).
 
-extern "C" __global__ void embedding(const T* table, const int* indices, T* out, int width, long long n) {
+__device__ inline bool index_in_table(int index, int rows, long long position, int* errors, int op) {
+    if (index >= 0 && index < rows) return true;
+    if (atomicCAS(errors, 0, 1) == 0) {
+        errors[1] = op;
+        errors[2] = (int)position;
+        errors[3] = index;
+        errors[4] = rows;
+    }
+    return false;
+}
+
+extern "C" __global__ void embedding(const T* table, const int* indices, T* out, int width, long long n, int rows,
+                                     int* errors) {
     GRID_DEPENDENCY();
     GRID_LOOP(i, n) {
         long long row = i / width, j = i % width;
-        out[i] = table[(long long)indices[row] * width + j];
+        int index = indices[row];
+        if (index_in_table(index, rows, row, errors, 0)) out[i] = table[(long long)index * width + j];
+        else st(out, i, 0.0f);
     }
 }
 
 // One thread per column; each takes the indices in order, so repeated indices add up in a fixed order. The table's
 // gradient is f32 whatever T is.
 extern "C" __global__ void embedding_backward(const T* dOut, const int* indices, float* dTable, int width,
-                                              long long count) {
+                                              long long count, int rows, int* errors) {
     GRID_DEPENDENCY();
     GRID_LOOP(j, (long long)width) {
         for (long long i = 0; i < count; ++i) {
-            dTable[(long long)indices[i] * width + j] += ld(dOut, i * width + j);
+            int index = indices[i];
+            if (index_in_table(index, rows, i, errors, 1)) dTable[(long long)index * width + j] += ld(dOut, i * width + j);
         }
     }
 }

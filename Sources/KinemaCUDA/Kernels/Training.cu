@@ -56,12 +56,11 @@ __device__ inline float4 ema_element4(float4 e, float4 p, float decay, float res
                        ema_element(e.z, p.z, decay, rest), ema_element(e.w, p.w, decay, rest));
 }
 
-// `ema` (may be null) moves toward the updated weights with emaUpdate's arithmetic; `clears` zeroes the gradient
-// once read, so the next backward needs no fill.
-extern "C" __global__ void adamw_f32(float* __restrict__ p, float* __restrict__ g, float* __restrict__ m,
+// `ema` (may be null) moves toward the updated weights with emaUpdate's arithmetic.
+extern "C" __global__ void adamw_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                      float* __restrict__ v, void* __restrict__ copy, int copyType, float beta1,
                                      float beta2, float scale, float decay, float stepSize, float sqrtCorrection2,
-                                     float eps, float* __restrict__ ema, float emaDecay, int clears, long long n,
+                                     float eps, float* __restrict__ ema, float emaDecay, long long n,
                                      int vectorized) {
     GRID_DEPENDENCY();
     const AdamWConstants c = {beta1, beta2, __fsub_rn(1.0f, beta1), __fsub_rn(1.0f, beta2), scale, decay, stepSize,
@@ -80,7 +79,6 @@ extern "C" __global__ void adamw_f32(float* __restrict__ p, float* __restrict__ 
         ((float4*)v)[j] = vv;
         store_copy4(copy, copyType, j, pp);
         if (ema) ((float4*)ema)[j] = ema_element4(((const float4*)ema)[j], pp, emaDecay, emaRest);
-        if (clears) ((float4*)g)[j] = make_float4(0, 0, 0, 0);
     }
     for (long long i = vectors * 4 + blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
@@ -91,13 +89,12 @@ extern "C" __global__ void adamw_f32(float* __restrict__ p, float* __restrict__ 
         v[i] = vi;
         store_copy(copy, copyType, i, pi);
         if (ema) ema[i] = ema_element(ema[i], pi, emaDecay, emaRest);
-        if (clears) g[i] = 0;
     }
 }
 
-extern "C" __global__ void adamw_f64(double* p, double* g, double* m, double* v, double beta1, double beta2,
+extern "C" __global__ void adamw_f64(double* p, const double* g, double* m, double* v, double beta1, double beta2,
                                      double scale, double decay, double stepSize, double sqrtCorrection2, double eps,
-                                     double* ema, double emaDecay, int clears, long long n) {
+                                     double* ema, double emaDecay, long long n) {
     GRID_DEPENDENCY();
     const double oneMinusBeta1 = __dsub_rn(1.0, beta1), oneMinusBeta2 = __dsub_rn(1.0, beta2);
     const double emaRest = __dsub_rn(1.0, emaDecay);
@@ -111,7 +108,6 @@ extern "C" __global__ void adamw_f64(double* p, double* g, double* m, double* v,
         double pi = __dsub_rn(__dmul_rn(p[i], decay), __ddiv_rn(__dmul_rn(stepSize, m1), denominator));
         p[i] = pi;
         if (ema) ema[i] = ema_element(ema[i], pi, emaDecay, emaRest);
-        if (clears) g[i] = 0;
     }
 }
 

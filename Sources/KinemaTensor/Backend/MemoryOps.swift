@@ -40,6 +40,14 @@ public protocol MemoryOps: AnyObject {
     /// Waits until all queued work on the device is done (no-op on the CPU).
     func synchronize()
 
+    /// Queues the work `body` asks for so that it may run beside the work queued after it, until
+    /// `awaitConcurrentWork()` (on CUDA: on a second stream; elsewhere simply in order). For work whose results
+    /// nothing reads, and whose inputs nothing overwrites, before that call: a layer's parameter gradients.
+    func concurrently(_ body: () -> Void)
+    /// Orders all work queued from now on after the concurrent work queued so far (host reads and `synchronize`
+    /// do this themselves).
+    func awaitConcurrentWork()
+
     /// The seconds the device spent on each of `count` runs of `body`, one after the other
     /// with no wait between them: on CUDA the times between events recorded on the backend's stream before the
     /// first run and after each, waited for once at the end, so the host queues run i + 1 while the device still
@@ -48,6 +56,10 @@ public protocol MemoryOps: AnyObject {
 }
 
 extension MemoryOps {
+    /// A backend that runs ops in order has nothing to overlap.
+    public func concurrently(_ body: () -> Void) { body() }
+    public func awaitConcurrentWork() {}
+
     /// One fill per range, of a view of it: the CPU's way, where a fill costs no launch.
     public func fill(_ tensor: Tensor, ranges: [Range<Int>], with value: Double) {
         for range in ranges {

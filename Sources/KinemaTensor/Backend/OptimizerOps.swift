@@ -23,11 +23,10 @@ public protocol OptimizerOps: AnyObject {
     /// `gradScale` multiplies the gradient first (gradient clipping folds in here). `computeCopy` (bf16, f16 or
     /// f32, same element count, f32 master only) receives the updated master rounded to nearest even in the
     /// same pass: the weights the layers compute with under mixed precision. `ema` (the master's shape and dtype),
-    /// when given, moves toward the updated master in the same pass, as `emaUpdate` would after it; with
-    /// `clearsGradient` the gradient is zeroed once read (the step consumes it: no fill before the next backward).
+    /// when given, moves toward the updated master as `emaUpdate` would after it: in the same pass, or (CUDA with
+    /// a second stream) in its own pass beside the work queued next, done by the next `awaitConcurrentWork()`.
     func adamW(master: Tensor, gradient: Tensor, m: Tensor, v: Tensor, computeCopy: Tensor?, step: Int,
-               hyperparameters: AdamWHyperparameters, gradScale: Double, ema: (average: Tensor, decay: Double)?,
-               clearsGradient: Bool)
+               hyperparameters: AdamWHyperparameters, gradScale: Double, ema: (average: Tensor, decay: Double)?)
     /// ema ← decay · ema + (1 − decay) · weights (f32 or f64, one shape and dtype).
     func emaUpdate(_ ema: Tensor, toward weights: Tensor, decay: Double)
     /// Σ x² (f32 or f64) accumulated in f64 with a fixed-order reduction (no atomics): the same value on every
@@ -36,10 +35,10 @@ public protocol OptimizerOps: AnyObject {
 }
 
 extension OptimizerOps {
-    /// AdamW alone: no EMA, the gradient left as it is.
+    /// AdamW alone, no EMA.
     public func adamW(master: Tensor, gradient: Tensor, m: Tensor, v: Tensor, computeCopy: Tensor?, step: Int,
                       hyperparameters: AdamWHyperparameters, gradScale: Double) {
         adamW(master: master, gradient: gradient, m: m, v: v, computeCopy: computeCopy, step: step,
-              hyperparameters: hyperparameters, gradScale: gradScale, ema: nil, clearsGradient: false)
+              hyperparameters: hyperparameters, gradScale: gradScale, ema: nil)
     }
 }
