@@ -8,16 +8,15 @@ import KinemaTensor
 /// it to main-stream work that runs before the concurrent work has read it. So every tensor a batch's kernels touch
 /// (inputs, outputs, scratch) is kept alive until the main stream has been made to wait for the batch: `maxBatches`
 /// batches stay in flight (a DiT block's backward queues six), the oldest waited for as a new one is queued, all at
-/// `awaitConcurrentWork` (the optimizer, host reads, `synchronize`). Scratch that kernels share across launches (the
-/// reduction counters, cuBLASLt's workspace) is the stream's own.
+/// `awaitConcurrentWork` (the optimizer, host reads, `synchronize`). Scratch that kernels share across launches is
+/// the stream's own (`StreamScratch`).
 final class ConcurrentStream {
     let stream: UnsafeMutableRawPointer?
     /// Queued batches, oldest first: the event recorded after each and the tensors it touched.
     var batches: [(done: UnsafeMutableRawPointer, tensors: [Tensor])] = []
     /// The tensors of the batch being queued (nil when none is).
     private(set) var queueing: [Tensor]?
-    var counters: Tensor?
-    var workspace: Tensor?
+    let scratch = StreamScratch()
     static let maxBatches = 8
 
     init(stream: UnsafeMutableRawPointer?) {
@@ -28,6 +27,14 @@ final class ConcurrentStream {
     func begin() { queueing = [] }
     func end() -> [Tensor] { defer { queueing = nil }; return queueing ?? [] }
     func retain(_ tensor: Tensor) { queueing?.append(tensor) }
+}
+
+/// Scratch that the launches of one stream share, so that kernels running on two streams at once never do: cuBLASLt's
+/// workspace, and the counters of kernels whose last block to finish adds up the others' partial results (Common.cuh's
+/// last_block: zero, and each such kernel leaves the ones it used at zero).
+final class StreamScratch {
+    var workspace: Tensor?
+    var counters: Tensor?
 }
 
 extension CUDABackend {

@@ -361,10 +361,9 @@ extension CUDABackend: NNOps {
                [dOut, indices, dTable, Int32(width), Int64(indices.count), Int32(dTable.shape[0]), indexErrors()])
     }
 
-    /// Checks the table is [V, D] and the indices i32 within 0..<V (read back: indices are a few per batch); returns D.
-    /// The table's width. The indices themselves are checked by the kernels (an index outside the table is
-    /// reported at the next host read, `reportIndexErrors`): reading them here would stall every step until the GPU
-    /// drained.
+    /// Checks the table is [V, D] and the indices i32; returns D. The indices' range is checked by the kernels (an
+    /// index outside the table is reported at the next host read, `takeIndexError`): reading them here would stall
+    /// every step until the GPU drained.
     private func checkedEmbedding(_ op: String, _ table: Tensor, _ indices: Tensor) -> Int {
         precondition(table.rank == 2, "\(op): the table must be [V, D], got \(table.shape)")
         precondition(indices.dtype == .i32, "\(op): indices must be i32, got \(indices.dtype)")

@@ -53,13 +53,11 @@ public final class CUDABackend: @unchecked Sendable {
         && ProcessInfo.processInfo.environment["KINEMA_HOPPER_ATTENTION"] == "1"
     /// The dynamic shared memory each function has been allowed beyond the default 48 KiB.
     private var sharedMemoryLimits: [UnsafeMutableRawPointer: Int] = [:]
-    /// cuBLASLt, its handle and its workspace, opened on the first matrix product.
+    /// cuBLASLt and its handle, opened on the first matrix product.
     private var cublasLibrary: CuBLASLt?
     private(set) var cublasHandle: UnsafeMutableRawPointer?
-    private var workspace: Tensor?
-    /// Counters for kernels whose last block to finish adds up the others' partial results (Common.cuh's
-    /// last_block): zero, and each such kernel leaves the ones it used at zero, so every launch shares them.
-    private var counters: Tensor?
+    /// The main stream's cuBLASLt workspace and reduction counters (the second stream has its own).
+    private let mainScratch = StreamScratch()
     /// Where the embedding kernels record the first index outside a table they meet, i32 [set, op, position, index,
     /// rows] (zero until one does), and whether a kernel may have written it since the host last read it.
     private var indexErrorWords: Tensor?
@@ -325,36 +323,29 @@ public final class CUDABackend: @unchecked Sendable {
         return library
     }
 
-    /// 32 MiB for cuBLASLt's split-K and stream-K algorithms, allocated once for each stream (products on the two
-    /// streams may run at the same time).
+    /// The scratch of the stream work is queued on now.
+    private var scratch: StreamScratch {
+        if let concurrent, concurrent.isQueueing { return concurrent.scratch }
+        return mainScratch
+    }
+
+    /// 32 MiB for cuBLASLt's split-K and stream-K algorithms, allocated once for each stream.
     func matmulWorkspace() throws -> Tensor {
-        if let concurrent, concurrent.isQueueing {
-            if let workspace = concurrent.workspace { return workspace }
-            concurrent.workspace = empty([8 << 20], dtype: .i32)
-            return concurrent.workspace!
-        }
-        if let workspace { return workspace }
+        let scratch = self.scratch
+        if let workspace = scratch.workspace { return workspace }
         let tensor = empty([8 << 20], dtype: .i32)
-        workspace = tensor
+        scratch.workspace = tensor
         return tensor
     }
 
     /// At least `count` zero counters for last_block (one per group of blocks that finishes a reduction), allocated
     /// once for each stream and grown when a launch needs more.
     func reductionCounters(_ count: Int) -> Tensor {
-        if let concurrent, concurrent.isQueueing {
-            if let counters = concurrent.counters, counters.count >= count { return counters }
-            concurrent.counters = zeroCounters(count)
-            return concurrent.counters!
-        }
-        if let counters, counters.count >= count { return counters }
-        counters = zeroCounters(count)
-        return counters!
-    }
-
-    private func zeroCounters(_ count: Int) -> Tensor {
+        let scratch = self.scratch
+        if let counters = scratch.counters, counters.count >= count { return counters }
         let tensor = empty([Swift.max(count, 4096)], dtype: .i32)
         fill(tensor, with: 0)
+        scratch.counters = tensor
         return tensor
     }
 

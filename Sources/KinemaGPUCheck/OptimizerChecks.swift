@@ -115,16 +115,20 @@ extension GPUCheck {
                 cpu.adamW(master: c.weights, gradient: c.gradients, m: cm, v: cv, computeCopy: c.computeCopy,
                           step: step, hyperparameters: h, gradScale: scale)
                 cpu.emaUpdate(ce, toward: c.weights, decay: 0.9)
-                // The GPU takes the EMA with its AdamW, as the trainer runs it: fused into its pass, or on the
-                // second stream (the download below waits for it).
+                // The GPU takes the EMA with its AdamW, as the trainer runs it: in its own pass on the second stream
+                // (steps 1 and 3; the next step's gradients and the download below wait for it), and fused into
+                // AdamW's pass in step 2, as without a second stream (KINEMA_CONCURRENT_GRADIENTS=0).
+                let concurrent = gpu.runsConcurrently
+                gpu.runsConcurrently = concurrent && step != 2
                 gpu.adamW(master: g.weights, gradient: g.gradients, m: gm, v: gv, computeCopy: g.computeCopy,
                           step: step, hyperparameters: h, gradScale: scale, ema: (ge, 0.9))
+                gpu.runsConcurrently = concurrent
             }
             check("arena AdamW master", gpu.download(g.master!), cpu.download(c.master!))
             check("arena AdamW bf16 values = rounded master", gpu.download(g.values),
                   cpu.download(cpu.cast(cpu.upload(gpu.download(g.master!), shape: [g.count], dtype: .f32), to: .bf16)),
                   tolerance: 0)
-            check("arena EMA (with AdamW on the GPU)", gpu.download(ge), cpu.download(ce))
+            check("arena EMA (on the second stream and fused into AdamW)", gpu.download(ge), cpu.download(ce))
             let master = gpu.download(g.master!), alignment = ParameterArena.alignment
             let padding = zip(g.offsets, g.parameters).flatMap { offset, parameter in
                 let end = offset + parameter.value.count

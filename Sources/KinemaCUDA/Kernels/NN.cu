@@ -554,7 +554,7 @@ extern "C" __global__ void group_norm_apply(const T* x, const T* weight, const T
 //
 // Indices are checked here, not on the host (a download would stall the step until the GPU drains): an index outside
 // the table's `rows` is skipped (its output row is zero) and the first one seen goes into `errors` [set, op, position,
-// index, rows], which the backend reads at its next host read and reports (CUDABackend.reportIndexErrors).
+// index, rows], which the backend reads at its next host read and reports (CUDABackend.takeIndexError).
 
 __device__ inline bool index_in_table(int index, int rows, long long position, int* errors, int op) {
     if (index >= 0 && index < rows) return true;
