@@ -50,7 +50,7 @@ extension CUDABackend: NNOps {
     private static let rowPackCounts = [1, 2, 3, 4, 5, 6, 8, 12, 16]
     /// Each row kernel's entry points, one per pack count, named once (not per launch).
     private static let rowKernelNames = Dictionary(uniqueKeysWithValues:
-        ["layernorm_forward", "layernorm_backward", "per_sample_scale_backward"].map { name in
+        ["layernorm_forward", "layernorm_backward"].map { name in
             (name, rowPackCounts.map { "\(name)_\($0)" })
         })
 
@@ -229,14 +229,49 @@ extension CUDABackend: NNOps {
     }
 
     /// dy ⊙ (add + g[sample]) for dy [B, N, D] and g [B, D], and in the same pass first = Σ_tokens dy and
-    /// second = Σ_tokens dy ⊙ c per sample (either may be nil).
+    /// second = Σ_tokens dy ⊙ c per sample (either may be nil). NN.cu's kernel spreads a row over a block, a thread
+    /// per pack of 8 columns, and the GPU gets one full wave of blocks: each sample's rows split evenly into its
+    /// share of runs, at most 128 (the sample's last block adds their partial rows one after the other).
     private func perSampleScaleBackward(_ dy: Tensor, _ c: Tensor, _ g: Tensor, add: Float, first: Tensor?,
                                         second: Tensor?, batch: Int, tokens: Int, width: Int) -> Tensor {
         let out = empty(dy.shape, dtype: dy.dtype)
-        launchTokenRuns("per_sample_scale_backward", element: dy.dtype, segments: batch, tokens: tokens, width: width,
-                        first: first, second: second, accumulate: false, [dy, c, g, add, out],
-                        then: [packs(width: width, dy, c, g, out)])
+        guard batch * tokens > 0 && width > 0 else {
+            for case let sums? in [first, second] { fill(sums, with: 0) }
+            return out
+        }
+        let threads = ((width + 7) / 8 + 31) / 32 * 32
+        precondition(threads <= Self.packKernelThreads, "per-sample scaling's backward on CUDA: rows of \(width) "
+                     + "columns; its kernel holds at most \(8 * Self.packKernelThreads) (NN.cu's PACK_THREADS)")
+        let name = "per_sample_scale_backward"
+        let chunks = Swift.max(1, Swift.min(tokens, 128, residentBlocks(name, element: dy.dtype, threads: threads) / batch))
+        let partial = { (sums: Tensor?) in sums.map { _ in self.empty([batch * chunks, width], dtype: .f32) } }
+        launch(name, in: "NN", element: dy.dtype, grid: (batch * chunks, 1, 1), block: (threads, 1, 1),
+               [dy, c, g, add, out, argument(partial(first)), argument(partial(second)), argument(first),
+                argument(second), reductionCounters(batch),
+                Int32((first?.dtype == .f32 ? 1 : 0) | (second?.dtype == .f32 ? 2 : 0)), Int32(0), Int64(tokens),
+                Int32(width), Int32(chunks), packs(width: width, dy, c, g, out)])
         return out
+    }
+
+    /// The most threads a block of NN.cu's per-sample scaling backward has (PACK_THREADS).
+    private static let packKernelThreads = 512
+
+    /// Blocks of `threads` of NN.cu's kernel `name` the whole GPU holds at once (the driver's occupancy for it).
+    private func residentBlocks(_ name: String, element: DType, threads: Int) -> Int {
+        let key = ResidencyKey(name: name, element: element, threads: threads)
+        if let blocks = residency[key] { return blocks }
+        var perMultiprocessor: Int32 = 0
+        do {
+            let function = try kernel(name, in: "NN", element: element)
+            try driver.check(driver.cuOccupancyMaxActiveBlocksPerMultiprocessor(&perMultiprocessor, function,
+                                                                                  Int32(threads), 0),
+                             "cuOccupancyMaxActiveBlocksPerMultiprocessor(\(name))")
+        } catch {
+            preconditionFailure("\(error)")
+        }
+        let blocks = Swift.max(1, Int(perMultiprocessor)) * multiprocessors
+        residency[key] = blocks
+        return blocks
     }
 
     // MARK: Token runs and column sums

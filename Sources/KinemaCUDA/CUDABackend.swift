@@ -51,6 +51,8 @@ public final class CUDABackend: @unchecked Sendable {
     /// its per-thread tile loads and its dSᵀ stores costing more than its products save.
     public lazy var usesHopperAttention = architecture == 90
         && ProcessInfo.processInfo.environment["KINEMA_HOPPER_ATTENTION"] == "1"
+    /// Blocks the GPU holds at once, per row kernel and block size (CUDABackend+NN's residentBlocks).
+    var residency: [ResidencyKey: Int] = [:]
     /// The dynamic shared memory each function has been allowed beyond the default 48 KiB.
     private var sharedMemoryLimits: [UnsafeMutableRawPointer: Int] = [:]
     /// cuBLASLt and its handle, opened on the first matrix product.
@@ -385,6 +387,12 @@ public final class CUDABackend: @unchecked Sendable {
 }
 
 /// Which loaded kernel: its name, its file and the element type the file was built for.
+struct ResidencyKey: Hashable {
+    let name: String
+    let element: DType
+    let threads: Int
+}
+
 struct KernelKey: Hashable {
     let name: String
     let file: String

@@ -45,6 +45,8 @@ final class CUDADriver: @unchecked Sendable {
                                            UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32)?
     /// cuFuncSetAttribute(function, attribute, value); Kinema sets CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.
     let cuFuncSetAttribute: @convention(c) (Handle, Int32, Int32) -> Int32
+    /// cuOccupancyMaxActiveBlocksPerMultiprocessor(blocks, function, blockSize, dynamicSharedBytes).
+    let cuOccupancyMaxActiveBlocksPerMultiprocessor: @convention(c) (UnsafeMutablePointer<Int32>, Handle, Int32, Int) -> Int32
     let cuGetErrorString: @convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Int32
     /// cuTensorMapEncodeTiled(map, dataType, rank, address, dims, strides, box, elementStrides, interleave, swizzle,
     /// l2Promotion, oobFill): the TMA descriptor of a tensor (CUDA 12+ drivers; nil on older ones, which then run
@@ -88,6 +90,7 @@ final class CUDADriver: @unchecked Sendable {
         cuLaunchKernel = try library.function("cuLaunchKernel")
         cuLaunchKernelEx = try? library.function("cuLaunchKernelEx")
         cuFuncSetAttribute = try library.function("cuFuncSetAttribute")
+        cuOccupancyMaxActiveBlocksPerMultiprocessor = try library.function("cuOccupancyMaxActiveBlocksPerMultiprocessor")
         cuGetErrorString = try library.function("cuGetErrorString")
         cuTensorMapEncodeTiled = try? library.function("cuTensorMapEncodeTiled")
     }

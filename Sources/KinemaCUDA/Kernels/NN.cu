@@ -46,13 +46,14 @@ __device__ inline void parameter8(const T* parameter, int j, int width, bool pac
 //
 // For data [S, R, W] (S samples of R rows), the gradients of per-sample and per-column parameters (modulation
 // shift and scale, gates, LayerNorm weight and bias) are column sums over each sample's rows; a kernel that walks
-// those rows anyway adds them up on the way, instead of a second pass over the data. A block's run is at most
-// `chunkRows` consecutive rows of one sample (blockIdx.x = sample · chunks + chunk); warp w walks rows w, w + warps, …
+// those rows anyway adds them up on the way, instead of a second pass over the data. In LayerNorm's backward, a
+// block's run is at most `chunkRows` consecutive rows of one sample (blockIdx.x = sample · chunks + chunk); warp w
+// walks rows w, w + warps, …
 // of it, one row in registers at a time (row kernels, above), so each lane sees the same columns in every row and
 // adds them into its warp's slice of dynamic shared memory, which no other warp touches: no synchronisation during
 // the walk. At the end the warps' slices add up in warp order into one partial row per block, and the sample's last
 // block to finish adds its chunks' rows in order into the outputs: a fixed order throughout, so the sums repeat bit
-// for bit.
+// for bit. The per-sample scaling's backward keeps its sums in registers instead (its own section, below).
 
 extern __shared__ __align__(16) float runShared[];
 
@@ -112,8 +113,19 @@ __device__ inline void store_sum(void* out, bool f32, bool accumulate, long long
     else st((T*)out, i, accumulate ? ld((T*)out, i) + v : v);
 }
 
-// Adds the warps' slices in warp order into the block's partial rows; the sample's last block then adds the
-// sample's partial rows in chunk order into the outputs.
+// Once a block has written its partial rows: the sample's last block to finish adds the sample's partial rows in
+// chunk order into the outputs.
+__device__ inline void add_partial_rows(long long sample, RunSums out, int width, int chunks) {
+    if (!last_block(out.counters + sample, chunks)) return;
+    long long rows = sample * chunks * (long long)width;  // the sample's partial rows
+    for (int j = threadIdx.x; j < width; j += blockDim.x) {
+        long long i = sample * width + j;
+        if (out.first) store_sum(out.firstOut, out.firstF32, out.accumulate, i, sum_partials(out.first + rows + j, chunks, width));
+        if (out.second) store_sum(out.secondOut, out.secondF32, out.accumulate, i, sum_partials(out.second + rows + j, chunks, width));
+    }
+}
+
+// Adds the warps' slices in warp order into the block's partial rows, then add_partial_rows.
 __device__ inline void run_finish(TokenRun run, const float* sums, RunSums out, int width, int chunks) {
     __syncthreads();
     int slice = padded_width(width);
@@ -128,13 +140,7 @@ __device__ inline void run_finish(TokenRun run, const float* sums, RunSums out, 
         if (out.first) out.first[blockIdx.x * (long long)width + j] = t1;
         if (out.second) out.second[blockIdx.x * (long long)width + j] = t2;
     }
-    if (!last_block(out.counters + run.sample, chunks)) return;
-    long long rows = run.sample * chunks * (long long)width;  // the sample's partial rows
-    for (int j = threadIdx.x; j < width; j += blockDim.x) {
-        long long i = run.sample * width + j;
-        if (out.first) store_sum(out.firstOut, out.firstF32, out.accumulate, i, sum_partials(out.first + rows + j, chunks, width));
-        if (out.second) store_sum(out.secondOut, out.secondF32, out.accumulate, i, sum_partials(out.second + rows + j, chunks, width));
-    }
+    add_partial_rows(run.sample, out, width, chunks);
 }
 
 // MARK: LayerNorm, alone, fused with adaLN modulation, and fused with the gated residual before it
@@ -282,45 +288,10 @@ extern "C" __global__ void gated_residual(const T* x, const T* gate, const T* br
     }
 }
 
-// The backward of a per-sample scaling by token runs: out = dy ⊙ (add + g[sample]) and, from the same read of dy
-// and c, the column sums Σ dy (first) and Σ dy ⊙ c (second), either may be null. modulate's backward (add 1,
-// g = scale, c = x: dx, dShift, dScale) and the gated residual's (add 0, g = gate, c = branch: dBranch and dGate,
-// no first).
-#define PER_SAMPLE_SCALE_BACKWARD_PARAMETERS                                                                      \
-    const T *dy, const T *c, const T *g, float add, T *out, float *first, float *second, void *firstOut,          \
-        void *secondOut, unsigned *counters, int outputsF32, int accumulate, long long tokens, int width,         \
-        int chunkRows, int chunks, int vectors
-#define PER_SAMPLE_SCALE_BACKWARD_ARGUMENTS                                                                       \
-    dy, c, g, add, out, first, second, firstOut, secondOut, counters, outputsF32, accumulate, tokens, width,      \
-        chunkRows, chunks, vectors
-template <int P, bool packed>
-__device__ inline void per_sample_scale_backward(PER_SAMPLE_SCALE_BACKWARD_PARAMETERS) {
-    RunSums sumsOut = {first, second, firstOut, secondOut, counters, (outputsF32 & 1) != 0, (outputsF32 & 2) != 0,
-                       accumulate != 0};
-    TokenRun run = token_run(runShared, sumsOut, tokens, width, chunkRows, chunks);
-    const T* scale = g + run.sample * width;
-    RUN_ROW_LOOP(row, run) {
-        Row<P> d, v;
-        load_row(d, dy + row * width, width, packed);
-        load_row(v, c + row * width, width, packed);
-        ROW_LOOP(p, j) {
-            if (j >= width) continue;
-            float dv[8], cv[8], gv[8];
-            unpack8(d.p[p], dv); unpack8(v.p[p], cv);
-            parameter8(scale, j, width, packed, 0.0f, gv);
-            if (run.first) run_add8(run.first, j, width, dv);
-            for (int k = 0; k < 8; ++k) { cv[k] *= dv[k]; dv[k] *= add + gv[k]; }
-            if (run.second) run_add8(run.second, j, width, cv);
-            store_pack(out + row * width, j, width, packed, pack8(dv));
-        }
-    }
-    run_finish(run, runShared, sumsOut, width, chunks);
-}
-
 // One entry point per row kernel and pack count P (widths up to 256 · P; the host picks the smallest P). The
 // forward's registers are capped so that more warps share an SM (FORWARD_BLOCKS 256-thread blocks): a warp has
 // nothing in flight while it reduces a row, so the others must keep memory busy (DiT-XL/2: 5.43 → 4.57 ms a step).
-// The token-run kernels are left uncapped: at 80 registers they spill and were slower (4.76 → 5.51 ms). Each entry
+// LayerNorm's backward is left uncapped: at 80 registers it spilled and was slower (4.76 → 5.51 ms). Each entry
 // runs its kernel with `packed` a compile-time constant: with it a run-time flag, the element-by-element path's
 // out-of-line calls (load_pack_elements) sat in the same code, and the forward spilled at its cap around them
 // (24 bytes, 196 608 local-memory requests a launch; without: 4.58 → 3.96 ms a DiT-XL/2 step).
@@ -337,12 +308,6 @@ __device__ inline void per_sample_scale_backward(PER_SAMPLE_SCALE_BACKWARD_PARAM
         GRID_DEPENDENCY();                                                                                        \
         if (vectors) layernorm_backward<P, true>(LAYERNORM_BACKWARD_ARGUMENTS);                                   \
         else layernorm_backward<P, false>(LAYERNORM_BACKWARD_ARGUMENTS);                                          \
-    }                                                                                                             \
-    extern "C" __global__ void __launch_bounds__(256)                                                             \
-        per_sample_scale_backward_##P(PER_SAMPLE_SCALE_BACKWARD_PARAMETERS) {                                     \
-        GRID_DEPENDENCY();                                                                                        \
-        if (vectors) per_sample_scale_backward<P, true>(PER_SAMPLE_SCALE_BACKWARD_ARGUMENTS);                     \
-        else per_sample_scale_backward<P, false>(PER_SAMPLE_SCALE_BACKWARD_ARGUMENTS);                            \
     }
 ROW_KERNELS(1)
 ROW_KERNELS(2)
@@ -353,6 +318,112 @@ ROW_KERNELS(6)
 ROW_KERNELS(8)
 ROW_KERNELS(12)
 ROW_KERNELS(16)
+
+// MARK: Per-sample scaling's backward: a row spread over a block, a thread per pack of 8 columns
+//
+// A kernel with no per-row statistics to reduce lays rows out the other way: thread t of a block holds columns
+// 8t … 8t + 7 of each row (a block has ⌈width / 8⌉ threads in whole warps), so its per-sample column sums stay in
+// its registers across the block's whole run of rows (no shared-memory slices), and it issues the loads of the next
+// ROWS rows before it writes the current ones. The host launches as many blocks as the GPU holds at once, each
+// sample's rows split evenly among its share. (With per-row statistics, as in LayerNorm, this layout lost: each
+// row's block-wide sum costs a barrier, and LayerNorm's backward needed 128 registers a thread; BENCHMARKS.md,
+// sixteenth session.)
+
+// Rows a thread has in hand at once (twice that with the next ones in flight): f32 packs take twice the registers.
+#ifdef ELEMENT_BF16
+#define ROWS 2
+#else
+#define ROWS 1
+#endif
+#define PACK_THREADS 512  // widths up to 4 096 (the host checks)
+
+// The block's run: rows [begin, end) of sample blockIdx.x / chunks, its chunk blockIdx.x % chunks of `chunks`
+// nearly equal ones.
+struct PackRun { long long sample, begin, end; };
+__device__ inline PackRun pack_run(long long tokens, int chunks) {
+    long long sample = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
+    return {sample, sample * tokens + chunk * tokens / chunks, sample * tokens + (chunk + 1) * tokens / chunks};
+}
+
+// Row `row`'s pack at the thread's column j, or zeros for a row past the run or a column past the width.
+__device__ inline Pack8 run_pack(const T* data, long long row, long long end, int j, int width, bool packed) {
+    if (row < end && j < width) return load_pack(data + row * width, j, width, packed);
+    float zero[8] = {};
+    return pack8(zero);
+}
+
+// The thread's 8 columns of a block's partial row (`at`, 32-byte aligned when `packed`), those inside the width.
+__device__ inline void store_partial(float* at, const float* v, int j, int width, bool packed) {
+    if (packed) {
+        ((float4*)at)[0] = make_float4(v[0], v[1], v[2], v[3]);
+        ((float4*)at)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+        for (int k = 0; k < 8 && j + k < width; ++k) at[k] = v[k];
+    }
+}
+
+// The backward of a per-sample scaling by token runs: out = dy ⊙ (add + g[sample]) and, from the same read of dy
+// and c, the column sums Σ dy (first) and Σ dy ⊙ c (second), either may be null. modulate's backward (add 1,
+// g = scale, c = x: dx, dShift, dScale) and the gated residual's (add 0, g = gate, c = branch: dBranch and dGate,
+// no first).
+#define PER_SAMPLE_SCALE_BACKWARD_PARAMETERS                                                                      \
+    const T *dy, const T *c, const T *g, float add, T *out, float *first, float *second, void *firstOut,          \
+        void *secondOut, unsigned *counters, int outputsF32, int accumulate, long long tokens, int width,         \
+        int chunks, int vectors
+#define PER_SAMPLE_SCALE_BACKWARD_ARGUMENTS                                                                       \
+    dy, c, g, add, out, first, second, firstOut, secondOut, counters, outputsF32, accumulate, tokens, width,      \
+        chunks, vectors
+template <bool packed> __device__ inline void per_sample_scale_backward_rows(PER_SAMPLE_SCALE_BACKWARD_PARAMETERS) {
+    RunSums sums = {first, second, firstOut, secondOut, counters, (outputsF32 & 1) != 0, (outputsF32 & 2) != 0,
+                    accumulate != 0};
+    float gv[8], sumFirst[8] = {}, sumSecond[8] = {};
+    int j = 8 * threadIdx.x;
+    PackRun run = pack_run(tokens, chunks);
+    if (j < width) parameter8(g + run.sample * width, j, width, packed, 0.0f, gv);
+    Pack8 ds[ROWS], cs[ROWS];  // the rows in hand: dy and c
+    #pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        ds[r] = run_pack(dy, run.begin + r, run.end, j, width, packed);
+        cs[r] = run_pack(c, run.begin + r, run.end, j, width, packed);
+    }
+    for (long long row0 = run.begin; row0 < run.end; row0 += ROWS) {
+        Pack8 dn[ROWS], cn[ROWS];  // the next rows, in flight while these are written
+        #pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+            dn[r] = run_pack(dy, row0 + ROWS + r, run.end, j, width, packed);
+            cn[r] = run_pack(c, row0 + ROWS + r, run.end, j, width, packed);
+        }
+        #pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+            long long row = row0 + r;
+            if (row >= run.end || j >= width) continue;
+            float dv[8], cv[8];
+            unpack8(ds[r], dv);
+            unpack8(cs[r], cv);
+            for (int k = 0; k < 8; ++k) {
+                sumFirst[k] += dv[k];
+                sumSecond[k] += dv[k] * cv[k];
+                dv[k] *= add + gv[k];
+            }
+            store_pack(out + row * width, j, width, packed, pack8(dv));
+        }
+        #pragma unroll
+        for (int r = 0; r < ROWS; ++r) { ds[r] = dn[r]; cs[r] = cn[r]; }
+    }
+    if (j < width) {
+        long long at = blockIdx.x * (long long)width + j;
+        if (first) store_partial(first + at, sumFirst, j, width, packed);
+        if (second) store_partial(second + at, sumSecond, j, width, packed);
+    }
+    add_partial_rows(run.sample, sums, width, chunks);
+}
+
+extern "C" __global__ void __launch_bounds__(PACK_THREADS)
+    per_sample_scale_backward(PER_SAMPLE_SCALE_BACKWARD_PARAMETERS) {
+    GRID_DEPENDENCY();
+    if (vectors) per_sample_scale_backward_rows<true>(PER_SAMPLE_SCALE_BACKWARD_ARGUMENTS);
+    else per_sample_scale_backward_rows<false>(PER_SAMPLE_SCALE_BACKWARD_ARGUMENTS);
+}
 
 // MARK: Column sums: bias gradients
 //
