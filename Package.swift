@@ -3,7 +3,10 @@ import PackageDescription
 
 // Swift 5 language mode: the runtime passes tensors between threads by hand (DispatchQueue.concurrentPerform),
 // which strict Sendable checking would force us to annotate everywhere without making anything safer.
-let swift5: [SwiftSetting] = [.swiftLanguageMode(.v5), .unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+// Release builds are -O, not -Ounchecked: under -Ounchecked a failed `precondition` is not checked and a
+// `preconditionFailure` is undefined behaviour, so bad input (a wrong shape, a bad file) ran on or crashed without
+// its message, and a CUDA error reported that way (an over-large launch) segfaulted (BENCHMARKS.md, sixteenth session).
+let swift5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
 
 let package = Package(
     name: "Kinema",

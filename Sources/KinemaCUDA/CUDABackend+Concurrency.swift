@@ -56,7 +56,7 @@ extension CUDABackend {
             side.batches.append((done, side.end()))
             while side.batches.count > ConcurrentStream.maxBatches { try awaitOldestBatch(side) }
         } catch {
-            preconditionFailure("\(error)")
+            fatalError("\(error)")
         }
     }
 
@@ -67,7 +67,7 @@ extension CUDABackend {
         do {
             while !side.batches.isEmpty { try awaitOldestBatch(side) }
         } catch {
-            preconditionFailure("\(error)")
+            fatalError("\(error)")
         }
     }
 

@@ -89,7 +89,7 @@ extension CUDABackend: LinearAlgebraOps {
             try cublas().check(status, "cublasLtMatmul(\(shape.m)×\(shape.n)×\(shape.k), batch \(shape.batch))")
             return true
         } catch {
-            preconditionFailure("\(error)")
+            fatalError("\(error)")
         }
     }
 

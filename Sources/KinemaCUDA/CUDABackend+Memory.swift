@@ -8,7 +8,7 @@ extension CUDABackend: MemoryOps {
     public func empty(_ shape: [Int], dtype: DType) -> Tensor {
         let bytes = Swift.max(shape.reduce(1, *) * dtype.byteSize, 1)
         let block: (address: UInt64, size: Int)
-        do { block = try allocator.allocate(bytes) } catch { preconditionFailure("\(error)") }
+        do { block = try allocator.allocate(bytes) } catch { fatalError("\(error)") }
         let allocator = self.allocator
         let buffer = Buffer(device: device, byteCount: bytes,
                             address: UnsafeMutableRawPointer(bitPattern: UInt(block.address))!) { pointer, _ in
@@ -258,12 +258,12 @@ extension CUDABackend: MemoryOps {
                 return Double(milliseconds) / 1000
             }
         } catch {
-            preconditionFailure("\(error)")
+            fatalError("\(error)")
         }
     }
 
     func check(_ result: Int32, _ function: String) {
-        do { try driver.check(result, function) } catch { preconditionFailure("\(error)") }
+        do { try driver.check(result, function) } catch { fatalError("\(error)") }
     }
 }
 

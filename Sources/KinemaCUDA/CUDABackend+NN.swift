@@ -267,7 +267,7 @@ extension CUDABackend: NNOps {
                                                                                   Int32(threads), 0),
                              "cuOccupancyMaxActiveBlocksPerMultiprocessor(\(name))")
         } catch {
-            preconditionFailure("\(error)")
+            fatalError("\(error)")
         }
         let blocks = Swift.max(1, Int(perMultiprocessor)) * multiprocessors
         residency[key] = blocks

@@ -273,7 +273,7 @@ public final class CUDABackend: @unchecked Sendable {
             }
             try driver.check(result, "cuLaunchKernel(\(name))")
         } catch {
-            preconditionFailure("\(error)")
+            fatalError("\(error)")
         }
     }
 
@@ -356,7 +356,7 @@ public final class CUDABackend: @unchecked Sendable {
     public func synchronize() {
         awaitConcurrentWork()
         let start = DispatchTime.now().uptimeNanoseconds
-        do { try driver.check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize") } catch { preconditionFailure("\(error)") }
+        do { try driver.check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize") } catch { fatalError("\(error)") }
         hostWaitSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         // fatalError, not preconditionFailure: release builds are -Ounchecked, where a precondition is not checked.
         if let message = takeIndexError() { fatalError(message) }
