@@ -40,8 +40,8 @@ extension CPUBackend {
         precondition(table.rank == 2, "\(op): the table must be [V, D], got \(table.shape)")
         precondition(indices.dtype == .i32, "\(op): indices must be i32, got \(indices.dtype)")
         let rows = table.shape[0], index = indices.elements(Int32.self)
-        // Indices are data (labels, tokens), not a programming error: checked in release builds too, which are
-        // -Ounchecked (no preconditions).
+        // Indices are data (labels, tokens), not a programming error: fatalError prints which one in a release
+        // build, where a failed precondition only traps.
         for i in 0..<indices.count where index[i] < 0 || Int(index[i]) >= rows {
             fatalError("\(op): index \(index[i]) at position \(i) is outside the table's \(rows) rows")
         }

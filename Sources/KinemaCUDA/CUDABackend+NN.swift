@@ -244,12 +244,11 @@ extension CUDABackend: NNOps {
                      + "columns; its kernel holds at most \(8 * Self.packKernelThreads) (NN.cu's PACK_THREADS)")
         let name = "per_sample_scale_backward"
         let chunks = Swift.max(1, Swift.min(tokens, 128, residentBlocks(name, element: dy.dtype, threads: threads) / batch))
-        let partial = { (sums: Tensor?) in sums.map { _ in self.empty([batch * chunks, width], dtype: .f32) } }
         launch(name, in: "NN", element: dy.dtype, grid: (batch * chunks, 1, 1), block: (threads, 1, 1),
-               [dy, c, g, add, out, argument(partial(first)), argument(partial(second)), argument(first),
-                argument(second), reductionCounters(batch),
-                Int32((first?.dtype == .f32 ? 1 : 0) | (second?.dtype == .f32 ? 2 : 0)), Int32(0), Int64(tokens),
-                Int32(width), Int32(chunks), packs(width: width, dy, c, g, out)])
+               [dy, c, g, add, out]
+                   + runSumArguments(first: first, second: second, segments: batch, chunks: chunks, width: width,
+                                     accumulate: false)
+                   + [Int64(tokens), Int32(width), Int32(chunks), packs(width: width, dy, c, g, out)])
         return out
     }
 
@@ -300,13 +299,23 @@ extension CUDABackend: NNOps {
         precondition(bytes <= Self.maxSharedBytes, "\(name) on CUDA: rows of \(width) columns are too wide for the "
                      + "column sums in shared memory (at most \(Self.maxSharedBytes / (4 * Swift.max(outputs.count, 1))))")
         let warps = Swift.max(1, Swift.min(8, chunkRows, Self.maxSharedBytes / Swift.max(bytes, 1)))
-        let partial = { (output: Tensor?) in output.map { _ in self.empty([segments * chunks, width], dtype: .f32) } }
         launch(rowKernel(name, width: width), in: "NN", element: element, grid: (segments * chunks, 1, 1), block: (warps * 32, 1, 1),
                sharedMemoryBytes: warps * bytes,
-               arguments + [argument(partial(first)), argument(partial(second)), argument(first), argument(second),
-                            reductionCounters(segments), Int32((first?.dtype == .f32 ? 1 : 0) | (second?.dtype == .f32 ? 2 : 0)),
-                            Int32(accumulate ? 1 : 0), Int64(tokens), Int32(width), Int32(chunkRows), Int32(chunks)]
-                   + trailing)
+               arguments
+                   + runSumArguments(first: first, second: second, segments: segments, chunks: chunks, width: width,
+                                     accumulate: accumulate)
+                   + [Int64(tokens), Int32(width), Int32(chunkRows), Int32(chunks)] + trailing)
+    }
+
+    /// A token-run kernel's column-sum arguments (NN.cu's run_sums): the blocks' partial rows (f32 [segments ·
+    /// chunks, width] for each sum taken), the outputs, a counter per segment, which outputs are f32, and whether
+    /// they are added to.
+    private func runSumArguments(first: Tensor?, second: Tensor?, segments: Int, chunks: Int, width: Int,
+                                 accumulate: Bool) -> [any KernelArgument] {
+        let partial = { (output: Tensor?) in output.map { _ in self.empty([segments * chunks, width], dtype: .f32) } }
+        return [argument(partial(first)), argument(partial(second)), argument(first), argument(second),
+                reductionCounters(segments), Int32((first?.dtype == .f32 ? 1 : 0) | (second?.dtype == .f32 ? 2 : 0)),
+                Int32(accumulate ? 1 : 0)]
     }
 
     /// Columns a block of column_sums takes (NN.cu: 16 lanes × a pack of 8).

@@ -358,7 +358,7 @@ public final class CUDABackend: @unchecked Sendable {
         let start = DispatchTime.now().uptimeNanoseconds
         do { try driver.check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize") } catch { fatalError("\(error)") }
         hostWaitSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        // fatalError, not preconditionFailure: release builds are -Ounchecked, where a precondition is not checked.
+        // fatalError: it prints its message in a release build, where a failed precondition only traps.
         if let message = takeIndexError() { fatalError(message) }
     }
 
@@ -386,13 +386,14 @@ public final class CUDABackend: @unchecked Sendable {
     }
 }
 
-/// Which loaded kernel: its name, its file and the element type the file was built for.
+/// A kernel and block size whose occupancy the backend has asked the driver for.
 struct ResidencyKey: Hashable {
     let name: String
     let element: DType
     let threads: Int
 }
 
+/// Which loaded kernel: its name, its file and the element type the file was built for.
 struct KernelKey: Hashable {
     let name: String
     let file: String

@@ -73,6 +73,12 @@ struct RunSums {
     bool firstF32, secondF32, accumulate;  // each output f32 or T
 };
 
+// The kernels' arguments as RunSums: `outputsF32` bit 0 the first output's type, bit 1 the second's.
+__device__ inline RunSums run_sums(float* first, float* second, void* firstOut, void* secondOut, unsigned* counters,
+                                   int outputsF32, int accumulate) {
+    return {first, second, firstOut, secondOut, counters, (outputsF32 & 1) != 0, (outputsF32 & 2) != 0, accumulate != 0};
+}
+
 // The block's run; its slices ([first: warps][slice], then [second: warps][slice] f32) start at `sums`, zeroed.
 __device__ inline TokenRun token_run(float* sums, RunSums out, long long tokens, int width, int chunkRows, int chunks) {
     TokenRun run;
@@ -214,8 +220,7 @@ template <int P, bool packed> __device__ inline void layernorm_forward(LAYERNORM
     dy, x, weight, mean, rstd, residual, dx, first, second, firstOut, secondOut, counters, outputsF32, accumulate, \
         tokens, width, chunkRows, chunks, modulation, vectors
 template <int P, bool packed> __device__ inline void layernorm_backward(LAYERNORM_BACKWARD_PARAMETERS) {
-    RunSums out = {first, second, firstOut, secondOut, counters, (outputsF32 & 1) != 0, (outputsF32 & 2) != 0,
-                   accumulate != 0};
+    RunSums out = run_sums(first, second, firstOut, secondOut, counters, outputsF32, accumulate);
     float add = modulation ? 1.0f : 0.0f;
     TokenRun run = token_run(runShared, out, tokens, width, chunkRows, chunks);
     const T* a = modulation ? weight + run.sample * width : weight;
@@ -374,8 +379,7 @@ __device__ inline void store_partial(float* at, const float* v, int j, int width
     dy, c, g, add, out, first, second, firstOut, secondOut, counters, outputsF32, accumulate, tokens, width,      \
         chunks, vectors
 template <bool packed> __device__ inline void per_sample_scale_backward_rows(PER_SAMPLE_SCALE_BACKWARD_PARAMETERS) {
-    RunSums sums = {first, second, firstOut, secondOut, counters, (outputsF32 & 1) != 0, (outputsF32 & 2) != 0,
-                    accumulate != 0};
+    RunSums sums = run_sums(first, second, firstOut, secondOut, counters, outputsF32, accumulate);
     float gv[8], sumFirst[8] = {}, sumSecond[8] = {};
     int j = 8 * threadIdx.x;
     PackRun run = pack_run(tokens, chunks);
